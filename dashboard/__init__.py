@@ -1,0 +1,1 @@
+"""The trainprof dashboard (Dash). Reads trace files through profiler.analysis only."""

@@ -1,0 +1,42 @@
+"""trainprof: a profiler and visual debugger for PyTorch training runs.
+
+Public API::
+
+    import profiler
+    with profiler.profile(model, schedule=profiler.schedule(wait=1, warmup=1, active=3)) as prof:
+        for batch in prof.loader(loader):
+            ...
+            prof.step()
+
+Capture imports torch; it is loaded only when ``profile`` or ``schedule`` is first used, so the
+CLI's reporting commands and the dashboard start without it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+__all__ = ["profile", "schedule", "__version__"]
+
+if TYPE_CHECKING:
+    from profiler.capture.schedule import schedule
+    from profiler.capture.session import profile
+
+_LAZY = {
+    "profile": "profiler.capture.session",
+    "schedule": "profiler.capture.schedule",
+    "Profile": "profiler.capture.session",
+    "Schedule": "profiler.capture.schedule",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'profiler' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,1 @@
+"""Capture: the context manager, hooks, the Kineto session and samplers. Imports torch."""

@@ -1,0 +1,159 @@
+"""The adapter to torch.profiler (Kineto) and the writer that turns one window into a trace file."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.profiler as tp
+
+from profiler.capture.clock import Clock, ClockMarker
+from profiler.capture.module_hooks import WindowRecord
+from profiler.capture.schedule import Schedule
+from profiler.events import (
+    BACKWARD_LANE_NAME,
+    COUNTER_MEMORY,
+    COUNTER_SYSTEM,
+    PHASE_COMPLETE,
+    PHASE_COUNTER,
+    PHASE_METADATA,
+    TRAINPROF_KEY,
+    Category,
+)
+from profiler.store import RunStore, splice_kineto_trace
+from profiler.store.chrome_trace import base_time_ns, clock_sync_ts_us
+from profiler.store.trace_store import PARTIAL_SUFFIX
+
+# Backward ranges get a lane of their own (see module_hooks). Linux pids and tids stay below
+# 2**22, so this tid never collides with a real thread's.
+BACKWARD_LANE_TID = 2_000_000_000
+_RECORDING = (tp.ProfilerAction.RECORD, tp.ProfilerAction.RECORD_AND_SAVE)
+
+# torch warns at each new window that events() only returns the current one; we never call
+# events(), each window is exported whole, so the warning would only alarm users.
+warnings.filterwarnings("ignore", message="Warning: Profiler clears events at the end of each cycle")
+
+
+class KinetoSession:
+    """One ``torch.profiler.profile`` driven by our schedule; CUDA activities when there is a GPU."""
+
+    def __init__(
+        self,
+        *,
+        schedule: Schedule,
+        record_shapes: bool,
+        profile_memory: bool,
+        with_stack: bool,
+        on_trace_ready: Any,
+    ) -> None:
+        activities = [tp.ProfilerActivity.CPU]
+        if torch.cuda.is_available():
+            activities.append(tp.ProfilerActivity.CUDA)
+        self.activities = activities
+        self._prof = tp.profile(
+            activities=activities,
+            schedule=schedule,
+            on_trace_ready=on_trace_ready,
+            record_shapes=record_shapes,
+            profile_memory=profile_memory,
+            with_stack=with_stack,
+        )
+
+    @property
+    def recording(self) -> bool:
+        """Whether the current step is an active (recorded) step of a window."""
+        return self._prof.current_action in _RECORDING
+
+    def start(self) -> None:
+        """Start the session (Kineto is only enabled in warmup and active steps)."""
+        self._prof.start()
+
+    def step(self) -> None:
+        """Advance the schedule; may end a window and call ``on_trace_ready``."""
+        self._prof.step()
+
+    def stop(self) -> None:
+        """Stop; a window still recording is written through ``on_trace_ready``."""
+        self._prof.stop()
+
+
+def window_events(
+    record: WindowRecord,
+    system: Iterable[tuple[int, Mapping[str, float]]],
+    to_ts: Any,
+    *,
+    pid: int,
+) -> list[dict[str, Any]]:
+    """Our events for one window: memory and system counters, and the module-backward lane."""
+    events: list[dict[str, Any]] = []
+    for perf_ns, values in record.memory:
+        events.append(_counter(COUNTER_MEMORY, to_ts(perf_ns), values, pid))
+    for perf_ns, values in system:
+        events.append(_counter(COUNTER_SYSTEM, to_ts(perf_ns), values, pid))
+    if record.backward:
+        events.append(
+            {
+                "ph": PHASE_METADATA,
+                "name": "thread_name",
+                "pid": pid,
+                "tid": BACKWARD_LANE_TID,
+                "args": {"name": BACKWARD_LANE_NAME},
+            }
+        )
+    for span in record.backward:
+        start = to_ts(span.start_ns)
+        events.append(
+            {
+                "ph": PHASE_COMPLETE,
+                "cat": Category.USER_ANNOTATION.value,
+                "name": span.name,
+                "pid": pid,
+                "tid": BACKWARD_LANE_TID,
+                "ts": start,
+                "dur": round(max(to_ts(span.end_ns) - start, 0.0), 3),
+                "args": {TRAINPROF_KEY: "module_backward"},
+            }
+        )
+    return events
+
+
+def _counter(name: str, ts: float, values: Mapping[str, float], pid: int) -> dict[str, Any]:
+    return {"ph": PHASE_COUNTER, "cat": TRAINPROF_KEY, "name": name, "pid": pid, "ts": ts,
+            "args": dict(values)}
+
+
+def write_window(
+    prof: tp.profile,
+    store: RunStore,
+    clock: Clock,
+    *,
+    marker: ClockMarker | None,
+    record: WindowRecord,
+    system: Iterable[tuple[int, Mapping[str, float]]],
+    metadata: Mapping[str, Any],
+    distributed_info: Mapping[str, Any],
+    pid: int,
+) -> Path:
+    """Export one window with Kineto's writer, add our events and metadata, store it atomically."""
+    path = store.trace_path()
+    kineto_file = path.with_name(f".{path.name}.kineto{PARTIAL_SUFFIX}")
+    try:
+        prof.export_chrome_trace(str(kineto_file))
+        raw = kineto_file.read_bytes()
+    finally:
+        kineto_file.unlink(missing_ok=True)
+    to_ts = clock.to_trace(
+        base_ns=base_time_ns(raw), marker=marker, marker_ts_us=clock_sync_ts_us(raw)
+    )
+    document = splice_kineto_trace(
+        raw,
+        top_level={TRAINPROF_KEY: dict(metadata)},
+        events=window_events(record, system, to_ts, pid=pid),
+        distributed_info=distributed_info,
+        source=kineto_file,
+    )
+    store.write_trace(path, document)
+    return path

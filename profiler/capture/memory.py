@@ -1,0 +1,81 @@
+"""Memory readings cheap enough to take at every module boundary (no CUDA synchronisation)."""
+
+from __future__ import annotations
+
+import os
+import resource
+import sys
+from typing import Literal
+
+import psutil
+
+DeviceKind = Literal["cuda", "cpu"]
+_PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+class MemoryProbe:
+    """Current and peak memory of the training device.
+
+    On CUDA: the caching allocator's allocated and reserved bytes (host-side counters, no sync).
+    On CPU: the process's resident set size, read from /proc/self/statm where it exists (about
+    1 us; psutil takes ~10 us) and ``ru_maxrss`` as the peak, which covers the whole process life.
+    """
+
+    def __init__(self, device: DeviceKind) -> None:
+        self.device: DeviceKind = device
+        self._statm: int | None = None
+        if device == "cpu" and sys.platform.startswith("linux"):
+            try:
+                self._statm = os.open("/proc/self/statm", os.O_RDONLY)
+            except OSError:
+                self._statm = None
+        self._process = psutil.Process()
+
+    def rss_bytes(self) -> int:
+        """Resident set size of this process."""
+        if self._statm is not None:
+            return int(os.pread(self._statm, 128, 0).split()[1]) * _PAGE_BYTES
+        return int(self._process.memory_info().rss)
+
+    def sample(self) -> dict[str, int]:
+        """The counter values for a memory counter event (units in the names)."""
+        if self.device == "cuda":
+            import torch
+
+            return {
+                "allocated_bytes": torch.cuda.memory_allocated(),
+                "reserved_bytes": torch.cuda.memory_reserved(),
+            }
+        return {"rss_bytes": self.rss_bytes()}
+
+    def current_bytes(self) -> int:
+        """Allocated bytes on CUDA, RSS on CPU."""
+        if self.device == "cuda":
+            import torch
+
+            return torch.cuda.memory_allocated()
+        return self.rss_bytes()
+
+    def peak_bytes(self) -> int:
+        """Peak since the last :meth:`reset_peak` (CUDA) or over the process's life (CPU)."""
+        if self.device == "cuda":
+            import torch
+
+            return torch.cuda.max_memory_allocated()
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        peak = peak if sys.platform == "darwin" else peak * 1024  # Linux reports KiB
+        # The kernel updates ru_maxrss lazily; it can trail the RSS just read from statm.
+        return max(peak, self.rss_bytes())
+
+    def reset_peak(self) -> None:
+        """Start a new peak window (CUDA only; RSS has no resettable peak)."""
+        if self.device == "cuda":
+            import torch
+
+            torch.cuda.reset_peak_memory_stats()
+
+    def close(self) -> None:
+        """Release the /proc file descriptor."""
+        if self._statm is not None:
+            os.close(self._statm)
+            self._statm = None

@@ -1,0 +1,97 @@
+"""Background sampler of process and device metrics: CPU %, RSS, and GPU load through NVML."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from typing import Any
+
+import psutil
+
+SAMPLE_INTERVAL_S = 0.1  # 10 Hz: fine enough to see a stall between steps, ~0.1% of one core
+MAX_SAMPLES = 36_000  # an hour at 10 Hz; older samples are dropped
+
+
+class _Nvml:
+    """GPU utilisation and memory for every visible NVIDIA device, or nothing if NVML is absent."""
+
+    def __init__(self) -> None:
+        self._lib: Any = None
+        self._handles: list[Any] = []
+        try:
+            import pynvml  # from nvidia-ml-py, the `gpu` extra
+        except ImportError:
+            return
+        try:
+            pynvml.nvmlInit()
+            count = pynvml.nvmlDeviceGetCount()
+            self._handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(count)]
+            self._lib = pynvml
+        except Exception:  # no driver, no device: NVML raises its own error classes
+            self._lib = None
+
+    def sample(self) -> dict[str, float]:
+        if self._lib is None:
+            return {}
+        values: dict[str, float] = {}
+        for index, handle in enumerate(self._handles):
+            util = self._lib.nvmlDeviceGetUtilizationRates(handle)
+            memory = self._lib.nvmlDeviceGetMemoryInfo(handle)
+            values[f"gpu{index}_util_pct"] = float(util.gpu)
+            values[f"gpu{index}_memory_used_bytes"] = float(memory.used)
+        return values
+
+    def close(self) -> None:
+        if self._lib is not None:
+            self._lib.nvmlShutdown()
+            self._lib = None
+
+
+class SystemSampler:
+    """Samples at ``interval_s`` on a daemon thread until :meth:`stop`.
+
+    Samples are ``(perf_counter_ns, {name: value})``; :meth:`between` selects a window's worth.
+    """
+
+    def __init__(self, interval_s: float = SAMPLE_INTERVAL_S) -> None:
+        self.interval_s = interval_s
+        self.samples: deque[tuple[int, dict[str, float]]] = deque(maxlen=MAX_SAMPLES)
+        self.latest: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._process = psutil.Process()
+        self._nvml = _Nvml()
+
+    def start(self) -> None:
+        """Start the sampling thread."""
+        self._process.cpu_percent(None)  # the first reading only primes psutil's counter
+        self._thread = threading.Thread(target=self._run, name="trainprof-sampler", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the thread and release NVML."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5 * self.interval_s + 1)
+            self._thread = None
+        self._nvml.close()
+
+    def sample_once(self) -> dict[str, float]:
+        """Take one sample now and keep it."""
+        values = {
+            "cpu_pct": self._process.cpu_percent(None),
+            "rss_bytes": float(self._process.memory_info().rss),
+            **self._nvml.sample(),
+        }
+        self.samples.append((time.perf_counter_ns(), values))
+        self.latest = values
+        return values
+
+    def between(self, start_ns: int, end_ns: int) -> list[tuple[int, dict[str, float]]]:
+        """The samples taken in ``[start_ns, end_ns]``."""
+        return [sample for sample in list(self.samples) if start_ns <= sample[0] <= end_ns]
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.sample_once()

@@ -1,0 +1,94 @@
+"""Shared fixtures: reference traces, a tiny training loop, and a guard that nothing leaks."""
+
+from __future__ import annotations
+
+import gzip
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+SHARED_TRACES = Path(__file__).resolve().parents[2] / "shared" / "traces"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip `cuda` tests where no GPU is present (they run wherever one is)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def no_profiler_left_behind() -> Iterator[None]:
+    """Every test must leave no profiler running, no global hook and no sampler thread."""
+    yield
+    import torch
+    from torch.optim import optimizer
+
+    assert not torch.autograd._profiler_enabled(), "a Kineto session is still running"
+    assert not optimizer._global_optimizer_pre_hooks, "an optimizer pre-hook was left behind"
+    assert not optimizer._global_optimizer_post_hooks, "an optimizer post-hook was left behind"
+    alive = [t.name for t in threading.enumerate() if t.name.startswith("trainprof")]
+    assert not alive, f"threads left running: {alive}"
+
+
+@pytest.fixture
+def shared_traces() -> Path:
+    """The reference GPU traces from other projects (../shared/traces beside the checkout)."""
+    if not (SHARED_TRACES / "hta").is_dir():
+        pytest.skip(f"reference traces not found at {SHARED_TRACES}")
+    return SHARED_TRACES
+
+
+def read_trace(path: Path) -> dict[str, Any]:
+    """A gzip Chrome trace file as a dict."""
+    return orjson.loads(gzip.decompress(path.read_bytes()))
+
+
+def read_steps(path: Path) -> list[dict[str, Any]]:
+    """Every line of a steps.<rank>.jsonl file."""
+    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
+
+
+@pytest.fixture
+def train() -> Callable[..., Any]:
+    """Run a small real training loop under the profiler and return the session.
+
+    Keyword arguments go to ``profiler.profile``; ``steps`` sets the number of steps and
+    ``fail_at`` raises RuntimeError("boom") inside that step.
+    """
+    import torch
+    from torch import nn
+
+    import profiler
+
+    def run(steps: int = 6, fail_at: int | None = None, loader: Any = None, **kwargs: Any) -> Any:
+        torch.manual_seed(0)
+        model = nn.Sequential(
+            nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(inplace=True),
+            nn.Flatten(), nn.Linear(4 * 6 * 6, 5),
+        )
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        data = [(torch.randn(4, 3, 8, 8), torch.randint(0, 5, (4,))) for _ in range(steps)]
+        kwargs.setdefault("schedule", profiler.schedule(wait=1, warmup=1, active=2))
+        kwargs.setdefault("system_metrics", False)
+        with profiler.profile(model, **kwargs) as prof:
+            for step, (x, y) in enumerate(prof.loader(loader if loader is not None else data)):
+                loss = nn.functional.cross_entropy(model(x), y)
+                loss.backward()
+                opt.step()
+                opt.zero_grad()
+                if step == fail_at:
+                    raise RuntimeError("boom")
+                prof.step()
+        return prof
+
+    return run

@@ -1,0 +1,93 @@
+"""Splicing our events into Kineto's output without re-parsing it."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import orjson
+import pytest
+
+from profiler.store.chrome_trace import (
+    TraceFormatError,
+    base_time_ns,
+    clock_sync_ts_us,
+    splice_kineto_trace,
+)
+
+# The shape Kineto 2.x writes: pretty-printed, metadata first, trailing keys after the array.
+KINETO = b"""{
+  "schemaVersion": 1,
+  "deviceProperties": [],
+  "displayTimeUnit": "ms",
+  "baseTimeNanoseconds": 1790857026000000000,
+  "traceEvents": [
+  {
+    "ph": "X", "cat": "user_annotation", "name": "trainprof::clock_sync", "pid": 7, "tid": 7,
+    "ts": 1000.5, "dur": 2
+  },
+  {
+    "ph": "X", "cat": "user_annotation",
+    "name": "enumerate(DataLoader)#_SingleProcessDataLoaderIter.__next__", "pid": 7, "tid": 7,
+    "ts": 1010, "dur": 5
+  },
+  {
+    "ph": "X", "cat": "user_annotation", "name": "ProfilerStep#3", "pid": 7, "tid": 7,
+    "ts": 1000, "dur": 50
+  }
+  ],"traceName": "x.json" }"""
+
+
+def test_adds_keys_and_events_and_stays_valid_json() -> None:
+    event = {"ph": "C", "name": "trainprof.memory", "pid": 7, "ts": 1001.0, "args": {"rss_bytes": 5}}
+    out = splice_kineto_trace(KINETO, top_level={"trainprof": {"run_name": "r"}}, events=[event],
+                              distributed_info={"rank": 3, "world_size": 4})
+    doc = orjson.loads(out)
+    assert doc["trainprof"] == {"run_name": "r"}
+    assert doc["distributedInfo"] == {"rank": 3, "world_size": 4}
+    assert re.search(rb'"rank":\s+3', out), "HTA's rank pattern needs a space after the colon"
+    assert doc["traceEvents"][0] == event
+    assert len(doc["traceEvents"]) == 4
+    assert doc["schemaVersion"] == 1 and doc["traceName"] == "x.json"
+
+
+def test_dataloader_annotation_becomes_cpu_op_and_nothing_else_changes() -> None:
+    doc = orjson.loads(splice_kineto_trace(KINETO, top_level={}, events=[]))
+    cats = {e["name"]: e["cat"] for e in doc["traceEvents"]}
+    assert cats == {
+        "trainprof::clock_sync": "user_annotation",
+        "enumerate(DataLoader)#_SingleProcessDataLoaderIter.__next__": "cpu_op",
+        "ProfilerStep#3": "user_annotation",
+    }
+
+
+def test_keeps_existing_distributed_info_and_keys() -> None:
+    raw = KINETO.replace(b'"schemaVersion": 1,',
+                         b'"schemaVersion": 1,\n  "distributedInfo": {"backend": "nccl", "rank": 1},')
+    out = splice_kineto_trace(raw, top_level={"schemaVersion": 99}, events=[],
+                              distributed_info={"rank": 0})
+    doc = orjson.loads(out)
+    assert doc["distributedInfo"] == {"backend": "nccl", "rank": 1}
+    assert doc["schemaVersion"] == 1
+    assert out.count(b'"distributedInfo"') == 1
+
+
+def test_empty_event_array() -> None:
+    raw = b'{"schemaVersion": 1, "traceEvents": [\n  ], "traceName": "t"}'
+    events = [{"ph": "i", "name": "a", "pid": 1, "ts": 1.0}, {"ph": "i", "name": "b", "pid": 1, "ts": 2.0}]
+    doc = json.loads(splice_kineto_trace(raw, top_level={"k": 1}, events=events))
+    assert [e["name"] for e in doc["traceEvents"]] == ["a", "b"]
+    assert doc["k"] == 1
+
+
+def test_not_a_trace_names_the_file() -> None:
+    with pytest.raises(TraceFormatError, match=r"^/some/file\.json: no traceEvents array"):
+        splice_kineto_trace(b'{"foo": 1}', top_level={}, events=[], source="/some/file.json")
+
+
+def test_base_time_and_clock_marker() -> None:
+    assert base_time_ns(KINETO) == 1790857026000000000
+    assert clock_sync_ts_us(KINETO) == 1000.5
+    raw = b'{"traceEvents": []}'
+    assert base_time_ns(raw) == 0
+    assert clock_sync_ts_us(raw) is None

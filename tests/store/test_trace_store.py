@@ -1,0 +1,78 @@
+"""Run directory layout, atomic writes and the step log."""
+
+from __future__ import annotations
+
+import gzip
+import os
+from pathlib import Path
+
+import orjson
+import pytest
+
+from profiler.events import RunStatus
+from profiler.store import RunStore, StepLog, worker_name
+from profiler.store.trace_store import atomic_write
+
+
+def test_worker_name_is_host_and_pid() -> None:
+    assert worker_name().endswith(f"_{os.getpid()}")
+
+
+def test_run_lifecycle(tmp_path: Path) -> None:
+    store = RunStore(tmp_path, "r1")
+    store.create({"a": 1}, {"torch": "x"})
+    meta = orjson.loads(store.run_meta_path.read_bytes())
+    assert meta["status"] == "running" and meta["config"] == {"a": 1}
+    path = store.trace_path(unix_ms=1234)
+    store.write_trace(path, b'{"traceEvents": []}')
+    assert gzip.decompress(path.read_bytes()) == b'{"traceEvents": []}'
+    # Two windows in the same millisecond get distinct names.
+    assert store.trace_path(unix_ms=1234).name.endswith(".1235.pt.trace.json.gz")
+    store.finish(RunStatus.FAILED, steps=3, error=ValueError("bad batch"))
+    meta = orjson.loads(store.run_meta_path.read_bytes())
+    assert meta["status"] == "failed" and meta["steps"] == 3
+    assert meta["error"] == {"type": "ValueError", "message": "bad batch"}
+    assert meta["trace_files"] == [path.name]
+
+
+def test_nonzero_rank_leaves_run_json_to_rank_zero(tmp_path: Path) -> None:
+    store = RunStore(tmp_path, "r", rank=1)
+    store.create({}, {})
+    assert not store.run_meta_path.exists()
+    assert store.steps_path.name == "steps.1.jsonl"
+
+
+def test_atomic_write_leaves_old_file_on_failure(tmp_path: Path, monkeypatch) -> None:
+    target = tmp_path / "f.json"
+    target.write_bytes(b"old")
+
+    def broken_replace(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(target, b"new")
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.json"]
+
+
+def test_step_log_flushes_on_close(tmp_path: Path) -> None:
+    log = StepLog(tmp_path / "steps.0.jsonl", flush_s=3600)
+    log.append({"step": 0})
+    log.append({"step": 1})
+    assert (tmp_path / "steps.0.jsonl").read_bytes() == b""  # buffered
+    log.close()
+    assert (tmp_path / "steps.0.jsonl").read_bytes() == b'{"step":0}\n{"step":1}\n'
+
+
+def test_step_log_flushes_after_interval(tmp_path: Path) -> None:
+    log = StepLog(tmp_path / "s.jsonl", flush_s=0.0)
+    log.append({"step": 0})
+    assert (tmp_path / "s.jsonl").read_bytes() == b'{"step":0}\n'
+    log.close()
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "a/b", "../x"])
+def test_run_name_must_be_plain(tmp_path: Path, name: str) -> None:
+    with pytest.raises(ValueError, match="run_name"):
+        RunStore(tmp_path, name)
