@@ -27,7 +27,9 @@ def _main() -> None:
 def demo(
     steps: Annotated[int, typer.Option(min=1, help="Training steps to run.")] = 30,
     out: Annotated[Path, typer.Option(help="Trace store root.")] = Path("traces"),
-    run_name: Annotated[str, typer.Option(help="Run name (replaces an earlier demo run).")] = "demo",
+    run_name: Annotated[
+        str, typer.Option(help="Run name (replaces an earlier demo run).")
+    ] = "demo",
 ) -> None:
     """Profile a small CNN with a slow input pipeline (synthetic data, no downloads)."""
     from rich.progress import Progress
@@ -37,7 +39,9 @@ def demo(
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("training the demo CNN", total=steps)
         prof = run_demo(
-            steps=steps, out_dir=out, run_name=run_name,
+            steps=steps,
+            out_dir=out,
+            run_name=run_name,
             on_step=lambda done: progress.update(task, completed=done),
         )
     console.print(f"[green]profiled {steps} steps[/] into [bold]{prof.run_dir}[/]")

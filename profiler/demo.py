@@ -55,7 +55,9 @@ class SmallCNN(nn.Module):
             nn.ReLU(inplace=True),
             nn.AdaptiveAvgPool2d(1),
         )
-        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, CLASSES))
+        self.classifier = nn.Sequential(
+            nn.Flatten(), nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, CLASSES)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))

@@ -73,8 +73,11 @@ def train() -> Callable[..., Any]:
     def run(steps: int = 6, fail_at: int | None = None, loader: Any = None, **kwargs: Any) -> Any:
         torch.manual_seed(0)
         model = nn.Sequential(
-            nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(inplace=True),
-            nn.Flatten(), nn.Linear(4 * 6 * 6, 5),
+            nn.Conv2d(3, 4, 3),
+            nn.BatchNorm2d(4),
+            nn.ReLU(inplace=True),
+            nn.Flatten(),
+            nn.Linear(4 * 6 * 6, 5),
         )
         opt = torch.optim.SGD(model.parameters(), lr=0.1)
         data = [(torch.randn(4, 3, 8, 8), torch.randint(0, 5, (4,))) for _ in range(steps)]

@@ -337,6 +337,27 @@ def tb_plugin_overview(
     steps, so the percentages add up to 100 (give or take rounding to 2
     decimals). The plugin may drop trailing steps that launched no GPU work.
 
+    Which events count as "DataLoader" in plugin 0.4.3:
+
+    * The event must have ``"ph": "X"`` and ``cat`` equal to ``cpu_op`` or
+      ``operator`` (compared lower-cased) (profiler/trace.py,
+      ``EventTypeMap`` and ``create_trace_event``).
+    * Its name must start with ``enumerate(DataLoader)#`` and end with
+      ``.__next__``, or start with ``enumerate(DataPipe)#``
+      (profiler/event_parser.py, ``StepParser._parse_step``).
+    * ``_parse_step`` also accepts the ``user_annotation`` type, but
+      ``create_trace_event`` keeps a ``user_annotation`` (or
+      ``gpu_user_annotation``) event only if it is a ``ProfilerStep#N`` or a
+      nccl/gloo collective. Any other one, including the
+      ``enumerate(DataLoader)#...__next__`` that current torch records as
+      ``user_annotation``, is dropped: it counts as neither DataLoader nor CPU
+      Exec. Its time falls under "Other", unless operators nested inside it
+      claim it.
+
+    The plugin also knows only ``cat == "runtime"`` for "Runtime". Current
+    Kineto traces write ``cuda_runtime`` / ``cuda_driver``, so "Runtime" is 0
+    on them.
+
     Args:
         run_dir: A run directory (see `tb_plugin_load_run`).
         worker: Worker name as in the file names. ``None`` is allowed only

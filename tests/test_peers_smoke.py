@@ -3,8 +3,9 @@
 Two sources of traces:
 
 * the GPU reference traces in ``<checkout>/../shared/traces/hta/`` (read-only,
-  with HTA's expected numbers in ``HTA_EXPECTED.json``). They are copied into
-  ``tmp_path`` under the names the tools need;
+  with HTA's expected numbers in ``HTA_EXPECTED.json``), found by conftest's
+  ``shared_traces`` fixture, which skips when the folder is missing. They are
+  copied into ``tmp_path`` under the names the tools need;
 * a small CPU-only ``torch.profiler`` trace generated in ``tmp_path`` by
   ``tensorboard_trace_handler``, from a tiny model fed by a ``DataLoader``.
 """
@@ -22,10 +23,6 @@ import pytest
 
 from tests import peers
 
-# The shared folder sits next to the repository checkout (tests/ -> repo -> parent).
-SHARED_TRACES = Path(__file__).resolve().parents[2] / "shared" / "traces"
-HTA_REFERENCE = SHARED_TRACES / "hta"
-
 TWO_RANK_FILES = {
     # worker name for the TB plugin -> reference file (holds "rank": N with a space)
     "rank0": "two_ranks_rank-0.json.gz",
@@ -40,26 +37,26 @@ SPAN = "1682725898236"
 DATALOADER_NEXT = "enumerate(DataLoader)#_SingleProcessDataLoaderIter.__next__"
 
 
-def _reference(name: str) -> Path:
-    """Return a shared reference trace, or skip the test if the folder is missing."""
-    path = HTA_REFERENCE / name
-    if not path.is_file():
-        pytest.skip(f"shared reference traces not found at {HTA_REFERENCE} (expected beside the checkout)")
-    return path
+@pytest.fixture
+def hta_reference(shared_traces: Path) -> Path:
+    """The folder of GPU reference traces (conftest's fixture skips when it is absent)."""
+    return shared_traces / "hta"
 
 
-def _expected() -> dict[str, Any]:
-    """Return HTA_EXPECTED.json, the HTA results recorded for the reference traces."""
-    return json.loads(_reference("HTA_EXPECTED.json").read_text())
+@pytest.fixture
+def hta_expected(hta_reference: Path) -> dict[str, Any]:
+    """HTA_EXPECTED.json: the HTA results recorded for the reference traces."""
+    return json.loads((hta_reference / "HTA_EXPECTED.json").read_text())
 
 
 def _assert_pct_sums_to_100(breakdown_pct: dict[str, float]) -> None:
     # Each category is rounded to 2 decimals, so allow 0.005 of error per category.
-    assert math.isclose(sum(breakdown_pct.values()), 100.0, abs_tol=0.005 * len(breakdown_pct) + 1e-9)
+    tolerance = 0.005 * len(breakdown_pct) + 1e-9
+    assert math.isclose(sum(breakdown_pct.values()), 100.0, abs_tol=tolerance)
 
 
 @pytest.fixture
-def two_rank_run(tmp_path: Path) -> Path:
+def two_rank_run(tmp_path: Path, hta_reference: Path) -> Path:
     """Put the two-rank reference traces in one directory that both tools can open.
 
     Files are named ``<worker>.<span>.pt.trace.json.gz`` for the TB plugin.
@@ -69,7 +66,7 @@ def two_rank_run(tmp_path: Path) -> Path:
     run = tmp_path / "logdir" / "two_ranks"
     run.mkdir(parents=True)
     for worker, name in TWO_RANK_FILES.items():
-        shutil.copyfile(_reference(name), run / f"{worker}.{SPAN}.pt.trace.json.gz")
+        shutil.copyfile(hta_reference / name, run / f"{worker}.{SPAN}.pt.trace.json.gz")
     return run
 
 
@@ -81,19 +78,22 @@ def cpu_run(tmp_path: Path) -> Path:
     file, ``cpu0.<timestamp>.pt.trace.json.gz``. Each step starts with a
     ``DataLoader`` ``__next__``, which torch records as ``user_annotation``.
     """
-    torch = pytest.importorskip("torch")
+    import torch
     from torch.utils.data import DataLoader, TensorDataset
 
     run = tmp_path / "logdir" / "cpu_run"
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.ReLU(), torch.nn.Linear(64, 4))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    loader = DataLoader(TensorDataset(torch.randn(128, 32), torch.randint(0, 4, (128,))), batch_size=16)
+    dataset = TensorDataset(torch.randn(128, 32), torch.randint(0, 4, (128,)))
+    loader = DataLoader(dataset, batch_size=16)
     with torch.profiler.profile(
         activities=[torch.profiler.ProfilerActivity.CPU],
         schedule=torch.profiler.schedule(wait=1, warmup=1, active=3, repeat=1),
         # Fixed worker name: the default "<hostname>_<pid>" would make the expected names vary.
-        on_trace_ready=torch.profiler.tensorboard_trace_handler(str(run), worker_name="cpu0", use_gzip=True),
+        on_trace_ready=torch.profiler.tensorboard_trace_handler(
+            str(run), worker_name="cpu0", use_gzip=True
+        ),
     ) as prof:
         for step, (x, y) in enumerate(loader):
             loss = torch.nn.functional.cross_entropy(model(x), y)
@@ -101,7 +101,7 @@ def cpu_run(tmp_path: Path) -> Path:
             loss.backward()
             optimizer.step()
             prof.step()
-            if step >= 5:  # wait + warmup + active = 5 steps; one more lets the handler fire
+            if step == 4:  # this 5th prof.step() closed the active window and wrote the trace
                 break
     traces = list(run.glob("cpu0.*.pt.trace.json.gz"))
     assert len(traces) == 1, traces
@@ -117,18 +117,22 @@ def test_hta_ranks_two_rank_reference(two_rank_run: Path) -> None:
     assert peers.hta_ranks(two_rank_run) == [0, 1]
 
 
-def test_hta_temporal_breakdown_two_rank_reference(two_rank_run: Path) -> None:
+def test_hta_temporal_breakdown_two_rank_reference(
+    two_rank_run: Path, hta_expected: dict[str, Any]
+) -> None:
     df = peers.hta_temporal_breakdown(two_rank_run)
-    expected = _expected()[TWO_RANK_EXPECTED_KEY]["temporal_breakdown"]
+    expected = hta_expected[TWO_RANK_EXPECTED_KEY]["temporal_breakdown"]
     assert df.to_dict("records") == expected
     # e.g. rank 0: idle 53.56 %, compute 17.71 %, non-compute 28.74 % of 600058 us
     pct = df[["idle_time_pctg", "compute_time_pctg", "non_compute_time_pctg"]].sum(axis=1)
     assert all(math.isclose(total, 100.0, abs_tol=0.02) for total in pct)
 
 
-def test_hta_temporal_breakdown_cpu_only_reference_raises(tmp_path: Path) -> None:
+def test_hta_temporal_breakdown_cpu_only_reference_raises(
+    tmp_path: Path, hta_reference: Path
+) -> None:
     # Known HTA 0.5.0 bug: no GPU kernels -> IndexError. The helper must not hide it.
-    shutil.copyfile(_reference("cpu_only.json.gz"), tmp_path / "cpu_only.json.gz")
+    shutil.copyfile(hta_reference / "cpu_only.json.gz", tmp_path / "cpu_only.json.gz")
     assert peers.hta_ranks(tmp_path) == [34]
     with pytest.raises(IndexError):
         peers.hta_temporal_breakdown(tmp_path)
@@ -146,11 +150,13 @@ def test_hta_temporal_breakdown_cpu_only_reference_raises(tmp_path: Path) -> Non
         pytest.param("diff_test.json.gz", marks=pytest.mark.slow),
     ],
 )
-def test_single_rank_references_open_in_both_tools(tmp_path: Path, name: str) -> None:
-    expected = _expected()[name]["temporal_breakdown"]
+def test_single_rank_references_open_in_both_tools(
+    tmp_path: Path, hta_reference: Path, hta_expected: dict[str, Any], name: str
+) -> None:
+    expected = hta_expected[name]["temporal_breakdown"]
     run = tmp_path / "run"
     run.mkdir()
-    shutil.copyfile(_reference(name), run / "worker.1.pt.trace.json.gz")
+    shutil.copyfile(hta_reference / name, run / "worker.1.pt.trace.json.gz")
 
     assert peers.hta_ranks(run) == [row["rank"] for row in expected]
     assert peers.hta_temporal_breakdown(run).to_dict("records") == expected
@@ -182,15 +188,31 @@ def test_tb_plugin_runs_two_rank_reference(two_rank_run: Path) -> None:
             "rank0",
             0,
             615120,
-            {"Kernel": 44.49, "Memcpy": 0.03, "Memset": 0.0, "Communication": 0.02,
-             "Runtime": 0.0, "DataLoader": 0.0, "CPU Exec": 19.1, "Other": 36.36},
+            {
+                "Kernel": 44.49,
+                "Memcpy": 0.03,
+                "Memset": 0.0,
+                "Communication": 0.02,
+                "Runtime": 0.0,
+                "DataLoader": 0.0,
+                "CPU Exec": 19.1,
+                "Other": 36.36,
+            },
         ),
         (
             "rank1",
             1,
             619272,
-            {"Kernel": 46.47, "Memcpy": 0.37, "Memset": 0.0, "Communication": 0.01,
-             "Runtime": 0.0, "DataLoader": 0.0, "CPU Exec": 20.92, "Other": 32.23},
+            {
+                "Kernel": 46.47,
+                "Memcpy": 0.37,
+                "Memset": 0.0,
+                "Communication": 0.01,
+                "Runtime": 0.0,
+                "DataLoader": 0.0,
+                "CPU Exec": 20.92,
+                "Other": 32.23,
+            },
         ),
     ],
 )
@@ -253,7 +275,8 @@ def test_cpu_trace_opens_in_hta(cpu_run: Path) -> None:
         ("cpu_op", DATALOADER_NEXT, True),
         ("Operator", DATALOADER_NEXT, True),  # categories are compared lower-cased
         ("python_function", DATALOADER_NEXT, False),
-        ("cpu_op", "enumerate(DataLoader)#_SingleProcessDataLoaderIter.__iter__", False),  # must end with .__next__
+        # The DataLoader name must end with .__next__:
+        ("cpu_op", "enumerate(DataLoader)#_SingleProcessDataLoaderIter.__iter__", False),
         ("cpu_op", "DataLoader.__next__", False),  # must start with enumerate(DataLoader)#
         ("cpu_op", "enumerate(DataPipe)#anything", True),  # DataPipe: prefix alone is enough
     ],

@@ -34,11 +34,13 @@ _RECORDING = (tp.ProfilerAction.RECORD, tp.ProfilerAction.RECORD_AND_SAVE)
 
 # torch warns at each new window that events() only returns the current one; we never call
 # events(), each window is exported whole, so the warning would only alarm users.
-warnings.filterwarnings("ignore", message="Warning: Profiler clears events at the end of each cycle")
+warnings.filterwarnings(
+    "ignore", message="Warning: Profiler clears events at the end of each cycle"
+)
 
 
 class KinetoSession:
-    """One ``torch.profiler.profile`` driven by our schedule; CUDA activities when there is a GPU."""
+    """A ``torch.profiler.profile`` driven by our schedule; CUDA activities when there is a GPU."""
 
     def __init__(
         self,
@@ -121,8 +123,14 @@ def window_events(
 
 
 def _counter(name: str, ts: float, values: Mapping[str, float], pid: int) -> dict[str, Any]:
-    return {"ph": PHASE_COUNTER, "cat": TRAINPROF_KEY, "name": name, "pid": pid, "ts": ts,
-            "args": dict(values)}
+    return {
+        "ph": PHASE_COUNTER,
+        "cat": TRAINPROF_KEY,
+        "name": name,
+        "pid": pid,
+        "ts": ts,
+        "args": dict(values),
+    }
 
 
 def write_window(
@@ -153,6 +161,7 @@ def write_window(
         top_level={TRAINPROF_KEY: dict(metadata)},
         events=window_events(record, system, to_ts, pid=pid),
         distributed_info=distributed_info,
+        trace_name=path.name,
         source=kineto_file,
     )
     store.write_trace(path, document)

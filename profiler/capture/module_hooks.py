@@ -65,7 +65,7 @@ def root_names(models: Sequence[nn.Module]) -> list[str]:
 def qualified_modules(models: Sequence[nn.Module]) -> Iterable[tuple[str, nn.Module]]:
     """Every submodule with its qualified name (roots named by :func:`root_names`)."""
     single = len(models) == 1
-    for root_name, model in zip(root_names(models), models):
+    for root_name, model in zip(root_names(models), models, strict=True):
         for name, module in model.named_modules():
             if not name:
                 yield root_name, module

@@ -141,7 +141,8 @@ class Profile:
             if self.schedule is not None:
                 self._tracer = ModuleTracer(self.models, self._memory, self._clock.now_ns)
                 self._kineto = KinetoSession(
-                    schedule=self.schedule, on_trace_ready=self._on_trace_ready,
+                    schedule=self.schedule,
+                    on_trace_ready=self._on_trace_ready,
                     **self.kineto_options,
                 )
                 self._kineto.start()

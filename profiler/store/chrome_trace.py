@@ -1,10 +1,10 @@
 """Encode trainprof's additions into a trace that Kineto has already written.
 
-Kineto's own writer (``export_chrome_trace``) is fast; parsing its output back into Python objects is
-not (about 4 s for 140k events here, against 0.45 s for the export). So our events and top-level keys
-are spliced into Kineto's text at two known points instead of re-parsing it: after the opening brace
-and after ``"traceEvents": [``. Everything Kineto wrote stays byte-for-byte as it was, except the
-category of data-wait ranges (see :func:`splice_kineto_trace`).
+Kineto's own writer (``export_chrome_trace``) is fast; parsing its output back into Python objects
+is not (about 4 s for 140k events here, against 0.45 s for the export). So our events and top-level
+keys are spliced into Kineto's text at two known points instead of re-parsing it: after the opening
+brace and after ``"traceEvents": [``. Everything Kineto wrote stays byte-for-byte as it was, except
+the category of data-wait ranges and ``traceName`` (see :func:`splice_kineto_trace`).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ _DATALOADER_ANNOTATION = re.compile(
     rb'"(enumerate\(DataLoader\)#[^"]*\.__next__)"'
 )
 _DATALOADER_AS_OP = b'"cat": "' + Category.CPU_OP.value.encode() + rb'",\1"name": "\2"'
+_TRACE_NAME = re.compile(rb'"traceName"\s*:\s*"(?:[^"\\]|\\.)*"')
 
 
 class TraceFormatError(ValueError):
@@ -62,15 +63,17 @@ def splice_kineto_trace(
     top_level: Mapping[str, Any],
     events: Iterable[Mapping[str, Any]],
     distributed_info: Mapping[str, Any] | None = None,
+    trace_name: str | None = None,
     source: str | Path = "<kineto output>",
 ) -> bytes:
     """Return Kineto's JSON with our top-level keys and events added.
 
     Args:
         raw: the bytes ``export_chrome_trace`` wrote.
-        top_level: keys to add at the top level (e.g. ``trainprof``); existing keys are not replaced.
+        top_level: keys to add at the top level (e.g. ``trainprof``); existing keys are kept.
         events: trace events to add to ``traceEvents``.
         distributed_info: written as ``distributedInfo`` unless Kineto already wrote one.
+        trace_name: replaces Kineto's ``traceName`` (the temporary path it exported to).
         source: the file the bytes came from, for error messages.
 
     Returns:
@@ -95,6 +98,9 @@ def splice_kineto_trace(
         encoded += b","
     body = raw[opening : events_open.end()] + b"\n" + encoded + rest
     body = _DATALOADER_ANNOTATION.sub(_DATALOADER_AS_OP, body)
+    if trace_name is not None:
+        replacement = b'"traceName": ' + orjson.dumps(trace_name)
+        body = _TRACE_NAME.sub(lambda _: replacement, body)
     prefix = b"".join(member + b",\n" for member in additions)
     return raw[:opening] + b"\n" + prefix + body
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import os
 import re
 from pathlib import Path
@@ -22,13 +23,22 @@ from profiler.events import (
 )
 from tests.conftest import read_steps, read_trace
 
-MODULES = {"model": "Sequential", "0": "Conv2d", "1": "BatchNorm2d", "2": "ReLU", "3": "Flatten",
-           "4": "Linear"}
+MODULES = {
+    "model": "Sequential",
+    "0": "Conv2d",
+    "1": "BatchNorm2d",
+    "2": "ReLU",
+    "3": "Flatten",
+    "4": "Linear",
+}
 
 
 def complete_events(trace: dict, *, name_prefix: str = "") -> list[dict]:
-    return [e for e in trace["traceEvents"]
-            if e.get("ph") == PHASE_COMPLETE and e.get("name", "").startswith(name_prefix)]
+    return [
+        e
+        for e in trace["traceEvents"]
+        if e.get("ph") == PHASE_COMPLETE and e.get("name", "").startswith(name_prefix)
+    ]
 
 
 def test_layout_and_top_level_keys(train, tmp_path: Path) -> None:
@@ -45,12 +55,23 @@ def test_layout_and_top_level_keys(train, tmp_path: Path) -> None:
     raw = trace_path.read_bytes()
     assert raw[:2] == b"\x1f\x8b"  # gzip
     trace = read_trace(trace_path)
-    for key in ("schemaVersion", "deviceProperties", "distributedInfo", "displayTimeUnit",
-                "baseTimeNanoseconds", "traceEvents", "trainprof"):
+    for key in (
+        "schemaVersion",
+        "deviceProperties",
+        "distributedInfo",
+        "displayTimeUnit",
+        "baseTimeNanoseconds",
+        "traceEvents",
+        "trainprof",
+    ):
         assert key in trace, key
     assert trace["distributedInfo"]["rank"] == 0
     # HTA reads the rank with the pattern "rank":\s+(\d+)
-    assert re.search(rb'"rank":\s+0', __import__("gzip").decompress(raw))
+    text = gzip.decompress(raw)
+    assert re.search(rb'"rank":\s+0', text)
+    # The file names itself, and carries no path of the machine that wrote it.
+    assert trace["traceName"] == trace_path.name
+    assert str(tmp_path).encode() not in text
     meta = trace["trainprof"]
     assert meta["format"] == "trainprof.trace/1"
     assert meta["run_name"] == "exp1" and meta["device"] == "cpu"
@@ -83,7 +104,9 @@ def test_profiler_steps_modules_and_data_wait(train, tmp_path: Path) -> None:
             if path == "model":
                 continue
             child = next(e for e in forward[path] if lo <= e["ts"] <= hi)
-            assert root["ts"] <= child["ts"] and child["ts"] + child["dur"] <= root["ts"] + root["dur"]
+            assert (
+                root["ts"] <= child["ts"] and child["ts"] + child["dur"] <= root["ts"] + root["dur"]
+            )
         bwd_root = next(e for e in backward["model"] if lo <= e["ts"] <= hi)
         assert bwd_root["ts"] >= root["ts"] + root["dur"]
         assert bwd_root["ts"] + bwd_root["dur"] <= hi + 1.0  # 1 us of clock-mapping slack
@@ -102,7 +125,8 @@ def test_torch_dataloader_wait_is_counted_once(train, tmp_path: Path) -> None:
     waits = complete_events(trace, name_prefix="enumerate(DataLoader)#")
     # torch's own range, once per active step, recategorised to cpu_op for TensorBoard's plugin.
     assert [e["name"] for e in waits] == [
-        "enumerate(DataLoader)#_SingleProcessDataLoaderIter.__next__"] * 2
+        "enumerate(DataLoader)#_SingleProcessDataLoaderIter.__next__"
+    ] * 2
     assert {e["cat"] for e in waits} == {"cpu_op"}
     steps = read_steps(prof.store.steps_path)
     assert all(s["data_wait_us"] > 0 for s in steps)
@@ -111,8 +135,11 @@ def test_torch_dataloader_wait_is_counted_once(train, tmp_path: Path) -> None:
 def test_memory_counters_at_module_boundaries(train, tmp_path: Path) -> None:
     prof = train(steps=6, out_dir=tmp_path, run_name="m")
     trace = read_trace(prof.trace_files[0])
-    counters = [e for e in trace["traceEvents"]
-                if e.get("ph") == PHASE_COUNTER and e["name"] == COUNTER_MEMORY]
+    counters = [
+        e
+        for e in trace["traceEvents"]
+        if e.get("ph") == PHASE_COUNTER and e["name"] == COUNTER_MEMORY
+    ]
     # Two per module per forward (enter, exit), plus backward boundaries, for 2 active steps.
     assert len(counters) >= 2 * 2 * len(MODULES)
     assert all(e["args"]["rss_bytes"] > 1_000_000 for e in counters)
@@ -135,7 +162,8 @@ def test_steps_jsonl_has_one_line_per_step(train, tmp_path: Path) -> None:
         assert s["memory_bytes"] > 0 and s["peak_memory_bytes"] >= s["memory_bytes"]
     starts = [s["start_unix_us"] for s in steps]
     assert starts == sorted(starts)
-    assert all(b - a >= s["dur_us"] - 1 for a, b, s in zip(starts, starts[1:], steps))
+    pairs = zip(starts[:-1], starts[1:], steps[:-1], strict=True)
+    assert all(b - a >= s["dur_us"] - 1 for a, b, s in pairs)
 
 
 def test_run_json_complete(train, tmp_path: Path) -> None:
@@ -146,8 +174,13 @@ def test_run_json_complete(train, tmp_path: Path) -> None:
     assert meta["trace_files"] == [p.name for p in prof.trace_files]
     assert meta["environment"]["torch"] == torch.__version__
     assert meta["environment"]["device"] == "cpu"
-    assert meta["config"]["schedule"] == {"wait": 1, "warmup": 1, "active": 2, "repeat": 1,
-                                          "skip_first": 0}
+    assert meta["config"]["schedule"] == {
+        "wait": 1,
+        "warmup": 1,
+        "active": 2,
+        "repeat": 1,
+        "skip_first": 0,
+    }
     assert meta["error"] is None
 
 
@@ -179,8 +212,12 @@ def test_light_metrics_only_without_schedule(train, tmp_path: Path) -> None:
 
 
 def test_repeated_windows_write_one_file_each(train, tmp_path: Path) -> None:
-    prof = train(steps=10, schedule=profiler.schedule(wait=1, warmup=1, active=2, repeat=2),
-                 out_dir=tmp_path, run_name="rep")
+    prof = train(
+        steps=10,
+        schedule=profiler.schedule(wait=1, warmup=1, active=2, repeat=2),
+        out_dir=tmp_path,
+        run_name="rep",
+    )
     assert len(prof.trace_files) == 2
     windows = [read_trace(p)["trainprof"]["window"] for p in prof.trace_files]
     assert windows == [{"first_step": 2, "last_step": 3}, {"first_step": 6, "last_step": 7}]
@@ -197,13 +234,15 @@ def test_system_sampler_writes_counters(train, tmp_path: Path) -> None:
     sampler_interval = system.SAMPLE_INTERVAL_S
     system.SAMPLE_INTERVAL_S = 0.01
     try:
+
         def slow_data():
             for _ in range(6):
                 time.sleep(0.03)
                 yield torch.randn(4, 3, 8, 8), torch.randint(0, 5, (4,))
 
-        prof = train(steps=6, loader=slow_data(), system_metrics=True, out_dir=tmp_path,
-                     run_name="sys")
+        prof = train(
+            steps=6, loader=slow_data(), system_metrics=True, out_dir=tmp_path, run_name="sys"
+        )
     finally:
         system.SAMPLE_INTERVAL_S = sampler_interval
     trace = read_trace(prof.trace_files[0])
@@ -217,15 +256,25 @@ def test_model_list_names_roots(tmp_path: Path) -> None:
     from torch import nn
 
     a, b = nn.Linear(4, 4), nn.Sequential(nn.Linear(4, 2))
-    with profiler.profile([a, b], out_dir=tmp_path, run_name="two", system_metrics=False,
-                          schedule=profiler.schedule(wait=0, warmup=1, active=1)) as prof:
+    with profiler.profile(
+        [a, b],
+        out_dir=tmp_path,
+        run_name="two",
+        system_metrics=False,
+        schedule=profiler.schedule(wait=0, warmup=1, active=1),
+    ) as prof:
         for _ in range(3):
             b(a(torch.randn(2, 4))).sum().backward()
             prof.step()
-    names = {e["name"] for e in complete_events(read_trace(prof.trace_files[0]),
-                                                name_prefix="nn.Module: ")}
-    assert {"nn.Module: model0 (Linear)", "nn.Module: model1 (Sequential)",
-            "nn.Module: model1.0 (Linear)"} <= names
+    names = {
+        e["name"]
+        for e in complete_events(read_trace(prof.trace_files[0]), name_prefix="nn.Module: ")
+    }
+    assert {
+        "nn.Module: model0 (Linear)",
+        "nn.Module: model1 (Sequential)",
+        "nn.Module: model1.0 (Linear)",
+    } <= names
 
 
 def test_step_outside_block_is_an_error(tmp_path: Path) -> None:
@@ -242,9 +291,9 @@ def test_unwritable_out_dir_fails_before_training(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     entered = False
-    with pytest.raises(PermissionError, match="not writable"):
-        with profiler.profile(None, out_dir=blocker, run_name="r", schedule=None):
-            entered = True
+    session = profiler.profile(None, out_dir=blocker, run_name="r", schedule=None)
+    with pytest.raises(PermissionError, match="not writable"), session:
+        entered = True
     assert not entered
 
 

@@ -39,9 +39,19 @@ KINETO = b"""{
 
 
 def test_adds_keys_and_events_and_stays_valid_json() -> None:
-    event = {"ph": "C", "name": "trainprof.memory", "pid": 7, "ts": 1001.0, "args": {"rss_bytes": 5}}
-    out = splice_kineto_trace(KINETO, top_level={"trainprof": {"run_name": "r"}}, events=[event],
-                              distributed_info={"rank": 3, "world_size": 4})
+    event = {
+        "ph": "C",
+        "name": "trainprof.memory",
+        "pid": 7,
+        "ts": 1001.0,
+        "args": {"rss_bytes": 5},
+    }
+    out = splice_kineto_trace(
+        KINETO,
+        top_level={"trainprof": {"run_name": "r"}},
+        events=[event],
+        distributed_info={"rank": 3, "world_size": 4},
+    )
     doc = orjson.loads(out)
     assert doc["trainprof"] == {"run_name": "r"}
     assert doc["distributedInfo"] == {"rank": 3, "world_size": 4}
@@ -62,19 +72,32 @@ def test_dataloader_annotation_becomes_cpu_op_and_nothing_else_changes() -> None
 
 
 def test_keeps_existing_distributed_info_and_keys() -> None:
-    raw = KINETO.replace(b'"schemaVersion": 1,',
-                         b'"schemaVersion": 1,\n  "distributedInfo": {"backend": "nccl", "rank": 1},')
-    out = splice_kineto_trace(raw, top_level={"schemaVersion": 99}, events=[],
-                              distributed_info={"rank": 0})
+    raw = KINETO.replace(
+        b'"schemaVersion": 1,',
+        b'"schemaVersion": 1,\n  "distributedInfo": {"backend": "nccl", "rank": 1},',
+    )
+    out = splice_kineto_trace(
+        raw, top_level={"schemaVersion": 99}, events=[], distributed_info={"rank": 0}
+    )
     doc = orjson.loads(out)
     assert doc["distributedInfo"] == {"backend": "nccl", "rank": 1}
     assert doc["schemaVersion"] == 1
     assert out.count(b'"distributedInfo"') == 1
 
 
+def test_trace_name_is_replaced() -> None:
+    doc = orjson.loads(
+        splice_kineto_trace(KINETO, top_level={}, events=[], trace_name="w.1.pt.trace.json.gz")
+    )
+    assert doc["traceName"] == "w.1.pt.trace.json.gz"
+
+
 def test_empty_event_array() -> None:
     raw = b'{"schemaVersion": 1, "traceEvents": [\n  ], "traceName": "t"}'
-    events = [{"ph": "i", "name": "a", "pid": 1, "ts": 1.0}, {"ph": "i", "name": "b", "pid": 1, "ts": 2.0}]
+    events = [
+        {"ph": "i", "name": "a", "pid": 1, "ts": 1.0},
+        {"ph": "i", "name": "b", "pid": 1, "ts": 2.0},
+    ]
     doc = json.loads(splice_kineto_trace(raw, top_level={"k": 1}, events=events))
     assert [e["name"] for e in doc["traceEvents"]] == ["a", "b"]
     assert doc["k"] == 1

@@ -1,0 +1,61 @@
+"""The command line, run as a user would run it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+from typer.testing import CliRunner
+
+from profiler.cli import app
+from profiler.demo import SLOW_SAMPLE_S
+from profiler.events import TRACE_SUFFIX
+from tests.conftest import read_steps, read_trace
+
+
+def test_demo_writes_a_run_and_says_where(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["demo", "--steps", "12", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    run_dir = tmp_path / "demo"
+    traces = sorted(run_dir.glob(f"*{TRACE_SUFFIX}"))
+    assert len(traces) == 2  # two windows of three active steps
+    assert str(run_dir) in result.output.replace("\n", "")
+    meta = orjson.loads((run_dir / "meta" / "run.json").read_bytes())
+    assert meta["status"] == "complete" and meta["steps"] == 12
+    steps = read_steps(run_dir / "meta" / "steps.0.jsonl")
+    assert len(steps) == 12
+    # The input pipeline is slow on purpose: each batch sleeps at least 16 x SLOW_SAMPLE_S.
+    floor_us = 16 * SLOW_SAMPLE_S * 1e6
+    assert all(s["data_wait_us"] >= floor_us for s in steps)
+    trace = read_trace(traces[0])
+    names = {e.get("name", "") for e in trace["traceEvents"]}
+    assert "nn.Module: features.0 (Conv2d)" in names
+    assert any(n.startswith("enumerate(DataLoader)#") for n in names)
+    # Rerunning replaces the earlier demo run instead of refusing the name.
+    again = CliRunner().invoke(app, ["demo", "--steps", "3", "--out", str(tmp_path)])
+    assert again.exit_code == 0, again.output
+    assert orjson.loads((run_dir / "meta" / "run.json").read_bytes())["steps"] == 3
+
+
+def test_demo_refuses_to_replace_a_foreign_directory(tmp_path: Path) -> None:
+    (tmp_path / "demo").mkdir()
+    (tmp_path / "demo" / "notes.txt").write_text("mine")
+    result = CliRunner().invoke(app, ["demo", "--steps", "2", "--out", str(tmp_path)])
+    assert result.exit_code != 0
+    assert "not a trainprof run" in str(result.exception)
+    assert (tmp_path / "demo" / "notes.txt").read_text() == "mine"
+
+
+def test_console_script_help() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "profiler.cli", "--help"], capture_output=True, text=True, check=True
+    )
+    assert "demo" in out.stdout
+
+
+def test_reporting_path_does_not_import_torch() -> None:
+    code = "import sys, profiler, profiler.cli; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
