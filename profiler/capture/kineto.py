@@ -30,6 +30,11 @@ from profiler.store.trace_store import PARTIAL_SUFFIX
 # Backward ranges get a lane of their own (see module_hooks). Linux pids and tids stay below
 # 2**22, so this tid never collides with a real thread's.
 BACKWARD_LANE_TID = 2_000_000_000
+# A parent's backward and its last child's end at the same instant, and a sibling starts there.
+# At trace magnitudes (~4.6e12 us) a double holds ts only to ~1 ns, so a reader can see the child
+# end 1 ns after its parent, which Perfetto treats as an overlap and drops. Ending each range
+# 2 ns per nesting level early keeps them nested under that error.
+BACKWARD_END_TRIM_NS = 2
 _RECORDING = (tp.ProfilerAction.RECORD, tp.ProfilerAction.RECORD_AND_SAVE)
 
 # torch warns at each new window that events() only returns the current one; we never call
@@ -106,7 +111,8 @@ def window_events(
             }
         )
     for span in record.backward:
-        start = to_ts(span.start_ns)
+        trim = BACKWARD_END_TRIM_NS * (span.depth + 1)
+        duration_ns = max(span.end_ns - span.start_ns - trim, 0)
         events.append(
             {
                 "ph": PHASE_COMPLETE,
@@ -114,8 +120,8 @@ def window_events(
                 "name": span.name,
                 "pid": pid,
                 "tid": BACKWARD_LANE_TID,
-                "ts": start,
-                "dur": round(max(to_ts(span.end_ns) - start, 0.0), 3),
+                "ts": to_ts(span.start_ns),
+                "dur": round(duration_ns / 1000, 3),
                 "args": {TRAINPROF_KEY: "module_backward"},
             }
         )

@@ -47,6 +47,7 @@ class BackwardRange:
     name: str
     start_ns: int
     end_ns: int
+    depth: int
 
 
 @dataclass
@@ -213,4 +214,6 @@ class ModuleTracer:
     def _close_backward(self, now: int, *, keep: frozenset[int]) -> None:
         while self._backward_stack and self._backward_stack[-1][0] not in keep:
             key, start = self._backward_stack.pop()
-            self.record.backward.append(BackwardRange(self._info[key].backward_name, start, now))
+            depth = len(self._backward_stack)
+            name = self._info[key].backward_name
+            self.record.backward.append(BackwardRange(name, start, now, depth))

@@ -323,3 +323,44 @@ def test_hooks_are_removed_after_the_run(train, tmp_path: Path) -> None:
     for model in prof.models:
         for module in model.modules():
             assert not module._forward_hooks and not module._forward_pre_hooks
+
+
+def overlapping_pairs(trace: dict) -> list[tuple[str, str]]:
+    """Complete events on one thread that overlap without nesting.
+
+    Perfetto drops such events. Times are compared in integer nanoseconds, as Perfetto reads
+    them (ts and dur each rounded to ns), not as float microsecond sums.
+    """
+    lanes: dict[tuple, list[tuple[int, int, str]]] = {}
+    for event in complete_events(trace):
+        start = round(event["ts"] * 1000)
+        lanes.setdefault((event["pid"], event["tid"]), []).append(
+            (start, start + round(event["dur"] * 1000), event["name"])
+        )
+    bad = []
+    for events in lanes.values():
+        events.sort(key=lambda e: (e[0], -e[1]))
+        stack: list[tuple[int, int, str]] = []
+        for start, end, name in events:
+            while stack and stack[-1][1] <= start:
+                stack.pop()
+            if stack and end > stack[-1][1]:
+                bad.append((stack[-1][2], name))
+            stack.append((start, end, name))
+    return bad
+
+
+def test_events_nest_on_every_thread(train, tmp_path: Path) -> None:
+    dataset = torch.utils.data.TensorDataset(torch.randn(40, 3, 8, 8), torch.randint(0, 5, (40,)))
+    prof = train(
+        steps=10,
+        loader=torch.utils.data.DataLoader(dataset, batch_size=4),
+        schedule=profiler.schedule(wait=1, warmup=1, active=3, repeat=2),
+        record_shapes=True,
+        profile_memory=True,
+        out_dir=tmp_path,
+        run_name="nest",
+    )
+    assert len(prof.trace_files) == 2
+    for path in prof.trace_files:
+        assert overlapping_pairs(read_trace(path)) == []
