@@ -159,9 +159,8 @@ def write_window(
         raw = kineto_file.read_bytes()
     finally:
         kineto_file.unlink(missing_ok=True)
-    to_ts = clock.to_trace(
-        base_ns=base_time_ns(raw), marker=marker, marker_ts_us=clock_sync_ts_us(raw)
-    )
+    marker_ts = clock_sync_ts_us(raw, marker.name) if marker is not None else None
+    to_ts = clock.to_trace(base_ns=base_time_ns(raw), marker=marker, marker_ts_us=marker_ts)
     document = splice_kineto_trace(
         raw,
         top_level={TRAINPROF_KEY: dict(metadata)},

@@ -21,10 +21,7 @@ from profiler.events import BASE_TIME_KEY, CLOCK_SYNC_NAME, Category
 
 _TRACE_EVENTS = re.compile(rb'"traceEvents"\s*:\s*\[')
 _BASE_TIME = re.compile(rb'"' + BASE_TIME_KEY.encode() + rb'"\s*:\s*(\d+)')
-_CLOCK_SYNC_TS = re.compile(
-    rb'"name"\s*:\s*"' + re.escape(CLOCK_SYNC_NAME.encode()) + rb'",\s*"pid"\s*:\s*[^,]+,'
-    rb'\s*"tid"\s*:\s*[^,]+,\s*"ts"\s*:\s*([0-9.]+)'
-)
+_MARKER_TS = rb'",\s*"pid"\s*:\s*[^,]+,\s*"tid"\s*:\s*[^,]+,\s*"ts"\s*:\s*([0-9.]+)'
 # torch 2.x records DataLoader waits as user_annotation, which TensorBoard's plugin (0.4.3) never
 # counts as DataLoader time; cpu_op is what it reads (DESIGN.md, "Peers' quirks").
 _DATALOADER_ANNOTATION = re.compile(
@@ -51,9 +48,9 @@ def base_time_ns(raw: bytes) -> int:
     return int(match.group(1)) if match else 0
 
 
-def clock_sync_ts_us(raw: bytes) -> float | None:
-    """The trace timestamp of trainprof's clock-sync marker, if the window recorded one."""
-    match = _CLOCK_SYNC_TS.search(raw)
+def clock_sync_ts_us(raw: bytes, name: str = CLOCK_SYNC_NAME) -> float | None:
+    """The trace timestamp of the clock-sync marker called ``name``, if the window recorded it."""
+    match = re.search(rb'"name"\s*:\s*"' + re.escape(name.encode()) + _MARKER_TS, raw)
     return float(match.group(1)) if match else None
 
 

@@ -23,7 +23,7 @@ KINETO = b"""{
   "baseTimeNanoseconds": 1790857026000000000,
   "traceEvents": [
   {
-    "ph": "X", "cat": "user_annotation", "name": "trainprof::clock_sync", "pid": 7, "tid": 7,
+    "ph": "X", "cat": "user_annotation", "name": "trainprof::clock_sync#2", "pid": 7, "tid": 7,
     "ts": 1000.5, "dur": 2
   },
   {
@@ -65,7 +65,7 @@ def test_dataloader_annotation_becomes_cpu_op_and_nothing_else_changes() -> None
     doc = orjson.loads(splice_kineto_trace(KINETO, top_level={}, events=[]))
     cats = {e["name"]: e["cat"] for e in doc["traceEvents"]}
     assert cats == {
-        "trainprof::clock_sync": "user_annotation",
+        "trainprof::clock_sync#2": "user_annotation",
         "enumerate(DataLoader)#_SingleProcessDataLoaderIter.__next__": "cpu_op",
         "ProfilerStep#3": "user_annotation",
     }
@@ -110,7 +110,8 @@ def test_not_a_trace_names_the_file() -> None:
 
 def test_base_time_and_clock_marker() -> None:
     assert base_time_ns(KINETO) == 1790857026000000000
-    assert clock_sync_ts_us(KINETO) == 1000.5
+    assert clock_sync_ts_us(KINETO, "trainprof::clock_sync#2") == 1000.5
+    assert clock_sync_ts_us(KINETO, "trainprof::clock_sync#1") is None
     raw = b'{"traceEvents": []}'
     assert base_time_ns(raw) == 0
     assert clock_sync_ts_us(raw) is None
