@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 app = typer.Typer(
     name="trainprof",
@@ -16,6 +17,12 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console(stderr=True)
+
+
+def _fail(exc: BaseException) -> NoReturn:
+    """Report a user-facing error in one line and exit with status 1."""
+    console.print("[red]error:[/]", escape(str(exc)), highlight=False)
+    raise typer.Exit(1)
 
 
 @app.callback()
@@ -36,14 +43,17 @@ def demo(
 
     from profiler.demo import run_demo
 
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("training the demo CNN", total=steps)
-        prof = run_demo(
-            steps=steps,
-            out_dir=out,
-            run_name=run_name,
-            on_step=lambda done: progress.update(task, completed=done),
-        )
+    try:
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task("training the demo CNN", total=steps)
+            prof = run_demo(
+                steps=steps,
+                out_dir=out,
+                run_name=run_name,
+                on_step=lambda done: progress.update(task, completed=done),
+            )
+    except (ValueError, OSError) as exc:
+        _fail(exc)
     console.print(f"[green]profiled {steps} steps[/] into [bold]{prof.run_dir}[/]")
     for path in prof.trace_files:
         console.print(f"  trace  {path}")

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import orjson
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
@@ -20,6 +21,7 @@ CLASSES = 10
 # Per-sample "decode and augment" cost: at batch 16 this is ~16 ms of data wait per step against
 # a few ms of compute on a laptop CPU, so the run is plainly input-bound.
 SLOW_SAMPLE_S = 0.001
+DEMO_MARK = {"created_by": "trainprof demo"}
 
 
 class SlowSyntheticImages(Dataset[tuple[torch.Tensor, int]]):
@@ -64,11 +66,23 @@ class SmallCNN(nn.Module):
 
 
 def remove_previous_run(run_dir: Path) -> None:
-    """Delete an earlier demo run at ``run_dir``; refuse anything that is not a trainprof run."""
+    """Delete an earlier demo run at ``run_dir``; refuse anything else.
+
+    Raises:
+        FileExistsError: ``run_dir`` exists and is not a run this demo made.
+    """
     if not run_dir.exists():
         return
-    if not (run_dir / META_DIR / RUN_META_FILE).is_file():
-        raise FileExistsError(f"{run_dir} exists and is not a trainprof run; not replacing it")
+    meta_path = run_dir / META_DIR / RUN_META_FILE
+    try:
+        metadata = orjson.loads(meta_path.read_bytes())["config"]["metadata"]
+    except (OSError, ValueError, KeyError, TypeError):
+        metadata = None
+    if metadata != DEMO_MARK:
+        raise FileExistsError(
+            f"{run_dir} exists and is not a run made by `trainprof demo`; not replacing it "
+            "(choose another --run-name or remove it)"
+        )
     shutil.rmtree(run_dir)
 
 
@@ -101,6 +115,7 @@ def run_demo(
         schedule=schedule,
         record_shapes=True,
         profile_memory=True,
+        metadata=DEMO_MARK,
     ) as prof:
         for images, labels in prof.loader(loader):
             loss = nn.functional.cross_entropy(model(images), labels)

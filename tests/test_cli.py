@@ -43,9 +43,28 @@ def test_demo_refuses_to_replace_a_foreign_directory(tmp_path: Path) -> None:
     (tmp_path / "demo").mkdir()
     (tmp_path / "demo" / "notes.txt").write_text("mine")
     result = CliRunner().invoke(app, ["demo", "--steps", "2", "--out", str(tmp_path)])
-    assert result.exit_code != 0
-    assert "not a trainprof run" in str(result.exception)
+    assert result.exit_code == 1
+    assert "not a run made by `trainprof demo`" in result.output.replace("\n", " ")
+    assert "Traceback" not in result.output
     assert (tmp_path / "demo" / "notes.txt").read_text() == "mine"
+
+
+def test_demo_never_replaces_a_run_it_did_not_make(train, tmp_path: Path) -> None:
+    train(steps=2, schedule=None, out_dir=tmp_path, run_name="mine")
+    result = CliRunner().invoke(
+        app, ["demo", "--steps", "2", "--out", str(tmp_path), "--run-name", "mine"]
+    )
+    assert result.exit_code == 1
+    assert (tmp_path / "mine" / "meta" / "steps.0.jsonl").exists()
+
+
+def test_demo_reports_bad_input_in_one_line(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app, ["demo", "--steps", "2", "--out", str(tmp_path), "--run-name", "../up"]
+    )
+    assert result.exit_code == 1
+    assert "error: run_name must be a plain directory name" in result.output
+    assert "Traceback" not in result.output
 
 
 def test_console_script_help() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -90,16 +90,13 @@ class KinetoSession:
 def window_events(
     record: WindowRecord,
     system: Iterable[tuple[int, Mapping[str, float]]],
-    to_ts: Any,
+    to_ts: Callable[[int], float],
     *,
     pid: int,
 ) -> list[dict[str, Any]]:
     """Our events for one window: memory and system counters, and the module-backward lane."""
-    events: list[dict[str, Any]] = []
-    for perf_ns, values in record.memory:
-        events.append(_counter(COUNTER_MEMORY, to_ts(perf_ns), values, pid))
-    for perf_ns, values in system:
-        events.append(_counter(COUNTER_SYSTEM, to_ts(perf_ns), values, pid))
+    events = [_counter(COUNTER_MEMORY, to_ts(ns), values, pid) for ns, values in record.memory]
+    events += [_counter(COUNTER_SYSTEM, to_ts(ns), values, pid) for ns, values in system]
     if record.backward:
         events.append(
             {

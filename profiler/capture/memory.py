@@ -37,7 +37,7 @@ class MemoryProbe:
             return int(os.pread(self._statm, 128, 0).split()[1]) * _PAGE_BYTES
         return int(self._process.memory_info().rss)
 
-    def sample(self) -> dict[str, int]:
+    def sample(self) -> dict[str, float]:
         """The counter values for a memory counter event (units in the names)."""
         if self.device == "cuda":
             import torch

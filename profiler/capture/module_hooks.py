@@ -54,7 +54,7 @@ class BackwardRange:
 class WindowRecord:
     """What the tracer saw in one window, handed to the trace writer."""
 
-    memory: list[tuple[int, dict[str, int]]] = field(default_factory=list)
+    memory: list[tuple[int, dict[str, float]]] = field(default_factory=list)
     backward: list[BackwardRange] = field(default_factory=list)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -62,6 +62,7 @@ class Profile:
         profile_memory: bool = False,
         with_stack: bool = False,
         system_metrics: bool = True,
+        metadata: Mapping[str, Any] | None = None,
     ) -> None:
         if schedule is not None and not isinstance(schedule, Schedule):
             raise TypeError("schedule must come from profiler.schedule(...) or be None")
@@ -73,6 +74,7 @@ class Profile:
             "with_stack": bool(with_stack),
         }
         self.system_metrics = system_metrics
+        self.metadata = dict(metadata or {})
         self.run_name = run_name or time.strftime("%Y%m%d-%H%M%S")
         self.distributed = distributed_info()
         self.rank = int(self.distributed["rank"])
@@ -287,6 +289,7 @@ class Profile:
             "system_metrics": self.system_metrics,
             "models": [type(model).__name__ for model in self.models],
             "rank": self.rank,
+            "metadata": self.metadata,
         }
 
 
@@ -333,6 +336,7 @@ def profile(
     profile_memory: bool = False,
     with_stack: bool = False,
     system_metrics: bool = True,
+    metadata: Mapping[str, Any] | None = None,
 ) -> Profile:
     """Profile a training run: use as ``with profiler.profile(model) as prof: ... prof.step()``.
 
@@ -345,9 +349,17 @@ def profile(
         profile_memory: passed to Kineto (allocator events).
         with_stack: passed to Kineto (Python stacks of ops).
         system_metrics: sample CPU %, RSS and GPU load on a background thread.
+        metadata: your own JSON-serialisable facts about the run (hyperparameters, a ticket),
+            kept in ``meta/run.json`` under ``config.metadata``.
 
     Returns:
-        The session; it starts when the ``with`` block is entered.
+        The session; it starts when the ``with`` block is entered. Inside the block use
+        ``prof.loader(iterable)`` to time data waits and call ``prof.step()`` once per step;
+        afterwards ``prof.run_dir`` and ``prof.trace_files`` say where everything went.
+
+    Raises:
+        TypeError: ``model`` or ``schedule`` is of the wrong type.
+        ValueError: ``run_name`` is not a plain directory name.
     """
     return Profile(
         model,
@@ -358,4 +370,5 @@ def profile(
         profile_memory=profile_memory,
         with_stack=with_stack,
         system_metrics=system_metrics,
+        metadata=metadata,
     )

@@ -50,7 +50,7 @@ class RunStore:
     Rank 0 owns ``meta/run.json``; every rank writes its own trace files and step log.
     """
 
-    def __init__(self, root: str | Path, run_name: str, *, rank: int = 0) -> None:
+    def __init__(self, root: str | os.PathLike[str], run_name: str, *, rank: int = 0) -> None:
         if not run_name or Path(run_name).name != run_name or run_name in {".", ".."}:
             raise ValueError(f"run_name must be a plain directory name, got {run_name!r}")
         self.root = Path(root)
