@@ -1,0 +1,211 @@
+"""profiler.analysis.table: any Kineto trace into columnar tables; bad files named clearly."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from profiler.analysis.table import load, load_trace
+from profiler.store.chrome_trace import TraceFormatError
+
+# The 2021 generation (torch 1.8-1.10): Operator/Runtime/Kernel/Memcpy categories, GPU lanes
+# named "stream 7", ts in absolute microseconds, no baseTimeNanoseconds.
+LEGACY_2021 = {
+    "schemaVersion": 1,
+    "traceEvents": [
+        {
+            "ph": "X",
+            "cat": "Operator",
+            "name": "ProfilerStep#1",
+            "pid": 10,
+            "tid": 10,
+            "ts": 1_600_000_000_000_000,
+            "dur": 900,
+        },
+        {
+            "ph": "X",
+            "cat": "Operator",
+            "name": "enumerate(DataLoader)#_SingleProcessDataLoaderIter.__next__",
+            "pid": 10,
+            "tid": 10,
+            "ts": 1_600_000_000_000_010,
+            "dur": 100,
+        },
+        {
+            "ph": "X",
+            "cat": "Operator",
+            "name": "aten::mm",
+            "pid": 10,
+            "tid": 10,
+            "ts": 1_600_000_000_000_200,
+            "dur": 50,
+            "args": {"Input dims": [[2, 3], [3, 4]]},
+        },
+        {
+            "ph": "X",
+            "cat": "Runtime",
+            "name": "cudaLaunchKernel",
+            "pid": 10,
+            "tid": 10,
+            "ts": 1_600_000_000_000_210,
+            "dur": 8,
+            "args": {"correlation": 7, "external id": 3},
+        },
+        {
+            "ph": "X",
+            "cat": "Kernel",
+            "name": "volta_sgemm_128x64_nn",
+            "pid": 0,
+            "tid": "stream 7",
+            "ts": 1_600_000_000_000_230,
+            "dur": 40,
+            "args": {
+                "correlation": 7,
+                "device": 0,
+                "stream": 7,
+                "grid": [4, 1, 1],
+                "block": [256, 1, 1],
+                "est. achieved occupancy %": 50,
+            },
+        },
+        {
+            "ph": "X",
+            "cat": "Memcpy",
+            "name": "Memcpy HtoD (Pageable -> Device)",
+            "pid": 0,
+            "tid": "stream 7",
+            "ts": 1_600_000_000_000_300,
+            "dur": 20,
+            "args": {"device": 0, "stream": 7, "bytes": 4096},
+        },
+        {
+            "ph": "M",
+            "name": "thread_name",
+            "pid": 0,
+            "tid": "stream 7",
+            "args": {"name": "stream 7"},
+        },
+    ],
+}
+
+
+def write(path: Path, document: object, *, compress: bool = True) -> Path:
+    data = json.dumps(document).encode()
+    path.write_bytes(gzip.compress(data) if compress else data)
+    return path
+
+
+def test_reference_traces_load_with_rank_and_device(shared_traces: Path) -> None:
+    hta = shared_traces / "hta"
+    expected = {
+        "alexnet.json.gz": (0, "cuda"),
+        "amd_mi250.json.gz": (0, "rocm"),
+        "cpu_only.json.gz": (34, "cpu"),
+        "triton.json.gz": (0, "cuda"),
+        "two_ranks_rank-1.json.gz": (1, "cuda"),
+    }
+    for name, (rank, device) in expected.items():
+        trace = load_trace(hta / name)
+        assert (trace.rank, trace.device) == (rank, device), name
+        assert trace.events["ts_us"].is_monotonic_increasing
+        assert (trace.events["end_us"] >= trace.events["ts_us"]).all()
+
+
+def test_kernel_args_become_columns(shared_traces: Path) -> None:
+    trace = load_trace(shared_traces / "hta" / "alexnet.json.gz")
+    kernels = trace.events[trace.events["kind"] == "kernel"]
+    assert len(kernels) == 79
+    assert (kernels["correlation"] > 0).all() and (kernels["stream"] >= 0).all()
+    assert kernels["grid"].astype(str).str.startswith("[").all()
+    assert kernels["occupancy_pct"].notna().any()
+    # Every kernel's correlation id matches one runtime launch.
+    launches = trace.events[trace.events["kind"] == "runtime"]
+    assert set(kernels["correlation"]) <= set(launches["correlation"])
+    copies = trace.events[trace.events["kind"] == "memcpy"]
+    assert (copies["bytes"] > 0).all()
+    assert len(trace.flows) == 500
+
+
+def test_collective_fields(shared_traces: Path) -> None:
+    trace = load_trace(shared_traces / "hta" / "nccl.json.gz")
+    ops = trace.events[trace.events["collective"].astype(str) != ""]
+    assert len(ops) == 27 + 21  # the CPU-side ops and their kernels both carry the fields
+    assert (ops["group_size"] > 0).all() and (ops["in_nelems"] >= 0).all()
+
+
+def test_legacy_2021_schema(tmp_path: Path) -> None:
+    trace = load_trace(write(tmp_path / "old.pt.trace.json.gz", LEGACY_2021))
+    kinds = dict(
+        zip(trace.events["name"].astype(str), trace.events["kind"].astype(str), strict=True)
+    )
+    assert kinds["aten::mm"] == "cpu_op"
+    assert kinds["cudaLaunchKernel"] == "runtime"
+    assert kinds["volta_sgemm_128x64_nn"] == "kernel"
+    assert kinds["Memcpy HtoD (Pageable -> Device)"] == "memcpy"
+    mm = trace.events[trace.events["name"] == "aten::mm"].iloc[0]
+    assert mm["input_dims"] == "[[2,3],[3,4]]"
+    kernel = trace.events[trace.events["kind"] == "kernel"].iloc[0]
+    assert (kernel["tid"], kernel["stream"], kernel["occupancy_pct"]) == (7, 7, 50.0)
+    assert trace.device == "cuda" and trace.rank == 0
+    assert trace.threads["tid"].tolist() == [7]
+
+
+def test_bare_array_form_and_plain_json(tmp_path: Path) -> None:
+    trace = load_trace(write(tmp_path / "a.json", LEGACY_2021["traceEvents"], compress=False))
+    assert len(trace.events) == 6 and trace.meta == {}
+
+
+def test_our_trace_counters_and_memory(tmp_path: Path, train) -> None:
+    prof = train(steps=5, out_dir=tmp_path, run_name="r", profile_memory=True)
+    (trace,) = load(prof.run_dir).traces
+    assert trace.trainprof is not None and trace.trainprof["run_name"] == "r"
+    assert trace.device == "cpu"
+    assert set(trace.counters["name"]) == {"trainprof.memory"}
+    assert (trace.counters["series"] == "rss_bytes").all()
+    assert len(trace.memory) > 0 and (trace.memory["total_allocated"] >= 0).all()
+    backward = trace.events["name"].astype(str).str.endswith(".backward")
+    assert backward.sum() == 12
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b"", "empty file"),
+        (gzip.compress(b'{"traceEvents": [{"ph": "X"}')[:-12], "corrupt or truncated gzip"),
+        (gzip.compress(b'{"traceEvents": [{"ph": "X", "name": "a"'), "invalid or truncated JSON"),
+        (b"this is not json", "invalid or truncated JSON"),
+        (b'{"schemaVersion": 1}', "no traceEvents array"),
+        (b'{"traceEvents": {"ph": "X"}}', "not a Kineto trace"),
+        (b'{"traceEvents": [1, 2, 3]}', "not a Kineto trace"),
+        (b'{"traceEvents": [{"ph": "X", "ts": "soon"}]}', "not a Kineto trace"),
+        (gzip.compress(b""), "empty after gunzip"),
+    ],
+)
+def test_bad_files_get_one_clear_error(tmp_path: Path, content: bytes, problem: str) -> None:
+    path = tmp_path / "bad.pt.trace.json.gz"
+    path.write_bytes(content)
+    with pytest.raises(TraceFormatError) as info:
+        load_trace(path)
+    assert str(info.value).startswith(f"{path}: ")
+    assert problem in str(info.value)
+
+
+def test_a_bad_file_does_not_stop_the_rest_of_the_run(tmp_path: Path, shared_traces: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(shared_traces / "hta" / "two_ranks_rank-0.json.gz", run / "w0.1.pt.trace.json.gz")
+    (run / "w1.1.pt.trace.json.gz").write_bytes(b"\x1f\x8b broken")
+    (run / "meta").mkdir()
+    (run / "meta" / "run.json").write_text("{}")  # no trace, never loaded
+    result = load(run)
+    assert [t.path.name for t in result.traces] == ["w0.1.pt.trace.json.gz"]
+    assert [e.path for e in result.errors] == [str(run / "w1.1.pt.trace.json.gz")]
+
+
+def test_missing_path(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        load(tmp_path / "nope")
