@@ -59,7 +59,7 @@ def read_steps(path: Path) -> list[dict[str, Any]]:
 
 
 @pytest.fixture
-def train() -> Callable[..., Any]:
+def train(tmp_path: Path) -> Callable[..., Any]:
     """Run a small real training loop under the profiler and return the session.
 
     Keyword arguments go to ``profiler.profile``; ``steps`` sets the number of steps and
@@ -83,6 +83,7 @@ def train() -> Callable[..., Any]:
         data = [(torch.randn(4, 3, 8, 8), torch.randint(0, 5, (4,))) for _ in range(steps)]
         kwargs.setdefault("schedule", profiler.schedule(wait=1, warmup=1, active=2))
         kwargs.setdefault("system_metrics", False)
+        kwargs.setdefault("out_dir", tmp_path / "traces")  # never the checkout's traces/
         with profiler.profile(model, **kwargs) as prof:
             for step, (x, y) in enumerate(prof.loader(loader if loader is not None else data)):
                 loss = nn.functional.cross_entropy(model(x), y)

@@ -166,6 +166,7 @@ class TraceTable:
             ``bytes``, ``total_allocated``, ``total_reserved``, ``device_type``, ``device_id``.
         flows: flow events: ``id``, ``ph``, ``cat``, ``pid``, ``tid``, ``ts_us``.
         threads: ``pid``, ``tid``, ``thread_name``; ``processes``: ``pid``, ``process_name``.
+        event_count: how many events the file holds, of every phase.
     """
 
     path: Path
@@ -178,6 +179,7 @@ class TraceTable:
     flows: pd.DataFrame
     threads: pd.DataFrame
     processes: pd.DataFrame
+    event_count: int = 0
 
     @property
     def trainprof(self) -> dict[str, Any] | None:
@@ -337,6 +339,7 @@ def _build(path: Path, events: list[_Event], meta: dict[str, Any]) -> TraceTable
             [e for e in events if e.ph == PHASE_METADATA and e.name == "process_name"],
             "process_name",
         ),
+        event_count=len(events),
     )
 
 
@@ -464,7 +467,10 @@ def _names(events: list[_Event], column: str) -> pd.DataFrame:
         name = args.get("name", "") if isinstance(args, dict) else ""
         rows.append((_int_id(event.pid), _int_id(event.tid), str(name)))
     frame = pd.DataFrame(rows, columns=["pid", "tid", column])
-    return frame if column == "thread_name" else frame.drop(columns="tid")
+    # Kineto writes some thread names twice; one row per lane keeps joins on (pid, tid) 1:1.
+    if column == "thread_name":
+        return frame.drop_duplicates(["pid", "tid"], keep="last", ignore_index=True)
+    return frame.drop(columns="tid").drop_duplicates("pid", keep="last", ignore_index=True)
 
 
 def _rank(meta: dict[str, Any]) -> int:
