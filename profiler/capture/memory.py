@@ -17,8 +17,9 @@ class MemoryProbe:
     """Current and peak memory of the training device.
 
     On CUDA: the caching allocator's allocated and reserved bytes (host-side counters, no sync).
-    On CPU: the process's resident set size, read from /proc/self/statm where it exists (about
-    1 us; psutil takes ~10 us) and ``ru_maxrss`` as the peak, which covers the whole process life.
+    On CPU: the process's resident set size, read from /proc/self/statm where it exists (a
+    pread: 1-3 us with warm caches, up to ~20 us right after heavy tensor work; psutil costs more)
+    and ``ru_maxrss`` as the peak, which covers the whole process life.
     """
 
     def __init__(self, device: DeviceKind) -> None:
@@ -56,8 +57,12 @@ class MemoryProbe:
             return torch.cuda.memory_allocated()
         return self.rss_bytes()
 
-    def peak_bytes(self) -> int:
-        """Peak since the last :meth:`reset_peak` (CUDA) or over the process's life (CPU)."""
+    def peak_bytes(self, *, current: int | None = None) -> int:
+        """Peak since the last :meth:`reset_peak` (CUDA) or over the process's life (CPU).
+
+        Args:
+            current: an RSS reading the caller just took (saves reading it again).
+        """
         if self.device == "cuda":
             import torch
 
@@ -65,7 +70,7 @@ class MemoryProbe:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         peak = peak if sys.platform == "darwin" else peak * 1024  # Linux reports KiB
         # The kernel updates ru_maxrss lazily; it can trail the RSS just read from statm.
-        return max(peak, self.rss_bytes())
+        return max(peak, self.rss_bytes() if current is None else current)
 
     def reset_peak(self) -> None:
         """Start a new peak window (CUDA only; RSS has no resettable peak)."""

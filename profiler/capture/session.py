@@ -131,7 +131,7 @@ class Profile:
         self._memory = MemoryProbe("cuda" if self.device != "cpu" else "cpu")
         self._steps = StepLog(self.store.steps_path)
         self._metrics = StepMetrics(
-            self.models, self._memory, self._steps.append, self._clock, cuda=self.device != "cpu"
+            self.models, self._memory, self._steps.write, self._clock, cuda=self.device != "cpu"
         )
         self._metrics.extra = self._step_extra
         self._started = True
@@ -275,11 +275,9 @@ class Profile:
         )
         self._marker = None
 
-    def _step_extra(self) -> dict[str, Any]:
-        if self._sampler is None or not self._sampler.latest:
-            return {}
-        latest = self._sampler.latest
-        return {key: latest[key] for key in latest if key == "cpu_pct" or key.endswith("util_pct")}
+    def _step_extra(self) -> dict[str, float] | None:
+        # The sampler replaces (never mutates) its latest dict, so keeping a reference is safe.
+        return self._sampler.step_view if self._sampler is not None else None
 
     def _config(self) -> dict[str, Any]:
         return {

@@ -1,16 +1,21 @@
 """Always-on, per-step metrics: step time, data wait, forward/backward/optimizer split, memory.
 
-This path runs on every step of the run, so it hooks only the root module(s) and the optimizers
-(a handful of calls per step, not per module), and never synchronises CUDA. On CUDA the phase
-times come from CUDA events, read once they have completed (usually a step or two later).
+This path runs on every step of the run, so it costs a few attribute writes per step: it hooks
+only the root module(s) (forward) and the optimizers (optimizer.step), keeps one tuple of raw
+integers per step, and builds records once per flush (about a second). It never synchronises
+CUDA: there the phase times come from CUDA events, read once they have completed.
+
+Backward is the time from the end of the last forward to the start of the first
+``optimizer.step`` in the step: the loss and the backward pass. It needs no autograd hook, which
+would cost more per step than everything else here (a node hook and an engine callback); with
+gradient accumulation it covers the last micro-batch only.
 """
 
 from __future__ import annotations
 
-from collections import deque
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -22,37 +27,39 @@ from torch.utils.hooks import RemovableHandle
 
 from profiler.capture.clock import Clock
 from profiler.capture.memory import MemoryProbe
-from profiler.capture.module_hooks import first_grad_fn
 
-PHASES = ("forward", "backward", "optimizer")
-
-
-@dataclass
-class _Phase:
-    """Time spent in one phase during one step: host nanoseconds, or CUDA event pairs."""
-
-    host_ns: int = 0
-    seen: bool = False
-    events: list[tuple[Any, Any]] = field(default_factory=list)
+# RSS is a system call (~2-20 us right after tensor work); on CPU it is read at most this often,
+# and a step's figures are those of the latest reading.
+RSS_INTERVAL_NS = 20_000_000
+FLUSH_INTERVAL_NS = 1_000_000_000
+_now = time.perf_counter_ns
 
 
-@dataclass
-class _Step:
-    index: int
+class _Row(NamedTuple):
+    """One step as raw numbers; turned into a record at flush."""
+
+    step: int
     start_ns: int
-    phases: dict[str, _Phase] = field(default_factory=lambda: {p: _Phase() for p in PHASES})
-    data_wait_ns: int = 0
-    record: dict[str, Any] = field(default_factory=dict)
+    end_ns: int
+    data_wait_ns: int
+    forward_ns: int  # -1: no forward seen
+    backward_ns: int  # -1: unknown
+    optimizer_ns: int  # -1: no optimizer.step seen
+    memory_bytes: int
+    peak_bytes: int
+    deep: bool
+    completed: bool
+    extra: dict[str, float] | None
+    events: tuple[Any, ...] | None  # CUDA: (fwd start, fwd end, opt start, opt end) or None
 
 
 class StepMetrics:
-    """Collect one record per training step, handed to ``sink`` once its timings are known.
+    """Collect one record per training step and hand them to ``sink`` in batches.
 
     Args:
-        models: the root modules to time (forward: root forward hooks; backward: from the
-            root output's first autograd node to the end of the backward pass).
+        models: the root modules whose forward is timed.
         memory: the probe for current and peak memory.
-        sink: called with each finished step's record.
+        sink: called with a list of finished steps' records.
         clock: our clock (records carry unix-time starts).
         cuda: time phases with CUDA events instead of the host clock.
     """
@@ -61,7 +68,7 @@ class StepMetrics:
         self,
         models: Sequence[nn.Module],
         memory: MemoryProbe,
-        sink: Callable[[dict[str, Any]], None],
+        sink: Callable[[list[dict[str, Any]]], None],
         clock: Clock,
         *,
         cuda: bool = False,
@@ -70,14 +77,14 @@ class StepMetrics:
         self._memory = memory
         self._sink = sink
         self._clock = clock
-        self._now_ns = clock.now_ns
         self._cuda = cuda
         self._handles: list[RemovableHandle] = []
-        self._open: dict[str, tuple[int, Any]] = {}
-        self._forward_depth = 0
-        self._step: _Step | None = None
-        self._pending: deque[_Step] = deque()
-        self.extra: Callable[[], dict[str, Any]] = dict
+        self._rows: list[_Row] = []
+        self._last_flush = _now()
+        self._memory_at = -RSS_INTERVAL_NS
+        self._memory_now = self._peak = 0
+        self.extra: Callable[[], dict[str, float] | None] = lambda: None
+        self._begin_state(0)
 
     def attach(self) -> None:
         """Hook the root modules and every optimizer's step."""
@@ -95,119 +102,150 @@ class StepMetrics:
 
     def begin(self, index: int) -> None:
         """Start timing step ``index``."""
-        self._step = _Step(index=index, start_ns=self._now_ns())
-        self._open.clear()
-        self._forward_depth = 0
-        self._memory.reset_peak()
+        self._begin_state(index)
+        if self._cuda:
+            self._memory.reset_peak()
+
+    def _begin_state(self, index: int) -> None:
+        self._index = index
+        self._active = True
+        self._start_ns = _now()
+        self._data_wait_ns = 0
+        self._depth = 0
+        self._forward_ns = self._optimizer_ns = 0
+        self._forward_seen = self._optimizer_seen = False
+        self._forward_start = self._forward_end = self._optimizer_start = self._first_opt = 0
+        self._events: list[Any] = [None, None, None, None]
 
     def add_data_wait(self, duration_ns: int) -> None:
         """Add time spent waiting for the next batch to the current step."""
-        if self._step is not None:
-            self._step.data_wait_ns += duration_ns
+        self._data_wait_ns += duration_ns
 
     def discard(self) -> None:
         """Drop the step in progress (the run ended between steps)."""
-        self._step = None
+        self._active = False
 
     def end(self, *, deep: bool, completed: bool = True) -> None:
-        """Close the current step and hand over every step whose timings are now known."""
-        step, self._step = self._step, None
-        if step is None:
+        """Close the current step; write the finished ones once a second."""
+        if not self._active:
             return
-        end_ns = self._now_ns()
-        step.record = {
-            "step": step.index,
-            "start_unix_us": round(self._clock.unix_us(step.start_ns), 1),
-            "dur_us": round((end_ns - step.start_ns) / 1000, 3),
-            "data_wait_us": round(step.data_wait_ns / 1000, 3),
-            "memory_bytes": self._memory.current_bytes(),
-            "peak_memory_bytes": self._memory.peak_bytes(),
-            "deep": deep,
-            **self.extra(),
-        }
-        if not completed:
-            step.record["completed"] = False
-        self._pending.append(step)
-        self._drain(block=False)
+        self._active = False
+        end = _now()
+        memory_now, peak = self._read_memory(end)
+        backward = self._first_opt - self._forward_end if self._forward_seen else -1
+        self._rows.append(_Row(
+            self._index, self._start_ns, end, self._data_wait_ns,
+            self._forward_ns if self._forward_seen else -1,
+            backward if self._optimizer_seen and backward >= 0 else -1,
+            self._optimizer_ns if self._optimizer_seen else -1,
+            memory_now, peak, deep, completed, self.extra(),
+            tuple(self._events) if self._cuda and self._events[0] is not None else None,
+        ))  # fmt: skip
+        if end - self._last_flush >= FLUSH_INTERVAL_NS:
+            self._last_flush = end
+            self._drain(block=False)
 
     def flush(self) -> None:
-        """Hand over every pending step, waiting for CUDA events if need be."""
+        """Hand over every step, waiting for CUDA events if need be."""
         self._drain(block=True)
 
-    def _drain(self, *, block: bool) -> None:
-        while self._pending:
-            step = self._pending[0]
-            if not self._ready(step, block=block):
-                return
-            self._pending.popleft()
-            for name, phase in step.phases.items():
-                step.record[f"{name}_us"] = self._phase_us(phase) if phase.seen else None
-            self._sink(step.record)
-
-    def _ready(self, step: _Step, *, block: bool) -> bool:
-        pairs = [pair for phase in step.phases.values() for pair in phase.events]
-        if not pairs:
-            return True
-        last = pairs[-1][1]
-        if block:
-            last.synchronize()
-            return True
-        return bool(last.query())
-
-    @staticmethod
-    def _phase_us(phase: _Phase) -> float:
-        if phase.events:
-            return round(sum(start.elapsed_time(end) for start, end in phase.events) * 1000, 3)
-        return round(phase.host_ns / 1000, 3)
-
-    # Phase boundaries -------------------------------------------------------------------------
-
-    def _mark_start(self, phase: str) -> None:
-        event = None
+    def _read_memory(self, now: int) -> tuple[int, int]:
         if self._cuda:
-            event = torch.cuda.Event(enable_timing=True)
-            event.record()
-        self._open[phase] = (self._now_ns(), event)
+            return self._memory.current_bytes(), self._memory.peak_bytes()
+        if now - self._memory_at >= RSS_INTERVAL_NS:
+            self._memory_at = now
+            self._memory_now = self._memory.current_bytes()
+            self._peak = max(self._peak, self._memory.peak_bytes(current=self._memory_now))
+        return self._memory_now, self._peak
 
-    def _mark_end(self, phase: str) -> None:
-        opened = self._open.pop(phase, None)
-        if opened is None or self._step is None:
-            return
-        record = self._step.phases[phase]
-        record.seen = True
-        start_ns, start_event = opened
-        if start_event is not None:
-            end_event = torch.cuda.Event(enable_timing=True)
-            end_event.record()
-            record.events.append((start_event, end_event))
-        else:
-            record.host_ns += self._now_ns() - start_ns
+    def _drain(self, *, block: bool) -> None:
+        ready = len(self._rows)
+        if self._cuda and not block:
+            ready = next((i for i, row in enumerate(self._rows) if not _done(row)), ready)
+        if ready:
+            rows, self._rows = self._rows[:ready], self._rows[ready:]
+            self._sink([self._record(row) for row in rows])
+
+    def _record(self, row: _Row) -> dict[str, Any]:
+        forward: float = row.forward_ns
+        backward: float = row.backward_ns
+        optimizer: float = row.optimizer_ns
+        if row.events is not None:
+            forward, backward, optimizer = _event_phases(row.events)
+        record: dict[str, Any] = {
+            "step": row.step,
+            "start_unix_us": round(self._clock.unix_us(row.start_ns), 1),
+            "dur_us": _us(row.end_ns - row.start_ns),
+            "data_wait_us": _us(row.data_wait_ns),
+            "forward_us": _us(forward),
+            "backward_us": _us(backward),
+            "optimizer_us": _us(optimizer),
+            "memory_bytes": row.memory_bytes,
+            "peak_memory_bytes": row.peak_bytes,
+            "deep": row.deep,
+        }
+        if row.extra:
+            record.update(row.extra)
+        if not row.completed:
+            record["completed"] = False
+        return record
+
+    # Hooks: a few attribute writes each ---------------------------------------------------------
 
     def _forward_pre(self, module: nn.Module, args: Any) -> None:
-        self._forward_depth += 1
-        if self._forward_depth == 1:  # a hooked root called from another one counts once
-            self._mark_start("forward")
+        self._depth += 1
+        if self._depth == 1:  # a hooked root called from another one counts once
+            self._forward_start = _now()
+            if self._cuda and self._events[0] is None:
+                self._events[0] = _cuda_event()
 
     def _forward_post(self, module: nn.Module, args: Any, output: Any) -> None:
-        self._forward_depth -= 1
-        if self._forward_depth != 0:
-            return
-        self._mark_end("forward")
-        if torch.is_grad_enabled():
-            node = first_grad_fn(output)
-            if node is not None:
-                node.register_prehook(self._backward_start)
-
-    def _backward_start(self, grad_outputs: Any) -> None:
-        if "backward" not in self._open:
-            self._mark_start("backward")
-            torch.autograd.Variable._execution_engine.queue_callback(self._backward_end)
-
-    def _backward_end(self) -> None:
-        self._mark_end("backward")
+        self._depth -= 1
+        if self._depth == 0:
+            self._forward_end = end = _now()
+            self._forward_ns += end - self._forward_start
+            self._forward_seen = True
+            if self._cuda:
+                self._events[1] = _cuda_event()
 
     def _optimizer_pre(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        self._mark_start("optimizer")
+        self._optimizer_start = start = _now()
+        if not self._optimizer_seen:
+            self._first_opt = start
+            if self._cuda:
+                self._events[2] = _cuda_event()
 
     def _optimizer_post(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        self._mark_end("optimizer")
+        self._optimizer_ns += _now() - self._optimizer_start
+        self._optimizer_seen = True
+        if self._cuda:
+            self._events[3] = _cuda_event()
+
+
+def _us(ns: int | float | None) -> float | None:
+    return None if ns is None or ns < 0 else round(ns / 1000, 3)
+
+
+def _cuda_event() -> Any:
+    event = torch.cuda.Event(enable_timing=True)
+    event.record()
+    return event
+
+
+def _done(row: _Row) -> bool:
+    last = next((e for e in reversed(row.events or ()) if e is not None), None)
+    return last is None or bool(last.query())
+
+
+def _event_phases(events: tuple[Any, ...]) -> tuple[float, float, float]:
+    """Forward, backward and optimizer times from CUDA events, in ns (-1 where unknown)."""
+    fwd_start, fwd_end, opt_start, opt_end = events
+    if opt_end is not None:
+        opt_end.synchronize()
+    elif fwd_end is not None:
+        fwd_end.synchronize()
+
+    def span(a: Any, b: Any) -> float:
+        return a.elapsed_time(b) * 1e6 if a is not None and b is not None else -1.0
+
+    return span(fwd_start, fwd_end), span(fwd_end, opt_start), span(opt_start, opt_end)

@@ -58,6 +58,7 @@ class SystemSampler:
         self.interval_s = interval_s
         self.samples: deque[tuple[int, dict[str, float]]] = deque(maxlen=MAX_SAMPLES)
         self.latest: dict[str, float] = {}
+        self.step_view: dict[str, float] = {}  # the figures per-step records carry
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._process = psutil.Process()
@@ -86,6 +87,9 @@ class SystemSampler:
         }
         self.samples.append((time.perf_counter_ns(), values))
         self.latest = values
+        self.step_view = {
+            k: v for k, v in values.items() if k == "cpu_pct" or k.endswith("util_pct")
+        }
         return values
 
     def between(self, start_ns: int, end_ns: int) -> list[tuple[int, dict[str, float]]]:

@@ -15,7 +15,7 @@ import gzip
 import os
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -130,36 +130,24 @@ class RunStore:
 
 
 class StepLog:
-    """Append-only JSON lines of per-step metrics, flushed at most every ``flush_s`` seconds.
+    """Append-only JSON lines of per-step metrics.
 
-    Writing each line as it comes would cost a syscall per step; a crash inside the profiled block
-    still flushes through :meth:`close`, and a killed process loses at most ``flush_s`` of steps.
+    The caller batches: capture hands over about a second of steps at a time, so a killed
+    process loses at most that much, and a crash inside the profiled block still flushes.
     """
 
-    def __init__(self, path: Path, *, flush_s: float = 1.0) -> None:
+    def __init__(self, path: Path) -> None:
         self.path = path
         self._file = path.open("ab")
-        self._pending: list[bytes] = []
-        self._flush_s = flush_s
-        self._last_flush = time.monotonic()
 
-    def append(self, record: Mapping[str, Any]) -> None:
-        """Queue one step's record; write the queue when it is ``flush_s`` old."""
-        self._pending.append(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
-        now = time.monotonic()
-        if now - self._last_flush >= self._flush_s:
-            self.flush()
-            self._last_flush = now
-
-    def flush(self) -> None:
-        """Write every queued line."""
-        if self._pending:
-            self._file.write(b"".join(self._pending))
+    def write(self, records: Iterable[Mapping[str, Any]]) -> None:
+        """Append one line per record and flush them to the OS."""
+        lines = b"".join(orjson.dumps(r, option=orjson.OPT_APPEND_NEWLINE) for r in records)
+        if lines:
+            self._file.write(lines)
             self._file.flush()
-            self._pending.clear()
 
     def close(self) -> None:
-        """Flush and close the file."""
+        """Close the file."""
         if not self._file.closed:
-            self.flush()
             self._file.close()
