@@ -63,6 +63,7 @@ GPU_KINDS = ("kernel", "memcpy", "memset")
 
 class _Args(msgspec.Struct, gc=False, rename={
     "external_id": "External id",
+    "external_id_2021": "external id",
     "seq": "Sequence number",
     "fwd_tid": "Fwd thread id",
     "input_dims": "Input Dims",
@@ -82,6 +83,7 @@ class _Args(msgspec.Struct, gc=False, rename={
     "sync_kind": "cuda_sync_kind",
 }):  # fmt: skip
     external_id: int = MISSING_INT
+    external_id_2021: int = MISSING_INT
     correlation: int = MISSING_INT
     stream: int | str = MISSING_INT
     device: int = MISSING_INT
@@ -354,6 +356,12 @@ def _int_id(value: int | str | None) -> int:
     return MISSING_INT
 
 
+def _stream(value: int | str) -> int:
+    """Stream ids; Kineto writes -1 as 4294967295 (unsigned 32-bit) on some sync records."""
+    stream = _int_id(value)
+    return MISSING_INT if stream == 0xFFFFFFFF else stream
+
+
 def _raw_text(raw: msgspec.Raw) -> str:
     """Compact JSON text of a list-valued arg (shapes, grid, block), whatever the writer's spacing:
     these hold only numbers, so dropping whitespace is safe and makes equal shapes equal text."""
@@ -376,9 +384,9 @@ def _complete_table(events: list[_Event]) -> pd.DataFrame:
             "ts_us": ts,
             "dur_us": dur,
             "end_us": ts + dur,
-            "external_id": _ints(a.external_id for a in args),
+            "external_id": _ints(max(a.external_id, a.external_id_2021) for a in args),
             "correlation": _ints(a.correlation for a in args),
-            "stream": _ints(_int_id(a.stream) for a in args),
+            "stream": _ints(_stream(a.stream) for a in args),
             "device": _ints(a.device for a in args),
             "seq": _ints(a.seq for a in args),
             "fwd_tid": _ints(a.fwd_tid for a in args),

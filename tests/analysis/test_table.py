@@ -150,6 +150,8 @@ def test_legacy_2021_schema(tmp_path: Path) -> None:
     assert mm["input_dims"] == "[[2,3],[3,4]]"
     kernel = trace.events[trace.events["kind"] == "kernel"].iloc[0]
     assert (kernel["tid"], kernel["stream"], kernel["occupancy_pct"]) == (7, 7, 50.0)
+    launch = trace.events[trace.events["name"] == "cudaLaunchKernel"].iloc[0]
+    assert launch["external_id"] == 3  # 2021 spelled the key "external id"
     assert trace.device == "cuda" and trace.rank == 0
     assert trace.threads["tid"].tolist() == [7]
 
