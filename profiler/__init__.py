@@ -8,6 +8,9 @@ Public API::
             ...
             prof.step()
 
+    trace = profiler.load("traces/exp1")        # tables of every trace in the run
+    report = profiler.summarize("traces/exp1")  # the trainprof.summary/1 dict
+
 Capture imports torch; it is loaded only when ``profile`` or ``schedule`` is first used, so the
 CLI's reporting commands and the dashboard start without it.
 """
@@ -17,9 +20,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["profile", "schedule", "__version__"]
+__all__ = ["load", "profile", "schedule", "summarize", "__version__"]
 
 if TYPE_CHECKING:
+    from profiler.analysis.summary import summarize
+    from profiler.analysis.table import load
     from profiler.capture.schedule import schedule
     from profiler.capture.session import profile
 
@@ -28,6 +33,8 @@ _LAZY = {
     "schedule": "profiler.capture.schedule",
     "Profile": "profiler.capture.session",
     "Schedule": "profiler.capture.schedule",
+    "load": "profiler.analysis.table",
+    "summarize": "profiler.analysis.summary",
 }
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+
+from profiler.store.chrome_trace import TraceFormatError
 
 app = typer.Typer(
     name="trainprof",
@@ -19,10 +22,10 @@ app = typer.Typer(
 console = Console(stderr=True)
 
 
-def _fail(exc: BaseException) -> NoReturn:
-    """Report a user-facing error in one line and exit with status 1."""
-    console.print("[red]error:[/]", escape(str(exc)), highlight=False)
-    raise typer.Exit(1)
+def _fail(exc: BaseException | str, *, code: int = 1) -> NoReturn:
+    """Report a user-facing error in one line and exit with ``code``."""
+    console.print("[red]error:[/]", escape(str(exc)), highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
 
 
 @app.callback()
@@ -60,6 +63,72 @@ def demo(
     console.print(f"  steps  {prof.store.steps_path}")
     console.print(f"  run    {prof.store.run_meta_path}")
     console.print("Open a trace in https://ui.perfetto.dev or chrome://tracing.")
+
+
+def _load_or_exit(path: Path) -> Any:
+    """Load traces at ``path``; report each bad file on stderr. Exit 2 if nothing loaded."""
+    from profiler.analysis.table import load
+
+    try:
+        traces = load(path, progress=True)
+    except FileNotFoundError as exc:
+        _fail(exc, code=2)
+    except TraceFormatError as exc:
+        _fail(exc, code=2)
+    for error in traces.errors:
+        console.print("[red]error:[/]", escape(str(error)), highlight=False, soft_wrap=True)
+    if not traces.traces:
+        _fail(f"no readable trace under {path}", code=2)
+    return traces
+
+
+@app.command()
+def summary(
+    paths: Annotated[list[Path], typer.Argument(help="Trace files, run directories or roots.")],
+    json: Annotated[bool, typer.Option("--json", help="Print trainprof.summary/1 JSON.")] = False,
+) -> None:
+    """Report the bottlenecks of traces: step breakdown, GPU, top ops and kernels, advice.
+
+    Exit status 2 if any file could not be read (the others are still reported).
+    """
+    from profiler.analysis.summary import SCHEMA, trace_summary
+
+    loaded = [_load_or_exit(path) for path in paths]
+    report = {
+        "schema": SCHEMA,
+        "traces": [trace_summary(trace) for group in loaded for trace in group.traces],
+    }
+    _emit(report, json, "render_summary")
+    if any(group.errors for group in loaded):
+        raise typer.Exit(2)
+
+
+@app.command()
+def diff(
+    base: Annotated[Path, typer.Argument(help="The baseline trace or run.")],
+    new: Annotated[Path, typer.Argument(help="The trace or run to compare with it.")],
+    json: Annotated[bool, typer.Option("--json", help="Print trainprof.diff/1 JSON.")] = False,
+) -> None:
+    """Compare two traces or runs: step time, categories, ops and kernels, per step."""
+    from profiler.analysis.diff import diff_runs
+
+    base_traces, new_traces = _load_or_exit(base), _load_or_exit(new)
+    _emit(diff_runs(base_traces, new_traces), json, "render_diff")
+    if base_traces.errors or new_traces.errors:
+        raise typer.Exit(2)
+
+
+def _emit(result: dict[str, Any], as_json: bool, renderer: str) -> None:
+    if as_json:
+        import orjson
+
+        sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return
+    from profiler.export import terminal
+
+    out = Console()
+    for renderable in getattr(terminal, renderer)(result):
+        out.print(renderable)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,111 @@
+"""The ``trainprof.summary/1`` dict: what ``trainprof summary --json`` prints for each trace."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from profiler.analysis.facts import trace_facts
+from profiler.analysis.gpu import gpu_metrics
+from profiler.analysis.kernels import top_kernels
+from profiler.analysis.memory import memory_peak
+from profiler.analysis.ops import top_ops
+from profiler.analysis.rules import recommend
+from profiler.analysis.steps import average_breakdown_pct, step_table
+from profiler.analysis.table import TraceSet, TraceTable, load
+from profiler.analysis.temporal import temporal_breakdown
+
+SCHEMA = "trainprof.summary/1"
+TOP_N = 10
+BREAKDOWN_KEYS = (
+    "kernel", "memcpy", "memset", "communication", "runtime", "dataloader", "cpu_exec", "other",
+)  # fmt: skip
+
+
+def summarize(path: str | Path, *, progress: bool = False) -> dict[str, Any]:
+    """Load every trace at ``path`` and summarise each (the ``trainprof.summary/1`` dict).
+
+    Files that fail to load are left out; :func:`summarize_set` with :func:`load` gives access
+    to their errors.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        TraceFormatError: ``path`` is a single file that cannot be loaded.
+    """
+    return summarize_set(load(path, progress=progress))
+
+
+def summarize_set(traces: TraceSet) -> dict[str, Any]:
+    """The summary dict of already loaded traces."""
+    return {"schema": SCHEMA, "traces": [trace_summary(t) for t in traces.traces]}
+
+
+def trace_summary(trace: TraceTable) -> dict[str, Any]:
+    """One trace's entry in the summary."""
+    steps = step_table(trace)
+    breakdown = average_breakdown_pct(trace)
+    gpu = gpu_metrics(trace)
+    temporal = temporal_breakdown(trace)
+    peak = memory_peak(trace)
+    facts = trace_facts(trace, steps=steps, breakdown_pct=breakdown, gpu=gpu, peak=peak)
+    durations = steps["dur_us"]
+    return {
+        "path": str(trace.path),
+        "rank": trace.rank,
+        "device": trace.device,
+        "events": trace.event_count,
+        "steps": {
+            "count": len(steps),
+            "mean_us": _round(durations.mean()) if len(steps) else 0.0,
+            "p50_us": _round(durations.median()) if len(steps) else 0.0,
+            "max_us": _round(durations.max()) if len(steps) else 0.0,
+        },
+        "step_breakdown_pct": {key: _round(breakdown.get(key, 0.0)) for key in BREAKDOWN_KEYS},
+        "gpu": None
+        if gpu is None
+        else {
+            "utilization_pct": _round(gpu.utilization_pct),
+            "sm_efficiency_pct": _round(gpu.sm_efficiency_pct),
+            "achieved_occupancy_pct": _round(gpu.achieved_occupancy_pct),
+            "tensor_core_pct": _round(gpu.tensor_core_pct),
+        },
+        "temporal_breakdown_pct": None
+        if temporal is None
+        else {
+            "idle": _round(temporal.idle_pct),
+            "compute": _round(temporal.compute_pct),
+            "non_compute": _round(temporal.non_compute_pct),
+        },
+        "top_ops": _records(top_ops(trace, n=TOP_N), ["name", "calls", "self_us", "total_us"]),
+        "top_kernels": _records(
+            top_kernels(trace, n=TOP_N), ["name", "calls", "total_us", "mean_us"]
+        ),
+        "memory": None
+        if peak is None
+        else {
+            "peak_allocated_bytes": peak.allocated_bytes,
+            "peak_reserved_bytes": peak.reserved_bytes,
+            "device": peak.device,
+            "capacity_bytes": peak.capacity_bytes,
+            "capacity_pct": _round(peak.capacity_pct),
+            "at_module": peak.module,
+            "at_op": peak.op,
+        },
+        "recommendations": [rec.as_dict() for rec in recommend(facts)],
+    }
+
+
+def _round(value: float | None, digits: int = 2) -> float | None:
+    return None if value is None else round(float(value), digits)
+
+
+def _records(frame: Any, columns: list[str]) -> list[dict[str, Any]]:
+    rows = []
+    for row in frame[columns].itertuples(index=False):
+        item = dict(zip(columns, row, strict=True))
+        item["name"] = str(item["name"])
+        item["calls"] = int(item["calls"])
+        for key in columns[2:]:
+            item[key] = _round(item[key])
+        rows.append(item)
+    return rows

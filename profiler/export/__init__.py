@@ -1,0 +1,1 @@
+"""Views over analysis results: the terminal report (and, later, the TensorBoard export)."""

@@ -1,0 +1,146 @@
+"""The terminal report: ``render_summary(summary) -> rich renderables``, from the summary dict only.
+
+Trace contents (op and kernel names) are printed as text: rich markup in them is escaped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.markup import escape
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+SEVERITY_STYLE = {"high": "bold red", "medium": "yellow", "low": "cyan"}
+NAME_WIDTH = 70
+
+
+def _short(name: str, width: int = NAME_WIDTH) -> str:
+    return name if len(name) <= width else name[: width - 1] + "…"
+
+
+def _us(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value / 1000:,.2f} ms" if value >= 1000 else f"{value:,.1f} us"
+
+
+def render_summary(summary: dict[str, Any]) -> list[RenderableType]:
+    """One panel per trace: steps, breakdown, GPU, top ops/kernels, recommendations."""
+    return [_trace_panel(trace) for trace in summary["traces"]]
+
+
+def _trace_panel(trace: dict[str, Any]) -> Panel:
+    steps = trace["steps"]
+    head = Text.assemble(
+        (f"rank {trace['rank']}", "bold"),
+        f" · {trace['device']} · {trace['events']:,} events · ",
+        f"{steps['count']} steps, mean {_us(steps['mean_us'])}, max {_us(steps['max_us'])}",
+    )
+    parts: list[RenderableType] = [head, _breakdown(trace["step_breakdown_pct"])]
+    if trace["gpu"]:
+        gpu = trace["gpu"]
+        parts.append(
+            Text(
+                "GPU: utilization {utilization_pct}% · SM efficiency {sm_efficiency_pct}% · "
+                "occupancy {achieved_occupancy_pct}% · tensor cores {tensor_core_pct}%".format(
+                    **gpu
+                )
+            )
+        )
+    if trace["temporal_breakdown_pct"]:
+        t = trace["temporal_breakdown_pct"]
+        parts.append(
+            Text(
+                f"GPU time (HTA): idle {t['idle']}% · compute {t['compute']}% · "
+                f"non-compute {t['non_compute']}%"
+            )
+        )
+    parts.append(_recommendations(trace["recommendations"]))
+    parts.append(_top("Top ops (self time)", trace["top_ops"], ("calls", "self_us", "total_us")))
+    if trace["top_kernels"]:
+        parts.append(_top("Top kernels", trace["top_kernels"], ("calls", "total_us", "mean_us")))
+    return Panel(Group(*parts), title=escape(trace["path"]), title_align="left")
+
+
+def _breakdown(pct: dict[str, float]) -> Table:
+    table = Table(title="Step time breakdown", title_justify="left", show_edge=False)
+    shown = {key: value for key, value in pct.items() if value > 0}
+    for key in shown:
+        table.add_column(key, justify="right")
+    table.add_row(*(f"{value:.1f}%" for value in shown.values()))
+    return table
+
+
+def _recommendations(recs: Iterable[dict[str, Any]]) -> RenderableType:
+    recs = list(recs)
+    if not recs:
+        return Text("No bottleneck found by the rules.", style="green")
+    table = Table(title="Recommendations", title_justify="left", show_edge=False, show_header=False)
+    table.add_column("severity")
+    table.add_column("finding", overflow="fold")
+    for rec in recs:
+        saving = rec.get("saving_us_per_step")
+        tail = f" (up to {_us(saving)} per step)" if saving else ""
+        table.add_row(
+            Text(rec["severity"], style=SEVERITY_STYLE[rec["severity"]]),
+            Text(f"{rec['id']}: {rec['message']}{tail}"),
+        )
+    return table
+
+
+def _top(title: str, rows: list[dict[str, Any]], columns: tuple[str, ...]) -> Table:
+    table = Table(title=title, title_justify="left", show_edge=False)
+    table.add_column("name", overflow="fold")
+    for column in columns:
+        table.add_column(column, justify="right")
+    for row in rows:
+        cells = [f"{row[c]:,}" if c == "calls" else _us(row[c]) for c in columns]
+        table.add_row(Text(_short(row["name"])), *cells)
+    return table
+
+
+def render_diff(diff: dict[str, Any]) -> list[RenderableType]:
+    """The diff as tables: step time, categories, then the ops and kernels that moved most."""
+    step = diff["step_us"]
+    head = Text(
+        f"step time {_us(step['base'])} -> {_us(step['new'])} ({_signed_pct(step['delta_pct'])})",
+        style="bold",
+    )
+    out: list[RenderableType] = [
+        head,
+        _changes("Per category (per step)", diff["categories"], "category"),
+    ]
+    out.append(_changes("Ops that changed most (self time per step)", diff["ops"], "name"))
+    if diff["kernels"]:
+        out.append(_changes("Kernels that changed most (time per step)", diff["kernels"], "name"))
+    return out
+
+
+def _signed_pct(value: float | None) -> str:
+    return "new" if value is None else f"{value:+.1f}%"
+
+
+def _changes(title: str, rows: list[dict[str, Any]], key: str) -> Table:
+    table = Table(title=title, title_justify="left", show_edge=False)
+    for column, justify in (
+        (key, "left"),
+        ("base", "right"),
+        ("new", "right"),
+        ("delta", "right"),
+        ("%", "right"),
+    ):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for row in rows:
+        style = "red" if row["delta"] > 0 else "green" if row["delta"] < 0 else ""
+        table.add_row(
+            Text(_short(str(row[key]))),
+            _us(row["base"]),
+            _us(row["new"]),
+            Text(f"{row['delta']:+,.1f} us", style=style),
+            _signed_pct(row["delta_pct"]),
+        )
+    return table

@@ -1,0 +1,129 @@
+"""trainprof summary: the trainprof.summary/1 dict, the JSON the CLI prints, bad input."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import orjson
+import pytest
+from typer.testing import CliRunner
+
+import profiler
+from profiler.cli import app
+
+TOP_KEYS = {
+    "path", "rank", "device", "events", "steps", "step_breakdown_pct", "gpu",
+    "temporal_breakdown_pct", "top_ops", "top_kernels", "memory", "recommendations",
+}  # fmt: skip
+BREAKDOWN = {"kernel", "memcpy", "memset", "communication", "runtime", "dataloader", "cpu_exec",
+             "other"}  # fmt: skip
+REFERENCES = ["alexnet.json.gz", "amd_mi250.json.gz", "cpu_only.json.gz", "triton.json.gz",
+              "two_ranks_rank-0.json.gz", "nccl.json.gz"]  # fmt: skip
+
+
+def check_schema(summary: dict) -> None:
+    assert summary["schema"] == "trainprof.summary/1"
+    for trace in summary["traces"]:
+        assert set(trace) == TOP_KEYS
+        assert isinstance(trace["rank"], int) and isinstance(trace["events"], int)
+        assert trace["device"] in ("cuda", "cpu", "rocm")
+        assert set(trace["steps"]) == {"count", "mean_us", "p50_us", "max_us"}
+        assert set(trace["step_breakdown_pct"]) == BREAKDOWN
+        assert sum(trace["step_breakdown_pct"].values()) == pytest.approx(100, abs=0.1)
+        if trace["gpu"] is not None:
+            assert set(trace["gpu"]) == {
+                "utilization_pct",
+                "sm_efficiency_pct",
+                "achieved_occupancy_pct",
+                "tensor_core_pct",
+            }
+        if trace["temporal_breakdown_pct"] is not None:
+            assert set(trace["temporal_breakdown_pct"]) == {"idle", "compute", "non_compute"}
+        for op in trace["top_ops"]:
+            assert set(op) == {"name", "calls", "self_us", "total_us"}
+            assert op["self_us"] <= op["total_us"] + 0.01
+        for kernel in trace["top_kernels"]:
+            assert set(kernel) == {"name", "calls", "total_us", "mean_us"}
+        for rec in trace["recommendations"]:
+            assert {"id", "severity", "message", "evidence"} <= set(rec)
+            assert rec["severity"] in ("high", "medium", "low")
+
+
+@pytest.mark.parametrize("name", REFERENCES)
+def test_reference_traces_summarise_to_the_schema(shared_traces: Path, name: str) -> None:
+    summary = profiler.summarize(shared_traces / "hta" / name)
+    check_schema(summary)
+    (trace,) = summary["traces"]
+    assert (trace["gpu"] is None) == (trace["device"] == "cpu")
+    if trace["device"] != "cpu":
+        assert trace["top_kernels"], "a GPU trace has kernels"
+
+
+def test_cli_json_is_the_api_dict(shared_traces: Path) -> None:
+    path = shared_traces / "hta" / "alexnet.json.gz"
+    result = CliRunner().invoke(app, ["summary", str(path), "--json"])
+    assert result.exit_code == 0, result.output
+    assert orjson.loads(result.stdout) == profiler.summarize(path)
+
+
+def test_our_slow_loader_run_is_dataloader_bound(train, tmp_path: Path) -> None:
+    import time
+
+    import torch
+
+    wait_s = 0.1  # sleep guarantees a floor; no assertion depends on how fast the model runs
+
+    def slow():
+        for _ in range(6):
+            time.sleep(wait_s)
+            yield torch.randn(4, 3, 8, 8), torch.randint(0, 5, (4,))
+
+    prof = train(steps=6, loader=slow(), out_dir=tmp_path, run_name="slow")
+    summary = profiler.summarize(prof.run_dir)
+    check_schema(summary)
+    (trace,) = summary["traces"]
+    assert trace["steps"]["count"] == 2
+    wait_us = trace["step_breakdown_pct"]["dataloader"] / 100 * trace["steps"]["mean_us"]
+    assert wait_us >= wait_s * 1e6
+    rec = next(r for r in trace["recommendations"] if r["id"] == "dataloader_bound")
+    # The saving is the measured wait per step.
+    assert rec["saving_us_per_step"] == pytest.approx(wait_us, rel=0.01)
+
+
+def test_bad_file_is_named_exit_2_and_the_rest_still_reported(
+    shared_traces: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(shared_traces / "hta" / "triton.json.gz", run / "w.1.pt.trace.json.gz")
+    bad = run / "w.2.pt.trace.json.gz"
+    bad.write_bytes(b"{not json")
+    result = CliRunner().invoke(app, ["summary", str(run), "--json"])
+    assert result.exit_code == 2
+    assert f"{bad}: invalid or truncated JSON" in result.stderr.replace("\n", "")
+    summary = orjson.loads(result.stdout)
+    assert [t["path"] for t in summary["traces"]] == [str(run / "w.1.pt.trace.json.gz")]
+
+
+@pytest.mark.parametrize("content", [b"", b"[1, 2", b'{"a": 1}'])
+def test_single_bad_file_exit_2_one_line(tmp_path: Path, content: bytes) -> None:
+    bad = tmp_path / "t.json"
+    bad.write_bytes(content)
+    result = CliRunner().invoke(app, ["summary", str(bad)])
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"error: {bad}: ")
+    assert "Traceback" not in result.output
+
+
+def test_missing_path_exit_2(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["summary", str(tmp_path / "nope")])
+    assert result.exit_code == 2
+    assert "no such file or directory" in result.stderr
+
+
+def test_terminal_report_names_the_finding(shared_traces: Path) -> None:
+    result = CliRunner().invoke(app, ["summary", str(shared_traces / "hta" / "amd_mi250.json.gz")])
+    assert result.exit_code == 0, result.output
+    assert "low_gpu_utilization" in result.stdout
+    assert "Top kernels" in result.stdout
