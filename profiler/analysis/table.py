@@ -11,11 +11,15 @@ keys analyses use; everything else is skipped without building Python objects.
 
 from __future__ import annotations
 
+import gc
 import gzip
 import math
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -137,12 +141,25 @@ class _Event(msgspec.Struct, gc=False):
     args: msgspec.Raw = msgspec.Raw(b"")
 
 
-_TOP_DECODER = msgspec.json.Decoder(dict[str, msgspec.Raw])
+# Top-level keys kept in TraceTable.meta; any other is skipped while decoding, in the same single
+# pass that decodes the events (a separate pass over the document cost 5% of a load).
+META_KEYS = (
+    "schemaVersion", "deviceProperties", "distributedInfo", "displayTimeUnit",
+    "baseTimeNanoseconds", "traceName", TRAINPROF_KEY, "record_shapes", "cupti_version",
+    "cuda_runtime_version", "cuda_driver_version", "roctracer_version", "hip_runtime_version",
+    "trace_id", "host_name",
+)  # fmt: skip
+_Document = msgspec.defstruct(
+    "_Document",
+    [("traceEvents", list[_Event] | None, None)]
+    + [(key, msgspec.Raw, msgspec.Raw(b"")) for key in META_KEYS],
+    gc=False,
+)
+_DOCUMENT_DECODER = msgspec.json.Decoder(_Document)
 _EVENTS_DECODER = msgspec.json.Decoder(list[_Event])
-_ARGS_DECODER = msgspec.json.Decoder(_Args)
+_ARGS_LIST_DECODER = msgspec.json.Decoder(list[_Args])
 _MEMORY_DECODER = msgspec.json.Decoder(_MemoryArgs)
 _ANY_DECODER = msgspec.json.Decoder()
-_NO_ARGS = _Args()
 
 
 @dataclass(frozen=True)
@@ -153,7 +170,7 @@ class TraceTable:
         path: the file.
         rank: from ``distributedInfo`` (0 when absent).
         device: ``cuda``, ``rocm`` or ``cpu``: what the GPU events and device properties say.
-        meta: the file's top-level keys other than ``traceEvents``.
+        meta: the file's top-level keys that trainprof reads (:data:`META_KEYS`).
         events: complete events, sorted by start: ``name``, ``cat``, ``kind``, ``pid``, ``tid``,
             ``ts_us``, ``dur_us``, ``end_us`` and the args analyses use as columns
             (``external_id``, ``correlation``, ``stream``, ``device``, ``seq``, ``input_dims``,
@@ -178,10 +195,16 @@ class TraceTable:
     events: pd.DataFrame
     counters: pd.DataFrame
     memory: pd.DataFrame
-    flows: pd.DataFrame
     threads: pd.DataFrame
     processes: pd.DataFrame
     event_count: int = 0
+    flow_events: tuple[Any, ...] = field(default=(), repr=False)
+
+    @cached_property
+    def flows(self) -> pd.DataFrame:
+        """Flow events (``id``, ``ph``, ``cat``, ``pid``, ``tid``, ``ts_us``), built on first use:
+        most analyses never need them, and a trace can hold one per CPU->GPU launch."""
+        return _flows(list(self.flow_events))
 
     @property
     def trainprof(self) -> dict[str, Any] | None:
@@ -300,18 +323,39 @@ def load_trace(path: str | Path) -> TraceTable:
         TraceFormatError: the file is not a readable Chrome/Kineto trace; the message says why.
     """
     path = Path(path)
+    with _collector_paused():
+        return _load_trace(path)
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector: a load allocates ~2 objects per event and no cycles,
+    and each collection it would trigger walks every object alive in the process (in a
+    dashboard or a notebook, many), which cost a quarter of the load time in the benchmark."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _load_trace(path: Path) -> TraceTable:
     data = read_trace_bytes(path)
     meta: dict[str, Any] = {}
     try:
         if data.lstrip()[:1] == b"[":  # the Chrome format's bare-array form
-            events_raw = data
+            events = _EVENTS_DECODER.decode(data)
         else:
-            top = _TOP_DECODER.decode(data)
-            if "traceEvents" not in top:
+            document: Any = _DOCUMENT_DECODER.decode(data)  # a struct built from META_KEYS
+            if document.traceEvents is None:
                 raise TraceFormatError(path, "no traceEvents array: not a Chrome/Kineto trace")
-            events_raw = top.pop("traceEvents")
-            meta = {key: _ANY_DECODER.decode(raw) for key, raw in top.items()}
-        events = _EVENTS_DECODER.decode(events_raw)
+            events = document.traceEvents
+            for key in META_KEYS:
+                raw = getattr(document, key)
+                if raw:
+                    meta[key] = _ANY_DECODER.decode(raw)
     except msgspec.ValidationError as exc:
         raise TraceFormatError(path, f"not a Kineto trace: {exc}") from exc
     except msgspec.DecodeError as exc:
@@ -320,27 +364,26 @@ def load_trace(path: str | Path) -> TraceTable:
 
 
 def _build(path: Path, events: list[_Event], meta: dict[str, Any]) -> TraceTable:
-    complete = [e for e in events if e.ph == PHASE_COMPLETE and e.ts == e.ts]
+    complete = [e for e in events if e.ph == PHASE_COMPLETE and e.ts == e.ts]  # drop NaN ts
+    by_phase: dict[str, list[_Event]] = {}
+    for event in events:  # the rest, in one pass
+        if event.ph != PHASE_COMPLETE:
+            by_phase.setdefault(event.ph, []).append(event)
     table = _complete_table(complete)
-    device = _device_kind(table, meta)
+    instants = by_phase.get(PHASE_INSTANT, []) + by_phase.get("I", [])
+    flows = [e for ph in (PHASE_FLOW_START, PHASE_FLOW_END, "t") for e in by_phase.get(ph, [])]
+    metadata = by_phase.get(PHASE_METADATA, [])
     return TraceTable(
         path=path,
         rank=_rank(meta),
-        device=device,
+        device=_device_kind(table, meta),
         meta=meta,
         events=table,
-        counters=_counters([e for e in events if e.ph == PHASE_COUNTER]),
-        memory=_memory(
-            [e for e in events if e.ph in (PHASE_INSTANT, "I") and e.name == "[memory]"]
-        ),
-        flows=_flows([e for e in events if e.ph in (PHASE_FLOW_START, PHASE_FLOW_END, "t")]),
-        threads=_names(
-            [e for e in events if e.ph == PHASE_METADATA and e.name == "thread_name"], "thread_name"
-        ),
-        processes=_names(
-            [e for e in events if e.ph == PHASE_METADATA and e.name == "process_name"],
-            "process_name",
-        ),
+        counters=_counters(by_phase.get(PHASE_COUNTER, [])),
+        memory=_memory([e for e in instants if e.name == "[memory]"]),
+        flow_events=tuple(flows),
+        threads=_names([e for e in metadata if e.name == "thread_name"], "thread_name"),
+        processes=_names([e for e in metadata if e.name == "process_name"], "process_name"),
         event_count=len(events),
     )
 
@@ -356,70 +399,110 @@ def _int_id(value: int | str | None) -> int:
     return MISSING_INT
 
 
-def _stream(value: int | str) -> int:
-    """Stream ids; Kineto writes -1 as 4294967295 (unsigned 32-bit) on some sync records."""
-    stream = _int_id(value)
-    return MISSING_INT if stream == 0xFFFFFFFF else stream
-
-
-def _raw_text(raw: msgspec.Raw) -> str:
-    """Compact JSON text of a list-valued arg (shapes, grid, block), whatever the writer's spacing:
-    these hold only numbers, so dropping whitespace is safe and makes equal shapes equal text."""
-    return bytes(raw).translate(None, b" \n\r\t").decode() if raw else ""
-
-
 def _complete_table(events: list[_Event]) -> pd.DataFrame:
-    args = [_ARGS_DECODER.decode(e.args) if e.args else _NO_ARGS for e in events]
+    # One decode call over all args (joined into one array) instead of one call per event, and
+    # columns through map/attrgetter: per-event Python calls dominated the load time.
+    raws = [e.args if e.args else b"{}" for e in events]
+    args = _ARGS_LIST_DECODER.decode(b"[" + b",".join(raws) + b"]")
     cats = [e.cat for e in events]
     kinds = {cat: KIND_BY_CATEGORY.get(cat.lower(), "other") for cat in set(cats)}
-    ts = np.fromiter((e.ts for e in events), dtype=np.float64, count=len(events))
-    dur = np.fromiter((e.dur for e in events), dtype=np.float64, count=len(events))
-    frame = pd.DataFrame(
-        {
-            "name": pd.Categorical([e.name for e in events]),
-            "cat": pd.Categorical(cats),
-            "kind": pd.Categorical([kinds[c] for c in cats]),
-            "pid": np.fromiter((_int_id(e.pid) for e in events), np.int64, len(events)),
-            "tid": np.fromiter((_int_id(e.tid) for e in events), np.int64, len(events)),
-            "ts_us": ts,
-            "dur_us": dur,
-            "end_us": ts + dur,
-            "external_id": _ints(max(a.external_id, a.external_id_2021) for a in args),
-            "correlation": _ints(a.correlation for a in args),
-            "stream": _ints(_stream(a.stream) for a in args),
-            "device": _ints(a.device for a in args),
-            "seq": _ints(a.seq for a in args),
-            "fwd_tid": _ints(a.fwd_tid for a in args),
-            "input_dims": pd.Categorical(
-                [_raw_text(a.input_dims or a.input_dims_2021) for a in args]
-            ),
-            "grid": pd.Categorical([_raw_text(a.grid) for a in args]),
-            "block": pd.Categorical([_raw_text(a.block) for a in args]),
-            "occupancy_pct": _floats(a.occupancy for a in args),
-            "blocks_per_sm": _floats(a.blocks_per_sm for a in args),
-            "warps_per_sm": _floats(a.warps_per_sm for a in args),
-            "registers": _ints(a.registers for a in args),
-            "shared_memory_bytes": _ints(a.shared_memory for a in args),
-            "bytes": _ints(a.bytes for a in args),
-            "bandwidth_gbps": _floats(a.bandwidth for a in args),
-            "collective": pd.Categorical([a.collective for a in args]),
-            "in_nelems": _ints(a.in_nelems for a in args),
-            "out_nelems": _ints(a.out_nelems for a in args),
-            "group_size": _ints(a.group_size for a in args),
-            "dtype": pd.Categorical([a.dtype for a in args]),
-            "pg_name": pd.Categorical([a.pg_name for a in args]),
-            "sync_kind": pd.Categorical([a.sync_kind for a in args]),
-        }
-    )
-    return frame.sort_values("ts_us", kind="stable", ignore_index=True)
+    kind = [kinds[c] for c in cats]
+    ts = _array(events, "ts", np.float64)
+    dur = _array(events, "dur", np.float64)
+    stream = _ids(list(map(attrgetter("stream"), args)))
+    stream[stream == 0xFFFFFFFF] = MISSING_INT  # Kineto writes -1 as unsigned 32-bit there
+    columns: dict[str, Any] = {
+        "name": _categorical([e.name for e in events]),
+        "cat": _categorical(cats),
+        "kind": _categorical(kind),
+        "pid": _ids([e.pid for e in events]),
+        "tid": _ids([e.tid for e in events]),
+        "ts_us": ts,
+        "dur_us": dur,
+        "end_us": ts + dur,
+        "external_id": np.maximum(_array(args, "external_id"), _array(args, "external_id_2021")),
+        "correlation": _array(args, "correlation"),
+        "stream": stream,
+    }
+    # Launch and copy details exist only on GPU work, shapes only on host ops: build those
+    # columns over the rows that can have them (a ninth of the events are GPU work, typically).
+    kind_array = np.array(kind, dtype=object)
+    gpu = np.flatnonzero(np.isin(kind_array, GPU_KINDS))
+    host = np.flatnonzero(~np.isin(kind_array, GPU_KINDS))
+    host_args, gpu_args = [args[i] for i in host], [args[i] for i in gpu]
+    columns["input_dims"] = _texts(host_args, host, len(args), "input_dims", "input_dims_2021")
+    columns["grid"] = _texts(gpu_args, gpu, len(args), "grid")
+    columns["block"] = _texts(gpu_args, gpu, len(args), "block")
+    for column, field_name, dtype, gpu_only in _ARG_COLUMNS:
+        rows, subset = (gpu, gpu_args) if gpu_only else (slice(None), args)
+        if dtype is str:
+            texts = np.full(len(args), "", dtype=object)
+            texts[rows] = _array(subset, field_name, str)
+            columns[column] = _categorical(texts)
+        else:
+            values = np.full(len(args), np.nan if dtype is np.float64 else MISSING_INT, dtype)
+            values[rows] = _array(subset, field_name, dtype)
+            columns[column] = values
+    return pd.DataFrame(columns).sort_values("ts_us", kind="stable", ignore_index=True)
 
 
-def _ints(values: Iterable[int]) -> np.ndarray:
-    return np.fromiter(values, dtype=np.int64)
+# (column, _Args field, dtype, only on GPU work) for args copied as they are.
+_ARG_COLUMNS: list[tuple[str, str, Any, bool]] = [
+    ("device", "device", np.int64, False),
+    ("seq", "seq", np.int64, False),
+    ("fwd_tid", "fwd_tid", np.int64, False),
+    ("occupancy_pct", "occupancy", np.float64, True),
+    ("blocks_per_sm", "blocks_per_sm", np.float64, True),
+    ("warps_per_sm", "warps_per_sm", np.float64, True),
+    ("registers", "registers", np.int64, True),
+    ("shared_memory_bytes", "shared_memory", np.int64, True),
+    ("bytes", "bytes", np.int64, True),
+    ("bandwidth_gbps", "bandwidth", np.float64, True),
+    ("collective", "collective", str, False),
+    ("in_nelems", "in_nelems", np.int64, False),
+    ("out_nelems", "out_nelems", np.int64, False),
+    ("group_size", "group_size", np.int64, False),
+    ("dtype", "dtype", str, False),
+    ("pg_name", "pg_name", str, False),
+    ("sync_kind", "sync_kind", str, False),
+]
 
 
-def _floats(values: Iterable[float]) -> np.ndarray:
-    return np.fromiter(values, dtype=np.float64)
+def _array(items: list[Any], name: str, dtype: Any = np.int64) -> Any:
+    values = list(map(attrgetter(name), items))
+    return values if dtype is str else np.array(values, dtype=dtype)
+
+
+def _ids(values: list[Any]) -> np.ndarray:
+    """pid/tid/stream as int64: the fast path when all are ints, else :func:`_int_id` each."""
+    try:
+        return np.array(values, dtype=np.int64)
+    except (TypeError, ValueError, OverflowError):
+        return np.array([v if type(v) is int else _int_id(v) for v in values], dtype=np.int64)
+
+
+_WHITESPACE = b" \n\r\t"
+
+
+def _texts(
+    args: list[_Args], rows: np.ndarray, size: int, name: str, fallback: str | None = None
+) -> pd.Categorical:
+    """Compact JSON text of a list-valued arg (shapes, grid, block) at ``rows`` of a column of
+    ``size``, whatever the writer's spacing: these hold only numbers, so dropping whitespace is
+    safe and makes equal shapes equal text."""
+    raws = list(map(attrgetter(name), args))
+    if fallback is not None:
+        raws = [r or f for r, f in zip(raws, map(attrgetter(fallback), args), strict=True)]
+    texts = np.full(size, "", dtype=object)
+    texts[rows] = [bytes(r).translate(None, _WHITESPACE).decode() if r else "" for r in raws]
+    return _categorical(texts)
+
+
+def _categorical(values: Any) -> pd.Categorical:
+    """Strings as a categorical (interned: one copy of each distinct name). Factorising an
+    object array is about twice as fast as pd.Categorical on a list under pandas' Arrow strings."""
+    codes, uniques = pd.factorize(np.asarray(values, dtype=object))
+    return pd.Categorical.from_codes(codes, categories=pd.Index(uniques, dtype=object))
 
 
 def _counters(events: list[_Event]) -> pd.DataFrame:
@@ -464,8 +547,16 @@ def _memory(events: list[_Event]) -> pd.DataFrame:
 
 
 def _flows(events: list[_Event]) -> pd.DataFrame:
-    rows = [(_int_id(e.id), e.ph, e.cat, _int_id(e.pid), _int_id(e.tid), e.ts) for e in events]
-    return pd.DataFrame(rows, columns=["id", "ph", "cat", "pid", "tid", "ts_us"])
+    return pd.DataFrame(
+        {
+            "id": _ids([e.id for e in events]),
+            "ph": pd.Categorical([e.ph for e in events]),
+            "cat": pd.Categorical([e.cat for e in events]),
+            "pid": _ids([e.pid for e in events]),
+            "tid": _ids([e.tid for e in events]),
+            "ts_us": _array(events, "ts", np.float64),
+        }
+    )
 
 
 def _names(events: list[_Event], column: str) -> pd.DataFrame:
