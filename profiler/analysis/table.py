@@ -448,7 +448,7 @@ def _complete_table(events: list[_Event]) -> pd.DataFrame:
 
 # (column, _Args field, dtype, only on GPU work) for args copied as they are.
 _ARG_COLUMNS: list[tuple[str, str, Any, bool]] = [
-    ("device", "device", np.int64, False),
+    ("device", "device", np.int64, True),
     ("seq", "seq", np.int64, False),
     ("fwd_tid", "fwd_tid", np.int64, False),
     ("occupancy_pct", "occupancy", np.float64, True),
@@ -493,9 +493,12 @@ def _texts(
     raws = list(map(attrgetter(name), args))
     if fallback is not None:
         raws = [r or f for r, f in zip(raws, map(attrgetter(fallback), args), strict=True)]
-    texts = np.full(size, "", dtype=object)
-    texts[rows] = [bytes(r).translate(None, _WHITESPACE).decode() if r else "" for r in raws]
-    return _categorical(texts)
+    # Normalise each distinct text once, not each event's: shapes repeat across thousands of ops.
+    codes, uniques = pd.factorize(np.array([bytes(r) for r in raws], dtype=object))
+    texts = np.array([u.translate(None, _WHITESPACE).decode() for u in uniques], dtype=object)
+    column = np.full(size, "", dtype=object)
+    column[rows] = texts[codes] if len(codes) else []
+    return _categorical(column)
 
 
 def _categorical(values: Any) -> pd.Categorical:
