@@ -49,7 +49,28 @@ def _as_models(model: nn.Module | Sequence[nn.Module] | None) -> list[nn.Module]
 
 
 class Profile:
-    """A profiling session over one training run. Build it with :func:`profile`."""
+    """A profiling session over one training run, used as ``with profiler.profile(model) as prof``.
+
+    Args:
+        model: module(s) to hook for per-module ranges and the forward/backward split.
+        run_name: the run's directory name under ``out_dir`` (default: a timestamp).
+        out_dir: the trace store root.
+        schedule: which steps get a full Kineto capture; ``None`` for light metrics only.
+        record_shapes: passed to Kineto (input shapes of ops).
+        profile_memory: passed to Kineto (allocator events).
+        with_stack: passed to Kineto (Python stacks of ops).
+        system_metrics: sample CPU %, RSS and GPU load on a background thread.
+        metadata: your own JSON-serialisable facts about the run (hyperparameters, a ticket),
+            kept in ``meta/run.json`` under ``config.metadata``.
+
+    The session starts when the ``with`` block is entered (or at :meth:`start`). Inside the
+    block use ``prof.loader(iterable)`` to time data waits and call ``prof.step()`` once per
+    step; afterwards ``prof.run_dir`` and ``prof.trace_files`` say where everything went.
+
+    Raises:
+        TypeError: ``model`` or ``schedule`` is of the wrong type.
+        ValueError: ``run_name`` is not a plain directory name.
+    """
 
     def __init__(
         self,
@@ -168,7 +189,7 @@ class Profile:
             )
         assert self._metrics is not None
         recording = self._kineto is not None and self._kineto.recording
-        self._metrics.end(deep=recording)
+        step_end = self._metrics.end(deep=recording)
         self._step += 1
         if self._kineto is not None:
             if self._tracer is not None:
@@ -176,7 +197,9 @@ class Profile:
             self._window_last_step = self._step - 1
             self._kineto.step()
             self._sync_window_state(was_recording=recording)
-        self._metrics.begin(self._step)
+        # Without a Kineto session the next step starts where this one ended; with one, after
+        # its step() (which may write a window: that time belongs to neither step).
+        self._metrics.begin(self._step, step_end if self._kineto is None else None)
 
     def loader(self, iterable: Iterable[T]) -> ProfiledLoader[T]:
         """Wrap a DataLoader (or any iterable) so the wait for each batch is timed.
@@ -324,49 +347,5 @@ class ProfiledLoader(Generic[T]):
             yield item
 
 
-def profile(
-    model: nn.Module | Sequence[nn.Module] | None = None,
-    *,
-    run_name: str | None = None,
-    out_dir: str | os.PathLike[str] = "traces",
-    schedule: Schedule | None = DEFAULT_SCHEDULE,
-    record_shapes: bool = False,
-    profile_memory: bool = False,
-    with_stack: bool = False,
-    system_metrics: bool = True,
-    metadata: Mapping[str, Any] | None = None,
-) -> Profile:
-    """Profile a training run: use as ``with profiler.profile(model) as prof: ... prof.step()``.
-
-    Args:
-        model: module(s) to hook for per-module ranges and the forward/backward split.
-        run_name: the run's directory name under ``out_dir`` (default: a timestamp).
-        out_dir: the trace store root.
-        schedule: which steps get a full Kineto capture; ``None`` for light metrics only.
-        record_shapes: passed to Kineto (input shapes of ops).
-        profile_memory: passed to Kineto (allocator events).
-        with_stack: passed to Kineto (Python stacks of ops).
-        system_metrics: sample CPU %, RSS and GPU load on a background thread.
-        metadata: your own JSON-serialisable facts about the run (hyperparameters, a ticket),
-            kept in ``meta/run.json`` under ``config.metadata``.
-
-    Returns:
-        The session; it starts when the ``with`` block is entered. Inside the block use
-        ``prof.loader(iterable)`` to time data waits and call ``prof.step()`` once per step;
-        afterwards ``prof.run_dir`` and ``prof.trace_files`` say where everything went.
-
-    Raises:
-        TypeError: ``model`` or ``schedule`` is of the wrong type.
-        ValueError: ``run_name`` is not a plain directory name.
-    """
-    return Profile(
-        model,
-        run_name=run_name,
-        out_dir=out_dir,
-        schedule=schedule,
-        record_shapes=record_shapes,
-        profile_memory=profile_memory,
-        with_stack=with_stack,
-        system_metrics=system_metrics,
-        metadata=metadata,
-    )
+# torch.profiler spells its context manager in lower case; so does the public API.
+profile = Profile

@@ -1,8 +1,9 @@
 """Always-on, per-step metrics: step time, data wait, forward/backward/optimizer split, memory.
 
-This path runs on every step of the run, so it costs a few attribute writes per step: it hooks
-only the root module(s) (forward) and the optimizers (optimizer.step), keeps one tuple of raw
-integers per step, and builds records once per flush (about a second). It never synchronises
+This path runs on every step of the run, so it costs a few attribute writes per step: it times
+only the root module(s)' forward (through an instance-level wrapper, removed at the end) and the
+optimizers (optimizer.step hooks), keeps one tuple of raw integers per step, and builds records
+once per flush (about a second). It never synchronises
 CUDA: there the phase times come from CUDA events, read once they have completed.
 
 Backward is the time from the end of the last forward to the start of the first
@@ -13,6 +14,7 @@ gradient accumulation it covers the last micro-batch only.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -79,7 +81,8 @@ class StepMetrics:
         self._clock = clock
         self._cuda = cuda
         self._handles: list[RemovableHandle] = []
-        self._rows: list[_Row] = []
+        self._wrapped: list[tuple[nn.Module, Any]] = []
+        self._rows: list[tuple[Any, ...]] = []
         self._last_flush = _now()
         self._memory_at = -RSS_INTERVAL_NS
         self._memory_now = self._peak = 0
@@ -87,35 +90,60 @@ class StepMetrics:
         self._begin_state(0)
 
     def attach(self) -> None:
-        """Hook the root modules and every optimizer's step."""
+        """Time the root modules' forward and every optimizer's step."""
         for model in self._models:
-            self._handles.append(model.register_forward_pre_hook(self._forward_pre))
-            self._handles.append(model.register_forward_hook(self._forward_post))
+            if _compiled(model):  # dynamo owns its forward; hooks are what it expects
+                self._handles.append(model.register_forward_pre_hook(self._forward_pre))
+                self._handles.append(model.register_forward_hook(self._forward_post))
+            else:
+                self._wrap_forward(model)
         self._handles.append(register_optimizer_step_pre_hook(self._optimizer_pre))
         self._handles.append(register_optimizer_step_post_hook(self._optimizer_post))
 
     def detach(self) -> None:
-        """Remove every hook."""
+        """Remove every hook and wrapper."""
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+        for model, previous in reversed(self._wrapped):
+            if previous is None:
+                del model.__dict__["forward"]
+            else:
+                model.__dict__["forward"] = previous
+        self._wrapped.clear()
 
-    def begin(self, index: int) -> None:
-        """Start timing step ``index``."""
-        self._begin_state(index)
+    def _wrap_forward(self, model: nn.Module) -> None:
+        # Any forward hook sends nn.Module.__call__ down its slow path (~15-20 us a call here);
+        # an instance-level forward keeps the fast path and costs two clock reads.
+        previous = model.__dict__.get("forward")
+        inner = model.forward
+
+        @functools.wraps(inner)
+        def timed_forward(*args: Any, **kwargs: Any) -> Any:
+            self._forward_pre(model, args)
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                self._forward_post(model, args, None)
+
+        model.__dict__["forward"] = timed_forward
+        self._wrapped.append((model, previous))
+
+    def begin(self, index: int, start_ns: int | None = None) -> None:
+        """Start timing step ``index`` (at ``start_ns``, default now)."""
+        self._begin_state(index, _now() if start_ns is None else start_ns)
         if self._cuda:
             self._memory.reset_peak()
 
-    def _begin_state(self, index: int) -> None:
+    def _begin_state(self, index: int, start_ns: int = 0) -> None:
         self._index = index
         self._active = True
-        self._start_ns = _now()
-        self._data_wait_ns = 0
-        self._depth = 0
-        self._forward_ns = self._optimizer_ns = 0
+        self._start_ns = start_ns
+        self._data_wait_ns = self._depth = self._forward_ns = self._optimizer_ns = 0
         self._forward_seen = self._optimizer_seen = False
-        self._forward_start = self._forward_end = self._optimizer_start = self._first_opt = 0
-        self._events: list[Any] = [None, None, None, None]
+        self._forward_end = self._first_opt = 0
+        if self._cuda:
+            self._events = [None, None, None, None]
 
     def add_data_wait(self, duration_ns: int) -> None:
         """Add time spent waiting for the next batch to the current step."""
@@ -125,46 +153,52 @@ class StepMetrics:
         """Drop the step in progress (the run ended between steps)."""
         self._active = False
 
-    def end(self, *, deep: bool, completed: bool = True) -> None:
-        """Close the current step; write the finished ones once a second."""
-        if not self._active:
-            return
-        self._active = False
+    def end(self, *, deep: bool, completed: bool = True) -> int:
+        """Close the current step; write the finished ones once a second.
+
+        Returns:
+            The clock reading at the step's end (the next step's start).
+        """
         end = _now()
-        memory_now, peak = self._read_memory(end)
+        if not self._active:
+            return end
+        self._active = False
+        if self._cuda or end - self._memory_at >= RSS_INTERVAL_NS:
+            self._read_memory(end)
         backward = self._first_opt - self._forward_end if self._forward_seen else -1
-        self._rows.append(_Row(
+        # A plain tuple (a _Row's fields, in order): NamedTuple construction costs more per step.
+        self._rows.append((
             self._index, self._start_ns, end, self._data_wait_ns,
             self._forward_ns if self._forward_seen else -1,
             backward if self._optimizer_seen and backward >= 0 else -1,
             self._optimizer_ns if self._optimizer_seen else -1,
-            memory_now, peak, deep, completed, self.extra(),
+            self._memory_now, self._peak, deep, completed, self.extra(),
             tuple(self._events) if self._cuda and self._events[0] is not None else None,
         ))  # fmt: skip
         if end - self._last_flush >= FLUSH_INTERVAL_NS:
             self._last_flush = end
             self._drain(block=False)
+        return end
 
     def flush(self) -> None:
         """Hand over every step, waiting for CUDA events if need be."""
         self._drain(block=True)
 
-    def _read_memory(self, now: int) -> tuple[int, int]:
+    def _read_memory(self, now: int) -> None:
+        self._memory_at = now
         if self._cuda:
-            return self._memory.current_bytes(), self._memory.peak_bytes()
-        if now - self._memory_at >= RSS_INTERVAL_NS:
-            self._memory_at = now
-            self._memory_now = self._memory.current_bytes()
-            self._peak = max(self._peak, self._memory.peak_bytes(current=self._memory_now))
-        return self._memory_now, self._peak
+            self._memory_now, self._peak = self._memory.current_bytes(), self._memory.peak_bytes()
+            return
+        self._memory_now = self._memory.current_bytes()
+        self._peak = max(self._peak, self._memory.peak_bytes(current=self._memory_now))
 
     def _drain(self, *, block: bool) -> None:
         ready = len(self._rows)
         if self._cuda and not block:
-            ready = next((i for i, row in enumerate(self._rows) if not _done(row)), ready)
+            ready = next((i for i, row in enumerate(self._rows) if not _done(_Row(*row))), ready)
         if ready:
             rows, self._rows = self._rows[:ready], self._rows[ready:]
-            self._sink([self._record(row) for row in rows])
+            self._sink([self._record(_Row(*row)) for row in rows])
 
     def _record(self, row: _Row) -> dict[str, Any]:
         forward: float = row.forward_ns
@@ -220,6 +254,11 @@ class StepMetrics:
         self._optimizer_seen = True
         if self._cuda:
             self._events[3] = _cuda_event()
+
+
+def _compiled(model: nn.Module) -> bool:
+    """A torch.compile'd module (OptimizedModule keeps the original as ``_orig_mod``)."""
+    return hasattr(model, "_orig_mod")
 
 
 def _us(ns: int | float | None) -> float | None:

@@ -323,6 +323,40 @@ def test_hooks_are_removed_after_the_run(train, tmp_path: Path) -> None:
     for model in prof.models:
         for module in model.modules():
             assert not module._forward_hooks and not module._forward_pre_hooks
+            assert "forward" not in module.__dict__  # the timing wrapper is gone
+
+
+def test_an_instance_forward_of_the_users_is_kept(tmp_path: Path) -> None:
+    from torch import nn
+
+    model = nn.Linear(4, 2)
+    calls = []
+
+    def custom_forward(x):
+        calls.append(1)
+        return nn.functional.linear(x, model.weight, model.bias)
+
+    model.forward = custom_forward
+    with profiler.profile(model, out_dir=tmp_path, run_name="f", schedule=None) as prof:
+        for _ in range(3):
+            model(torch.randn(1, 4)).sum().backward()
+            prof.step()
+    assert model.forward is custom_forward and len(calls) == 3
+    steps = read_steps(prof.store.steps_path)
+    assert all(s["forward_us"] > 0 for s in steps)
+
+
+def test_a_forward_that_raises_still_balances_the_timer(tmp_path: Path) -> None:
+    from torch import nn
+
+    model = nn.Linear(4, 2)
+    with profiler.profile(model, out_dir=tmp_path, run_name="r", schedule=None) as prof:
+        with pytest.raises(RuntimeError):
+            model(torch.randn(1, 5))  # wrong width
+        model(torch.randn(1, 4)).sum().backward()
+        prof.step()
+    (step,) = read_steps(prof.store.steps_path)
+    assert step["forward_us"] > 0 and step["backward_us"] is None  # no optimizer.step seen
 
 
 def overlapping_pairs(trace: dict) -> list[tuple[str, str]]:
