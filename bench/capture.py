@@ -1,0 +1,172 @@
+"""Deep capture against torch.profiler on the same loop, side by side in one process.
+
+For each repetition (interleaved: trainprof, then torch.profiler, same model and data):
+
+- step time in active steps: trainprof's ``profile`` (Kineto with the same options, plus module
+  ranges and memory counters) against ``torch.profiler.profile``; target ratio <= 1.05;
+- stop-to-disk: trainprof's window write (Kineto export, splice, gzip, rename) against torch's
+  own ``export_chrome_trace`` of the same kind of window; target ratio <= 1.5;
+- bytes per event on disk: trainprof's file against torch's gzip file (tensorboard_trace_handler).
+
+    python bench/capture.py [--reps N] [--active N] [--json OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import torch
+import torch.profiler as tp
+from rich.console import Console
+from rich.table import Table
+from torch import nn
+
+import profiler
+from profiler.capture import session as capture_session
+
+STEP_RATIO_TARGET = 1.05
+DISK_RATIO_TARGET = 1.5
+OPTIONS = {"record_shapes": True, "profile_memory": True, "with_stack": False}
+
+
+def make_loop(seed: int = 0) -> tuple[nn.Module, Callable[[], None]]:
+    torch.manual_seed(seed)
+    layers: list[nn.Module] = []
+    for _ in range(8):
+        layers += [nn.Linear(256, 256), nn.ReLU()]
+    model = nn.Sequential(*layers)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    x, y = torch.randn(64, 256), torch.randint(0, 256, (64,))
+
+    def step() -> None:
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return model, step
+
+
+def run_trainprof(out: Path, name: str, active: int) -> dict[str, Any]:
+    model, step = make_loop()
+    writes: list[float] = []
+    original = capture_session.write_window
+
+    def timed_write(*args: Any, **kwargs: Any) -> Path:
+        start = time.perf_counter()
+        path = original(*args, **kwargs)
+        writes.append(time.perf_counter() - start)
+        return path
+
+    capture_session.write_window = timed_write  # type: ignore[assignment]
+    steps: list[float] = []
+    schedule = profiler.schedule(wait=1, warmup=1, active=active)
+    try:
+        with profiler.profile(
+            model, out_dir=out, run_name=name, schedule=schedule, system_metrics=False, **OPTIONS
+        ) as prof:
+            for index in range(2 + active + 1):
+                start = time.perf_counter()
+                step()
+                if 2 <= index < 2 + active - 1:  # active, not the one whose step() writes
+                    steps.append(time.perf_counter() - start)
+                prof.step()
+    finally:
+        capture_session.write_window = original  # type: ignore[assignment]
+    (path,) = prof.trace_files
+    return {"steps": steps, "write_s": writes[0], "path": path}
+
+
+def run_torch(out: Path, name: str, active: int) -> dict[str, Any]:
+    model, step = make_loop()
+    writes: list[float] = []
+    files: list[Path] = []
+
+    def export(prof: tp.profile) -> None:
+        path = out / f"{name}.pt.trace.json"
+        start = time.perf_counter()
+        prof.export_chrome_trace(str(path))
+        writes.append(time.perf_counter() - start)
+        files.append(path)
+
+    steps: list[float] = []
+    schedule = tp.schedule(wait=1, warmup=1, active=active)
+    with tp.profile(
+        activities=[tp.ProfilerActivity.CPU], schedule=schedule, on_trace_ready=export, **OPTIONS
+    ) as prof:
+        for index in range(2 + active + 1):
+            start = time.perf_counter()
+            step()
+            if 2 <= index < 2 + active - 1:
+                steps.append(time.perf_counter() - start)
+            prof.step()
+    return {"steps": steps, "write_s": writes[0], "path": files[0]}
+
+
+def events_in(path: Path) -> int:
+    data = path.read_bytes()
+    if data[:2] == b"\x1f\x8b":
+        data = gzip.decompress(data)
+    return len(orjson.loads(data)["traceEvents"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=7)
+    parser.add_argument("--active", type=int, default=10)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    ours: dict[str, list[float]] = {"step": [], "write": [], "bytes_per_event": []}
+    theirs: dict[str, list[float]] = {"step": [], "write": [], "bytes_per_event": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        for rep in range(args.reps + 1):  # the first repetition warms both up, not counted
+            a = run_trainprof(out, f"t{rep}", args.active)
+            b = run_torch(out, f"p{rep}", args.active)
+            if rep == 0:
+                continue
+            torch_gz = b["path"].with_suffix(".json.gz")
+            torch_gz.write_bytes(gzip.compress(b["path"].read_bytes()))  # as use_gzip=True would
+            for result, into, file in ((a, ours, a["path"]), (b, theirs, torch_gz)):
+                into["step"].append(statistics.median(result["steps"]))
+                into["write"].append(result["write_s"])
+                into["bytes_per_event"].append(file.stat().st_size / events_in(file))
+    med = {k: (statistics.median(ours[k]), statistics.median(theirs[k])) for k in ours}
+    ratios = {k: a / b for k, (a, b) in med.items()}
+    table = Table(
+        title=f"Deep capture vs torch.profiler, {args.reps} interleaved reps, "
+        f"{args.active} active steps, record_shapes + profile_memory"
+    )
+    for column in ("what", "trainprof", "torch.profiler", "ratio", "target", "met"):
+        table.add_column(column, justify="left" if column == "what" else "right")
+    rows = [
+        ("step time in active steps (ms)", "step", 1e3, STEP_RATIO_TARGET),
+        ("stop-to-disk (ms)", "write", 1e3, DISK_RATIO_TARGET),
+        ("bytes per event on disk (gzip)", "bytes_per_event", 1.0, None),
+    ]
+    for label, key, scale, target in rows:
+        a, b = med[key]
+        met = "-" if target is None else ("yes" if ratios[key] <= target else "no")
+        table.add_row(
+            label,
+            f"{a * scale:.2f}",
+            f"{b * scale:.2f}",
+            f"{ratios[key]:.3f}",
+            "-" if target is None else f"<= {target}",
+            met,
+        )
+    Console().print(table)
+    if args.json:
+        args.json.write_bytes(orjson.dumps({"medians": med, "ratios": ratios}))
+
+
+if __name__ == "__main__":
+    main()
