@@ -25,7 +25,7 @@ from profiler.capture.module_hooks import ModuleTracer
 from profiler.capture.schedule import Schedule
 from profiler.capture.step_metrics import StepMetrics
 from profiler.capture.system import SystemSampler
-from profiler.events import STEP_FORMAT, TRACE_FORMAT, dataloader_range_name
+from profiler.events import STEP_FORMAT, TRACE_FORMAT, RunStatus, dataloader_range_name
 from profiler.store import RunStore, StepLog
 
 T = TypeVar("T")
@@ -229,8 +229,6 @@ class Profile:
     # Internals ----------------------------------------------------------------------------------
 
     def _finish(self, error: BaseException | None) -> None:
-        from profiler.events import RunStatus
-
         try:
             if self._metrics is not None:
                 if error is None:  # steps end at step(); what follows the last one is no step
