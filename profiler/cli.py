@@ -118,6 +118,25 @@ def diff(
         raise typer.Exit(2)
 
 
+@app.command()
+def dashboard(
+    root: Annotated[Path, typer.Argument(help="Trace store root: every run under it.")] = Path(
+        "traces"
+    ),
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8050,
+) -> None:
+    """Serve the Dash dashboard over every run under ROOT (each page deep-links ?run=NAME)."""
+    if not root.is_dir():
+        _fail(f"{root}: no such directory", code=2)
+    try:
+        from dashboard.app import create_app
+    except ImportError as exc:
+        _fail(f"the dashboard needs dash and plotly ({exc}): pip install dash plotly")
+    console.print(f"serving runs under [bold]{root}[/] at http://{host}:{port}/")
+    create_app(root).run(host=host, port=port, debug=False)
+
+
 def _emit(result: dict[str, Any], as_json: bool, renderer: str) -> None:
     if as_json:
         import orjson

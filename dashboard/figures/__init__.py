@@ -1,0 +1,1 @@
+"""Figure builders: analysis results in, ``plotly.graph_objects.Figure`` out; no I/O."""

@@ -1,0 +1,149 @@
+"""Overview (``/?run=NAME``): step breakdown, per-step metrics, GPU, advice, environment.
+
+Everything here is text or figures: trace contents go into html components as strings, which
+Dash escapes, never as HTML.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dash
+from dash import dcc, html
+
+from dashboard.app import run_href
+from dashboard.data import RunData, current_root, list_runs, run_summary
+from dashboard.figures.overview import step_breakdown_figure, step_metrics_figure
+
+dash.register_page(__name__, path="/", name="Overview", title="trainprof: overview")
+
+GPU_METRICS = (
+    ("utilization_pct", "GPU utilisation"),
+    ("sm_efficiency_pct", "SM efficiency"),
+    ("achieved_occupancy_pct", "Achieved occupancy"),
+    ("tensor_core_pct", "Tensor-core share"),
+)
+ENVIRONMENT_KEYS = ("torch", "device", "cuda", "hip", "python", "hostname", "world_size")
+_NOTICE = {"padding": "0.75em", "borderRadius": "4px", "margin": "0.5em 0"}
+ERROR_STYLE = {**_NOTICE, "background": "#fde2e1", "border": "1px solid #e45756"}
+INFO_STYLE = {**_NOTICE, "background": "#eef3fb", "border": "1px solid #4c78a8"}
+
+
+def layout(run: str | None = None, **_query: Any) -> html.Div:
+    """The overview of ``run`` (the first run when none is named)."""
+    root = current_root()
+    if run is None:
+        runs = list_runs(root)
+        if not runs:
+            return _notice("no-run", f"No runs under {root}. Run `trainprof demo` to make one.")
+        run = runs[0].name
+    try:
+        data = run_summary(root, run)
+    except ValueError:
+        return _notice("run-refused", f"Refused run {run!r}: run names stay inside the trace root.")
+    except LookupError:
+        return _notice("run-unknown", f"There is no run named {run!r}.")
+    return html.Div([html.H3(f"Run {data.name}"), *overview_sections(data)])
+
+
+def overview_sections(data: RunData) -> list[Any]:
+    """The page's sections for one run's data."""
+    return [
+        _error_banner(data.errors),
+        html.H4("Step-time breakdown"),
+        dcc.Graph(id="step-breakdown", figure=step_breakdown_figure(data.breakdown)),
+        html.H4("Per-step metrics over the whole run"),
+        dcc.Graph(id="step-metrics", figure=step_metrics_figure(data.steps)),
+        html.H4("GPU"),
+        _gpu_section(data.summary["traces"]),
+        html.H4("Recommendations"),
+        _recommendations(data),
+        html.H4("Environment"),
+        _environment(data),
+    ]
+
+
+def _notice(element_id: str, text: str) -> html.Div:
+    return html.Div(text, id=element_id, style=INFO_STYLE)
+
+
+def _error_banner(errors: tuple[str, ...]) -> html.Div:
+    if not errors:
+        return html.Div(id="error-banner", hidden=True)
+    items = [html.Li(error) for error in errors]
+    title = html.Strong(f"{len(errors)} file(s) of this run could not be read:")
+    return html.Div([title, html.Ul(items)], id="error-banner", role="alert", style=ERROR_STYLE)
+
+
+def _gpu_section(traces: list[dict[str, Any]]) -> html.Div:
+    with_gpu = [t for t in traces if t.get("gpu")]
+    if not with_gpu:
+        return html.Div("CPU-only run: no GPU activity in these traces.", id="gpu-metrics")
+    header = html.Tr([html.Th("trace"), html.Th("rank"), *(html.Th(n) for _, n in GPU_METRICS)])
+    rows = [
+        html.Tr(
+            [
+                html.Td(_file_name(t)),
+                html.Td(str(t["rank"])),
+                *(html.Td(_pct(t["gpu"].get(key))) for key, _ in GPU_METRICS),
+            ]
+        )
+        for t in with_gpu
+    ]
+    return html.Div(html.Table([html.Thead(header), html.Tbody(rows)]), id="gpu-metrics")
+
+
+def _recommendations(data: RunData) -> html.Div:
+    items = [
+        html.Li(
+            [
+                html.Strong(f"[{rec['severity']}] "),
+                html.Span(str(rec["message"]), className="rec-message"),
+                html.Div(f"evidence: {_evidence(rec.get('evidence'))} ({_source(trace)})"),
+                dcc.Link(
+                    f"show on {rec.get('page', '/')}",
+                    href=run_href(str(rec.get("page") or "/"), data.name),
+                    className="rec-link",
+                ),
+            ]
+        )
+        for trace in data.summary["traces"]
+        for rec in trace["recommendations"]
+    ]
+    if not items:
+        return html.Div("No bottleneck found.", id="recommendations")
+    return html.Div(html.Ul(items), id="recommendations")
+
+
+def _environment(data: RunData) -> html.Div:
+    env = (data.run_meta or {}).get("environment") or {}
+    facts = {key: env.get(key) for key in ENVIRONMENT_KEYS if env.get(key) is not None}
+    traces = data.summary["traces"]
+    facts.setdefault("device", ", ".join(sorted({str(t["device"]) for t in traces})) or None)
+    facts["ranks"] = ", ".join(str(r) for r in sorted({t["rank"] for t in traces})) or None
+    if data.run_meta:
+        facts["status"] = data.run_meta.get("status")
+    rows = [
+        html.Tr([html.Th(key), html.Td(str(value))])
+        for key, value in facts.items()
+        if value is not None
+    ]
+    return html.Div(html.Table(html.Tbody(rows)), id="environment")
+
+
+def _source(trace: dict[str, Any]) -> str:
+    return f"{_file_name(trace)}, rank {trace['rank']}"
+
+
+def _file_name(trace: dict[str, Any]) -> str:
+    return str(trace["path"]).replace("\\", "/").rsplit("/", 1)[-1]
+
+
+def _evidence(evidence: Any) -> str:
+    if not isinstance(evidence, dict):
+        return str(evidence)
+    return ", ".join(f"{key}={value}" for key, value in evidence.items())
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f}%"

@@ -1,0 +1,139 @@
+"""The real dashboard in headless Chromium: rendering, run picking, bad runs, deep links."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import pytest
+from selenium.webdriver.support.ui import WebDriverWait
+
+from dashboard.app import create_app
+from dashboard.data import run_summary
+from dashboard.figures.overview import CATEGORY_LABELS, DATA_WAIT, MEMORY, STEP_TIME
+from tests.conftest import SHARED_TRACES
+
+pytestmark = pytest.mark.browser
+
+SAMPLE = Path(__file__).resolve().parents[2] / "traces" / "sample"
+REFERENCE_TRACE = SHARED_TRACES / "hta" / "two_ranks_rank-0.json.gz"
+REFERENCE_RUN = "reference/two_ranks"
+CORRUPT_FILE = "host_1.1700000000000.pt.trace.json.gz"
+WAIT_S = 20
+
+
+@pytest.fixture
+def trace_root(tmp_path: Path) -> Path:
+    """A root of runs outside the checkout: the sample, a corrupt run, and a reference run."""
+    root = tmp_path / "traces"
+    shutil.copytree(SAMPLE, root / "sample")
+    corrupt = root / "corrupt"
+    corrupt.mkdir()
+    (corrupt / CORRUPT_FILE).write_bytes(b"\x1f\x8b this is not <b>gzip</b> at all")
+    if REFERENCE_TRACE.is_file():
+        (root / REFERENCE_RUN).mkdir(parents=True)
+        shutil.copy(REFERENCE_TRACE, root / REFERENCE_RUN)
+    return root
+
+
+def open_page(dash_duo: Any, root: Path, query: str) -> None:
+    """Serve the app over ``root`` and open ``/`` with ``query``."""
+    dash_duo.start_server(create_app(root))
+    dash_duo.wait_for_page(url=f"{dash_duo.server_url}/{query}", timeout=WAIT_S)
+
+
+def figure_traces(dash_duo: Any, graph_id: str) -> list[dict[str, Any]]:
+    """Name, type and y values of every trace plotly drew in graph ``graph_id``."""
+    dash_duo.wait_for_element(f"#{graph_id} .main-svg", timeout=WAIT_S)
+    script = (
+        f"return document.querySelector('#{graph_id} .js-plotly-plot').data"
+        ".map(t => ({name: t.name, type: t.type, y: Array.from(t.y || [])}));"
+    )
+    return list(dash_duo.driver.execute_script(script))
+
+
+def wait_for_url(dash_duo: Any, test: Any) -> str:
+    """Wait until the browser's URL passes ``test``; return it."""
+    WebDriverWait(dash_duo.driver, WAIT_S).until(lambda d: test(d.current_url))
+    return str(dash_duo.driver.current_url)
+
+
+def query_run(url: str) -> str | None:
+    values = parse_qs(urlsplit(url).query).get("run")
+    return unquote(values[0]) if values else None
+
+
+def test_overview_renders_the_sample_run(dash_duo: Any, trace_root: Path) -> None:
+    open_page(dash_duo, trace_root, "?run=sample")
+    dash_duo.wait_for_contains_text("h3", "Run sample", timeout=WAIT_S)
+    expected = run_summary(trace_root, "sample")
+
+    breakdown = figure_traces(dash_duo, "step-breakdown")
+    assert [t["name"] for t in breakdown] == list(CATEGORY_LABELS.values())
+    assert {t["type"] for t in breakdown} == {"bar"}
+    assert all(len(t["y"]) == len(expected.breakdown) == 6 for t in breakdown)
+    dataloader = next(t for t in breakdown if t["name"] == "DataLoader")
+    assert dataloader["y"] == pytest.approx([row["dataloader_us"] for row in expected.breakdown])
+
+    metrics = figure_traces(dash_duo, "step-metrics")
+    assert [t["name"] for t in metrics] == [STEP_TIME, DATA_WAIT, MEMORY]
+    assert all(len(t["y"]) == len(expected.steps) == 20 for t in metrics)
+
+    assert "CPU-only run" in dash_duo.find_element("#gpu-metrics").text
+    assert "waits for the next batch" in dash_duo.find_element("#recommendations").text
+    assert "2.13.0+cpu" in dash_duo.find_element("#environment").text
+    assert not dash_duo.find_element("#error-banner").is_displayed()
+    assert dash_duo.get_logs() == []
+
+
+def test_picking_a_run_updates_url_and_page(dash_duo: Any, trace_root: Path) -> None:
+    if not (trace_root / REFERENCE_RUN).is_dir():
+        pytest.skip(f"reference trace not found at {REFERENCE_TRACE}")
+    open_page(dash_duo, trace_root, "?run=sample")
+    dash_duo.wait_for_contains_text("h3", "Run sample", timeout=WAIT_S)
+
+    dash_duo.select_dcc_dropdown("#run-picker", value=REFERENCE_RUN)
+
+    wait_for_url(dash_duo, lambda url: query_run(url) == REFERENCE_RUN)
+    dash_duo.wait_for_contains_text("h3", f"Run {REFERENCE_RUN}", timeout=WAIT_S)
+    dash_duo.wait_for_contains_text("#gpu-metrics", "SM efficiency", timeout=WAIT_S)
+    assert "44.5%" in dash_duo.find_element("#gpu-metrics").text  # its GPU utilisation
+    breakdown = figure_traces(dash_duo, "step-breakdown")
+    kernel = next(t for t in breakdown if t["name"] == "Kernel")
+    assert len(kernel["y"]) > 0 and max(kernel["y"]) > 0
+
+
+def test_corrupt_run_shows_banner_and_page_keeps_working(dash_duo: Any, trace_root: Path) -> None:
+    open_page(dash_duo, trace_root, "?run=corrupt")
+
+    dash_duo.wait_for_contains_text("#error-banner", CORRUPT_FILE, timeout=WAIT_S)
+    banner = dash_duo.find_element("#error-banner")
+    assert banner.is_displayed()
+    assert "<b>" not in banner.get_attribute("innerHTML")  # shown as text, never as HTML
+    figure_traces(dash_duo, "step-breakdown")  # an empty figure, still drawn
+
+    dash_duo.select_dcc_dropdown("#run-picker", value="sample")
+    wait_for_url(dash_duo, lambda url: query_run(url) == "sample")
+    dash_duo.wait_for_contains_text("h3", "Run sample", timeout=WAIT_S)
+    assert len(figure_traces(dash_duo, "step-breakdown")) == len(CATEGORY_LABELS)
+
+
+def test_path_traversal_is_refused(dash_duo: Any, trace_root: Path) -> None:
+    open_page(dash_duo, trace_root, "?run=../../etc")
+
+    dash_duo.wait_for_contains_text("#run-refused", "Refused run", timeout=WAIT_S)
+    assert "../../etc" in dash_duo.find_element("#run-refused").text
+    assert not dash_duo.find_elements("#step-breakdown")
+
+
+def test_recommendation_link_keeps_the_run(dash_duo: Any, trace_root: Path) -> None:
+    open_page(dash_duo, trace_root, "?run=sample")
+    page = run_summary(trace_root, "sample").summary["traces"][0]["recommendations"][0]["page"]
+    link = dash_duo.wait_for_element("#recommendations a.rec-link", timeout=WAIT_S)
+
+    link.click()
+
+    url = wait_for_url(dash_duo, lambda url: urlsplit(url).path == page)
+    assert query_run(url) == "sample"
