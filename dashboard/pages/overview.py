@@ -12,7 +12,8 @@ import dash
 from dash import dcc, html
 
 from dashboard.app import run_href
-from dashboard.data import RunData, current_root, list_runs, run_summary
+from dashboard.components.messages import error_banner, no_runs, pick_run, run_problem
+from dashboard.data import RunData, current_root, run_summary
 from dashboard.figures.overview import step_breakdown_figure, step_metrics_figure
 
 dash.register_page(__name__, path="/", name="Overview", title="trainprof: overview")
@@ -24,32 +25,25 @@ GPU_METRICS = (
     ("tensor_core_pct", "Tensor-core share"),
 )
 ENVIRONMENT_KEYS = ("torch", "device", "cuda", "hip", "python", "hostname", "world_size")
-_NOTICE = {"padding": "0.75em", "borderRadius": "4px", "margin": "0.5em 0"}
-ERROR_STYLE = {**_NOTICE, "background": "#fde2e1", "border": "1px solid #e45756"}
-INFO_STYLE = {**_NOTICE, "background": "#eef3fb", "border": "1px solid #4c78a8"}
 
 
 def layout(run: str | None = None, **_query: Any) -> html.Div:
     """The overview of ``run`` (the first run when none is named)."""
     root = current_root()
+    run = pick_run(root, run)
     if run is None:
-        runs = list_runs(root)
-        if not runs:
-            return _notice("no-run", f"No runs under {root}. Run `trainprof demo` to make one.")
-        run = runs[0].name
+        return no_runs(root)
     try:
         data = run_summary(root, run)
-    except ValueError:
-        return _notice("run-refused", f"Refused run {run!r}: run names stay inside the trace root.")
-    except LookupError:
-        return _notice("run-unknown", f"There is no run named {run!r}.")
+    except (ValueError, LookupError) as exc:
+        return run_problem(run, exc)
     return html.Div([html.H3(f"Run {data.name}"), *overview_sections(data)])
 
 
 def overview_sections(data: RunData) -> list[Any]:
     """The page's sections for one run's data."""
     return [
-        _error_banner(data.errors),
+        error_banner(data.errors),
         html.H4("Step-time breakdown"),
         dcc.Graph(id="step-breakdown", figure=step_breakdown_figure(data.breakdown)),
         html.H4("Per-step metrics over the whole run"),
@@ -61,18 +55,6 @@ def overview_sections(data: RunData) -> list[Any]:
         html.H4("Environment"),
         _environment(data),
     ]
-
-
-def _notice(element_id: str, text: str) -> html.Div:
-    return html.Div(text, id=element_id, style=INFO_STYLE)
-
-
-def _error_banner(errors: tuple[str, ...]) -> html.Div:
-    if not errors:
-        return html.Div(id="error-banner", hidden=True)
-    items = [html.Li(error) for error in errors]
-    title = html.Strong(f"{len(errors)} file(s) of this run could not be read:")
-    return html.Div([title, html.Ul(items)], id="error-banner", role="alert", style=ERROR_STYLE)
 
 
 def _gpu_section(traces: list[dict[str, Any]]) -> html.Div:

@@ -11,7 +11,7 @@ import pytest
 from selenium.webdriver.support.ui import WebDriverWait
 
 from dashboard.app import create_app
-from dashboard.data import run_summary
+from dashboard.data import run_kernels, run_ops, run_summary
 from dashboard.figures.overview import CATEGORY_LABELS, DATA_WAIT, MEMORY, STEP_TIME
 from tests.conftest import SHARED_TRACES
 
@@ -137,3 +137,94 @@ def test_recommendation_link_keeps_the_run(dash_duo: Any, trace_root: Path) -> N
 
     url = wait_for_url(dash_duo, lambda url: urlsplit(url).path == page)
     assert query_run(url) == "sample"
+
+
+def open_path(dash_duo: Any, root: Path, path_query: str) -> None:
+    """Serve the app over ``root`` and open ``path_query`` (``/page?run=...``)."""
+    dash_duo.start_server(create_app(root))
+    dash_duo.wait_for_page(url=f"{dash_duo.server_url}{path_query}", timeout=WAIT_S)
+
+
+def column_texts(dash_duo: Any, table_id: str, column: str) -> list[str]:
+    """The text of every shown cell of ``column`` in DataTable ``table_id``, top to bottom."""
+    cells = dash_duo.find_elements(f'#{table_id} td[data-dash-column="{column}"]')
+    return [cell.text for cell in cells]
+
+
+def test_operators_table_starts_with_the_most_self_time(dash_duo: Any, trace_root: Path) -> None:
+    open_path(dash_duo, trace_root, "/operators?run=sample")
+    dash_duo.wait_for_element('#ops-table td[data-dash-column="self_us"]', timeout=WAIT_S)
+    expected = run_ops(trace_root, "sample", by_shape=False)
+
+    selfs = [float(text) for text in column_texts(dash_duo, "ops-table", "self_us")]
+    assert len(selfs) == 25  # one page of the table
+    assert selfs[0] == max(selfs) == pytest.approx(expected[0]["self_us"], abs=0.05)
+    assert column_texts(dash_duo, "ops-table", "name")[0] == expected[0]["name"]
+    assert not dash_duo.find_elements('#ops-table th[data-dash-column="input_dims"]')
+    (bar,) = figure_traces(dash_duo, "ops-top")
+    assert bar["type"] == "bar" and len(bar["y"]) == 15
+    assert not dash_duo.find_element("#error-banner").is_displayed()
+
+    dash_duo.find_element("#group-by-shape input").click()
+
+    dash_duo.wait_for_element('#ops-table td[data-dash-column="input_dims"]', timeout=WAIT_S)
+    grouped = run_ops(trace_root, "sample", by_shape=True)
+    assert column_texts(dash_duo, "ops-table", "input_dims")[0] == grouped[0]["input_dims"]
+    assert dash_duo.get_logs() == []
+
+
+def test_kernels_page_shows_table_and_type_chart(dash_duo: Any, trace_root: Path) -> None:
+    if not (trace_root / REFERENCE_RUN).is_dir():
+        pytest.skip(f"reference trace not found at {REFERENCE_TRACE}")
+    open_path(dash_duo, trace_root, f"/kernels?run={REFERENCE_RUN}")
+    dash_duo.wait_for_element('#kernels-table td[data-dash-column="name"]', timeout=WAIT_S)
+    kernels, types = run_kernels(trace_root, REFERENCE_RUN)
+
+    totals = [float(text) for text in column_texts(dash_duo, "kernels-table", "total_us")]
+    assert totals[0] == pytest.approx(kernels[0]["total_us"], abs=0.05)
+    assert column_texts(dash_duo, "kernels-table", "grid")[0] == kernels[0]["grid"]
+    (pie,) = figure_traces(dash_duo, "kernel-types")
+    assert pie["type"] == "pie"
+    labels = dash_duo.driver.execute_script(
+        "return Array.from(document.querySelector('#kernel-types .js-plotly-plot').data[0].labels);"
+    )
+    assert labels == [t["kernel_type"] for t in types]
+    (bar,) = figure_traces(dash_duo, "kernels-top")
+    assert len(bar["y"]) == 15
+    assert dash_duo.get_logs() == []
+
+
+def test_kernels_page_of_a_cpu_only_run_says_so(dash_duo: Any, trace_root: Path) -> None:
+    open_path(dash_duo, trace_root, "/kernels?run=sample")
+
+    dash_duo.wait_for_contains_text("#no-kernels", "No GPU kernels in this run", timeout=WAIT_S)
+    assert not dash_duo.find_elements("#kernels-table")
+    assert not dash_duo.find_elements("#run-refused, #run-unknown")
+    assert not dash_duo.find_element("#error-banner").is_displayed()
+
+
+@pytest.mark.parametrize("page", ["/operators", "/kernels"])
+def test_table_pages_show_the_banner_and_refusals(
+    dash_duo: Any, trace_root: Path, page: str
+) -> None:
+    open_path(dash_duo, trace_root, f"{page}?run=corrupt")
+    dash_duo.wait_for_contains_text("#error-banner", CORRUPT_FILE, timeout=WAIT_S)
+    assert "<b>" not in dash_duo.find_element("#error-banner").get_attribute("innerHTML")
+
+    dash_duo.wait_for_page(url=f"{dash_duo.server_url}{page}?run=../../etc", timeout=WAIT_S)
+    dash_duo.wait_for_contains_text("#run-refused", "../../etc", timeout=WAIT_S)
+    dash_duo.wait_for_page(url=f"{dash_duo.server_url}{page}?run=nope", timeout=WAIT_S)
+    dash_duo.wait_for_contains_text("#run-unknown", "nope", timeout=WAIT_S)
+
+
+def test_nav_lists_the_table_pages_and_keeps_the_run(dash_duo: Any, trace_root: Path) -> None:
+    open_page(dash_duo, trace_root, "?run=sample")
+    dash_duo.wait_for_contains_text("#nav", "Kernels", timeout=WAIT_S)
+    links = dash_duo.find_elements("#nav a")
+    assert [a.text for a in links] == ["Overview", "Kernels", "Operators"]
+
+    next(a for a in links if a.text == "Operators").click()
+
+    url = wait_for_url(dash_duo, lambda url: urlsplit(url).path == "/operators")
+    assert query_run(url) == "sample"
+    dash_duo.wait_for_element('#ops-table td[data-dash-column="name"]', timeout=WAIT_S)

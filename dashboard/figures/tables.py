@@ -1,0 +1,88 @@
+"""Figures of the Operators and Kernels pages: top-n bars and the kernel-type breakdown."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import plotly.graph_objects as go
+
+from dashboard.figures.overview import empty_figure
+
+TOP_N = 15
+LABEL_CHARS = 60  # kernel names run to thousands of characters; the hover shows them whole
+NO_ROWS = "Nothing to show"
+
+
+def top_bar_figure(
+    rows: Sequence[Mapping[str, Any]], value_key: str, title: str, *, n: int = TOP_N
+) -> go.Figure:
+    """Horizontal bars of the ``n`` rows with the largest ``value_key``, largest on top.
+
+    Args:
+        rows: rows with ``name`` and ``value_key`` (microseconds).
+        value_key: the column to rank and plot, e.g. ``self_us``.
+        title: the x axis title.
+        n: how many bars.
+
+    Returns:
+        One bar trace, y the (shortened) names, x the values; an empty figure with a note when
+        there are no rows.
+    """
+    if not rows:
+        return empty_figure(NO_ROWS)
+    top = sorted(rows, key=lambda r: (-float(r[value_key]), str(r["name"])))[:n]
+    top.reverse()  # plotly draws the first category at the bottom
+    names = [str(r["name"]) for r in top]
+    figure = go.Figure(
+        go.Bar(
+            x=[float(r[value_key]) for r in top],
+            y=_unique_labels(names),
+            customdata=names,
+            orientation="h",
+            name=title,
+            hovertemplate="%{customdata}<br>%{x:,.1f} µs<extra></extra>",
+        )
+    )
+    figure.update_layout(
+        xaxis={"title": {"text": title}},
+        yaxis={"type": "category", "automargin": True},
+        height=max(300, 28 * len(top) + 120),
+        margin={"t": 30},
+    )
+    return figure
+
+
+def kernel_type_figure(rows: Sequence[Mapping[str, Any]]) -> go.Figure:
+    """A pie of GPU time by kernel type (and overlap of types).
+
+    Args:
+        rows: ``kernel_type`` and ``sum_us`` per type combination.
+
+    Returns:
+        One pie trace; an empty figure with a note when there are no rows.
+    """
+    if not rows:
+        return empty_figure(NO_ROWS)
+    figure = go.Figure(
+        go.Pie(
+            labels=[str(r["kernel_type"]) for r in rows],
+            values=[float(r["sum_us"]) for r in rows],
+            sort=False,
+            hovertemplate="%{label}: %{value:,.0f} µs (%{percent})<extra></extra>",
+        )
+    )
+    figure.update_layout(margin={"t": 30})
+    return figure
+
+
+def _unique_labels(names: list[str]) -> list[str]:
+    """Names cut to :data:`LABEL_CHARS`, numbered where two cut names would collide."""
+    labels: list[str] = []
+    for name in names:
+        label = name if len(name) <= LABEL_CHARS else name[: LABEL_CHARS - 1] + "…"
+        base, count = label, 2
+        while label in labels:
+            label, count = f"{base} ({count})", count + 1
+        labels.append(label)
+    return labels

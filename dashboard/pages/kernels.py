@@ -1,0 +1,75 @@
+"""Kernels (``/kernels?run=NAME``): the run's GPU kernels, their types, and the costliest ones.
+
+A CPU-only run gets a note instead. Kernel names are table cells and figure labels: text.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dash
+from dash import dash_table, dcc, html
+from dash.dash_table.Format import Format, Scheme
+
+from dashboard.components.messages import error_banner, no_runs, pick_run, run_problem
+from dashboard.data import current_root, run_kernels, run_table_errors
+from dashboard.figures.tables import kernel_type_figure, top_bar_figure
+
+dash.register_page(__name__, path="/kernels", name="Kernels", title="trainprof: kernels")
+
+NO_KERNELS = "No GPU kernels in this run"
+PAGE_SIZE = 25
+_MICROS = Format(precision=1, scheme=Scheme.fixed)
+COLUMNS: list[dict[str, Any]] = [
+    {"name": "name", "id": "name"},
+    {"name": "calls", "id": "calls", "type": "numeric"},
+    {"name": "total µs", "id": "total_us", "type": "numeric", "format": _MICROS},
+    {"name": "mean µs", "id": "mean_us", "type": "numeric", "format": _MICROS},
+    {"name": "grid", "id": "grid"},
+    {"name": "block", "id": "block"},
+    {"name": "occupancy %", "id": "occupancy_pct", "type": "numeric", "format": _MICROS},
+]
+
+
+def layout(run: str | None = None, **_query: Any) -> html.Div:
+    """The kernels of ``run`` (the first run when none is named)."""
+    root = current_root()
+    run = pick_run(root, run)
+    if run is None:
+        return no_runs(root)
+    try:
+        kernels, types = run_kernels(root, run)
+        errors = run_table_errors(root, run)
+    except (ValueError, LookupError) as exc:
+        return run_problem(run, exc)
+    heading = [html.H3(f"Kernels of run {run}"), error_banner(errors)]
+    if not kernels:
+        return html.Div([*heading, html.Div(NO_KERNELS, id="no-kernels")])
+    return html.Div([*heading, *kernel_sections(kernels, types)])
+
+
+def kernel_sections(kernels: list[dict[str, Any]], types: list[dict[str, Any]]) -> list[Any]:
+    """The table and the two figures for a run with kernels."""
+    return [
+        html.H4("Kernels"),
+        dash_table.DataTable(  # type: ignore[attr-defined]  # generated at import
+            id="kernels-table",
+            columns=COLUMNS,
+            data=kernels,
+            sort_action="native",
+            filter_action="native",
+            page_size=PAGE_SIZE,
+            style_cell={
+                "textAlign": "left",
+                "maxWidth": "40em",
+                "overflow": "hidden",
+                "textOverflow": "ellipsis",
+            },
+            tooltip_data=[{"name": str(k["name"])} for k in kernels],
+            style_table={"overflowX": "auto"},
+        ),
+        html.H4("GPU time by kernel type"),
+        dcc.Graph(id="kernel-types", figure=kernel_type_figure(types)),
+        html.H4("Top kernels by total time"),
+        dcc.Graph(id="kernels-top", figure=top_bar_figure(kernels, "total_us", "total time (µs)")),
+    ]

@@ -1,0 +1,98 @@
+"""Operators (``/operators?run=NAME``): the run's CPU ops as a sortable, filterable table.
+
+A toggle regroups the table by input shape; a bar chart shows the ops with the most self time.
+Op names and shapes are table cells, which Dash renders as text.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dash
+from dash import Input, Output, State, dash_table, dcc, html
+from dash.dash_table.Format import Format, Scheme
+from dash.development.base_component import Component
+
+from dashboard.app import run_from_search
+from dashboard.components.messages import error_banner, no_runs, pick_run, run_problem
+from dashboard.data import current_root, run_ops, run_table_errors
+from dashboard.figures.tables import top_bar_figure
+
+dash.register_page(__name__, path="/operators", name="Operators", title="trainprof: operators")
+
+BY_SHAPE = "shape"
+PAGE_SIZE = 25
+_MICROS = Format(precision=1, scheme=Scheme.fixed)
+
+
+def layout(run: str | None = None, **_query: Any) -> html.Div:
+    """The operators of ``run`` (the first run when none is named)."""
+    root = current_root()
+    run = pick_run(root, run)
+    if run is None:
+        return no_runs(root)
+    try:
+        rows = run_ops(root, run, by_shape=False)
+        errors = run_table_errors(root, run)
+    except (ValueError, LookupError) as exc:
+        return run_problem(run, exc)
+    return html.Div(
+        [
+            html.H3(f"Operators of run {run}"),
+            error_banner(errors),
+            dcc.Checklist(
+                id="group-by-shape",
+                options=[{"label": " group by input shape", "value": BY_SHAPE}],
+                value=[],
+            ),
+            ops_table(rows, by_shape=False),
+            html.H4("Top ops by self time"),
+            dcc.Graph(id="ops-top", figure=top_bar_figure(rows, "self_us", "self time (µs)")),
+        ]
+    )
+
+
+def ops_columns(*, by_shape: bool) -> list[dict[str, Any]]:
+    """The table's columns: name, [input shapes,] calls, self, total and mean time."""
+    columns: list[dict[str, Any]] = [{"name": "name", "id": "name"}]
+    if by_shape:
+        columns.append({"name": "input shapes", "id": "input_dims"})
+    columns.append({"name": "calls", "id": "calls", "type": "numeric"})
+    for key, label in (("self_us", "self µs"), ("total_us", "total µs"), ("mean_us", "mean µs")):
+        columns.append({"name": label, "id": key, "type": "numeric", "format": _MICROS})
+    return columns
+
+
+def ops_table(rows: list[dict[str, Any]], *, by_shape: bool) -> Component:
+    """The sortable, filterable table of ``rows``."""
+    return dash_table.DataTable(  # type: ignore[attr-defined]  # generated at import
+        id="ops-table",
+        columns=ops_columns(by_shape=by_shape),
+        data=rows,
+        sort_action="native",
+        filter_action="native",
+        page_size=PAGE_SIZE,
+        style_cell={"textAlign": "left", "maxWidth": "40em", "whiteSpace": "normal"},
+        style_table={"overflowX": "auto"},
+    )
+
+
+@dash.callback(
+    Output("ops-table", "data"),
+    Output("ops-table", "columns"),
+    Input("group-by-shape", "value"),
+    State("url", "search"),
+    prevent_initial_call=True,
+)
+def regroup(grouping: list[str] | None, search: str | None) -> tuple[Any, Any]:
+    """Rebuild the table for the toggle, on the run in the URL."""
+    by_shape = BY_SHAPE in (grouping or [])
+    root = current_root()
+    run = pick_run(root, run_from_search(search))
+    if run is None:
+        return dash.no_update, dash.no_update
+    try:
+        rows = run_ops(root, run, by_shape=by_shape)
+    except (ValueError, LookupError):
+        return dash.no_update, dash.no_update
+    return rows, ops_columns(by_shape=by_shape)
