@@ -221,7 +221,7 @@ def test_nav_lists_the_table_pages_and_keeps_the_run(dash_duo: Any, trace_root: 
     open_page(dash_duo, trace_root, "?run=sample")
     dash_duo.wait_for_contains_text("#nav", "Kernels", timeout=WAIT_S)
     links = dash_duo.find_elements("#nav a")
-    assert [a.text for a in links] == ["Overview", "Kernels", "Operators"]
+    assert [a.text for a in links] == ["Overview", "Kernels", "Memory", "Modules", "Operators"]
 
     next(a for a in links if a.text == "Operators").click()
 

@@ -1,0 +1,85 @@
+"""Memory (``/memory?run=NAME``): allocated bytes over time, the peak, and memory per module.
+
+One line per trace file on the device ``profiler.analysis.memory`` picks for it; the peak is the
+highest of the files' peaks, marked on the chart and named in text with the module and op that
+were running. Module paths and op names are text components, which Dash escapes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dash
+from dash import dash_table, dcc, html
+from dash.dash_table.Format import Format, Group, Scheme
+
+from dashboard.components.messages import error_banner, no_runs, notice, pick_run, run_problem
+from dashboard.data import current_root, run_memory
+from dashboard.figures.memory import NO_SAMPLES, format_bytes, memory_figure
+
+dash.register_page(__name__, path="/memory", name="Memory", title="trainprof: memory")
+
+NO_MEMORY = NO_SAMPLES
+PAGE_SIZE = 25
+_BYTES = Format(precision=0, scheme=Scheme.fixed, group=Group.yes)
+COLUMNS: list[dict[str, Any]] = [
+    {"name": "trace", "id": "trace"},
+    {"name": "path", "id": "path"},
+    {"name": "class", "id": "class_name"},
+    {"name": "calls", "id": "calls", "type": "numeric"},
+    {"name": "mean Δ bytes", "id": "delta_bytes", "type": "numeric", "format": _BYTES},
+    {"name": "peak bytes", "id": "peak_bytes", "type": "numeric", "format": _BYTES},
+    {"name": "peak Δ bytes", "id": "peak_delta_bytes", "type": "numeric", "format": _BYTES},
+    {"name": "device", "id": "device"},
+]
+
+
+def layout(run: str | None = None, **_query: Any) -> html.Div:
+    """The memory of ``run`` (the first run when none is named)."""
+    root = current_root()
+    run = pick_run(root, run)
+    if run is None:
+        return no_runs(root)
+    try:
+        memory = run_memory(root, run)
+    except (ValueError, LookupError) as exc:
+        return run_problem(run, exc)
+    heading = [html.H3(f"Memory of run {run}"), error_banner(memory.errors)]
+    if not memory.series:
+        return html.Div([*heading, notice("no-memory", NO_MEMORY)])
+    return html.Div(
+        [
+            *heading,
+            html.P(peak_summary(memory.peak), id="memory-peak"),
+            dcc.Graph(id="memory-timeline", figure=memory_figure(memory.series, memory.peak)),
+            html.H4("Memory per module forward"),
+            dash_table.DataTable(  # type: ignore[attr-defined]  # generated at import
+                id="module-memory-table",
+                columns=COLUMNS,
+                data=[dict(row) for row in memory.modules],
+                sort_action="native",
+                filter_action="native",
+                page_size=PAGE_SIZE,
+                style_cell={"textAlign": "left", "maxWidth": "40em", "whiteSpace": "normal"},
+                style_table={"overflowX": "auto"},
+            ),
+        ]
+    )
+
+
+def peak_summary(peak: dict[str, Any] | None) -> str:
+    """One sentence on the peak: bytes, device, file, time, module, op, share of capacity."""
+    if peak is None:
+        return "No peak: no file has samples on its device."
+    text = (
+        f"Peak: {format_bytes(peak['allocated_bytes'])} allocated on {peak['device']}"
+        f" at {peak['t_ms']:,.1f} ms in {peak['trace']}"
+    )
+    if peak.get("capacity_pct") is not None:
+        text += f" ({peak['capacity_pct']:.1f}% of the device's memory)"
+    if peak.get("module") is not None:
+        text += f", during module {peak['module']} ({peak['module_class']}, {peak['module_phase']})"
+    else:
+        text += ", outside any module"
+    text += f", op {peak['op']}." if peak.get("op") else ", outside any op."
+    return text
