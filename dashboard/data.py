@@ -19,7 +19,13 @@ from typing import Any
 import pandas as pd
 
 from profiler.analysis.kernels import kernel_type_breakdown, top_kernels
-from profiler.analysis.memory import device_series, memory_peak, memory_timeline, module_memory
+from profiler.analysis.memory import (
+    MODULE_MEMORY_COLUMNS,
+    device_series,
+    memory_peak,
+    memory_timeline,
+    module_memory,
+)
 from profiler.analysis.modules import module_table
 from profiler.analysis.ops import top_ops
 from profiler.analysis.steps import step_breakdown
@@ -466,16 +472,7 @@ def _parse_step_line(line: str) -> dict[str, Any] | None:
 
 # Memory and module pages ------------------------------------------------------------------------
 
-MEMORY_TABLE_COLUMNS = [
-    "trace",
-    "path",
-    "class_name",
-    "calls",
-    "delta_bytes",
-    "peak_bytes",
-    "peak_delta_bytes",
-    "device",
-]
+MEMORY_TABLE_COLUMNS = ["trace", *MODULE_MEMORY_COLUMNS]
 _MODULE_SUMS = ["calls", "forward_us", "forward_self_us", "backward_us", "backward_self_us"]
 RUN_MODULE_COLUMNS = ["path", "class_name", "parent", "depth", *_MODULE_SUMS, "self_us"]
 

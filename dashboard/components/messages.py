@@ -6,11 +6,15 @@ escapes, never as HTML.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from dash import html
 
-from dashboard.data import list_runs
+from dashboard.data import current_root, list_runs
+
+T = TypeVar("T")
 
 _NOTICE = {"padding": "0.75em", "borderRadius": "4px", "margin": "0.5em 0"}
 ERROR_STYLE = {**_NOTICE, "background": "#fde2e1", "border": "1px solid #e45756"}
@@ -49,3 +53,20 @@ def pick_run(root: Path, run: str | None) -> str | None:
 def no_runs(root: Path) -> html.Div:
     """The notice for a root with no runs."""
     return notice("no-run", f"No runs under {root}. Run `trainprof demo` to make one.")
+
+
+def page_data(run: str | None, fetch: Callable[[Path, str], T]) -> tuple[str, T] | html.Div:
+    """What every page does first: pick the run (the first one when none is named) and fetch
+    its data, or the notice to show instead (no runs, a refused name, an unknown run).
+
+    Returns:
+        ``(run name, fetch(root, run))``, or the notice.
+    """
+    root = current_root()
+    name = pick_run(root, run)
+    if name is None:
+        return no_runs(root)
+    try:
+        return name, fetch(root, name)
+    except (ValueError, LookupError) as exc:
+        return run_problem(name, exc)

@@ -11,8 +11,8 @@ import dash
 from dash import dash_table, dcc, html
 from dash.dash_table.Format import Format, Scheme
 
-from dashboard.components.messages import error_banner, no_runs, pick_run, run_problem
-from dashboard.data import current_root, run_kernels, run_table_errors
+from dashboard.components.messages import error_banner, page_data
+from dashboard.data import run_kernels, run_table_errors
 from dashboard.figures.tables import kernel_type_figure, top_bar_figure
 
 dash.register_page(__name__, path="/kernels", name="Kernels", title="trainprof: kernels")
@@ -33,15 +33,12 @@ COLUMNS: list[dict[str, Any]] = [
 
 def layout(run: str | None = None, **_query: Any) -> html.Div:
     """The kernels of ``run`` (the first run when none is named)."""
-    root = current_root()
-    run = pick_run(root, run)
-    if run is None:
-        return no_runs(root)
-    try:
-        kernels, types = run_kernels(root, run)
-        errors = run_table_errors(root, run)
-    except (ValueError, LookupError) as exc:
-        return run_problem(run, exc)
+    loaded = page_data(
+        run, lambda root, name: (run_kernels(root, name), run_table_errors(root, name))
+    )
+    if isinstance(loaded, html.Div):
+        return loaded
+    run, ((kernels, types), errors) = loaded
     heading = [html.H3(f"Kernels of run {run}"), error_banner(errors)]
     if not kernels:
         return html.Div([*heading, html.Div(NO_KERNELS, id="no-kernels")])

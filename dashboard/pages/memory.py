@@ -13,8 +13,12 @@ import dash
 from dash import dash_table, dcc, html
 from dash.dash_table.Format import Format, Group, Scheme
 
-from dashboard.components.messages import error_banner, no_runs, notice, pick_run, run_problem
-from dashboard.data import current_root, run_memory
+from dashboard.components.messages import (
+    error_banner,
+    notice,
+    page_data,
+)
+from dashboard.data import run_memory
 from dashboard.figures.memory import NO_SAMPLES, format_bytes, memory_figure
 
 dash.register_page(__name__, path="/memory", name="Memory", title="trainprof: memory")
@@ -36,14 +40,10 @@ COLUMNS: list[dict[str, Any]] = [
 
 def layout(run: str | None = None, **_query: Any) -> html.Div:
     """The memory of ``run`` (the first run when none is named)."""
-    root = current_root()
-    run = pick_run(root, run)
-    if run is None:
-        return no_runs(root)
-    try:
-        memory = run_memory(root, run)
-    except (ValueError, LookupError) as exc:
-        return run_problem(run, exc)
+    loaded = page_data(run, run_memory)
+    if isinstance(loaded, html.Div):
+        return loaded
+    run, memory = loaded
     heading = [html.H3(f"Memory of run {run}"), error_banner(memory.errors)]
     if not memory.series:
         return html.Div([*heading, notice("no-memory", NO_MEMORY)])

@@ -12,8 +12,12 @@ import dash
 from dash import dash_table, dcc, html
 from dash.dash_table.Format import Format, Scheme
 
-from dashboard.components.messages import error_banner, no_runs, notice, pick_run, run_problem
-from dashboard.data import current_root, run_modules
+from dashboard.components.messages import (
+    error_banner,
+    notice,
+    page_data,
+)
+from dashboard.data import run_modules
 from dashboard.figures.memory import NO_MODULES, module_tree_figure
 
 dash.register_page(__name__, path="/modules", name="Modules", title="trainprof: modules")
@@ -32,14 +36,10 @@ COLUMNS: list[dict[str, Any]] = [
 
 def layout(run: str | None = None, **_query: Any) -> html.Div:
     """The module tree of ``run`` (the first run when none is named)."""
-    root = current_root()
-    run = pick_run(root, run)
-    if run is None:
-        return no_runs(root)
-    try:
-        modules = run_modules(root, run)
-    except (ValueError, LookupError) as exc:
-        return run_problem(run, exc)
+    loaded = page_data(run, run_modules)
+    if isinstance(loaded, html.Div):
+        return loaded
+    run, modules = loaded
     heading = [html.H3(f"Modules of run {run}"), error_banner(modules.errors)]
     if not modules.rows:
         return html.Div([*heading, notice("no-modules", NO_MODULES)])

@@ -14,7 +14,7 @@ from dash.dash_table.Format import Format, Scheme
 from dash.development.base_component import Component
 
 from dashboard.app import run_from_search
-from dashboard.components.messages import error_banner, no_runs, pick_run, run_problem
+from dashboard.components.messages import error_banner, page_data, pick_run
 from dashboard.data import current_root, run_ops, run_table_errors
 from dashboard.figures.tables import top_bar_figure
 
@@ -27,15 +27,12 @@ _MICROS = Format(precision=1, scheme=Scheme.fixed)
 
 def layout(run: str | None = None, **_query: Any) -> html.Div:
     """The operators of ``run`` (the first run when none is named)."""
-    root = current_root()
-    run = pick_run(root, run)
-    if run is None:
-        return no_runs(root)
-    try:
-        rows = run_ops(root, run, by_shape=False)
-        errors = run_table_errors(root, run)
-    except (ValueError, LookupError) as exc:
-        return run_problem(run, exc)
+    loaded = page_data(
+        run, lambda root, name: (run_ops(root, name, by_shape=False), run_table_errors(root, name))
+    )
+    if isinstance(loaded, html.Div):
+        return loaded
+    run, (rows, errors) = loaded
     return html.Div(
         [
             html.H3(f"Operators of run {run}"),

@@ -12,8 +12,8 @@ import dash
 from dash import dcc, html
 
 from dashboard.app import run_href
-from dashboard.components.messages import error_banner, no_runs, pick_run, run_problem
-from dashboard.data import RunData, current_root, run_summary
+from dashboard.components.messages import error_banner, page_data
+from dashboard.data import RunData, run_summary
 from dashboard.figures.overview import step_breakdown_figure, step_metrics_figure
 
 dash.register_page(__name__, path="/", name="Overview", title="trainprof: overview")
@@ -29,14 +29,10 @@ ENVIRONMENT_KEYS = ("torch", "device", "cuda", "hip", "python", "hostname", "wor
 
 def layout(run: str | None = None, **_query: Any) -> html.Div:
     """The overview of ``run`` (the first run when none is named)."""
-    root = current_root()
-    run = pick_run(root, run)
-    if run is None:
-        return no_runs(root)
-    try:
-        data = run_summary(root, run)
-    except (ValueError, LookupError) as exc:
-        return run_problem(run, exc)
+    loaded = page_data(run, run_summary)
+    if isinstance(loaded, html.Div):
+        return loaded
+    _, data = loaded
     return html.Div([html.H3(f"Run {data.name}"), *overview_sections(data)])
 
 
