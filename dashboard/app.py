@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, quote
 import dash
 from dash import Input, Output, ctx, dcc, html
 
-from dashboard.data import ROOT_CONFIG_KEY, list_runs
+from dashboard.data.runs import ROOT_CONFIG_KEY, list_runs
 
 PAGES_FOLDER = Path(__file__).resolve().parent / "pages"
 RUN_PARAM = "run"

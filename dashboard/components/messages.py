@@ -12,7 +12,7 @@ from typing import TypeVar
 
 from dash import html
 
-from dashboard.data import current_root, list_runs
+from dashboard.data.runs import current_root, list_runs
 
 T = TypeVar("T")
 

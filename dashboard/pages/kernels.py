@@ -12,7 +12,7 @@ from dash import dash_table, dcc, html
 from dash.dash_table.Format import Format, Scheme
 
 from dashboard.components.messages import error_banner, page_data
-from dashboard.data import run_kernels, run_table_errors
+from dashboard.data.tables import run_kernels, run_table_errors
 from dashboard.figures.tables import kernel_type_figure, top_bar_figure
 
 dash.register_page(__name__, path="/kernels", name="Kernels", title="trainprof: kernels")

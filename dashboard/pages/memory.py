@@ -18,7 +18,7 @@ from dashboard.components.messages import (
     notice,
     page_data,
 )
-from dashboard.data import run_memory
+from dashboard.data.memory import run_memory
 from dashboard.figures.memory import NO_SAMPLES, format_bytes, memory_figure
 
 dash.register_page(__name__, path="/memory", name="Memory", title="trainprof: memory")

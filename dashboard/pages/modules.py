@@ -17,7 +17,7 @@ from dashboard.components.messages import (
     notice,
     page_data,
 )
-from dashboard.data import run_modules
+from dashboard.data.memory import run_modules
 from dashboard.figures.memory import NO_MODULES, module_tree_figure
 
 dash.register_page(__name__, path="/modules", name="Modules", title="trainprof: modules")

@@ -15,7 +15,8 @@ from dash.development.base_component import Component
 
 from dashboard.app import run_from_search
 from dashboard.components.messages import error_banner, page_data, pick_run
-from dashboard.data import current_root, run_ops, run_table_errors
+from dashboard.data.runs import current_root
+from dashboard.data.tables import run_ops, run_table_errors
 from dashboard.figures.tables import top_bar_figure
 
 dash.register_page(__name__, path="/operators", name="Operators", title="trainprof: operators")

@@ -13,7 +13,7 @@ from dash import dcc, html
 
 from dashboard.app import run_href
 from dashboard.components.messages import error_banner, page_data
-from dashboard.data import RunData, run_summary
+from dashboard.data.overview import RunData, run_summary
 from dashboard.figures.overview import step_breakdown_figure, step_metrics_figure
 
 dash.register_page(__name__, path="/", name="Overview", title="trainprof: overview")

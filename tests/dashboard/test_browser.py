@@ -11,7 +11,8 @@ import pytest
 from selenium.webdriver.support.ui import WebDriverWait
 
 from dashboard.app import create_app
-from dashboard.data import run_kernels, run_ops, run_summary
+from dashboard.data.overview import run_summary
+from dashboard.data.tables import run_kernels, run_ops
 from dashboard.figures.overview import CATEGORY_LABELS, DATA_WAIT, MEMORY, STEP_TIME
 from tests.conftest import SHARED_TRACES
 

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from dashboard import data
-from dashboard.data import list_runs, resolve_run, run_summary
+from dashboard.data import overview
+from dashboard.data.overview import run_summary
+from dashboard.data.runs import list_runs, resolve_run
 
 SAMPLE = Path(__file__).resolve().parents[2] / "traces" / "sample"
 
@@ -94,7 +95,7 @@ def test_run_summary_is_cached_until_a_file_changes(root: Path) -> None:
     second = run_summary(root, "sample")
 
     assert second is not first and len(second.steps) == 21
-    assert data._cached_trace.cache_info().hits >= 2  # the trace files were not read again
+    assert overview._trace_overview.cache_info().hits >= 2  # the trace files were not read again
 
 
 def test_run_summary_reports_a_bad_steps_line(root: Path) -> None:

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from dashboard.app import create_app
-from dashboard.data import MemorySeries, run_memory, run_modules
+from dashboard.data.memory import MemorySeries, run_memory, run_modules
 from dashboard.figures.memory import (
     NO_MODULES,
     NO_SAMPLES,

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from dashboard import data
-from dashboard.data import run_kernels, run_ops, run_table_errors
+from dashboard.data import cache, tables
+from dashboard.data.tables import run_kernels, run_ops, run_table_errors
 from dashboard.figures.tables import TOP_N, kernel_type_figure, top_bar_figure
 from profiler.analysis.kernels import kernel_type_breakdown, top_kernels
 from profiler.analysis.ops import top_ops
@@ -130,10 +130,11 @@ def test_each_file_is_loaded_once_and_reloaded_when_it_changes(
     root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     loads: list[Path] = []
-    real = data.load_trace
-    monkeypatch.setattr(data, "load_trace", lambda p: loads.append(Path(p)) or real(p))
-    data._cached_tables.cache_clear()
-    data._cached_run_tables.cache_clear()
+    real = cache.load_trace
+    monkeypatch.setattr(cache, "load_trace", lambda p: loads.append(Path(p)) or real(p))
+    cache.loaded_trace.cache_clear()
+    tables._trace_tables.cache_clear()  # type: ignore[attr-defined]
+    tables._cached_run_tables.cache_clear()
 
     run_ops(root, "sample", by_shape=False)
     run_ops(root, "sample", by_shape=True)

@@ -1,0 +1,78 @@
+"""Per-file caching of analysis results, keyed by the file's path, size and mtime.
+
+A page's data is computed per trace file by a function decorated with :func:`per_trace`, then
+pooled over the run's files. A rewritten or new file changes the run's fingerprints, so it is
+read afresh while the other files' results come from the cache; a file that cannot be read
+gives a one-line message naming it instead of a result, so the other files still show.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pandas as pd
+
+from dashboard.data.runs import Fingerprint
+from profiler.analysis.table import TraceTable, load_trace
+from profiler.store.chrome_trace import TraceFormatError
+
+T = TypeVar("T")
+
+TRACE_CACHE_SIZE = 128
+RUN_CACHE_SIZE = 32
+# Loaded tables are large (a 1M-event trace takes hundreds of MB): keep only the latest few,
+# enough for every page's analyses of the run being looked at to share one load.
+_LOADED_CACHE_SIZE = 2
+
+
+def per_trace(
+    analyse: Callable[[TraceTable, Path], T],
+) -> Callable[[Fingerprint], T | str]:
+    """Cache ``analyse(trace, path)`` per trace file, or the message why the file failed.
+
+    The returned function takes a file's fingerprint. Results are shared by the cache: treat
+    them as read-only.
+    """
+
+    @lru_cache(maxsize=TRACE_CACHE_SIZE)
+    def cached(fingerprint: Fingerprint) -> T | str:
+        file = Path(fingerprint[0])
+        try:
+            return analyse(loaded_trace(fingerprint), file)
+        except TraceFormatError as exc:
+            return f"{file.name}: {exc.problem}"
+        except Exception as exc:  # one bad file must not take the page down
+            return f"{file.name}: cannot be analysed ({type(exc).__name__}: {exc})"
+
+    cached.__doc__ = analyse.__doc__
+    return cached
+
+
+@lru_cache(maxsize=_LOADED_CACHE_SIZE)
+def loaded_trace(fingerprint: Fingerprint) -> TraceTable:
+    """The trace file of ``fingerprint``, loaded (cached for the latest few files)."""
+    return load_trace(Path(fingerprint[0]))
+
+
+def gather(
+    files: Iterable[Fingerprint], analysed: Callable[[Fingerprint], T | str]
+) -> tuple[list[T], list[str]]:
+    """``analysed`` of every file: the results of those that loaded, and the others' messages."""
+    results: list[T] = []
+    errors: list[str] = []
+    for fingerprint in files:
+        result = analysed(fingerprint)
+        if isinstance(result, str):
+            errors.append(result)
+        else:
+            results.append(result)
+    return results, errors
+
+
+def records(frame: pd.DataFrame) -> tuple[dict[str, Any], ...]:
+    """Plain Python rows for a page, NaN as None (JSON has no NaN)."""
+    frame = frame.astype(object).where(frame.notna(), None)
+    return tuple(frame.to_dict("records"))

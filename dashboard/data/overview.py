@@ -1,0 +1,96 @@
+"""The Overview's data: a run's summary, per-step breakdown, always-on metrics and metadata."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from dashboard.data.cache import RUN_CACHE_SIZE, gather, per_trace
+from dashboard.data.runs import (
+    Fingerprint,
+    existing_run,
+    fingerprint,
+    meta_files,
+    read_run_meta,
+    read_steps,
+    trace_files,
+)
+from profiler.analysis.steps import step_breakdown
+from profiler.analysis.summary import SCHEMA, trace_summary
+from profiler.analysis.table import TraceTable
+
+
+@dataclass(frozen=True)
+class RunData:
+    """Everything the overview shows of one run. Shared by the cache: treat as read-only.
+
+    Attributes:
+        name: the run's name.
+        summary: the ``trainprof.summary/1`` dict of the trace files that loaded.
+        breakdown: one row per step per trace: ``trace`` (file name), ``rank``, ``step``,
+            ``dur_us`` and ``<category>_us`` for each breakdown category.
+        steps: the always-on per-step metrics of every ``meta/steps.<rank>.jsonl`` line, each
+            with its ``rank``.
+        run_meta: ``meta/run.json``, or None when the run has none.
+        errors: one message per file that could not be read, naming the file.
+    """
+
+    name: str
+    summary: dict[str, Any]
+    breakdown: tuple[dict[str, Any], ...]
+    steps: tuple[dict[str, Any], ...]
+    run_meta: dict[str, Any] | None
+    errors: tuple[str, ...]
+
+
+def run_summary(root: str | Path, name: str) -> RunData:
+    """The analysis of run ``name``, cached until any of its files changes.
+
+    Args:
+        root: the trace store root.
+        name: the run's name.
+
+    Returns:
+        The run's summary, breakdown rows, per-step metrics, run.json and load errors.
+
+    Raises:
+        ValueError: the name leads outside the root (see :func:`resolve_run`).
+        LookupError: there is no run of that name.
+    """
+    run_dir = existing_run(root, name)
+    traces = tuple(fingerprint(p) for p in trace_files(run_dir))
+    metas = tuple(fingerprint(p) for p in meta_files(run_dir))
+    return _cached_run(name, str(run_dir), traces, metas)
+
+
+@lru_cache(maxsize=RUN_CACHE_SIZE)
+def _cached_run(
+    name: str, run_dir: str, traces: tuple[Fingerprint, ...], metas: tuple[Fingerprint, ...]
+) -> RunData:
+    del metas  # part of the key only: a new steps line must refresh the run
+    results, errors = gather(traces, _trace_overview)
+    run_meta, meta_errors = read_run_meta(Path(run_dir))
+    steps, step_errors = read_steps(Path(run_dir))
+    return RunData(
+        name=name,
+        summary={"schema": SCHEMA, "traces": [entry for entry, _ in results]},
+        breakdown=tuple(row for _, rows in results for row in rows),
+        steps=tuple(steps),
+        run_meta=run_meta,
+        errors=tuple(errors + meta_errors + step_errors),
+    )
+
+
+@per_trace
+def _trace_overview(trace: TraceTable, file: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """One trace file's summary entry and breakdown rows."""
+    entry = trace_summary(trace)
+    frame = step_breakdown(trace)
+    columns = ["step", "dur_us", *(c for c in frame.columns if c.endswith("_us"))]
+    rows = [
+        {"trace": file.name, "rank": entry["rank"], **row}
+        for row in frame[list(dict.fromkeys(columns))].to_dict("records")
+    ]
+    return entry, rows

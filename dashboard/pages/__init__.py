@@ -1,0 +1,1 @@
+"""One Dash page per module: its layout and its callbacks."""
