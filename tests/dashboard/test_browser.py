@@ -5,16 +5,21 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import urlsplit
 
 import pytest
-from selenium.webdriver.support.ui import WebDriverWait
 
-from dashboard.app import create_app
 from dashboard.data.overview import run_summary
 from dashboard.data.tables import run_kernels, run_ops
 from dashboard.figures.overview import CATEGORY_LABELS, DATA_WAIT, MEMORY, STEP_TIME
 from tests.conftest import SHARED_TRACES
+from tests.dashboard.browser import (
+    WAIT_S,
+    figure_traces,
+    open_path,
+    query_value,
+    wait_for_url,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -22,7 +27,6 @@ SAMPLE = Path(__file__).resolve().parents[2] / "traces" / "sample"
 REFERENCE_TRACE = SHARED_TRACES / "hta" / "two_ranks_rank-0.json.gz"
 REFERENCE_RUN = "reference/two_ranks"
 CORRUPT_FILE = "host_1.1700000000000.pt.trace.json.gz"
-WAIT_S = 20
 
 
 @pytest.fixture
@@ -41,29 +45,7 @@ def trace_root(tmp_path: Path) -> Path:
 
 def open_page(dash_duo: Any, root: Path, query: str) -> None:
     """Serve the app over ``root`` and open ``/`` with ``query``."""
-    dash_duo.start_server(create_app(root))
-    dash_duo.wait_for_page(url=f"{dash_duo.server_url}/{query}", timeout=WAIT_S)
-
-
-def figure_traces(dash_duo: Any, graph_id: str) -> list[dict[str, Any]]:
-    """Name, type and y values of every trace plotly drew in graph ``graph_id``."""
-    dash_duo.wait_for_element(f"#{graph_id} .main-svg", timeout=WAIT_S)
-    script = (
-        f"return document.querySelector('#{graph_id} .js-plotly-plot').data"
-        ".map(t => ({name: t.name, type: t.type, y: Array.from(t.y || [])}));"
-    )
-    return list(dash_duo.driver.execute_script(script))
-
-
-def wait_for_url(dash_duo: Any, test: Any) -> str:
-    """Wait until the browser's URL passes ``test``; return it."""
-    WebDriverWait(dash_duo.driver, WAIT_S).until(lambda d: test(d.current_url))
-    return str(dash_duo.driver.current_url)
-
-
-def query_run(url: str) -> str | None:
-    values = parse_qs(urlsplit(url).query).get("run")
-    return unquote(values[0]) if values else None
+    open_path(dash_duo, root, f"/{query}")
 
 
 def test_overview_renders_the_sample_run(dash_duo: Any, trace_root: Path) -> None:
@@ -97,7 +79,7 @@ def test_picking_a_run_updates_url_and_page(dash_duo: Any, trace_root: Path) -> 
 
     dash_duo.select_dcc_dropdown("#run-picker", value=REFERENCE_RUN)
 
-    wait_for_url(dash_duo, lambda url: query_run(url) == REFERENCE_RUN)
+    wait_for_url(dash_duo, lambda url: query_value(url) == REFERENCE_RUN)
     dash_duo.wait_for_contains_text("h3", f"Run {REFERENCE_RUN}", timeout=WAIT_S)
     dash_duo.wait_for_contains_text("#gpu-metrics", "SM efficiency", timeout=WAIT_S)
     assert "44.5%" in dash_duo.find_element("#gpu-metrics").text  # its GPU utilisation
@@ -116,7 +98,7 @@ def test_corrupt_run_shows_banner_and_page_keeps_working(dash_duo: Any, trace_ro
     figure_traces(dash_duo, "step-breakdown")  # an empty figure, still drawn
 
     dash_duo.select_dcc_dropdown("#run-picker", value="sample")
-    wait_for_url(dash_duo, lambda url: query_run(url) == "sample")
+    wait_for_url(dash_duo, lambda url: query_value(url) == "sample")
     dash_duo.wait_for_contains_text("h3", "Run sample", timeout=WAIT_S)
     assert len(figure_traces(dash_duo, "step-breakdown")) == len(CATEGORY_LABELS)
 
@@ -137,13 +119,7 @@ def test_recommendation_link_keeps_the_run(dash_duo: Any, trace_root: Path) -> N
     link.click()
 
     url = wait_for_url(dash_duo, lambda url: urlsplit(url).path == page)
-    assert query_run(url) == "sample"
-
-
-def open_path(dash_duo: Any, root: Path, path_query: str) -> None:
-    """Serve the app over ``root`` and open ``path_query`` (``/page?run=...``)."""
-    dash_duo.start_server(create_app(root))
-    dash_duo.wait_for_page(url=f"{dash_duo.server_url}{path_query}", timeout=WAIT_S)
+    assert query_value(url) == "sample"
 
 
 def column_texts(dash_duo: Any, table_id: str, column: str) -> list[str]:
@@ -227,5 +203,5 @@ def test_nav_lists_the_table_pages_and_keeps_the_run(dash_duo: Any, trace_root: 
     next(a for a in links if a.text == "Operators").click()
 
     url = wait_for_url(dash_duo, lambda url: urlsplit(url).path == "/operators")
-    assert query_run(url) == "sample"
+    assert query_value(url) == "sample"
     dash_duo.wait_for_element('#ops-table td[data-dash-column="name"]', timeout=WAIT_S)

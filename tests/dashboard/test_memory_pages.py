@@ -10,7 +10,6 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from dashboard.app import create_app
 from dashboard.data.memory import MemorySeries, run_memory, run_modules
 from dashboard.figures.memory import (
     NO_MODULES,
@@ -24,11 +23,11 @@ from dashboard.figures.memory import (
 from profiler.analysis.memory import memory_peak, module_memory
 from profiler.analysis.modules import module_table
 from profiler.analysis.table import load_trace
+from tests.dashboard.browser import WAIT_S, open_path, plotly_data
 
 SAMPLE = Path(__file__).resolve().parents[2] / "traces" / "sample"
 PLAIN_FILE = "host_1.1700000000001.pt.trace.json"
 CORRUPT_FILE = "host_1.1700000000000.pt.trace.json.gz"
-WAIT_S = 20
 SMALL_CNN = [
     "model",
     "features",
@@ -231,20 +230,6 @@ def test_module_tree_figure_without_rows_says_so() -> None:
 
 
 # Browser ----------------------------------------------------------------------------------------
-
-
-def open_path(dash_duo: Any, root: Path, path_query: str) -> None:
-    """Serve the app over ``root`` and open ``path_query`` (``/page?run=...``)."""
-    dash_duo.start_server(create_app(root))
-    dash_duo.wait_for_page(url=f"{dash_duo.server_url}{path_query}", timeout=WAIT_S)
-
-
-def plotly_data(dash_duo: Any, graph_id: str, script: str) -> Any:
-    """``script`` run on graph ``graph_id``'s plotly data as ``d``."""
-    dash_duo.wait_for_element(f"#{graph_id} .main-svg", timeout=WAIT_S)
-    return dash_duo.driver.execute_script(
-        f"const d = document.querySelector('#{graph_id} .js-plotly-plot').data; {script}"
-    )
 
 
 @pytest.mark.browser
