@@ -18,7 +18,7 @@ from dashboard.data.runs import (
     trace_files,
 )
 from profiler.analysis.steps import step_breakdown
-from profiler.analysis.summary import SCHEMA, trace_summary
+from profiler.analysis.summary import SCHEMA, merged_recommendations, trace_summary
 from profiler.analysis.table import TraceTable
 
 
@@ -34,6 +34,8 @@ class RunData:
         steps: the always-on per-step metrics of every ``meta/steps.<rank>.jsonl`` line, each
             with its ``rank``.
         run_meta: ``meta/run.json``, or None when the run has none.
+        recommendations: the summary's findings once per rule over all files
+            (``profiler.analysis.summary.merged_recommendations``).
         errors: one message per file that could not be read, naming the file.
     """
 
@@ -42,6 +44,7 @@ class RunData:
     breakdown: tuple[dict[str, Any], ...]
     steps: tuple[dict[str, Any], ...]
     run_meta: dict[str, Any] | None
+    recommendations: tuple[dict[str, Any], ...]
     errors: tuple[str, ...]
 
 
@@ -73,12 +76,14 @@ def _cached_run(
     results, errors = gather(traces, _trace_overview)
     run_meta, meta_errors = read_run_meta(Path(run_dir))
     steps, step_errors = read_steps(Path(run_dir))
+    summary = {"schema": SCHEMA, "traces": [entry for entry, _ in results]}
     return RunData(
         name=name,
-        summary={"schema": SCHEMA, "traces": [entry for entry, _ in results]},
+        summary=summary,
         breakdown=tuple(row for _, rows in results for row in rows),
         steps=tuple(steps),
         run_meta=run_meta,
+        recommendations=tuple(merged_recommendations(summary)),
         errors=tuple(errors + meta_errors + step_errors),
     )
 

@@ -72,12 +72,14 @@ def _gpu_section(traces: list[dict[str, Any]]) -> html.Div:
 
 
 def _recommendations(data: RunData) -> html.Div:
+    files = len(data.summary["traces"])
     items = [
         html.Li(
             [
                 html.Strong(f"[{rec['severity']}] "),
                 html.Span(str(rec["message"]), className="rec-message"),
-                html.Div(f"evidence: {_evidence(rec.get('evidence'))} ({_source(trace)})"),
+                html.Div(f"evidence: {_evidence(rec)}", className="rec-evidence"),
+                html.Div(_where(rec, files), className="rec-where"),
                 dcc.Link(
                     f"show on {rec.get('page', '/')}",
                     href=run_href(str(rec.get("page") or "/"), data.name),
@@ -85,8 +87,7 @@ def _recommendations(data: RunData) -> html.Div:
                 ),
             ]
         )
-        for trace in data.summary["traces"]
-        for rec in trace["recommendations"]
+        for rec in data.recommendations
     ]
     if not items:
         return html.Div("No bottleneck found.", id="recommendations")
@@ -109,18 +110,29 @@ def _environment(data: RunData) -> html.Div:
     return html.Div(html.Table(html.Tbody(rows)), id="environment")
 
 
-def _source(trace: dict[str, Any]) -> str:
-    return f"{_file_name(trace)}, rank {trace['rank']}"
+def _where(rec: dict[str, Any], files: int) -> str:
+    seen = len(rec["seen_in"])
+    ranks = ", ".join(str(rank) for rank in rec["ranks"])
+    worst = f"worst in {_file_name(rec)}, rank {rec['rank']}"
+    return f"seen in {seen} of {files} trace file(s), rank(s) {ranks}; {worst}"
 
 
 def _file_name(trace: dict[str, Any]) -> str:
     return str(trace["path"]).replace("\\", "/").rsplit("/", 1)[-1]
 
 
-def _evidence(evidence: Any) -> str:
+def _evidence(rec: dict[str, Any]) -> str:
+    evidence = rec.get("evidence")
     if not isinstance(evidence, dict):
         return str(evidence)
-    return ", ".join(f"{key}={value}" for key, value in evidence.items())
+    ranges = rec.get("evidence_range") or {}
+    return ", ".join(_figure(key, value, ranges.get(key)) for key, value in evidence.items())
+
+
+def _figure(key: str, value: Any, span: list[float] | None) -> str:
+    if span is None or span[0] == span[1]:
+        return f"{key}={value}"
+    return f"{key}={value} (from {span[0]:g} to {span[1]:g} over the files)"
 
 
 def _pct(value: float | None) -> str:

@@ -17,6 +17,7 @@ from profiler.analysis.temporal import temporal_breakdown
 
 SCHEMA = "trainprof.summary/1"
 TOP_N = 10
+_SEVERITY_ORDER = {"low": 0, "medium": 1, "high": 2}
 BREAKDOWN_KEYS = (
     "kernel", "memcpy", "memset", "communication", "runtime", "dataloader", "cpu_exec", "other",
 )  # fmt: skip
@@ -93,6 +94,50 @@ def trace_summary(trace: TraceTable) -> dict[str, Any]:
         },
         "recommendations": [rec.as_dict() for rec in recommend(facts)],
     }
+
+
+def merged_recommendations(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """A run's recommendations once per rule, over all its traces (windows, ranks).
+
+    Each rule keeps its worst finding (highest severity, then largest saving per step), with
+    where it was seen and the range of each numeric evidence figure over the traces.
+
+    Args:
+        summary: a ``trainprof.summary/1`` dict.
+
+    Returns:
+        Worst first: the finding's fields plus ``path`` and ``rank`` (where the worst was),
+        ``seen_in`` (every trace path showing the rule), ``ranks`` and ``evidence_range``
+        (``{key: [low, high]}``).
+    """
+    found: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]] = {}
+    for trace in summary["traces"]:
+        for rec in trace["recommendations"]:
+            found.setdefault(rec["id"], []).append((rec, trace))
+    merged = [_merge(findings) for findings in found.values()]
+    return sorted(merged, key=_badness, reverse=True)
+
+
+def _merge(findings: list[tuple[dict[str, Any], dict[str, Any]]]) -> dict[str, Any]:
+    worst, trace = max(findings, key=lambda pair: _badness(pair[0]))
+    numbers: dict[str, list[float]] = {}
+    for rec, _ in findings:
+        for key, value in (rec.get("evidence") or {}).items():
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                numbers.setdefault(key, []).append(float(value))
+    return {
+        **worst,
+        "path": trace["path"],
+        "rank": trace["rank"],
+        "seen_in": [t["path"] for _, t in findings],
+        "ranks": sorted({t["rank"] for _, t in findings}),
+        "evidence_range": {key: [min(v), max(v)] for key, v in numbers.items()},
+    }
+
+
+def _badness(rec: dict[str, Any]) -> tuple[int, float]:
+    severity = _SEVERITY_ORDER.get(str(rec.get("severity")), 0)
+    return severity, float(rec.get("saving_us_per_step") or 0.0)
 
 
 def _round(value: float | None, digits: int = 2) -> float | None:

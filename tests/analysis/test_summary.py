@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 import profiler
+from profiler.analysis.summary import merged_recommendations
 from profiler.cli import app
 
 TOP_KEYS = {
@@ -127,3 +128,45 @@ def test_terminal_report_names_the_finding(shared_traces: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "low_gpu_utilization" in result.stdout
     assert "Top kernels" in result.stdout
+
+
+SAMPLE = Path(__file__).resolve().parents[2] / "traces" / "sample"
+
+
+def _finding(rule: str, severity: str, saving: float, **evidence: float) -> dict:
+    return {"id": rule, "severity": severity, "message": rule, "evidence": evidence,
+            "saving_us_per_step": saving, "page": "/"}  # fmt: skip
+
+
+def test_merged_recommendations_keep_each_rule_once_with_its_range() -> None:
+    summary = profiler.summarize(SAMPLE)
+    per_file = [rec for t in summary["traces"] for rec in t["recommendations"]]
+    assert len(summary["traces"]) == 2 and len(per_file) >= 2  # one finding per window
+
+    merged = merged_recommendations(summary)
+
+    assert sorted(rec["id"] for rec in merged) == sorted({rec["id"] for rec in per_file})
+    for rec in merged:
+        same = [(r, t) for t in summary["traces"] for r in t["recommendations"]
+                if r["id"] == rec["id"]]  # fmt: skip
+        assert rec["seen_in"] == [t["path"] for _, t in same]
+        worst = max(r["saving_us_per_step"] or 0.0 for r, _ in same)
+        assert rec["saving_us_per_step"] == worst
+        for key, (low, high) in rec["evidence_range"].items():
+            assert low == min(r["evidence"][key] for r, _ in same)
+            assert high == max(r["evidence"][key] for r, _ in same)
+
+
+def test_merged_recommendations_rank_severity_before_saving() -> None:
+    traces = [
+        {"path": "a", "rank": 0, "recommendations": [_finding("x", "medium", 900.0, pct=10.0)]},
+        {"path": "b", "rank": 1, "recommendations": [_finding("x", "high", 5.0, pct=30.0),
+                                                     _finding("y", "medium", 1.0)]},
+    ]  # fmt: skip
+
+    merged = merged_recommendations({"schema": "trainprof.summary/1", "traces": traces})
+
+    assert [rec["id"] for rec in merged] == ["x", "y"]
+    assert (merged[0]["severity"], merged[0]["path"], merged[0]["rank"]) == ("high", "b", 1)
+    assert merged[0]["ranks"] == [0, 1] and merged[0]["evidence_range"] == {"pct": [10.0, 30.0]}
+    assert merged[1]["evidence_range"] == {}
