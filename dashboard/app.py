@@ -2,6 +2,11 @@
 
 Every view is a deep link, ``/<page>?run=<run name>``: the picker and the links keep ``?run=``
 in the URL, and each page reads the run from it.
+
+The shell polls the root (every ``refresh_s``): the picker lists new runs, and the page shown is
+drawn again when its run's files change (a new capture window, new per-step metrics), so a job
+that is still writing can be watched without a restart. While a trace is read or analysed, the
+status line says which file and for how long.
 """
 
 from __future__ import annotations
@@ -11,19 +16,25 @@ from typing import Any
 from urllib.parse import parse_qs, quote
 
 import dash
-from dash import Input, Output, ctx, dcc, html
+from dash import Input, Output, State, ctx, dcc, html
 
-from dashboard.data.runs import ROOT_CONFIG_KEY, list_runs
+from dashboard.data.cache import work_in_progress
+from dashboard.data.runs import ROOT_CONFIG_KEY, list_runs, run_version
 
 PAGES_FOLDER = Path(__file__).resolve().parent / "pages"
 RUN_PARAM = "run"
+DEFAULT_REFRESH_S = 2.0
+# Pages drawn from the per-step metrics too, so a new steps line must redraw them.
+_META_PAGES = frozenset({"/"})
+_PAGE_CONTENT = "_pages_content"  # dash.page_container's element for the page's layout
 
 
-def create_app(root: str | Path) -> dash.Dash:
+def create_app(root: str | Path, *, refresh_s: float = DEFAULT_REFRESH_S) -> dash.Dash:
     """Build the dashboard over the runs under ``root``.
 
     Args:
         root: the trace store root (it may not exist yet: the app then says there are no runs).
+        refresh_s: how often the page looks for new runs, new files and loading progress.
 
     Returns:
         The app; ``app.run(host=..., port=...)`` serves it.
@@ -36,8 +47,11 @@ def create_app(root: str | Path) -> dash.Dash:
         title="trainprof",
     )
     app.server.config[ROOT_CONFIG_KEY] = str(Path(root).resolve())
-    app.layout = _shell
+    if refresh_s <= 0:
+        raise ValueError(f"refresh_s must be positive, got {refresh_s}")
+    app.layout = lambda: _shell(refresh_s)
     _register_shell_callbacks(app, Path(root).resolve())
+    _register_live_callbacks(app, Path(root).resolve())
     return app
 
 
@@ -52,10 +66,12 @@ def run_from_search(search: str | None) -> str | None:
     return values[0] if values else None
 
 
-def _shell() -> html.Div:
+def _shell(refresh_s: float) -> html.Div:
     return html.Div(
         [
             dcc.Location(id="url", refresh="callback-nav"),
+            dcc.Interval(id="refresh", interval=int(refresh_s * 1000)),
+            dcc.Store(id="run-version"),
             html.Header(
                 [
                     html.H2("trainprof", style={"margin": "0 1em 0 0"}),
@@ -66,11 +82,19 @@ def _shell() -> html.Div:
                         style={"minWidth": "22em"},
                     ),
                     html.Nav(id="nav", style={"marginLeft": "1em"}),
+                    html.Span(id="run-status", style={"marginLeft": "auto", "color": "#555"}),
                 ],
                 style={"display": "flex", "alignItems": "center", "gap": "0.5em"},
             ),
             html.Hr(),
-            dash.page_container,
+            # Only a page being drawn shows the spinner, not a page's own callbacks (a zoom).
+            dcc.Loading(
+                dash.page_container,
+                target_components={_PAGE_CONTENT: "children"},
+                delay_show=300,
+                overlay_style={"visibility": "visible", "opacity": 0.5},
+                type="dot",
+            ),
         ],
         style={"fontFamily": "sans-serif", "margin": "1em"},
     )
@@ -91,8 +115,9 @@ def _register_shell_callbacks(app: dash.Dash, root: Path) -> None:
         Output("nav", "children"),
         Input("url", "search"),
         Input("run-picker", "value"),
+        Input("refresh", "n_intervals"),
     )
-    def sync_run(search: str | None, picked: str | None) -> tuple[Any, ...]:
+    def sync_run(search: str | None, picked: str | None, _tick: int | None) -> tuple[Any, ...]:
         """Keep the picker, the links and the URL's ``?run=`` on the same run."""
         names = [run.name for run in list_runs(root)]
         wanted = run_from_search(search)
@@ -105,3 +130,52 @@ def _register_shell_callbacks(app: dash.Dash, root: Path) -> None:
             new_search = run_href("", wanted)
         shown = wanted if wanted in names else None
         return new_search, shown, names, _nav_links(wanted)
+
+
+def _register_live_callbacks(app: dash.Dash, root: Path) -> None:
+    @app.callback(
+        Output("run-version", "data"),
+        Output("run-status", "children"),
+        Input("refresh", "n_intervals"),
+        Input("url", "pathname"),
+        Input("url", "search"),
+        State("run-version", "data"),
+    )
+    def poll(_tick: int | None, path: str | None, search: str | None, seen: Any) -> tuple[Any, str]:
+        """Note the shown run's files; ask for a redraw when they changed under the same view."""
+        run = run_from_search(search) or next((r.name for r in list_runs(root)), None)
+        view = f"{path}?{run}"
+        version = None if run is None else run_version(root, run, with_meta=path in _META_PAGES)
+        redraw = isinstance(seen, dict) and seen.get("view") == view and seen["version"] != version
+        if isinstance(seen, dict) and seen.get("view") == view and not redraw:
+            return dash.no_update, _status_text()
+        return {"view": view, "version": version, "redraw": redraw}, _status_text()
+
+    @app.callback(
+        Output(_PAGE_CONTENT, "children", allow_duplicate=True),
+        Input("run-version", "data"),
+        State("url", "pathname"),
+        State("url", "search"),
+        prevent_initial_call=True,
+    )
+    def redraw(version: Any, path: str | None, search: str | None) -> Any:
+        """Draw the page again from its files as they are now."""
+        page = _page_at(path)
+        if not isinstance(version, dict) or not version.get("redraw") or page is None:
+            return dash.no_update
+        query = {key: values[0] for key, values in parse_qs((search or "").lstrip("?")).items()}
+        return page["layout"](**query)
+
+
+def _page_at(path: str | None) -> dict[str, Any] | None:
+    return next((p for p in dash.page_registry.values() if p["path"] == (path or "/")), None)
+
+
+def _status_text() -> str:
+    work = work_in_progress()
+    if not work:
+        return ""
+    busy = work[0]
+    more = f" (+{len(work) - 1} more)" if len(work) > 1 else ""
+    size_mb = busy.size_bytes / 1024**2
+    return f"{busy.stage} {busy.file} ({size_mb:.1f} MB): {busy.elapsed_s:.0f} s{more}"

@@ -8,7 +8,11 @@ gives a one-line message naming it instead of a result, so the other files still
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,6 +32,54 @@ RUN_CACHE_SIZE = 32
 _LOADED_CACHE_SIZE = 2
 
 
+@dataclass(frozen=True)
+class Work:
+    """A trace file being read or analysed right now, for the page's progress line.
+
+    Attributes:
+        file: the file's name.
+        size_bytes: its size on disk.
+        stage: ``loading`` (reading and decoding) or ``analysing``.
+        elapsed_s: seconds since the stage began.
+    """
+
+    file: str
+    size_bytes: int
+    stage: str
+    elapsed_s: float
+
+
+_work_lock = threading.Lock()
+_work: dict[int, tuple[str, int, str, float]] = {}  # thread id -> file, size, stage, start
+_load_locks: dict[Fingerprint, threading.Lock] = {}
+
+
+def work_in_progress() -> list[Work]:
+    """What every server thread is reading or analysing now, longest first."""
+    now = time.monotonic()
+    with _work_lock:
+        items = list(_work.values())
+    work = [Work(file, size, stage, now - start) for file, size, stage, start in items]
+    return sorted(work, key=lambda w: -w.elapsed_s)
+
+
+@contextmanager
+def _working(fingerprint: Fingerprint, stage: str) -> Iterator[None]:
+    key = threading.get_ident()
+    entry = (Path(fingerprint[0]).name, fingerprint[1], stage, time.monotonic())
+    with _work_lock:
+        previous = _work.get(key)
+        _work[key] = entry
+    try:
+        yield
+    finally:
+        with _work_lock:
+            if previous is None:
+                _work.pop(key, None)
+            else:
+                _work[key] = previous
+
+
 def per_trace(
     analyse: Callable[[TraceTable, Path], T],
 ) -> Callable[[Fingerprint], T | str]:
@@ -41,7 +93,9 @@ def per_trace(
     def cached(fingerprint: Fingerprint) -> T | str:
         file = Path(fingerprint[0])
         try:
-            return analyse(loaded_trace(fingerprint), file)
+            trace = loaded_trace(fingerprint)
+            with _working(fingerprint, "analysing"):
+                return analyse(trace, file)
         except TraceFormatError as exc:
             return f"{file.name}: {exc.problem}"
         except Exception as exc:  # one bad file must not take the page down
@@ -51,10 +105,21 @@ def per_trace(
     return cached
 
 
-@lru_cache(maxsize=_LOADED_CACHE_SIZE)
 def loaded_trace(fingerprint: Fingerprint) -> TraceTable:
-    """The trace file of ``fingerprint``, loaded (cached for the latest few files)."""
-    return load_trace(Path(fingerprint[0]))
+    """The trace file of ``fingerprint``, loaded (cached for the latest few files).
+
+    Pages asking for one file at once wait for a single load rather than each loading it.
+    """
+    with _work_lock:
+        lock = _load_locks.setdefault(fingerprint, threading.Lock())
+    with lock:
+        return _loaded_trace(fingerprint)
+
+
+@lru_cache(maxsize=_LOADED_CACHE_SIZE)
+def _loaded_trace(fingerprint: Fingerprint) -> TraceTable:
+    with _working(fingerprint, "loading"):
+        return load_trace(Path(fingerprint[0]))
 
 
 def gather(

@@ -6,6 +6,7 @@ name is its path relative to the root.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -111,6 +112,25 @@ def trace_fingerprints(root: str | Path, name: str) -> tuple[Fingerprint, ...]:
         LookupError: there is no run of that name.
     """
     return tuple(fingerprint(p) for p in trace_files(existing_run(root, name)))
+
+
+def run_version(root: str | Path, name: str, *, with_meta: bool) -> str | None:
+    """A token that changes whenever run ``name``'s files change: a new capture window, a
+    rewritten file or, ``with_meta``, a new line of per-step metrics.
+
+    Returns:
+        The token, or None when the name is refused or there is no such run.
+    """
+    try:
+        run_dir = existing_run(root, name)
+    except (ValueError, LookupError):
+        return None
+    files = [*trace_files(run_dir), *(meta_files(run_dir) if with_meta else [])]
+    try:
+        stamp = repr([fingerprint(p) for p in files])
+    except OSError:  # a file went away between listing and stat: the next poll sees it
+        return None
+    return hashlib.blake2b(stamp.encode(), digest_size=8).hexdigest()
 
 
 def current_root() -> Path:

@@ -15,7 +15,7 @@ from dashboard.components.messages import error_banner, page_data
 from dashboard.data.tables import run_kernels, run_table_errors
 from dashboard.figures.tables import kernel_type_figure, top_bar_figure
 
-dash.register_page(__name__, path="/kernels", name="Kernels", title="trainprof: kernels")
+dash.register_page(__name__, path="/kernels", name="Kernels", title="trainprof: kernels", order=3)
 
 NO_KERNELS = "No GPU kernels in this run"
 PAGE_SIZE = 25

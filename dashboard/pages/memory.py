@@ -21,7 +21,7 @@ from dashboard.components.messages import (
 from dashboard.data.memory import run_memory
 from dashboard.figures.memory import NO_SAMPLES, format_bytes, memory_figure
 
-dash.register_page(__name__, path="/memory", name="Memory", title="trainprof: memory")
+dash.register_page(__name__, path="/memory", name="Memory", title="trainprof: memory", order=4)
 
 NO_MEMORY = NO_SAMPLES
 PAGE_SIZE = 25

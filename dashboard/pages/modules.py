@@ -20,7 +20,7 @@ from dashboard.components.messages import (
 from dashboard.data.memory import run_modules
 from dashboard.figures.memory import NO_MODULES, module_tree_figure
 
-dash.register_page(__name__, path="/modules", name="Modules", title="trainprof: modules")
+dash.register_page(__name__, path="/modules", name="Modules", title="trainprof: modules", order=5)
 
 PAGE_SIZE = 25
 _MICROS = Format(precision=1, scheme=Scheme.fixed)

@@ -19,7 +19,9 @@ from dashboard.data.runs import current_root
 from dashboard.data.tables import run_ops, run_table_errors
 from dashboard.figures.tables import top_bar_figure
 
-dash.register_page(__name__, path="/operators", name="Operators", title="trainprof: operators")
+dash.register_page(
+    __name__, path="/operators", name="Operators", title="trainprof: operators", order=2
+)
 
 BY_SHAPE = "shape"
 PAGE_SIZE = 25

@@ -16,7 +16,7 @@ from dashboard.components.messages import error_banner, page_data
 from dashboard.data.overview import RunData, run_summary
 from dashboard.figures.overview import step_breakdown_figure, step_metrics_figure
 
-dash.register_page(__name__, path="/", name="Overview", title="trainprof: overview")
+dash.register_page(__name__, path="/", name="Overview", title="trainprof: overview", order=0)
 
 GPU_METRICS = (
     ("utilization_pct", "GPU utilisation"),

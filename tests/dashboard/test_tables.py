@@ -132,7 +132,7 @@ def test_each_file_is_loaded_once_and_reloaded_when_it_changes(
     loads: list[Path] = []
     real = cache.load_trace
     monkeypatch.setattr(cache, "load_trace", lambda p: loads.append(Path(p)) or real(p))
-    cache.loaded_trace.cache_clear()
+    cache._loaded_trace.cache_clear()
     tables._trace_tables.cache_clear()  # type: ignore[attr-defined]
     tables._cached_run_tables.cache_clear()
 

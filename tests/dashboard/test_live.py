@@ -1,0 +1,119 @@
+"""A job still writing: new runs, windows and steps show up without a restart; progress shows."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from selenium.webdriver.support.ui import WebDriverWait
+
+from dashboard.app import create_app
+from dashboard.data import cache
+from dashboard.data.runs import fingerprint, run_version
+from tests.dashboard.browser import WAIT_S, free_port, plotly_data
+
+SAMPLE = Path(__file__).resolve().parents[2] / "traces" / "sample"
+REFRESH_S = 0.3
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    root = tmp_path / "traces"
+    shutil.copytree(SAMPLE, root / "sample")
+    return root
+
+
+def _touch_steps(run: Path, lines: int) -> None:
+    with (run / "meta" / "steps.0.jsonl").open("a") as out:
+        for step in range(lines):
+            out.write(f'{{"step": {100 + step}, "dur_us": 1000.0, "data_wait_us": 10.0}}\n')
+
+
+def test_run_version_follows_trace_files_and_optionally_meta(root: Path) -> None:
+    with_meta = run_version(root, "sample", with_meta=True)
+    traces_only = run_version(root, "sample", with_meta=False)
+    assert with_meta and traces_only and with_meta != traces_only
+
+    _touch_steps(root / "sample", 1)
+    assert run_version(root, "sample", with_meta=False) == traces_only
+    assert run_version(root, "sample", with_meta=True) != with_meta
+
+    window = sorted((root / "sample").glob("*.json.gz"))[0]
+    shutil.copy(window, window.with_name("host_9.1800000000000.pt.trace.json.gz"))
+    assert run_version(root, "sample", with_meta=False) != traces_only
+    assert run_version(root, "../etc", with_meta=False) is None
+    assert run_version(root, "nope", with_meta=False) is None
+
+
+def test_work_in_progress_names_the_file_being_loaded(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started, release = threading.Event(), threading.Event()
+    real = cache.load_trace
+
+    def slow_load(path: Path) -> Any:
+        started.set()
+        release.wait(WAIT_S)
+        return real(path)
+
+    monkeypatch.setattr(cache, "load_trace", slow_load)
+    cache._loaded_trace.cache_clear()
+    file = sorted((root / "sample").glob("*.json.gz"))[0]
+    worker = threading.Thread(target=cache.loaded_trace, args=(fingerprint(file),))
+    worker.start()
+    try:
+        assert started.wait(WAIT_S)
+        (work,) = cache.work_in_progress()
+        assert (work.file, work.stage, work.size_bytes) == (
+            file.name,
+            "loading",
+            file.stat().st_size,
+        )
+    finally:
+        release.set()
+        worker.join(WAIT_S)
+    assert cache.work_in_progress() == []
+
+
+def test_create_app_refuses_a_bad_refresh(root: Path) -> None:
+    with pytest.raises(ValueError, match="refresh_s"):
+        create_app(root, refresh_s=0)
+
+
+def _points(dash_duo: Any, graph_id: str) -> int:
+    return int(plotly_data(dash_duo, graph_id, "return d[0].y ? d[0].y.length : 0;"))
+
+
+def _picker_options(dash_duo: Any) -> list[str]:
+    """The run picker's options, read by opening its menu (closed again after)."""
+    dash_duo.find_element("#run-picker").click()
+    options = [
+        o.text for o in dash_duo.find_elements(".dash-dropdown-options .dash-dropdown-option")
+    ]
+    dash_duo.find_element("h2").click()
+    return options
+
+
+@pytest.mark.browser
+def test_new_runs_windows_and_steps_appear_without_a_restart(dash_duo: Any, root: Path) -> None:
+    dash_duo.start_server(create_app(root, refresh_s=REFRESH_S), port=free_port())
+    dash_duo.wait_for_page(url=f"{dash_duo.server_url}/?run=sample", timeout=WAIT_S)
+    dash_duo.wait_for_contains_text("h3", "Run sample", timeout=WAIT_S)
+    steps, bars = _points(dash_duo, "step-metrics"), _points(dash_duo, "step-breakdown")
+    wait = WebDriverWait(dash_duo.driver, WAIT_S)
+
+    _touch_steps(root / "sample", 3)
+    wait.until(lambda _: _points(dash_duo, "step-metrics") == steps + 3)
+
+    window = sorted((root / "sample").glob("*.json.gz"))[0]
+    shutil.copy(window, window.with_name("host_9.1800000000000.pt.trace.json.gz"))
+    wait.until(lambda _: _points(dash_duo, "step-breakdown") > bars)
+
+    shutil.copytree(SAMPLE, root / "later")
+    wait.until(lambda _: "later" in _picker_options(dash_duo))
+    dash_duo.select_dcc_dropdown("#run-picker", value="later")
+    dash_duo.wait_for_contains_text("h3", "Run later", timeout=WAIT_S)
+    assert dash_duo.get_logs() == []
