@@ -67,6 +67,7 @@ def run_from_search(search: str | None) -> str | None:
 
 
 def _shell(refresh_s: float) -> html.Div:
+    page_drawn: Any = {_PAGE_CONTENT: "children"}
     return html.Div(
         [
             dcc.Location(id="url", refresh="callback-nav"),
@@ -90,7 +91,7 @@ def _shell(refresh_s: float) -> html.Div:
             # Only a page being drawn shows the spinner, not a page's own callbacks (a zoom).
             dcc.Loading(
                 dash.page_container,
-                target_components={_PAGE_CONTENT: "children"},
+                target_components=page_drawn,
                 delay_show=300,
                 overlay_style={"visibility": "visible", "opacity": 0.5},
                 type="dot",

@@ -40,6 +40,15 @@ def demo(
     run_name: Annotated[
         str, typer.Option(help="Run name (replaces an earlier demo run).")
     ] = "demo",
+    serve: Annotated[
+        bool, typer.Option("--dashboard", help="Then serve the dashboard on the run.")
+    ] = False,
+    host: Annotated[str, typer.Option(help="Dashboard interface (with --dashboard).")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[
+        int, typer.Option(min=1, max=65535, help="Dashboard port (with --dashboard).")
+    ] = 8050,
 ) -> None:
     """Profile a small CNN with a slow input pipeline (synthetic data, no downloads)."""
     from rich.progress import Progress
@@ -62,7 +71,11 @@ def demo(
         console.print(f"  trace  {path}")
     console.print(f"  steps  {prof.store.steps_path}")
     console.print(f"  run    {prof.store.run_meta_path}")
-    console.print("Open a trace in https://ui.perfetto.dev or chrome://tracing.")
+    if serve:
+        _serve(out, host, port, run=run_name)
+    else:
+        console.print("Open a trace in https://ui.perfetto.dev or chrome://tracing,")
+        console.print(f"or see it in the dashboard: trainprof dashboard {out}")
 
 
 def _load_or_exit(path: Path) -> Any:
@@ -129,12 +142,21 @@ def dashboard(
     """Serve the Dash dashboard over every run under ROOT (each page deep-links ?run=NAME)."""
     if not root.is_dir():
         _fail(f"{root}: no such directory", code=2)
+    _serve(root, host, port)
+
+
+def _serve(root: Path, host: str, port: int, run: str | None = None) -> None:
+    """Serve the dashboard over ``root`` until interrupted, opening on ``run`` if given."""
     try:
-        from dashboard.app import create_app
+        from dashboard.app import create_app, run_href
     except ImportError as exc:
-        _fail(f"the dashboard needs dash and plotly ({exc}): pip install dash plotly")
-    console.print(f"serving runs under [bold]{root}[/] at http://{host}:{port}/")
-    create_app(root).run(host=host, port=port, debug=False)
+        _fail(f"the dashboard needs dash, dash-ag-grid and plotly ({exc}): pip install trainprof")
+    url = f"http://{host}:{port}{run_href('/', run)}"
+    console.print(f"serving runs under [bold]{root}[/] at [bold]{url}[/] (Ctrl+C stops)")
+    try:
+        create_app(root).run(host=host, port=port, debug=False)
+    except OSError as exc:  # the port is taken, or the interface does not exist
+        _fail(f"cannot serve on {host}:{port}: {exc.strerror or exc}")
 
 
 def _emit(result: dict[str, Any], as_json: bool, renderer: str) -> None:

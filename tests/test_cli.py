@@ -78,3 +78,50 @@ def test_reporting_path_does_not_import_torch() -> None:
     code = "import sys, profiler, profiler.cli; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+class _FakeApp:
+    """Stands in for the Dash app: records how it was asked to serve, or fails like a busy port."""
+
+    def __init__(self, root: Path, error: OSError | None) -> None:
+        self.root, self.error, self.served = root, error, None
+
+    def run(self, **options: object) -> None:
+        if self.error is not None:
+            raise self.error
+        self.served = options
+
+
+def _fake_dashboard(monkeypatch, error: OSError | None = None) -> list[_FakeApp]:
+    import dashboard.app
+
+    made: list[_FakeApp] = []
+    monkeypatch.setattr(
+        dashboard.app,
+        "create_app",
+        lambda root: made.append(_FakeApp(Path(root), error)) or made[-1],
+    )
+    return made
+
+
+def test_demo_dashboard_serves_the_new_run(tmp_path: Path, monkeypatch) -> None:
+    made = _fake_dashboard(monkeypatch)
+    args = ["demo", "--steps", "3", "--out", str(tmp_path), "--dashboard", "--port", "8123"]
+
+    result = CliRunner().invoke(app, args)
+
+    assert result.exit_code == 0, result.output
+    (served,) = made
+    assert served.root == tmp_path and (tmp_path / "demo" / "meta" / "run.json").is_file()
+    assert served.served == {"host": "127.0.0.1", "port": 8123, "debug": False}
+    assert "http://127.0.0.1:8123/?run=demo" in result.output.replace("\n", "")
+
+
+def test_dashboard_reports_a_busy_port_and_a_missing_root(tmp_path: Path, monkeypatch) -> None:
+    _fake_dashboard(monkeypatch, OSError(98, "Address already in use"))
+    busy = CliRunner().invoke(app, ["dashboard", str(tmp_path), "--port", "8124"])
+    assert busy.exit_code == 1
+    assert "cannot serve on 127.0.0.1:8124: Address already in use" in busy.output
+
+    missing = CliRunner().invoke(app, ["dashboard", str(tmp_path / "nope")])
+    assert missing.exit_code == 2 and "no such directory" in missing.output
