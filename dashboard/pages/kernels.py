@@ -8,9 +8,9 @@ from __future__ import annotations
 from typing import Any
 
 import dash
-from dash import dash_table, dcc, html
-from dash.dash_table.Format import Format, Scheme
+from dash import dcc, html
 
+from dashboard.components.grid import Column, data_grid
 from dashboard.components.messages import error_banner, page_data
 from dashboard.data.tables import run_kernels, run_table_errors
 from dashboard.figures.tables import kernel_type_figure, top_bar_figure
@@ -18,17 +18,16 @@ from dashboard.figures.tables import kernel_type_figure, top_bar_figure
 dash.register_page(__name__, path="/kernels", name="Kernels", title="trainprof: kernels", order=3)
 
 NO_KERNELS = "No GPU kernels in this run"
-PAGE_SIZE = 25
-_MICROS = Format(precision=1, scheme=Scheme.fixed)
-COLUMNS: list[dict[str, Any]] = [
-    {"name": "name", "id": "name"},
-    {"name": "calls", "id": "calls", "type": "numeric"},
-    {"name": "total µs", "id": "total_us", "type": "numeric", "format": _MICROS},
-    {"name": "mean µs", "id": "mean_us", "type": "numeric", "format": _MICROS},
-    {"name": "grid", "id": "grid"},
-    {"name": "block", "id": "block"},
-    {"name": "occupancy %", "id": "occupancy_pct", "type": "numeric", "format": _MICROS},
-]
+COLUMNS = (
+    Column("name", "name", wide=True),
+    Column("kernel_type", "type"),
+    Column("calls", "calls", "count"),
+    Column("total_us", "total µs", "us"),
+    Column("mean_us", "mean µs", "us"),
+    Column("grid", "grid"),
+    Column("block", "block"),
+    Column("occupancy_pct", "occupancy %", "pct"),
+)
 
 
 def layout(run: str | None = None, **_query: Any) -> html.Div:
@@ -49,22 +48,7 @@ def kernel_sections(kernels: list[dict[str, Any]], types: list[dict[str, Any]]) 
     """The table and the two figures for a run with kernels."""
     return [
         html.H4("Kernels"),
-        dash_table.DataTable(  # type: ignore[attr-defined]  # generated at import
-            id="kernels-table",
-            columns=COLUMNS,
-            data=kernels,
-            sort_action="native",
-            filter_action="native",
-            page_size=PAGE_SIZE,
-            style_cell={
-                "textAlign": "left",
-                "maxWidth": "40em",
-                "overflow": "hidden",
-                "textOverflow": "ellipsis",
-            },
-            tooltip_data=[{"name": str(k["name"])} for k in kernels],
-            style_table={"overflowX": "auto"},
-        ),
+        data_grid("kernels-table", COLUMNS, kernels),
         html.H4("GPU time by kernel type"),
         dcc.Graph(id="kernel-types", figure=kernel_type_figure(types)),
         html.H4("Top kernels by total time"),

@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 import dash
-from dash import dash_table, dcc, html
-from dash.dash_table.Format import Format, Group, Scheme
+from dash import dcc, html
 
+from dashboard.components.grid import Column, data_grid
 from dashboard.components.messages import (
     error_banner,
     notice,
@@ -24,18 +24,16 @@ from dashboard.figures.memory import NO_SAMPLES, format_bytes, memory_figure
 dash.register_page(__name__, path="/memory", name="Memory", title="trainprof: memory", order=4)
 
 NO_MEMORY = NO_SAMPLES
-PAGE_SIZE = 25
-_BYTES = Format(precision=0, scheme=Scheme.fixed, group=Group.yes)
-COLUMNS: list[dict[str, Any]] = [
-    {"name": "trace", "id": "trace"},
-    {"name": "path", "id": "path"},
-    {"name": "class", "id": "class_name"},
-    {"name": "calls", "id": "calls", "type": "numeric"},
-    {"name": "mean Δ bytes", "id": "delta_bytes", "type": "numeric", "format": _BYTES},
-    {"name": "peak bytes", "id": "peak_bytes", "type": "numeric", "format": _BYTES},
-    {"name": "peak Δ bytes", "id": "peak_delta_bytes", "type": "numeric", "format": _BYTES},
-    {"name": "device", "id": "device"},
-]
+COLUMNS = (
+    Column("trace", "trace"),
+    Column("path", "path", wide=True),
+    Column("class_name", "class"),
+    Column("calls", "calls", "count"),
+    Column("delta_bytes", "mean Δ bytes", "bytes"),
+    Column("peak_bytes", "peak bytes", "bytes"),
+    Column("peak_delta_bytes", "peak Δ bytes", "bytes"),
+    Column("device", "device"),
+)
 
 
 def layout(run: str | None = None, **_query: Any) -> html.Div:
@@ -53,16 +51,7 @@ def layout(run: str | None = None, **_query: Any) -> html.Div:
             html.P(peak_summary(memory.peak), id="memory-peak"),
             dcc.Graph(id="memory-timeline", figure=memory_figure(memory.series, memory.peak)),
             html.H4("Memory per module forward"),
-            dash_table.DataTable(  # type: ignore[attr-defined]  # generated at import
-                id="module-memory-table",
-                columns=COLUMNS,
-                data=[dict(row) for row in memory.modules],
-                sort_action="native",
-                filter_action="native",
-                page_size=PAGE_SIZE,
-                style_cell={"textAlign": "left", "maxWidth": "40em", "whiteSpace": "normal"},
-                style_table={"overflowX": "auto"},
-            ),
+            data_grid("module-memory-table", COLUMNS, memory.modules),
         ]
     )
 

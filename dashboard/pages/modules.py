@@ -9,9 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 import dash
-from dash import dash_table, dcc, html
-from dash.dash_table.Format import Format, Scheme
+from dash import dcc, html
 
+from dashboard.components.grid import Column, data_grid
 from dashboard.components.messages import (
     error_banner,
     notice,
@@ -22,16 +22,14 @@ from dashboard.figures.memory import NO_MODULES, module_tree_figure
 
 dash.register_page(__name__, path="/modules", name="Modules", title="trainprof: modules", order=5)
 
-PAGE_SIZE = 25
-_MICROS = Format(precision=1, scheme=Scheme.fixed)
-COLUMNS: list[dict[str, Any]] = [
-    {"name": "path", "id": "path"},
-    {"name": "class", "id": "class_name"},
-    {"name": "calls", "id": "calls", "type": "numeric"},
-    {"name": "forward µs", "id": "forward_us", "type": "numeric", "format": _MICROS},
-    {"name": "backward µs", "id": "backward_us", "type": "numeric", "format": _MICROS},
-    {"name": "self µs", "id": "self_us", "type": "numeric", "format": _MICROS},
-]
+COLUMNS = (
+    Column("path", "path", wide=True),
+    Column("class_name", "class"),
+    Column("calls", "calls", "count"),
+    Column("forward_us", "forward µs", "us"),
+    Column("backward_us", "backward µs", "us"),
+    Column("self_us", "self µs", "us"),
+)
 
 
 def layout(run: str | None = None, **_query: Any) -> html.Div:
@@ -50,15 +48,6 @@ def layout(run: str | None = None, **_query: Any) -> html.Div:
             html.H4("Forward plus backward time per module"),
             dcc.Graph(id="module-tree", figure=module_tree_figure(rows)),
             html.H4("Modules"),
-            dash_table.DataTable(  # type: ignore[attr-defined]  # generated at import
-                id="modules-table",
-                columns=COLUMNS,
-                data=rows,
-                sort_action="native",
-                filter_action="native",
-                page_size=PAGE_SIZE,
-                style_cell={"textAlign": "left", "maxWidth": "40em", "whiteSpace": "normal"},
-                style_table={"overflowX": "auto"},
-            ),
+            data_grid("modules-table", COLUMNS, rows),
         ]
     )

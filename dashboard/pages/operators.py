@@ -9,11 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 import dash
-from dash import Input, Output, State, dash_table, dcc, html
-from dash.dash_table.Format import Format, Scheme
+from dash import Input, Output, State, dcc, html
 from dash.development.base_component import Component
 
 from dashboard.app import run_from_search
+from dashboard.components.grid import Column, column_defs, data_grid
 from dashboard.components.messages import error_banner, page_data, pick_run
 from dashboard.data.runs import current_root
 from dashboard.data.tables import run_ops, run_table_errors
@@ -24,8 +24,6 @@ dash.register_page(
 )
 
 BY_SHAPE = "shape"
-PAGE_SIZE = 25
-_MICROS = Format(precision=1, scheme=Scheme.fixed)
 
 
 def layout(run: str | None = None, **_query: Any) -> html.Div:
@@ -52,34 +50,27 @@ def layout(run: str | None = None, **_query: Any) -> html.Div:
     )
 
 
-def ops_columns(*, by_shape: bool) -> list[dict[str, Any]]:
+def ops_columns(*, by_shape: bool) -> list[Column]:
     """The table's columns: name, [input shapes,] calls, self, total and mean time."""
-    columns: list[dict[str, Any]] = [{"name": "name", "id": "name"}]
-    if by_shape:
-        columns.append({"name": "input shapes", "id": "input_dims"})
-    columns.append({"name": "calls", "id": "calls", "type": "numeric"})
-    for key, label in (("self_us", "self µs"), ("total_us", "total µs"), ("mean_us", "mean µs")):
-        columns.append({"name": label, "id": key, "type": "numeric", "format": _MICROS})
-    return columns
+    shape = [Column("input_dims", "input shapes", wide=True)] if by_shape else []
+    return [
+        Column("name", "name", wide=True),
+        *shape,
+        Column("calls", "calls", "count"),
+        Column("self_us", "self µs", "us"),
+        Column("total_us", "total µs", "us"),
+        Column("mean_us", "mean µs", "us"),
+    ]
 
 
 def ops_table(rows: list[dict[str, Any]], *, by_shape: bool) -> Component:
     """The sortable, filterable table of ``rows``."""
-    return dash_table.DataTable(  # type: ignore[attr-defined]  # generated at import
-        id="ops-table",
-        columns=ops_columns(by_shape=by_shape),
-        data=rows,
-        sort_action="native",
-        filter_action="native",
-        page_size=PAGE_SIZE,
-        style_cell={"textAlign": "left", "maxWidth": "40em", "whiteSpace": "normal"},
-        style_table={"overflowX": "auto"},
-    )
+    return data_grid("ops-table", ops_columns(by_shape=by_shape), rows)
 
 
 @dash.callback(
-    Output("ops-table", "data"),
-    Output("ops-table", "columns"),
+    Output("ops-table", "rowData"),
+    Output("ops-table", "columnDefs"),
     Input("group-by-shape", "value"),
     State("url", "search"),
     prevent_initial_call=True,
@@ -95,4 +86,4 @@ def regroup(grouping: list[str] | None, search: str | None) -> tuple[Any, Any]:
         rows = run_ops(root, run, by_shape=by_shape)
     except (ValueError, LookupError):
         return dash.no_update, dash.no_update
-    return rows, ops_columns(by_shape=by_shape)
+    return rows, column_defs(ops_columns(by_shape=by_shape))

@@ -54,3 +54,25 @@ def query_value(url: str, key: str = "run") -> str | None:
     """The query parameter ``key`` of ``url``, unquoted."""
     values = parse_qs(urlsplit(url).query).get(key)
     return unquote(values[0]) if values else None
+
+
+def grid_cell(grid_id: str, field: str) -> str:
+    """The CSS selector of the cells of column ``field`` in AG Grid ``grid_id``."""
+    return f'#{grid_id} .ag-row .ag-cell[col-id="{field}"]'
+
+
+def grid_column(dash_duo: Any, grid_id: str, field: str) -> list[str]:
+    """The shown text of column ``field`` on the grid's current page, top row first."""
+    dash_duo.wait_for_element(grid_cell(grid_id, field), timeout=WAIT_S)
+    script = """
+        const [gridId, field] = arguments;
+        const rows = [...document.querySelectorAll(`#${gridId} .ag-center-cols-container .ag-row`)];
+        rows.sort((a, b) => +a.getAttribute('row-index') - +b.getAttribute('row-index'));
+        return rows.map(r => r.querySelector(`.ag-cell[col-id="${field}"]`)?.textContent ?? null);
+    """
+    return list(dash_duo.driver.execute_script(script, grid_id, field))
+
+
+def number(text: str) -> float:
+    """A number as a grid shows it (``12,345.6``)."""
+    return float(text.replace(",", ""))

@@ -16,6 +16,9 @@ from tests.conftest import SHARED_TRACES
 from tests.dashboard.browser import (
     WAIT_S,
     figure_traces,
+    grid_cell,
+    grid_column,
+    number,
     open_path,
     query_value,
     wait_for_url,
@@ -127,31 +130,23 @@ def test_recommendation_link_keeps_the_run(dash_duo: Any, trace_root: Path) -> N
     assert query_value(url) == "sample"
 
 
-def column_texts(dash_duo: Any, table_id: str, column: str) -> list[str]:
-    """The text of every shown cell of ``column`` in DataTable ``table_id``, top to bottom."""
-    cells = dash_duo.find_elements(f'#{table_id} td[data-dash-column="{column}"]')
-    return [cell.text for cell in cells]
-
-
 def test_operators_table_starts_with_the_most_self_time(dash_duo: Any, trace_root: Path) -> None:
     open_path(dash_duo, trace_root, "/operators?run=sample")
-    dash_duo.wait_for_element('#ops-table td[data-dash-column="self_us"]', timeout=WAIT_S)
     expected = run_ops(trace_root, "sample", by_shape=False)
 
-    selfs = [float(text) for text in column_texts(dash_duo, "ops-table", "self_us")]
+    selfs = [number(text) for text in grid_column(dash_duo, "ops-table", "self_us")]
     assert len(selfs) == 25  # one page of the table
     assert selfs[0] == max(selfs) == pytest.approx(expected[0]["self_us"], abs=0.05)
-    assert column_texts(dash_duo, "ops-table", "name")[0] == expected[0]["name"]
-    assert not dash_duo.find_elements('#ops-table th[data-dash-column="input_dims"]')
+    assert grid_column(dash_duo, "ops-table", "name")[0] == expected[0]["name"]
+    assert not dash_duo.find_elements('#ops-table .ag-header-cell[col-id="input_dims"]')
     (bar,) = figure_traces(dash_duo, "ops-top")
     assert bar["type"] == "bar" and len(bar["y"]) == 15
     assert not dash_duo.find_element("#error-banner").is_displayed()
 
     dash_duo.find_element("#group-by-shape input").click()
 
-    dash_duo.wait_for_element('#ops-table td[data-dash-column="input_dims"]', timeout=WAIT_S)
     grouped = run_ops(trace_root, "sample", by_shape=True)
-    assert column_texts(dash_duo, "ops-table", "input_dims")[0] == grouped[0]["input_dims"]
+    assert grid_column(dash_duo, "ops-table", "input_dims")[0] == grouped[0]["input_dims"]
     assert dash_duo.get_logs() == []
 
 
@@ -159,12 +154,11 @@ def test_kernels_page_shows_table_and_type_chart(dash_duo: Any, trace_root: Path
     if not (trace_root / REFERENCE_RUN).is_dir():
         pytest.skip(f"reference trace not found at {REFERENCE_TRACE}")
     open_path(dash_duo, trace_root, f"/kernels?run={REFERENCE_RUN}")
-    dash_duo.wait_for_element('#kernels-table td[data-dash-column="name"]', timeout=WAIT_S)
     kernels, types = run_kernels(trace_root, REFERENCE_RUN)
 
-    totals = [float(text) for text in column_texts(dash_duo, "kernels-table", "total_us")]
+    totals = [number(text) for text in grid_column(dash_duo, "kernels-table", "total_us")]
     assert totals[0] == pytest.approx(kernels[0]["total_us"], abs=0.05)
-    assert column_texts(dash_duo, "kernels-table", "grid")[0] == kernels[0]["grid"]
+    assert grid_column(dash_duo, "kernels-table", "grid")[0] == kernels[0]["grid"]
     (pie,) = figure_traces(dash_duo, "kernel-types")
     assert pie["type"] == "pie"
     labels = dash_duo.driver.execute_script(
@@ -209,4 +203,4 @@ def test_nav_lists_the_table_pages_and_keeps_the_run(dash_duo: Any, trace_root: 
 
     url = wait_for_url(dash_duo, lambda url: urlsplit(url).path == "/operators")
     assert query_value(url) == "sample"
-    dash_duo.wait_for_element('#ops-table td[data-dash-column="name"]', timeout=WAIT_S)
+    dash_duo.wait_for_element(grid_cell("ops-table", "name"), timeout=WAIT_S)

@@ -23,7 +23,7 @@ from dashboard.figures.memory import (
 from profiler.analysis.memory import memory_peak, module_memory
 from profiler.analysis.modules import module_table
 from profiler.analysis.table import load_trace
-from tests.dashboard.browser import WAIT_S, open_path, plotly_data
+from tests.dashboard.browser import WAIT_S, grid_cell, grid_column, open_path, plotly_data
 
 SAMPLE = Path(__file__).resolve().parents[2] / "traces" / "sample"
 PLAIN_FILE = "host_1.1700000000001.pt.trace.json"
@@ -253,7 +253,7 @@ def test_memory_page_shows_the_chart_and_the_peak(dash_duo: Any, root: Path) -> 
     assert traces[-1]["name"] == PEAK
     assert traces[-1]["max"] == memory.peak["allocated_bytes"]
     assert str(memory.peak["module"]) in traces[-1]["hover"][0]
-    dash_duo.wait_for_element('#module-memory-table td[data-dash-column="path"]', timeout=WAIT_S)
+    dash_duo.wait_for_element(grid_cell("module-memory-table", "path"), timeout=WAIT_S)
     assert not dash_duo.find_element("#error-banner").is_displayed()
     assert dash_duo.get_logs() == []
 
@@ -261,7 +261,7 @@ def test_memory_page_shows_the_chart_and_the_peak(dash_duo: Any, root: Path) -> 
 @pytest.mark.browser
 def test_modules_page_shows_the_tree_and_the_table(dash_duo: Any, root: Path) -> None:
     open_path(dash_duo, root, "/modules?run=sample")
-    dash_duo.wait_for_element('#modules-table td[data-dash-column="path"]', timeout=WAIT_S)
+    dash_duo.wait_for_element(grid_cell("modules-table", "path"), timeout=WAIT_S)
 
     (tree,) = plotly_data(
         dash_duo,
@@ -273,8 +273,7 @@ def test_modules_page_shows_the_tree_and_the_table(dash_duo: Any, root: Path) ->
     assert tree["ids"] == SMALL_CNN
     assert tree["parents"][SMALL_CNN.index("features.0")] == "features"
     dash_duo.wait_for_contains_text("#module-tree", "features.0", timeout=WAIT_S)
-    paths = [c.text for c in dash_duo.find_elements('#modules-table td[data-dash-column="path"]')]
-    assert paths == SMALL_CNN
+    assert grid_column(dash_duo, "modules-table", "path") == SMALL_CNN
     assert not dash_duo.find_element("#error-banner").is_displayed()
     assert dash_duo.get_logs() == []
 
@@ -313,4 +312,4 @@ def test_nav_lists_the_new_pages(dash_duo: Any, root: Path) -> None:
 
     dash_duo.find_element("#nav a[href='/modules?run=sample']").click()
 
-    dash_duo.wait_for_element('#modules-table td[data-dash-column="path"]', timeout=WAIT_S)
+    dash_duo.wait_for_element(grid_cell("modules-table", "path"), timeout=WAIT_S)
