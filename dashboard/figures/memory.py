@@ -8,6 +8,7 @@ from typing import Any
 import plotly.graph_objects as go
 
 from dashboard.figures.overview import empty_figure
+from dashboard.figures.text import plain
 
 NO_SAMPLES = "No memory samples in this run"
 NO_MODULES = "No nn.Module ranges in this run"
@@ -33,8 +34,8 @@ def peak_hover(peak: Mapping[str, Any]) -> str:
         where += f", {peak.get('module_phase')})"
     op = peak.get("op") or "no op"
     return (
-        f"peak {format_bytes(peak['allocated_bytes'])} on {peak['device']}"
-        f"<br>module: {where}<br>op: {op}"
+        f"peak {format_bytes(peak['allocated_bytes'])} on {plain(peak['device'])}"
+        f"<br>module: {plain(where)}<br>op: {plain(op)}"
     )
 
 
@@ -139,17 +140,22 @@ def module_tree_figure(rows: Sequence[Mapping[str, Any]]) -> go.Figure:
     figure = go.Figure(
         go.Treemap(
             ids=ids,
-            labels=ids,
+            labels=[plain(path) for path in ids],
             parents=[_parent(r, known) for r in rows],
             values=module_tree_values(rows),
             customdata=[
-                [str(r["class_name"]), float(r["forward_us"]), float(r["backward_us"])]
+                [
+                    plain(r["path"]),
+                    plain(r["class_name"]),
+                    float(r["forward_us"]),
+                    float(r["backward_us"]),
+                ]
                 for r in rows
             ],
             branchvalues="total",
             hovertemplate=(
-                "%{id} (%{customdata[0]})<br>forward %{customdata[1]:,.1f} µs"
-                "<br>backward %{customdata[2]:,.1f} µs<extra></extra>"
+                "%{customdata[0]} (%{customdata[1]})<br>forward %{customdata[2]:,.1f} µs"
+                "<br>backward %{customdata[3]:,.1f} µs<extra></extra>"
             ),
         )
     )

@@ -8,6 +8,7 @@ from typing import Any
 import plotly.graph_objects as go
 
 from dashboard.figures.overview import empty_figure
+from dashboard.figures.text import plain
 
 TOP_N = 15
 LABEL_CHARS = 60  # kernel names run to thousands of characters; the hover shows them whole
@@ -33,7 +34,7 @@ def top_bar_figure(
         return empty_figure(NO_ROWS)
     top = sorted(rows, key=lambda r: (-float(r[value_key]), str(r["name"])))[:n]
     top.reverse()  # plotly draws the first category at the bottom
-    names = [str(r["name"]) for r in top]
+    names = [plain(r["name"]) for r in top]
     figure = go.Figure(
         go.Bar(
             x=[float(r[value_key]) for r in top],
@@ -66,7 +67,7 @@ def kernel_type_figure(rows: Sequence[Mapping[str, Any]]) -> go.Figure:
         return empty_figure(NO_ROWS)
     figure = go.Figure(
         go.Pie(
-            labels=[str(r["kernel_type"]) for r in rows],
+            labels=[plain(r["kernel_type"]) for r in rows],
             values=[float(r["sum_us"]) for r in rows],
             sort=False,
             hovertemplate="%{label}: %{value:,.0f} µs (%{percent})<extra></extra>",

@@ -16,6 +16,8 @@ from dashboard.figures.overview import (
     step_breakdown_figure,
     step_metrics_figure,
 )
+from dashboard.figures.tables import top_bar_figure
+from dashboard.figures.text import plain
 from profiler.analysis.steps import CATEGORIES
 
 
@@ -96,3 +98,14 @@ def test_step_metrics_leave_out_what_was_not_recorded_and_name_ranks() -> None:
 @pytest.mark.parametrize("rows", [[], ()])
 def test_step_metrics_of_no_rows_is_empty_with_a_note(rows: Any) -> None:
     assert_empty_with_note(step_metrics_figure(rows))
+
+
+def test_trace_text_reaches_plotly_escaped() -> None:
+    rows = [{"name": "kernel<float, 4>", "self_us": 2.0}, {"name": "<b>x</b> & y", "self_us": 1.0}]
+
+    (bar,) = top_bar_figure(rows, "self_us", "self").data
+
+    # The largest is drawn on top, which plotly lists last.
+    assert list(bar.customdata) == ["&lt;b&gt;x&lt;/b&gt; &amp; y", "kernel&lt;float, 4&gt;"]
+    assert list(bar.y) == list(bar.customdata)
+    assert plain("a<b>&c") == "a&lt;b&gt;&amp;c"
