@@ -13,10 +13,20 @@ from typing import Any, Literal
 
 import dash_ag_grid as dag
 
-Kind = Literal["text", "count", "us", "bytes", "pct"]
+Kind = Literal["text", "count", "rate", "us", "ms", "bytes", "pct", "delta_us", "delta_pct"]
 PAGE_SIZE = 25
-# d3-format specifiers per kind; dash-ag-grid evaluates "function" formatters with d3 in scope.
-_FORMATS: dict[str, str] = {"count": ",d", "us": ",.1f", "bytes": ",d", "pct": ".1f"}
+# d3-format specifier and divisor per kind; dash-ag-grid evaluates "function" formatters with
+# d3 in scope. "ms" shows a microsecond value in milliseconds.
+_FORMATS: dict[str, tuple[str, int]] = {
+    "count": (",d", 1),
+    "rate": (",.2f", 1),
+    "us": (",.1f", 1),
+    "ms": (",.2f", 1000),
+    "bytes": (",d", 1),
+    "pct": (".1f", 1),
+    "delta_us": ("+,.1f", 1),
+    "delta_pct": ("+.1f", 1),
+}
 
 
 @dataclass(frozen=True)
@@ -26,8 +36,8 @@ class Column:
     Attributes:
         field: the row key it shows.
         header: its title.
-        kind: how values are formatted and filtered: text, or a number of calls, microseconds,
-            bytes or percent.
+        kind: how values are formatted and filtered: text, or a number (:data:`Kind`; ``ms``
+            shows a value in microseconds as milliseconds, ``delta_*`` are signed).
         wide: whether it takes the spare width (names).
     """
 
@@ -92,9 +102,10 @@ def _column_def(column: Column) -> dict[str, Any]:
     else:
         spec["filter"] = "agNumberColumnFilter"
         spec["type"] = "rightAligned"
-        fmt = _FORMATS[column.kind]
+        fmt, divisor = _FORMATS[column.kind]
+        value = "params.value" if divisor == 1 else f"params.value / {divisor}"
         spec["valueFormatter"] = {
-            "function": f"params.value == null ? '' : d3.format('{fmt}')(params.value)"
+            "function": f"params.value == null ? '' : d3.format('{fmt}')({value})"
         }
     if column.wide:
         spec["flex"] = 2
