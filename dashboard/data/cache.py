@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import pandas as pd
 
@@ -80,29 +80,42 @@ def _working(fingerprint: Fingerprint, stage: str) -> Iterator[None]:
                 _work[key] = previous
 
 
+@overload
+def per_trace(analyse: Callable[[TraceTable, Path], T]) -> Callable[[Fingerprint], T | str]: ...
+
+
+@overload
 def per_trace(
-    analyse: Callable[[TraceTable, Path], T],
-) -> Callable[[Fingerprint], T | str]:
+    *, maxsize: int
+) -> Callable[[Callable[[TraceTable, Path], T]], Callable[[Fingerprint], T | str]]: ...
+
+
+def per_trace(analyse: Any = None, *, maxsize: int = TRACE_CACHE_SIZE) -> Any:
     """Cache ``analyse(trace, path)`` per trace file, or the message why the file failed.
 
-    The returned function takes a file's fingerprint. Results are shared by the cache: treat
-    them as read-only.
+    Use as ``@per_trace``, or ``@per_trace(maxsize=N)`` for results as large as the trace
+    itself (a timeline index), of which only the latest few should stay in memory. The
+    returned function takes a file's fingerprint. Results are shared by the cache: treat them
+    as read-only.
     """
 
-    @lru_cache(maxsize=TRACE_CACHE_SIZE)
-    def cached(fingerprint: Fingerprint) -> T | str:
-        file = Path(fingerprint[0])
-        try:
-            trace = loaded_trace(fingerprint)
-            with _working(fingerprint, "analysing"):
-                return analyse(trace, file)
-        except TraceFormatError as exc:
-            return f"{file.name}: {exc.problem}"
-        except Exception as exc:  # one bad file must not take the page down
-            return f"{file.name}: cannot be analysed ({type(exc).__name__}: {exc})"
+    def wrap(analyse: Callable[[TraceTable, Path], T]) -> Callable[[Fingerprint], T | str]:
+        @lru_cache(maxsize=maxsize)
+        def cached(fingerprint: Fingerprint) -> T | str:
+            file = Path(fingerprint[0])
+            try:
+                trace = loaded_trace(fingerprint)
+                with _working(fingerprint, "analysing"):
+                    return analyse(trace, file)
+            except TraceFormatError as exc:
+                return f"{file.name}: {exc.problem}"
+            except Exception as exc:  # one bad file must not take the page down
+                return f"{file.name}: cannot be analysed ({type(exc).__name__}: {exc})"
 
-    cached.__doc__ = analyse.__doc__
-    return cached
+        cached.__doc__ = analyse.__doc__
+        return cached
+
+    return wrap if analyse is None else wrap(analyse)
 
 
 def loaded_trace(fingerprint: Fingerprint) -> TraceTable:

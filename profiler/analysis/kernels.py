@@ -13,7 +13,7 @@ peer, the docstring says how.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Final
 
 import numpy as np
@@ -259,23 +259,52 @@ def launch_stats(trace: TraceTable) -> pd.DataFrame:
     return stats
 
 
+def launch_links(
+    events: pd.DataFrame, *, calls: Collection[str] | None = LAUNCH_CALLS
+) -> pd.DataFrame:
+    """Host launch calls paired with the GPU work they launched, by ``correlation``.
+
+    A launch call is a CUDA/HIP runtime or driver event with a correlation id, named in
+    ``calls`` (any name when None: synchronous copies and graph launches too); its GPU work is
+    the kernels, memcpy and memset with the same id.
+
+    Args:
+        events: rows of ``trace.events`` (any subset, e.g. those of one correlation id).
+        calls: the launch call names, :data:`LAUNCH_CALLS` by default.
+
+    Returns:
+        One row per pair, in the calls' order: ``call`` and ``work`` (index labels in
+        ``events``) and ``correlation``.
+    """
+    correlation = events["correlation"].to_numpy()
+    is_call = events["kind"].isin(_HOST_LAUNCH_KINDS).to_numpy() & (correlation >= 0)
+    if calls is not None:
+        is_call &= _names_where(events["name"], frozenset(calls).__contains__)
+    is_work = events["kind"].isin(GPU_KINDS).to_numpy()
+    host = pd.DataFrame({"call": events.index[is_call], "correlation": correlation[is_call]})
+    work = pd.DataFrame({"work": events.index[is_work], "correlation": correlation[is_work]})
+    return host.merge(work, on="correlation")[["call", "work", "correlation"]]
+
+
 def _launch_pairs(events: pd.DataFrame) -> pd.DataFrame:
     """Launch calls joined to their GPU work, with durations and launch delay."""
-    is_call = _names_where(events["name"], LAUNCH_CALLS.__contains__)
-    is_call &= events["kind"].isin(_HOST_LAUNCH_KINDS).to_numpy()
-    calls = events.loc[is_call & (events["correlation"] >= 0).to_numpy()]
-    calls = calls[["correlation", "name", "ts_us", "dur_us", "end_us"]].rename(
-        columns={"name": "launch_name", "ts_us": "launch_ts_us", "dur_us": "cpu_duration_us"}
+    links = launch_links(events)
+    call, work = events.loc[links["call"]], events.loc[links["work"]]
+    launch_end = call["end_us"].to_numpy()
+    pairs = pd.DataFrame(
+        {
+            "correlation": links["correlation"].to_numpy(),
+            "launch_name": call["name"].astype(str).to_numpy(),
+            "name": work["name"].astype(str).to_numpy(),
+            "stream": work["stream"].to_numpy(),
+            "launch_ts_us": call["ts_us"].to_numpy(),
+            "ts_us": work["ts_us"].to_numpy(),
+            "cpu_duration_us": call["dur_us"].to_numpy(),
+            "gpu_duration_us": work["dur_us"].to_numpy(),
+            "launch_delay_us": np.clip(work["ts_us"].to_numpy() - launch_end, 0.0, None),
+        }
     )
-    work = events.loc[
-        events["kind"].isin(GPU_KINDS), ["correlation", "name", "stream", "ts_us", "dur_us"]
-    ]
-    pairs = calls.merge(work.rename(columns={"dur_us": "gpu_duration_us"}), on="correlation")
-    pairs["launch_delay_us"] = (pairs["ts_us"] - pairs.pop("end_us")).clip(lower=0.0)
-    pairs = pairs.astype({"launch_name": str, "name": str})
-    columns = ["correlation", "launch_name", "name", "stream", "launch_ts_us", "ts_us"]
-    columns += ["cpu_duration_us", "gpu_duration_us", "launch_delay_us"]
-    return pairs.sort_values(["launch_ts_us", "correlation"], ignore_index=True)[columns]
+    return pairs.sort_values(["launch_ts_us", "correlation"], ignore_index=True)
 
 
 def launch_summary(trace: TraceTable) -> dict[str, int | float | None]:

@@ -1,0 +1,184 @@
+"""The Timeline's figure: a view's shapes as horizontal segments on one row per lane.
+
+Up to 50k shapes draw fast as WebGL line segments: one ``Scattergl`` per event kind (or, when
+aggregated, per busy-fraction band), each shape three points (start, middle, end: so a click
+anywhere near a long bar finds it) and a gap. Every point carries its event's row as
+``customdata``, so a click maps back to the event; bins carry none. Times are milliseconds from
+the trace's first event. Names go into hover text with ``<``, ``>`` and ``&`` escaped, since
+plotly reads a subset of HTML there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from dashboard.figures.overview import empty_figure
+from dashboard.figures.text import plain
+
+NO_EVENTS = "No events in this trace"
+KIND_COLORS: dict[str, str] = {
+    "cpu_op": "#4c78a8",
+    "user_annotation": "#b279a2",
+    "python_function": "#9d755d",
+    "runtime": "#54a24b",
+    "driver": "#88d27a",
+    "kernel": "#f58518",
+    "memcpy": "#e45756",
+    "memset": "#ff9da6",
+    "gpu_user_annotation": "#d6a5c9",
+    "sync": "#eeca3b",
+}
+OTHER_COLOR = "#bab0ac"
+# Aggregated bins: one band per busy fraction, darker when busier.
+BUSY_BANDS = (0.25, 0.5, 0.75, 1.0)
+_BAND_OPACITY = (0.3, 0.5, 0.75, 1.0)
+_LANE_PX = 42
+_BAND_HEIGHT = 0.8  # of a lane's row, for the rows of nested events
+_POINTS_PER_SHAPE = 4  # start, middle, end, gap
+_HOVER_CHARS = 100
+
+
+def to_ms(view: Any, time_us: float | np.ndarray) -> Any:
+    """Microseconds of the trace as the figure's x: milliseconds from its first event."""
+    return (time_us - view.span_us[0]) / 1000.0
+
+
+def to_us(view: Any, time_ms: float) -> float:
+    """The figure's x (milliseconds from the first event) as the trace's microseconds."""
+    return float(view.span_us[0] + float(time_ms) * 1000.0)
+
+
+def timeline_figure(view: Any, *, revision: str = "") -> dict[str, Any]:
+    """The view as segments on lanes.
+
+    Args:
+        view: a ``TimelineView`` (``lanes``, ``span_us``, ``aggregated``, ``shapes``).
+        revision: plotly's ``uirevision``: zoom and pan survive new data while it stays the
+            same (give the file's name).
+
+    Returns:
+        The figure as a dict (what ``dcc.Graph`` takes): one ``scattergl`` per event kind
+        (exact) or busy band (aggregated), in that order; an empty figure saying
+        :data:`NO_EVENTS` when the trace has no lanes. A dict, not a ``go.Figure``: plotly's
+        objects check every point of every list, ten times the cost of the rest at 50k shapes.
+    """
+    if not view.lanes:
+        return dict(empty_figure(NO_EVENTS).to_dict())
+    shapes = view.shapes
+    traces = _bin_traces(view, shapes) if view.aggregated else _event_traces(view, shapes)
+    return {"data": traces, "layout": _layout(view.lanes, revision)}
+
+
+def _event_traces(view: Any, shapes: pd.DataFrame) -> list[dict[str, Any]]:
+    y = shapes["lane"].to_numpy() + _depth_offsets(shapes)
+    traces = []
+    for kind in _kinds_in_order(shapes["kind"]):
+        mask = (shapes["kind"] == kind).to_numpy()
+        part = shapes[mask]
+        hover = [
+            f"{_label(name)}<br>{dur:,.3f} µs"
+            for name, dur in zip(part["name"], part["end_us"] - part["start_us"], strict=True)
+        ]
+        traces.append(
+            _segments(view, part, y[mask], f"{kind} ({len(part):,})", KIND_COLORS.get(kind), hover)
+        )
+    return traces
+
+
+def _bin_traces(view: Any, shapes: pd.DataFrame) -> list[dict[str, Any]]:
+    width = view.bin_us or 1.0
+    fraction = (shapes["busy_us"] / width).clip(0.0, 1.0).to_numpy()
+    band = np.minimum(np.searchsorted(BUSY_BANDS, fraction, side="left"), len(BUSY_BANDS) - 1)
+    traces = []
+    for number, (top, opacity) in enumerate(zip(BUSY_BANDS, _BAND_OPACITY, strict=True)):
+        part = shapes[band == number].assign(row=None)
+        hover = _bin_hover(part, width)
+        low = 0 if number == 0 else int(100 * BUSY_BANDS[number - 1])
+        label = f"busy {low}-{int(100 * top)}% ({len(part):,} bins)"
+        color = f"rgba(76, 120, 168, {opacity})"
+        traces.append(_segments(view, part, part["lane"].to_numpy(float), label, color, hover))
+    return traces
+
+
+def _bin_hover(part: pd.DataFrame, width_us: float) -> list[str]:
+    busy_pct = 100 * part["busy_us"] / width_us
+    return [
+        f"mostly {_label(name) or '(instants)'}<br>{events:,} events, {busy:.0f}% busy"
+        for name, events, busy in zip(part["name"], part["events"], busy_pct, strict=True)
+    ]
+
+
+def _label(name: Any) -> str:
+    """A name for a hover label: escaped, and cut short (the details panel has it whole)."""
+    text = str(name)
+    return plain(text if len(text) <= _HOVER_CHARS else text[: _HOVER_CHARS - 1] + "…")
+
+
+def _segments(
+    view: Any, part: pd.DataFrame, y: np.ndarray, name: str, color: str | None, hover: list[str]
+) -> dict[str, Any]:
+    """One trace drawing each row of ``part`` as a segment at ``y``: start, middle, end, gap."""
+    # Rounded to 0.1 µs and 0.001 of a row: the JSON is half the size, the drawing the same.
+    start = np.round(to_ms(view, part["start_us"].to_numpy()), 4)
+    end = np.round(to_ms(view, part["end_us"].to_numpy()), 4)
+    x = _interleave(start, np.round((start + end) / 2, 4), end)
+    y = np.round(y, 3)
+    rows = part["row"].to_numpy(object)
+    return {
+        "type": "scattergl",
+        "x": x,
+        "y": _interleave(y, y, y),
+        "customdata": _interleave(rows, rows, rows),
+        "hovertext": _interleave(hover, hover, hover),
+        "hoverinfo": "text",
+        "mode": "lines",
+        "name": name,
+        "line": {"width": 10, "color": color or OTHER_COLOR},
+        "connectgaps": False,
+    }
+
+
+def _interleave(*columns: Sequence[Any] | np.ndarray) -> list[Any]:
+    """``[a0, b0, c0, None, a1, b1, c1, None, ...]``: points of segments, then a gap."""
+    count = len(columns[0])
+    points = np.full(count * _POINTS_PER_SHAPE, None, dtype=object)
+    for offset, column in enumerate(columns):
+        values = column.tolist() if isinstance(column, np.ndarray) else list(column)
+        points[offset::_POINTS_PER_SHAPE] = values
+    return points.tolist()  # plain Python values: plotly sends lists, not typed arrays
+
+
+def _depth_offsets(shapes: pd.DataFrame) -> np.ndarray:
+    """Nested events one sub-row lower per level, every lane's stack within its row."""
+    depth = shapes["depth"].to_numpy(float)
+    deepest = shapes.groupby("lane")["depth"].transform("max").to_numpy(float)
+    return _BAND_HEIGHT * depth / (deepest + 1)
+
+
+def _kinds_in_order(kinds: pd.Series) -> list[str]:
+    present = set(kinds.astype(str))
+    return [k for k in KIND_COLORS if k in present] + sorted(present - set(KIND_COLORS))
+
+
+def _layout(lanes: Sequence[Any], revision: str) -> dict[str, Any]:
+    return {
+        "uirevision": revision,
+        "height": 140 + _LANE_PX * len(lanes),
+        "margin": {"l": 10, "r": 10, "t": 30, "b": 40},
+        "hovermode": "closest",
+        "dragmode": "zoom",
+        "xaxis": {"title": {"text": "time (ms) from the trace's first event"}, "zeroline": False},
+        "yaxis": {
+            "tickvals": list(range(len(lanes))),
+            "ticktext": [plain(lane.label) for lane in lanes],
+            "range": [len(lanes) - 0.05, -0.25],
+            "fixedrange": True,
+            "automargin": True,
+            "zeroline": False,
+        },
+        "legend": {"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0},
+    }

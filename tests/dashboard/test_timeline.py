@@ -1,0 +1,451 @@
+"""The Timeline page: its figure, its status and details, its data, and the page in Chromium."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import dash
+import numpy as np
+import pytest
+from selenium.webdriver.support.ui import WebDriverWait
+
+from dashboard.app import create_app
+from dashboard.components.timeline import WHOLE, details_panel, status_text, x_window
+from dashboard.data.timeline import run_event, run_timeline, run_trace_files, trace_file
+from dashboard.figures.text import plain
+from dashboard.figures.timeline import NO_EVENTS, timeline_figure, to_ms, to_us
+from profiler.analysis.table import load_trace
+from profiler.analysis.timeline import prepare_timeline, timeline_view
+from profiler.analysis.timeline_details import event_details
+from tests.conftest import SHARED_TRACES
+from tests.dashboard.browser import WAIT_S, open_path, plotly_data
+
+SAMPLE = Path(__file__).resolve().parents[2] / "traces" / "sample"
+HTA = SHARED_TRACES / "hta"
+TRICKY = "<b>bold</b> & co"
+
+
+def _trace(events: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"schemaVersion": 1, "traceEvents": events}
+
+
+def _op(name: str, ts: float, dur: float, tid: int = 1) -> dict[str, Any]:
+    return {"ph": "X", "cat": "cpu_op", "name": name, "pid": 1, "tid": tid, "ts": ts, "dur": dur}
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    """The sample run, two reference GPU traces (if present) and a run with a tricky name."""
+    root = tmp_path / "traces"
+    shutil.copytree(SAMPLE, root / "sample")
+    (root / "tricky").mkdir()
+    events = [_op("outer", 0, 100), _op(TRICKY, 10, 20)]
+    (root / "tricky" / "w.1.pt.trace.json").write_text(json.dumps(_trace(events)))
+    for name in ("two_ranks_rank-0", "diff_control"):
+        if (HTA / f"{name}.json.gz").is_file():
+            (root / "reference" / name).mkdir(parents=True)
+            shutil.copy(HTA / f"{name}.json.gz", root / "reference" / name)
+    return root
+
+
+def _reference(root: Path, name: str) -> Path:
+    path = root / "reference" / name / f"{name}.json.gz"
+    if not path.is_file():
+        pytest.skip("reference traces not found")
+    return path
+
+
+# Figure ----------------------------------------------------------------------------------------
+
+
+def test_exact_figure_draws_each_event_as_a_segment_with_its_row(tmp_path: Path) -> None:
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps(_trace([_op("outer", 0, 100), _op(TRICKY, 10, 20, tid=2)])))
+    view = timeline_view(load_trace(path))
+
+    figure = timeline_figure(view, revision="t.json")
+
+    (cpu,) = figure["data"]
+    assert cpu["type"] == "scattergl" and cpu["name"] == "cpu_op (2)"
+    rows = [r for r in cpu["customdata"] if r is not None]
+    assert rows == [r for r in view.shapes["row"] for _ in range(3)]
+    assert cpu["x"][:4] == [0.0, 0.05, 0.1, None]  # ms from the first event: start, middle, end
+    assert cpu["y"][4] == 1.0  # second lane
+    assert all("<b>" not in text for text in cpu["hovertext"] if text)
+    assert plain(TRICKY) in cpu["hovertext"][4]
+    layout = figure["layout"]
+    assert layout["uirevision"] == "t.json"
+    assert layout["yaxis"]["ticktext"] == [plain(lane.label) for lane in view.lanes]
+
+
+def test_aggregated_figure_draws_bins_by_busy_fraction() -> None:
+    trace = load_trace(_first(SAMPLE))
+    view = timeline_view(trace, max_shapes=40)
+    assert view.aggregated
+
+    figure = timeline_figure(view)
+
+    assert [t["name"].split(" (")[0] for t in figure["data"]] == [
+        "busy 0-25%", "busy 25-50%", "busy 50-75%", "busy 75-100%",
+    ]  # fmt: skip
+    drawn = sum(len([x for x in t["x"] if x is not None]) // 3 for t in figure["data"])
+    assert drawn == view.shape_count
+    assert all(r is None for t in figure["data"] for r in t["customdata"])
+    busy = view.shapes["busy_us"].to_numpy() / view.bin_us
+    full = [t for t in figure["data"] if t["name"].startswith("busy 75-100%")][0]
+    assert len([x for x in full["x"] if x is not None]) // 3 == int((busy > 0.75).sum())
+
+
+def test_figure_of_a_trace_without_events_says_so(tmp_path: Path) -> None:
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps(_trace([])))
+    figure = timeline_figure(timeline_view(load_trace(path)))
+    assert figure["data"] == [] and figure["layout"]["annotations"][0]["text"] == NO_EVENTS
+
+
+def test_ms_and_us_convert_both_ways() -> None:
+    view = timeline_view(load_trace(_first(SAMPLE)))
+    assert to_us(view, to_ms(view, view.span_us[0] + 1234.5)) == pytest.approx(
+        view.span_us[0] + 1234.5
+    )
+
+
+# Status, relayout, details ---------------------------------------------------------------------
+
+
+def test_status_says_exact_or_aggregated() -> None:
+    trace = load_trace(_first(SAMPLE))
+    exact, binned = timeline_view(trace), timeline_view(trace, max_shapes=40)
+    assert status_text(exact) == f"{len(trace.events):,} events drawn exactly"
+    text = status_text(binned)
+    assert text.startswith(f"aggregated: {len(trace.events):,} events in {binned.shape_count:,}")
+    assert "zoom in" in text
+
+
+def test_x_window_reads_plotlys_relayout_events() -> None:
+    assert x_window({"xaxis.range[0]": 5, "xaxis.range[1]": 2.5}) == (2.5, 5.0)
+    assert x_window({"xaxis.range": [1, 2]}) == (1.0, 2.0)
+    assert x_window({"xaxis.autorange": True}) == WHOLE
+    assert x_window({"autosize": True}) is None and x_window(None) is None
+
+
+def test_details_panel_is_text() -> None:
+    trace = load_trace(_first(SAMPLE))
+    row = int(trace.events.index[trace.events["name"] == "aten::addmm"][0])
+    details = event_details(trace, row)
+
+    panel = details_panel(details, float(trace.events["ts_us"].min()))
+
+    texts = _texts(panel)
+    assert "aten::addmm" in texts
+    assert any(t.startswith("nn.Module: classifier") for t in texts)  # a stack line
+    assert details.args["input_dims"] in texts
+
+
+def _texts(component: Any) -> list[str]:
+    """Every string in a component tree, depth first."""
+    if isinstance(component, str):
+        return [component]
+    children = getattr(component, "children", None)
+    children = children if isinstance(children, list) else [children] if children else []
+    return [text for child in children for text in _texts(child)]
+
+
+# Data ------------------------------------------------------------------------------------------
+
+
+def test_run_files_and_the_view_of_each(root: Path) -> None:
+    files = run_trace_files(root, "sample")
+    assert list(files) == sorted(p.name for p in SAMPLE.glob("*.json.gz"))
+    for file in files:
+        trace = load_trace(SAMPLE / file)
+        view = run_timeline(root, "sample", file)
+        assert not isinstance(view, str)
+        assert view.event_count == len(trace.events)
+        assert set(view.shapes["row"]) == set(trace.events.index)
+    first = run_timeline(root, "sample")
+    assert not isinstance(first, str) and first.event_count == len(
+        load_trace(SAMPLE / files[0]).events
+    )
+    assert run_timeline(root, "sample", files[0]) is run_timeline(root, "sample", files[0])
+
+
+def test_run_timeline_zooms(root: Path) -> None:
+    trace = load_trace(_first(SAMPLE))
+    start_us = float(trace.events["ts_us"].min()) + 1000.0
+    end_us = start_us + 2000.0
+    events = trace.events
+    expected = set(events.index[(events["ts_us"] <= end_us) & (events["end_us"] >= start_us)])
+
+    view = run_timeline(root, "sample", _first(SAMPLE).name, start_us, end_us)
+
+    assert not isinstance(view, str) and set(view.shapes["row"]) == expected
+
+
+@pytest.mark.parametrize("file", ["../x", "../sample/" + "x.json", "/etc/passwd", "..", ""])
+def test_file_names_outside_the_run_are_refused(root: Path, file: str) -> None:
+    with pytest.raises(ValueError):
+        run_timeline(root, "sample", file)
+    with pytest.raises(ValueError):
+        run_event(root, "sample", file, 0)
+
+
+def test_unknown_files_runs_and_rows_are_lookup_errors(root: Path) -> None:
+    with pytest.raises(LookupError):
+        trace_file(root, "sample", "nope.json")
+    with pytest.raises(LookupError):
+        run_trace_files(root, "nope")
+    with pytest.raises(ValueError):
+        run_trace_files(root, "../..")
+    with pytest.raises(LookupError):
+        run_event(root, "sample", None, 10**9)
+
+
+def test_run_event_is_event_details_of_the_file(root: Path) -> None:
+    path = _reference(root, "two_ranks_rank-0")
+    trace = load_trace(path)
+    row = int(trace.events.index[trace.events["name"] == "cudaLaunchKernel"][3])
+
+    details = run_event(root, "reference/two_ranks_rank-0", path.name, row)
+
+    assert details == event_details(trace, row, index=prepare_timeline(trace))
+
+
+def test_an_unreadable_file_is_a_message(root: Path) -> None:
+    (root / "sample" / "bad.pt.trace.json.gz").write_bytes(b"\x1f\x8b not gzip")
+    message = run_timeline(root, "sample", "bad.pt.trace.json.gz")
+    assert isinstance(message, str) and "bad.pt.trace.json.gz" in message
+
+
+# Page and callbacks, called directly --------------------------------------------------------
+
+
+def _page_module(root: Path) -> Any:
+    app = create_app(root)
+    page = next(p for p in dash.page_registry.values() if p["path"] == "/timeline")
+    return app, sys.modules[page["module"]]
+
+
+def _element(tree: Any, element_id: str) -> Any:
+    if getattr(tree, "id", None) == element_id:
+        return tree
+    children = getattr(tree, "children", None)
+    for child in children if isinstance(children, list) else [children]:
+        found = _element(child, element_id) if child is not None else None
+        if found is not None:
+            return found
+    return None
+
+
+@pytest.mark.parametrize(
+    ("file", "notice"),
+    [("../x", "file-refused"), ("a/b.json", "file-refused"), ("no.json", "file-unknown")],
+)
+def test_layout_refuses_files_outside_the_run(root: Path, file: str, notice: str) -> None:
+    app, page = _page_module(root)
+    with app.server.app_context():
+        tree = page.layout(run="sample", file=file)
+    assert file in _element(tree, notice).children
+    assert _element(tree, "timeline") is None
+
+
+def test_layout_shows_the_picked_file(root: Path) -> None:
+    files = run_trace_files(root, "sample")
+    app, page = _page_module(root)
+    with app.server.app_context():
+        tree = page.layout(run="sample", file=files[1])
+    assert _element(tree, "timeline-file").value == files[1]
+    assert _element(tree, "timeline-file").options == list(files)
+    events = load_trace(root / "sample" / files[1]).events
+    assert _element(tree, "timeline-status").children == f"{len(events):,} events drawn exactly"
+
+
+def test_layout_of_an_unreadable_file_shows_the_banner(root: Path) -> None:
+    (root / "broken").mkdir()
+    (root / "broken" / "w.1.pt.trace.json.gz").write_bytes(b"\x1f\x8b <b>not gzip</b>")
+    app, page = _page_module(root)
+    with app.server.app_context():
+        tree = page.layout(run="broken")
+    banner = _element(tree, "error-banner")
+    assert getattr(banner, "hidden", False) is False
+    assert "w.1.pt.trace.json.gz" in str(banner.children)
+    assert _element(tree, "timeline-file").value == "w.1.pt.trace.json.gz"
+
+
+def test_show_event_fills_the_details_of_the_clicked_row(root: Path) -> None:
+    files = run_trace_files(root, "sample")
+    events = load_trace(root / "sample" / files[0]).events
+    row = int(events.index[events["name"] == "aten::addmm"][0])
+    app, page = _page_module(root)
+    with app.server.app_context():
+        panel = page.show_event({"points": [{"customdata": row}]}, files[0], "?run=sample")
+        binned = page.show_event({"points": [{"customdata": None}]}, files[0], "?run=sample")
+    assert _element(panel, "event-name").children == "aten::addmm"
+    assert "zoom in" in binned
+
+
+def _first(run_dir: Path) -> Path:
+    return sorted(run_dir.glob("*.json.gz"))[0]
+
+
+# Browser ---------------------------------------------------------------------------------------
+
+DRAWN = "return d.reduce((n, t) => n + Array.from(t.x).filter(v => v !== null).length / 3, 0);"
+
+
+def _graph_listens(dash_duo: Any, event: str) -> None:
+    """Wait until dcc.Graph has bound its handler of plotly's ``event`` (after the first draw):
+    an event emitted sooner goes unheard."""
+    script = (
+        "const gd = document.querySelector('#timeline .js-plotly-plot');"
+        f"return !!(gd && gd._ev && gd._ev.listeners('{event}').length);"
+    )
+    WebDriverWait(dash_duo.driver, WAIT_S).until(lambda driver: driver.execute_script(script))
+
+
+def _zoom(dash_duo: Any, low_ms: float, high_ms: float) -> None:
+    _graph_listens(dash_duo, "plotly_relayout")
+    dash_duo.driver.execute_script(
+        "const gd = document.querySelector('#timeline .js-plotly-plot');"
+        f"Plotly.relayout(gd, {{'xaxis.range[0]': {low_ms}, 'xaxis.range[1]': {high_ms}}});"
+    )
+
+
+def _click_row(dash_duo: Any, row: int) -> None:
+    """Emit plotly's click on the first point that carries ``row``, as a real click would."""
+    found = plotly_data(
+        dash_duo,
+        "timeline",
+        f"for (let c = 0; c < d.length; c++) {{ const p = Array.from(d[c].customdata)"
+        f".indexOf({row}); if (p >= 0) return [c, p, d[c].x[p], d[c].y[p]]; }} return null;",
+    )
+    assert found is not None, f"row {row} is not drawn"
+    _graph_listens(dash_duo, "plotly_click")
+    curve, point, x, y = found
+    dash_duo.driver.execute_script(
+        "const gd = document.querySelector('#timeline .js-plotly-plot');"
+        f"gd.emit('plotly_click', {{points: [{{curveNumber: {curve}, pointNumber: {point},"
+        f" x: {x}, y: {y}}}]}});"
+    )
+
+
+def _overlapping(events: Any, origin_us: float, low_ms: float, high_ms: float) -> int:
+    start_us, end_us = origin_us + low_ms * 1000, origin_us + high_ms * 1000
+    return int(((events["ts_us"] <= end_us) & (events["end_us"] >= start_us)).sum())
+
+
+@pytest.mark.browser
+def test_timeline_of_our_sample_zooms_and_shows_an_op(dash_duo: Any, root: Path) -> None:
+    files = run_trace_files(root, "sample")
+    trace = load_trace(root / "sample" / files[0])
+    events = trace.events
+    open_path(dash_duo, root, "/timeline?run=sample")
+    dash_duo.wait_for_contains_text("#timeline-status", "drawn exactly", timeout=WAIT_S)
+    assert plotly_data(dash_duo, "timeline", DRAWN) == len(events)
+    labels = plotly_data(dash_duo, "timeline", "return document.querySelector("
+                         "'#timeline .js-plotly-plot')._fullLayout.yaxis.ticktext;")  # fmt: skip
+    assert any("trainprof" in label for label in labels)
+
+    row = int(events.index[events["name"] == "aten::addmm"][0])
+    _click_row(dash_duo, row)
+    dash_duo.wait_for_text_to_equal("#event-name", "aten::addmm", timeout=WAIT_S)
+    assert "nn.Module: classifier" in dash_duo.find_element("#event-stack").text
+
+    origin = float(events["ts_us"].min())
+    low_ms, high_ms = 5.0, 7.0
+    expected = _overlapping(events, origin, low_ms, high_ms)
+    assert 0 < expected < len(events)
+    _zoom(dash_duo, low_ms, high_ms)
+    dash_duo.wait_for_text_to_equal(
+        "#timeline-status", f"{expected:,} events drawn exactly", timeout=WAIT_S
+    )
+    assert plotly_data(dash_duo, "timeline", DRAWN) == expected
+
+    dash_duo.select_dcc_dropdown("#timeline-file", value=files[1])
+    other = load_trace(root / "sample" / files[1]).events
+    dash_duo.wait_for_text_to_equal(
+        "#timeline-status", f"{len(other):,} events drawn exactly", timeout=WAIT_S
+    )
+    assert plotly_data(dash_duo, "timeline", DRAWN) == len(other)
+    assert dash_duo.get_logs() == []
+
+
+@pytest.mark.browser
+def test_timeline_of_a_big_gpu_trace_is_aggregated_until_zoomed(dash_duo: Any, root: Path) -> None:
+    path = _reference(root, "diff_control")
+    events = load_trace(path).events
+    open_path(dash_duo, root, "/timeline?run=reference/diff_control")
+    dash_duo.wait_for_contains_text("#timeline-status", "aggregated", timeout=WAIT_S)
+    status = dash_duo.find_element("#timeline-status").text
+    assert status.startswith(f"aggregated: {len(events):,} events in ")
+    bins = plotly_data(dash_duo, "timeline", DRAWN)
+    assert f"in {bins:,} bins" in status and 0 < bins <= 50_000
+
+    origin = float(events["ts_us"].min())
+    expected = _overlapping(events, origin, 100.0, 104.0)
+    _zoom(dash_duo, 100.0, 104.0)
+    dash_duo.wait_for_text_to_equal(
+        "#timeline-status", f"{expected:,} events drawn exactly", timeout=WAIT_S
+    )
+    assert plotly_data(dash_duo, "timeline", DRAWN) == expected != bins
+
+    dash_duo.driver.execute_script(
+        "Plotly.relayout(document.querySelector('#timeline .js-plotly-plot'),"
+        " {'xaxis.autorange': true});"
+    )
+    dash_duo.wait_for_text_to_equal("#timeline-status", status, timeout=WAIT_S)
+    assert dash_duo.get_logs() == []
+
+
+@pytest.mark.browser
+def test_clicking_a_launch_shows_its_kernel(dash_duo: Any, root: Path) -> None:
+    path = _reference(root, "two_ranks_rank-0")
+    events = load_trace(path).events
+    row = int(events.index[events["name"] == "cudaLaunchKernel"][7])
+    correlation = events.loc[row, "correlation"]
+    kernel = events[(events["kind"] == "kernel") & (events["correlation"] == correlation)]
+    open_path(dash_duo, root, "/timeline?run=reference/two_ranks_rank-0")
+    dash_duo.wait_for_contains_text("#timeline-status", "drawn exactly", timeout=WAIT_S)
+    labels = plotly_data(dash_duo, "timeline", "return document.querySelector("
+                         "'#timeline .js-plotly-plot')._fullLayout.yaxis.ticktext;")  # fmt: skip
+    assert "GPU 0 stream 7" in labels
+
+    _click_row(dash_duo, row)
+
+    dash_duo.wait_for_text_to_equal("#event-name", "cudaLaunchKernel", timeout=WAIT_S)
+    assert str(kernel["name"].iloc[0])[:40] in dash_duo.find_element("#event-launched").text
+    assert str(int(correlation)) in dash_duo.find_element("#event-details").text
+    assert dash_duo.get_logs() == []
+
+
+@pytest.mark.browser
+def test_names_are_text_and_bad_files_get_a_notice(dash_duo: Any, root: Path) -> None:
+    open_path(dash_duo, root, "/timeline?run=tricky")
+    dash_duo.wait_for_contains_text("#timeline-status", "2 events drawn exactly", timeout=WAIT_S)
+    events = load_trace(root / "tricky" / "w.1.pt.trace.json").events
+    _click_row(dash_duo, int(events.index[events["name"] == TRICKY][0]))
+    dash_duo.wait_for_text_to_equal("#event-name", TRICKY, timeout=WAIT_S)
+    assert "<b>" not in dash_duo.find_element("#event-details").get_attribute("innerHTML")
+    assert "outer" in dash_duo.find_element("#event-stack").text
+
+    dash_duo.wait_for_page(
+        url=f"{dash_duo.server_url}/timeline?run=sample&file=../x", timeout=WAIT_S
+    )
+    dash_duo.wait_for_contains_text("#file-refused", "../x", timeout=WAIT_S)
+    dash_duo.wait_for_page(
+        url=f"{dash_duo.server_url}/timeline?run=sample&file=no.json", timeout=WAIT_S
+    )
+    dash_duo.wait_for_contains_text("#file-unknown", "no.json", timeout=WAIT_S)
+    dash_duo.wait_for_page(url=f"{dash_duo.server_url}/timeline?run=../../etc", timeout=WAIT_S)
+    dash_duo.wait_for_contains_text("#run-refused", "../../etc", timeout=WAIT_S)
+
+
+def test_view_rows_are_numpy_free_in_the_figure() -> None:
+    view = timeline_view(load_trace(_first(SAMPLE)))
+    figure = timeline_figure(view)
+    values = [v for t in figure["data"] for key in ("x", "y", "customdata") for v in t[key]]
+    assert not any(isinstance(v, np.generic) for v in values)
