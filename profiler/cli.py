@@ -131,6 +131,36 @@ def diff(
         raise typer.Exit(2)
 
 
+@app.command("export-tensorboard")
+def export_tensorboard(
+    run_dir: Annotated[
+        Path, typer.Argument(help="A run directory, or torch.profiler trace file(s).")
+    ],
+    logdir: Annotated[Path, typer.Option("--logdir", help="TensorBoard log directory.")],
+    name: Annotated[
+        str | None, typer.Option("--name", help="Run name in TensorBoard (default: RUN_DIR's).")
+    ] = None,
+) -> None:
+    """Write a run's scalars, advice and traces where TensorBoard reads them: LOGDIR/<run>/.
+
+    Re-exporting replaces the earlier export. Exit status 2: the run cannot be read (no change).
+    """
+    from profiler.export.tensorboard import ExportError
+    from profiler.export.tensorboard import export_tensorboard as export
+
+    try:
+        result = export(run_dir, logdir, run_name=name)
+    except (FileNotFoundError, ExportError, TraceFormatError) as exc:
+        _fail(exc, code=2)
+    except (ImportError, OSError, ValueError) as exc:  # no tensorboard; unwritable; bad --name
+        _fail(exc)
+    console.print(
+        f"[green]exported[/] {result.steps} steps and {result.windows} capture window(s) "
+        f"into [bold]{result.run_dir}[/]"
+    )
+    console.print(f"view it: tensorboard --logdir {logdir}")
+
+
 @app.command()
 def dashboard(
     root: Annotated[Path, typer.Argument(help="Trace store root: every run under it.")] = Path(

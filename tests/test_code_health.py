@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCES = [name for name in ("profiler", "dashboard", "tests", "bench", "scripts") if (ROOT / name).is_dir()]
+CHECKED = ("profiler", "dashboard", "tests", "bench", "scripts")
+SOURCES = [name for name in CHECKED if (ROOT / name).is_dir()]
 
 
 def run(*command: str) -> subprocess.CompletedProcess[str]:

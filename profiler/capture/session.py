@@ -62,6 +62,10 @@ class Profile:
         system_metrics: sample CPU %, RSS and GPU load on a background thread.
         metadata: your own JSON-serialisable facts about the run (hyperparameters, a ticket),
             kept in ``meta/run.json`` under ``config.metadata``.
+        tensorboard_logdir: also write the run where TensorBoard reads it, ``<logdir>/<run>/``:
+            per-step scalars at each ~1 s flush, then at stop the full export (window scalars,
+            recommendations, traces for the profiler plugin), as ``trainprof
+            export-tensorboard`` writes it. Rank 0 only; export other ranks' runs afterwards.
 
     The session starts when the ``with`` block is entered (or at :meth:`start`). Inside the
     block use ``prof.loader(iterable)`` to time data waits and call ``prof.step()`` once per
@@ -84,6 +88,7 @@ class Profile:
         with_stack: bool = False,
         system_metrics: bool = True,
         metadata: Mapping[str, Any] | None = None,
+        tensorboard_logdir: str | os.PathLike[str] | None = None,
     ) -> None:
         if schedule is not None and not isinstance(schedule, Schedule):
             raise TypeError("schedule must come from profiler.schedule(...) or be None")
@@ -114,6 +119,8 @@ class Profile:
         self._kineto: KinetoSession | None = None
         self._sampler: SystemSampler | None = None
         self._steps: StepLog | None = None
+        self.tensorboard_logdir = None if tensorboard_logdir is None else Path(tensorboard_logdir)
+        self._tensorboard: Any = None  # a profiler.export.tensorboard.LiveWriter while running
 
     # Public surface ----------------------------------------------------------------------------
 
@@ -152,11 +159,13 @@ class Profile:
         self._memory = MemoryProbe("cuda" if self.device != "cpu" else "cpu")
         self._steps = StepLog(self.store.steps_path)
         self._metrics = StepMetrics(
-            self.models, self._memory, self._steps.write, self._clock, cuda=self.device != "cpu"
+            self.models, self._memory, self._write_steps, self._clock, cuda=self.device != "cpu"
         )
         self._metrics.extra = self._step_extra
         self._started = True
         try:
+            if self.tensorboard_logdir is not None and self.rank == 0:
+                self._tensorboard = self._open_tensorboard(self.tensorboard_logdir)
             if self.system_metrics:
                 self._sampler = SystemSampler()
                 self._sampler.start()
@@ -220,13 +229,21 @@ class Profile:
             return
         self._started = False
         try:
-            self._finish(error)
+            self._save(error)
         except Exception as exc:
             if error is None:
                 raise
             warnings.warn(f"trainprof: could not save the failed run: {exc}", stacklevel=2)
 
     # Internals ----------------------------------------------------------------------------------
+
+    def _save(self, error: BaseException | None) -> None:
+        try:
+            self._finish(error)
+        finally:  # after _finish's last flush of step records
+            if self._tensorboard is not None:
+                self._tensorboard.close()
+        self._export_tensorboard()
 
     def _finish(self, error: BaseException | None) -> None:
         try:
@@ -255,6 +272,27 @@ class Profile:
                 self._memory.close()
             status = RunStatus.COMPLETE if error is None else RunStatus.FAILED
             self.store.finish(status, steps=self._step, error=error)
+
+    def _write_steps(self, records: list[dict[str, Any]]) -> None:
+        """The step metrics' sink, about once a second: the step log, then TensorBoard."""
+        assert self._steps is not None
+        self._steps.write(records)
+        if self._tensorboard is not None:
+            self._tensorboard.add_steps(records)
+
+    def _open_tensorboard(self, logdir: Path) -> Any:
+        # Imported here: only runs that ask for TensorBoard pay for loading it (~0.3 s).
+        from profiler.export.tensorboard import LiveWriter
+
+        return LiveWriter(logdir, self.run_name, rank=self.rank)
+
+    def _export_tensorboard(self) -> None:
+        """Replace the live scalars with the full export (the same as the CLI's)."""
+        if self._tensorboard is None or self.tensorboard_logdir is None:
+            return
+        from profiler.export.tensorboard import export_tensorboard  # see _open_tensorboard
+
+        export_tensorboard(self.run_dir, self.tensorboard_logdir, run_name=self.run_name)
 
     def _sync_window_state(self, *, was_recording: bool) -> None:
         assert self._kineto is not None and self._tracer is not None

@@ -1,1 +1,1 @@
-"""Views over analysis results: the terminal report (and, later, the TensorBoard export)."""
+"""Views over analysis results: the terminal report and the TensorBoard export."""
