@@ -135,6 +135,16 @@ def _view_of(run: str, file: str, whole: Any, window: tuple[float, float]) -> An
 
 
 @dash.callback(
+    Output("event-details", "children", allow_duplicate=True),
+    Input("timeline-file", "value"),
+    prevent_initial_call=True,
+)
+def forget_event(_file: str | None) -> str:
+    """Another file is shown: the last clicked event is not in it."""
+    return CLICK_HINT
+
+
+@dash.callback(
     Output("event-details", "children"),
     Input("timeline", "clickData"),
     State("timeline-file", "value"),

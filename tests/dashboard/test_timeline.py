@@ -27,6 +27,7 @@ from tests.dashboard.browser import WAIT_S, open_path, plotly_data
 SAMPLE = Path(__file__).resolve().parents[2] / "traces" / "sample"
 HTA = SHARED_TRACES / "hta"
 TRICKY = "<b>bold</b> & co"
+CLICK_HINT = "Click an event for its details."  # the empty details panel, as the page says it
 
 
 def _trace(events: list[dict[str, Any]]) -> dict[str, Any]:
@@ -371,6 +372,7 @@ def test_timeline_of_our_sample_zooms_and_shows_an_op(dash_duo: Any, root: Path)
         "#timeline-status", f"{len(other):,} events drawn exactly", timeout=WAIT_S
     )
     assert plotly_data(dash_duo, "timeline", DRAWN) == len(other)
+    dash_duo.wait_for_text_to_equal("#event-details", CLICK_HINT, timeout=WAIT_S)
     assert dash_duo.get_logs() == []
 
 
