@@ -23,6 +23,7 @@ from dashboard.data.runs import ROOT_CONFIG_KEY, list_runs, run_version
 
 PAGES_FOLDER = Path(__file__).resolve().parent / "pages"
 RUN_PARAM = "run"
+BASE_PARAM = "base"  # the diff's other run
 DEFAULT_REFRESH_S = 2.0
 # Pages drawn from the per-step metrics too, so a new steps line must redraw them.
 _META_PAGES = frozenset({"/"})
@@ -62,8 +63,13 @@ def run_href(page: str, run: str | None) -> str:
 
 def run_from_search(search: str | None) -> str | None:
     """The ``run`` query parameter of a URL's ``?...`` part, if any."""
-    values = parse_qs((search or "").lstrip("?")).get(RUN_PARAM)
+    values = query_values(search, RUN_PARAM)
     return values[0] if values else None
+
+
+def query_values(search: str | None, key: str) -> list[str]:
+    """Every value of query parameter ``key`` in a URL's ``?...`` part."""
+    return parse_qs((search or "").lstrip("?")).get(key, [])
 
 
 def _shell(refresh_s: float) -> html.Div:
@@ -143,10 +149,12 @@ def _register_live_callbacks(app: dash.Dash, root: Path) -> None:
         State("run-version", "data"),
     )
     def poll(_tick: int | None, path: str | None, search: str | None, seen: Any) -> tuple[Any, str]:
-        """Note the shown run's files; ask for a redraw when they changed under the same view."""
+        """Note the shown runs' files; ask for a redraw when they changed under the same view."""
         run = run_from_search(search) or next((r.name for r in list_runs(root)), None)
-        view = f"{path}?{run}"
-        version = None if run is None else run_version(root, run, with_meta=path in _META_PAGES)
+        view = f"{path}?{search}"
+        shown = [run, *query_values(search, BASE_PARAM)] if run is not None else []
+        with_meta = path in _META_PAGES
+        version = "|".join(str(run_version(root, name, with_meta=with_meta)) for name in shown)
         redraw = isinstance(seen, dict) and seen.get("view") == view and seen["version"] != version
         if isinstance(seen, dict) and seen.get("view") == view and not redraw:
             return dash.no_update, _status_text()

@@ -14,7 +14,7 @@ from urllib.parse import urlencode
 import dash
 from dash import Input, Output, State, dcc, html
 
-from dashboard.app import run_from_search
+from dashboard.app import BASE_PARAM, run_from_search
 from dashboard.components.grid import Column, data_grid
 from dashboard.components.messages import error_banner, notice, page_data
 from dashboard.data.diff import RunDiff, other_runs, run_diff
@@ -23,7 +23,6 @@ from dashboard.figures.diff import category_diff_figure, name_diff_figure
 
 dash.register_page(__name__, path="/diff", name="Diff", title="trainprof: diff", order=7)
 
-BASE_PARAM = "base"
 PICK_BASE = "Pick a base run to compare this run with."
 COLUMNS = (
     Column("name", "name", wide=True),

@@ -117,3 +117,17 @@ def test_new_runs_windows_and_steps_appear_without_a_restart(dash_duo: Any, root
     dash_duo.select_dcc_dropdown("#run-picker", value="later")
     dash_duo.wait_for_contains_text("h3", "Run later", timeout=WAIT_S)
     assert dash_duo.get_logs() == []
+
+
+@pytest.mark.browser
+def test_diff_is_redrawn_when_its_base_run_changes(dash_duo: Any, root: Path) -> None:
+    shutil.copytree(SAMPLE, root / "base")
+    dash_duo.start_server(create_app(root, refresh_s=REFRESH_S), port=free_port())
+    dash_duo.wait_for_page(url=f"{dash_duo.server_url}/diff?run=sample&base=base", timeout=WAIT_S)
+    dash_duo.wait_for_contains_text("#diff-step", "(6 steps)", timeout=WAIT_S)
+
+    window = sorted((root / "base").glob("*.json.gz"))[0]
+    shutil.copy(window, window.with_name("host_9.1800000000000.pt.trace.json.gz"))
+
+    dash_duo.wait_for_contains_text("#diff-step", "in base (9 steps)", timeout=WAIT_S)
+    assert dash_duo.get_logs() == []
