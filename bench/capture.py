@@ -8,7 +8,7 @@ For each repetition (interleaved: trainprof, then torch.profiler, same model and
   own ``export_chrome_trace`` of the same kind of window; target ratio <= 1.5;
 - bytes per event on disk: trainprof's file against torch's gzip file (tensorboard_trace_handler).
 
-    python bench/capture.py [--reps N] [--active N] [--json OUT]
+    python bench/capture.py [--quick | --reps N] [--active N] [--json OUT]
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -29,11 +30,17 @@ from rich.console import Console
 from rich.table import Table
 from torch import nn
 
-import profiler
-from profiler.capture import session as capture_session
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as `python bench/capture.py`
+    sys.path.insert(0, str(REPO))
+
+import profiler  # noqa: E402
+from bench.common import Ratio, machine, write_ratios  # noqa: E402
+from profiler.capture import session as capture_session  # noqa: E402
 
 STEP_RATIO_TARGET = 1.05
 DISK_RATIO_TARGET = 1.5
+QUICK_REPS, QUICK_ACTIVE = 5, 10  # --quick: a few seconds; the full run has 7 reps
 OPTIONS = {"record_shapes": True, "profile_memory": True, "with_stack": False}
 
 
@@ -121,8 +128,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--active", type=int, default=10)
+    parser.add_argument(
+        "--quick", action="store_true", help=f"{QUICK_REPS} reps, {QUICK_ACTIVE} active"
+    )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
+    if args.quick:
+        args.reps, args.active = QUICK_REPS, QUICK_ACTIVE
     torch.set_num_threads(1)
     ours: dict[str, list[float]] = {"step": [], "write": [], "bytes_per_event": []}
     theirs: dict[str, list[float]] = {"step": [], "write": [], "bytes_per_event": []}
@@ -165,7 +177,17 @@ def main() -> None:
         )
     Console().print(table)
     if args.json:
-        args.json.write_bytes(orjson.dumps({"medians": med, "ratios": ratios}))
+        found = [
+            Ratio(
+                f"{label.rsplit(' (', 1)[0]}, trainprof / torch.profiler",
+                ratios[key],
+                target,
+                None if target is None else "<=",
+                note=f"{args.reps} reps, {args.active} active steps",
+            )
+            for label, key, _, target in rows
+        ]
+        write_ratios(args.json, found, machine(), medians=med, reps=args.reps, active=args.active)
 
 
 if __name__ == "__main__":

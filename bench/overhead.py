@@ -40,12 +40,8 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import datetime
 import gc
 import inspect
-import json
-import os
-import platform
 import pstats
 import random
 import shutil
@@ -70,6 +66,7 @@ from rich.table import Table  # noqa: E402
 from torch import nn  # noqa: E402
 
 import profiler  # noqa: E402
+from bench.common import Ratio, loadavg, machine, write_ratios  # noqa: E402
 
 TARGET_PCT = 1.0  # the issue's target: always-on overhead <= 1% on both workloads
 MODES = ("baseline", "baseline_aa", "profiled", "profiled_sys")
@@ -327,6 +324,29 @@ class Comparison:
         return data
 
 
+def ratios(results: list[Comparison], steps: list[Interleaved]) -> list[Ratio]:
+    """The headline figures for bench/run.py: overhead % per design; A/A runs without target."""
+    found = [
+        Ratio(
+            name=f"always-on overhead, {r.workload}, {MODE_LABELS[r.mode]}",
+            value=r.overhead_pct,
+            target=None if r.mode == "baseline_aa" else TARGET_PCT,
+            comparison=None if r.mode == "baseline_aa" else "<=",
+            unit="%",
+            note=f"95% CI {r.ci_low_pct:+.2f}..{r.ci_high_pct:+.2f}, {r.rounds} rounds",
+        )
+        for r in results
+    ]
+    for r in steps:
+        low, high = r.ci_pct
+        run = "A/A (noise)" if r.aa else "on vs off"
+        name = f"always-on overhead, {r.workload}, step-interleaved {run}"
+        note = f"95% CI {low:+.2f}..{high:+.2f}, {r.pairs} pairs"
+        target = None if r.aa else TARGET_PCT
+        found.append(Ratio(name, r.delta_pct, target, None if r.aa else "<=", "%", note))
+    return found
+
+
 def compare(
     work: Workload, mode: str, blocks: dict[str, list[list[int]]], rounds: int
 ) -> Comparison:
@@ -498,52 +518,7 @@ def measure_interleaved(
     return [r for r in results if r is not None]
 
 
-# Machine ------------------------------------------------------------------------------------------
-
-
-def cpu_model() -> str:
-    """``model name`` from /proc/cpuinfo, with family/model/stepping (VMs often hide the name)."""
-    fields: dict[str, str] = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            key = key.strip()
-            if key in {"model name", "cpu family", "model", "stepping", "flags"}:
-                fields.setdefault(key, value.strip())
-    except OSError:
-        return platform.processor() or "unknown"
-    name = fields.get("model name", platform.processor() or "unknown")
-    detail = ", ".join(
-        f"{key} {fields[key]}" for key in ("cpu family", "model", "stepping") if key in fields
-    )
-    virtual = ", virtual machine" if "hypervisor" in fields.get("flags", "").split() else ""
-    return f"{name} ({detail}{virtual})" if detail else name
-
-
-def loadavg() -> list[float] | None:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return None
-
-
-def machine() -> dict[str, Any]:
-    try:
-        usable: int | None = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = None
-    return {
-        "date": datetime.date.today().isoformat(),
-        "cpu_model": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "cpus_usable": usable,
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "trainprof": profiler.__version__,
-        "loadavg_start": loadavg(),
-    }
+# Machine (cpu_model, loadavg and machine are in bench/common.py) ----------------------------------
 
 
 def cpu_busy_counter() -> Callable[[], dict[str, float]]:
@@ -1145,8 +1120,7 @@ def main(argv: Iterable[str] | None = None) -> int:
                 "breakdown": extra,
                 "elapsed_s": round(elapsed, 1),
             }
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps(payload, indent=2))
+            write_ratios(args.json, ratios(results, steps), **payload)
             console.print(f"wrote {args.json}")
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)
