@@ -20,7 +20,6 @@ import argparse
 import contextlib
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -42,7 +41,6 @@ from bench.common import Ratio, loadavg, machine, machine_line, read_ratios  # n
 
 Status = Literal["ok", "missing", "crashed", "timed out", "no ratios"]
 FAILED: frozenset[Status] = frozenset({"crashed", "timed out", "no ratios"})
-DASHBOARD_GOAL_S, DASHBOARD_GOAL_EVENTS = 3.0, 1_000_000
 LOG_TAIL_LINES = 8
 
 
@@ -99,36 +97,8 @@ class Outcome:
         return {key: getattr(self, key) for key in keys}
 
 
-def dashboard_ratios(pages: list[dict[str, Any]]) -> list[Ratio]:
-    """Ratios from bench/dashboard.py's JSON, a list of pages (it predates the shared shape)."""
-    found: list[Ratio] = []
-    for page in pages:
-        name, events = page["page"], page["events"]
-        if page.get("cold_s") is not None:
-            note = f"{events:,} events"
-            found.append(Ratio(f"{name} first render, cold", page["cold_s"], unit="s", note=note))
-        if page.get("warm_s"):
-            found.append(warm_render(name, events, page["warm_s"]))
-    return found
-
-
-def warm_render(page: str, events: int, warm_s: list[float]) -> Ratio:
-    """A page's median warm render; the Overview's against its goal, which is for 1M events."""
-    note = f"{events:,} events, median of {len(warm_s)}"
-    if page != "Overview":
-        return Ratio(f"{page} first render, warm", statistics.median(warm_s), unit="s", note=note)
-    if events < DASHBOARD_GOAL_EVENTS:
-        note += f"; goal ≤ {DASHBOARD_GOAL_S:g} s is at {DASHBOARD_GOAL_EVENTS:,}"
-        return Ratio("Overview first render, warm", statistics.median(warm_s), unit="s", note=note)
-    value = statistics.median(warm_s)
-    return Ratio("Overview first render, warm", value, DASHBOARD_GOAL_S, "<=", "s", note)
-
-
 def read_outcome_file(path: Path) -> tuple[dict[str, Any], list[Ratio]]:
-    """The machine and ratios a bench wrote: the shared shape, or the dashboard's page list."""
-    data = orjson.loads(path.read_bytes())
-    if isinstance(data, list):
-        return {}, dashboard_ratios(data)
+    """The machine and ratios a bench wrote."""
     return read_ratios(path)
 
 

@@ -14,7 +14,8 @@ import pytest
 from rich.console import Console
 
 from bench.common import Ratio, infer_comparison, machine, machine_line, read_ratios, write_ratios
-from bench.run import Bench, dashboard_ratios, main, number, target_text
+from bench.dashboard import PageResult, page_ratios
+from bench.run import Bench, main, number, target_text
 
 # A fake bench: writes RATIOS (and the arguments it got, as a note) to the file after --json.
 FAKE = """\
@@ -130,15 +131,17 @@ def test_a_bench_that_writes_no_ratios_fails(tmp_path: Path) -> None:
 
 def test_dashboard_pages_become_ratios() -> None:
     pages = [
-        {"page": "Overview", "events": 1_000_000, "cold_s": 9.0, "warm_s": [2.0, 2.5, 4.0]},
-        {"page": "Timeline", "events": 1_000_000, "cold_s": None, "warm_s": [], "skipped": "x"},
+        PageResult("Overview", 1_000_000, cold_s=9.0, warm_s=[2.0, 2.5, 4.0]),
+        PageResult("Timeline", 1_000_000, warm_s=[5.0], points=400, shapes=100),
     ]
-    cold, warm = dashboard_ratios(pages)
+    cold, warm, timeline_warm, shapes = page_ratios(pages)
     assert (cold.name, cold.value, cold.target) == ("Overview first render, cold", 9.0, None)
     assert (warm.value, warm.target, warm.comparison, warm.met) == (2.5, 3.0, "<=", True)
-    (small,) = dashboard_ratios([{**pages[0], "events": 100_000, "cold_s": None}])
+    assert (timeline_warm.value, timeline_warm.target) == (5.0, None)
+    assert (shapes.value, shapes.unit) == (100, "shapes") and "400 points" in (shapes.note or "")
+    (small,) = page_ratios([PageResult("Overview", 100_000, warm_s=[2.0])])
     assert small.target is None and "100,000 events" in (small.note or "")
-    assert "goal ≤ 3 s is at 1,000,000" in (small.note or "")
+    assert "goal < 3 s is at 1,000,000" in (small.note or "")
 
 
 def test_ratio_met_follows_its_comparison() -> None:
