@@ -1,12 +1,23 @@
-"""Load and summarise a trace with trainprof, against HTA's TraceAnalysis load of the same file.
+"""Load and summarise traces with trainprof, against HTA's TraceAnalysis load of the same files.
 
-Cold: each measurement runs in a fresh Python process (imports done before the clock starts), as
-a user's first load would; repetitions of the three are interleaved and medians reported, so
-machine noise hits all of them alike. In one long-lived process the figures drift with whatever
-the heap holds from earlier runs. Target (issue 3): the summary of a 100k-event trace in seconds,
-and trainprof's load at least 5x faster than HTA's.
+Every measurement runs in a fresh Python process, its imports done before the clock starts, as
+a user's first load would; repetitions interleave the measurements, and medians are reported, so
+machine noise hits all of them alike. Peak memory per event: in one more fresh process per tool,
+a tiny trace (2k events) is loaded first (one-time costs: lazy imports, allocator pools, ~13 MB
+for either tool), then the growth of the peak RSS over the RSS before the trace's load (HTA
+parses in a forked worker: that worker's peak over the same baseline is added) is divided by the
+trace's events. The timing processes' own peaks (one-time costs included) are in the JSON.
 
-    python bench/load_summary.py [--trace FILE] [--reps N] [--json OUT]
+- **cold**: trainprof's first load of the file, its columnar cache removed beforehand (the load
+  writes it; the time includes that);
+- **warm**: a load that finds the cache; **summarize**: ``profiler.summarize``, cold;
+- **HTA**: ``TraceAnalysis(trace_dir=...)`` on a directory holding only the file.
+
+Targets (issue 6, item 4): cold >= 5x faster than HTA, warm >= 30x, peak memory <= 300 bytes per
+event. Traces: the largest reference trace (``diff_control``) and a synthetic one (bench/synth.py,
+1M events; ``--quick``: 100k, 3 reps), kept in the bench cache directory between runs.
+
+    python bench/load_summary.py [--quick] [--reps N] [--events N] [--trace FILE] [--json OUT]
 """
 
 from __future__ import annotations
@@ -17,88 +28,235 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import orjson
 from rich.console import Console
 from rich.table import Table
 
-DEFAULT_TRACE = (
-    Path(__file__).resolve().parents[2] / "shared" / "traces" / "hta" / "diff_control.json.gz"
-)
-TARGET_LOAD_RATIO = 5.0
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as `python bench/load_summary.py`
+    sys.path.insert(0, str(REPO))
+
+from bench.common import Ratio, machine, machine_line, write_ratios  # noqa: E402
+from bench.synth import trace_file_name, write_synthetic_run  # noqa: E402
+
+REFERENCE_TRACE = REPO.parent / "shared" / "traces" / "hta" / "diff_control.json.gz"
+BENCH_CACHE = Path(tempfile.gettempdir()) / "trainprof-bench"
+SYNTH_RUN = "synth"
+TARGET_COLD, TARGET_WARM, TARGET_BYTES_PER_EVENT = 5.0, 30.0, 300.0
+WARMUP_EVENTS = 2_000
+MEASURES = ("trainprof cold", "trainprof warm", "trainprof summarize", "HTA load")
+
+# Each snippet runs after its imports, with TRACE (in a run directory) and HTA_DIR set; it
+# leaves what it loaded in RESULT. Cache files are removed (cold) in the setup, off the clock.
+_SETUP = {
+    "trainprof cold": "from profiler.analysis.table import load_trace\n"
+    "import shutil; shutil.rmtree(TRACE.parent / 'meta' / 'cache', ignore_errors=True)",
+    "trainprof warm": "from profiler.analysis.table import load_trace",
+    "trainprof summarize": "import profiler\n"
+    "import shutil; shutil.rmtree(TRACE.parent / 'meta' / 'cache', ignore_errors=True)",
+    "HTA load": "import logging; logging.disable(logging.WARNING)\n"
+    "from hta.trace_analysis import TraceAnalysis",
+}
+_STATEMENT = {
+    "trainprof cold": "RESULT = load_trace(TRACE)",
+    "trainprof warm": "RESULT = load_trace(TRACE)",
+    "trainprof summarize": "RESULT = profiler.summarize(TRACE)",
+    "HTA load": "RESULT = TraceAnalysis(trace_dir=str(HTA_DIR))",
+}
+_WARMUP = {
+    "trainprof cold": "load_trace(WARMUP / 'run' / 'w.pt.trace.json.gz')",
+    "HTA load": "TraceAnalysis(trace_dir=str(WARMUP / 'hta'))",
+}
+_CHILD = """\
+import json, resource, time, warnings; warnings.simplefilter('ignore')
+from pathlib import Path
+import psutil
+TRACE, HTA_DIR, WARMUP = Path({trace!r}), Path({hta_dir!r}), Path({warmup_dir!r})
+{setup}
+{warmup}
+base = psutil.Process().memory_info().rss
+start = time.perf_counter()
+{statement}
+elapsed = time.perf_counter() - start
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+print(json.dumps({{"s": elapsed, "peak_bytes": max(peak - base, 0) + max(children - base, 0),
+                  "events": getattr(RESULT, "event_count", None)}}))
+"""
 
 
-SNIPPETS = {
-    "trainprof load": (
-        "from profiler.analysis.table import load_trace", "load_trace(TRACE)"),
-    "trainprof summarize": ("import profiler", "profiler.summarize(TRACE)"),
-    "HTA load": (
-        "import logging; logging.disable(logging.WARNING)\n"
-        "from hta.trace_analysis import TraceAnalysis", "TraceAnalysis(trace_dir=RUN_DIR)"),
-}  # fmt: skip
+@dataclass
+class TraceResult:
+    """One trace's measurements: per measure, seconds and peak bytes of every repetition."""
+
+    name: str
+    events: int = 0
+    seconds: dict[str, list[float]] = field(default_factory=lambda: {m: [] for m in MEASURES})
+    peak_bytes: dict[str, list[int]] = field(default_factory=lambda: {m: [] for m in MEASURES})
+    failed: dict[str, str] = field(default_factory=dict)  # measure -> the error's last line
+    marginal_bytes: dict[str, int] = field(default_factory=dict)  # peak after a warm-up load
+
+    def median_s(self, measure: str) -> float:
+        return statistics.median(self.seconds[measure])
+
+    def bytes_per_event(self, measure: str) -> float:
+        """Peak bytes per event, after a warm-up where measured, else in a fresh process."""
+        if measure in self.marginal_bytes:
+            return self.marginal_bytes[measure] / max(self.events, 1)
+        return statistics.median(self.peak_bytes[measure]) / max(self.events, 1)
 
 
-def timed_in_fresh_process(what: str, trace: Path, run_dir: Path) -> float:
-    """Seconds the snippet's statement takes in a new interpreter, its imports not counted."""
-    setup, statement = SNIPPETS[what]
-    code = (
-        f"import time, warnings; warnings.simplefilter('ignore')\n{setup}\n"
-        f"TRACE, RUN_DIR = {str(trace)!r}, {str(run_dir)!r}\n"
-        f"start = time.perf_counter(); {statement}; print(time.perf_counter() - start)"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return float(out.stdout.strip().splitlines()[-1])
+def synthetic_trace(events: int, cache_dir: Path = BENCH_CACHE) -> Path:
+    """A synthetic trace of ``events`` events, written once and kept (shared with dashboard.py)."""
+    path = cache_dir / f"events-{events}" / SYNTH_RUN / trace_file_name(0)
+    if not path.is_file():  # written atomically: a file there is complete
+        write_synthetic_run(path.parent, events)
+    return path
+
+
+def measure_in_fresh_process(
+    measure: str, trace: Path, hta_dir: Path, warmup_dir: Path | None = None
+) -> dict[str, Any]:
+    """Seconds, peak bytes and event count of one measure in a new interpreter.
+
+    Args:
+        measure: one of :data:`MEASURES`.
+        trace: the trace, in a run directory of its own.
+        hta_dir: a directory holding only a copy of it, for HTA.
+        warmup_dir: where :func:`warmup_dir` put a tiny trace: load it first, off the clock
+            and before the memory baseline, so one-time costs (lazy imports, allocator pools:
+            ~13 MB for either tool) are not charged to the trace's events.
+
+    Returns:
+        The figures, or ``{"error": last line of its stderr}`` where the process failed.
+    """
+    code = _CHILD.format(
+        trace=str(trace), hta_dir=str(hta_dir), setup=_SETUP[measure],
+        warmup_dir=str(warmup_dir), warmup=_WARMUP[measure] if warmup_dir else "",
+        statement=_STATEMENT[measure],
+    )  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    if out.returncode != 0:
+        lines = out.stderr.strip().splitlines() or [f"exit status {out.returncode}"]
+        return {"error": lines[-1][:200]}
+    return orjson.loads(out.stdout.strip().splitlines()[-1])
+
+
+def copies(source: Path, workdir: Path, name: str | None = None) -> tuple[Path, Path]:
+    """``source`` copied into ``workdir/run`` (for trainprof) and ``workdir/hta`` (for HTA)."""
+    run_dir, hta_dir = workdir / "run", workdir / "hta"
+    run_dir.mkdir(parents=True)
+    hta_dir.mkdir()
+    shutil.copy(source, hta_dir / (name or source.name))
+    trace = Path(shutil.copy(source, run_dir / (name or source.name)))
+    return trace, hta_dir
+
+
+def bench_trace(source: Path, reps: int, workdir: Path, warmup: Path) -> TraceResult:
+    """Every measure on ``source``, ``reps`` interleaved rounds; copies keep the source as is.
+
+    Times come from plain fresh processes; peak memory per event from one more process per
+    tool that loads the tiny trace in ``warmup`` first (see :func:`measure_in_fresh_process`).
+    """
+    trace, hta_dir = copies(source, workdir / source.stem)
+    result = TraceResult(source.name)
+    for measure in ("trainprof cold", "HTA load"):
+        figures = measure_in_fresh_process(measure, trace, hta_dir, warmup)
+        if "error" not in figures:
+            result.marginal_bytes[measure] = int(figures["peak_bytes"])
+    for _ in range(reps):
+        for measure in (m for m in MEASURES if m not in result.failed):
+            figures = measure_in_fresh_process(measure, trace, hta_dir)
+            if "error" in figures:  # HTA 0.5.0 fails on some traces under pandas 3
+                result.failed[measure] = figures["error"]
+                continue
+            result.seconds[measure].append(figures["s"])
+            result.peak_bytes[measure].append(int(figures["peak_bytes"]))
+            result.events = int(figures["events"] or result.events)
+    return result
+
+
+def ratios(result: TraceResult) -> list[Ratio]:
+    """The targets' figures for one trace (those against HTA only where HTA loaded it)."""
+    if "trainprof cold" in result.failed:
+        return []
+    note = f"{result.name}, {result.events:,} events"
+    found = [
+        Ratio(f"peak memory per event, trainprof, {result.name}",
+              result.bytes_per_event("trainprof cold"), TARGET_BYTES_PER_EVENT, "<=", "B/event",
+              note),
+    ]  # fmt: skip
+    if "trainprof summarize" not in result.failed:
+        found.append(Ratio(f"summarize, {result.name}", result.median_s("trainprof summarize"),
+                           unit="s", note=note + ", cold"))  # fmt: skip
+    if "HTA load" in result.failed or "trainprof warm" in result.failed:
+        return found
+    hta = result.median_s("HTA load")
+    return found + [
+        Ratio(f"load cold vs HTA, {result.name}", hta / result.median_s("trainprof cold"),
+              TARGET_COLD, ">=", "x", note),
+        Ratio(f"load warm (cache) vs HTA, {result.name}", hta / result.median_s("trainprof warm"),
+              TARGET_WARM, ">=", "x", note),
+        Ratio(f"peak memory per event, HTA, {result.name}", result.bytes_per_event("HTA load"),
+              unit="B/event", note=note),
+    ]  # fmt: skip
+
+
+def report(results: list[TraceResult], found: list[Ratio], console: Console) -> None:
+    """The measurements per trace, then every ratio against its target."""
+    for result in results:
+        reps = max(len(values) for values in result.seconds.values())
+        table = Table(title=f"{result.name}: {result.events:,} events, {reps} interleaved reps")
+        for column in ("what", "median s", "min s", "max s", "peak B/event"):
+            table.add_column(column, justify="left" if column == "what" else "right")
+        for measure, values in result.seconds.items():
+            if not values:
+                table.add_row(measure, "failed", "", "", result.failed.get(measure, "")[:60])
+                continue
+            table.add_row(
+                measure, f"{statistics.median(values):.3f}", f"{min(values):.3f}",
+                f"{max(values):.3f}", f"{result.bytes_per_event(measure):,.0f}",
+            )  # fmt: skip
+        console.print(table)
+    for result in results:
+        for measure, error in result.failed.items():
+            console.print(f"{result.name}: {measure} failed: {error}")
+    for ratio in found:
+        verdict = "" if ratio.met is None else " (met)" if ratio.met else " (NOT met)"
+        target = f", target {ratio.comparison} {ratio.target:g}" if ratio.target else ""
+        console.print(f"{ratio.name}: {ratio.value:,.2f} {ratio.unit}{target}{verdict}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trace", type=Path, default=DEFAULT_TRACE)
-    parser.add_argument("--reps", type=int, default=5)
-    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--quick", action="store_true", help="100k synthetic events, 3 reps")
+    parser.add_argument("--reps", type=int, default=None, help="rounds (default 5; quick 3)")
+    parser.add_argument("--events", type=int, default=None, help="synthetic size (default 1M)")
+    parser.add_argument("--trace", type=Path, default=REFERENCE_TRACE, help="a real trace")
+    parser.add_argument("--json", type=Path, default=None, help="write the ratios here")
+    parser.add_argument("--cache-dir", type=Path, default=BENCH_CACHE, help="synthetic traces")
     args = parser.parse_args()
-    from profiler.analysis.table import load_trace
-
+    reps = args.reps or (3 if args.quick else 5)
+    events = args.events or (100_000 if args.quick else 1_000_000)
+    info = machine()
+    sources = [s for s in (args.trace, synthetic_trace(events, args.cache_dir)) if s.is_file()]
     with tempfile.TemporaryDirectory() as tmp:
-        hta_dir = Path(tmp) / "run"
-        hta_dir.mkdir()
-        shutil.copy(args.trace, hta_dir / args.trace.name)
-        events = load_trace(args.trace).event_count
-        times: dict[str, list[float]] = {
-            "trainprof load": [],
-            "trainprof summarize": [],
-            "HTA load": [],
-        }
-        for _ in range(args.reps):
-            for what, values in times.items():
-                values.append(timed_in_fresh_process(what, args.trace, hta_dir))
-
-    medians = {name: statistics.median(values) for name, values in times.items()}
-    ratio = medians["HTA load"] / medians["trainprof load"]
-    title = f"{args.trace.name}: {events:,} events, {args.reps} interleaved reps, fresh processes"
-    table = Table(title=title)
-    for column in ("what", "median s", "min s", "max s"):
-        table.add_column(column, justify="right" if column != "what" else "left")
-    for name, values in times.items():
-        table.add_row(name, f"{medians[name]:.3f}", f"{min(values):.3f}", f"{max(values):.3f}")
+        warmup = Path(tmp) / "warmup"
+        copies(synthetic_trace(WARMUP_EVENTS, args.cache_dir), warmup, "w.pt.trace.json.gz")
+        results = [bench_trace(s, reps, Path(tmp), warmup) for s in sources]
+    found = [ratio for result in results for ratio in ratios(result)]
     console = Console()
-    console.print(table)
-    met = "met" if ratio >= TARGET_LOAD_RATIO else "NOT met"
-    console.print(
-        f"load ratio HTA / trainprof: {ratio:.2f}x (target >= {TARGET_LOAD_RATIO}x: {met})"
-    )
-    console.print(f"summary of {events:,} events: {medians['trainprof summarize']:.2f} s")
+    report(results, found, console)
+    console.print(machine_line(info))
     if args.json:
-        args.json.write_bytes(
-            orjson.dumps(
-                {
-                    "trace": args.trace.name,
-                    "events": events,
-                    "medians_s": medians,
-                    "load_ratio": ratio,
-                }
-            )
-        )
+        raw = {r.name: {"events": r.events, "seconds": r.seconds, "peak_bytes": r.peak_bytes,
+                        "marginal_bytes": r.marginal_bytes, "failed": r.failed}
+               for r in results}  # fmt: skip
+        write_ratios(args.json, found, info, traces=orjson.loads(orjson.dumps(raw)))
 
 
 if __name__ == "__main__":

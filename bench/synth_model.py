@@ -145,7 +145,8 @@ class Builder:
         self.main, self.bwd = self.pid, self.pid + 17
         self.now = {self.main: START_NS, self.bwd: START_NS}
         self.stream_end = {STREAM_COMPUTE: 0, STREAM_COPY: 0, STREAM_COMM: 0}
-        self.ids = {"correlation": 1, "external": 1, "sequence": 0, "addr": 0x7F0000000000}
+        # Kineto-like ids: HTA 0.5.0 under pandas 3 fails on small correlation ids (int16).
+        self.ids = {"correlation": 1_000_000, "external": 1, "sequence": 0, "addr": 0x7F0000000000}
         self.allocated, self.reserved = PARAMS_BYTES, PARAMS_BYTES + 64 * MIB
         self.events: list[dict[str, Any]] = []
 

@@ -78,12 +78,18 @@ def demo(
         console.print(f"or see it in the dashboard: trainprof dashboard {out}")
 
 
-def _load_or_exit(path: Path) -> Any:
+NoCache = Annotated[
+    bool,
+    typer.Option("--no-cache", help="Read the trace files, not their columnar cache; write none."),
+]
+
+
+def _load_or_exit(path: Path, *, cache: bool = True) -> Any:
     """Load traces at ``path``; report each bad file on stderr. Exit 2 if nothing loaded."""
     from profiler.analysis.table import load
 
     try:
-        traces = load(path, progress=True)
+        traces = load(path, progress=True, cache=cache)
     except FileNotFoundError as exc:
         _fail(exc, code=2)
     except TraceFormatError as exc:
@@ -99,6 +105,7 @@ def _load_or_exit(path: Path) -> Any:
 def summary(
     paths: Annotated[list[Path], typer.Argument(help="Trace files, run directories or roots.")],
     json: Annotated[bool, typer.Option("--json", help="Print trainprof.summary/1 JSON.")] = False,
+    no_cache: NoCache = False,
 ) -> None:
     """Report the bottlenecks of traces: step breakdown, GPU, top ops and kernels, advice.
 
@@ -106,7 +113,7 @@ def summary(
     """
     from profiler.analysis.summary import SCHEMA, trace_summary
 
-    loaded = [_load_or_exit(path) for path in paths]
+    loaded = [_load_or_exit(path, cache=not no_cache) for path in paths]
     report = {
         "schema": SCHEMA,
         "traces": [trace_summary(trace) for group in loaded for trace in group.traces],
@@ -121,11 +128,13 @@ def diff(
     base: Annotated[Path, typer.Argument(help="The baseline trace or run.")],
     new: Annotated[Path, typer.Argument(help="The trace or run to compare with it.")],
     json: Annotated[bool, typer.Option("--json", help="Print trainprof.diff/1 JSON.")] = False,
+    no_cache: NoCache = False,
 ) -> None:
     """Compare two traces or runs: step time, categories, ops and kernels, per step."""
     from profiler.analysis.diff import diff_runs
 
-    base_traces, new_traces = _load_or_exit(base), _load_or_exit(new)
+    base_traces = _load_or_exit(base, cache=not no_cache)
+    new_traces = _load_or_exit(new, cache=not no_cache)
     _emit(diff_runs(base_traces, new_traces), json, "render_diff")
     if base_traces.errors or new_traces.errors:
         raise typer.Exit(2)

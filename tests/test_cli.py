@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -125,3 +126,19 @@ def test_dashboard_reports_a_busy_port_and_a_missing_root(tmp_path: Path, monkey
 
     missing = CliRunner().invoke(app, ["dashboard", str(tmp_path / "nope")])
     assert missing.exit_code == 2 and "no such directory" in missing.output
+
+
+def test_summary_writes_the_columnar_cache_unless_told_not_to(tmp_path: Path) -> None:
+    sample = Path(__file__).resolve().parents[1] / "traces" / "sample"
+    run = tmp_path / "sample"
+    shutil.copytree(sample, run, ignore=shutil.ignore_patterns("cache"))
+
+    plain = CliRunner().invoke(app, ["summary", str(run), "--json", "--no-cache"])
+    assert plain.exit_code == 0, plain.output
+    assert not (run / "meta" / "cache").exists()
+
+    cached = CliRunner().invoke(app, ["summary", str(run), "--json"])
+    assert cached.exit_code == 0, cached.output
+    assert any((run / "meta" / "cache").glob("*.parquet"))
+    again = CliRunner().invoke(app, ["summary", str(run), "--json"])  # read from the cache
+    assert orjson.loads(again.output) == orjson.loads(cached.output) == orjson.loads(plain.output)

@@ -7,9 +7,11 @@ import json
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
-from profiler.analysis.table import load, load_trace
+from profiler.analysis import decode
+from profiler.analysis.table import find_trace_files, load, load_trace
 from profiler.store.chrome_trace import TraceFormatError
 
 # The 2021 generation (torch 1.8-1.10): Operator/Runtime/Kernel/Memcpy categories, GPU lanes
@@ -211,3 +213,95 @@ def test_a_bad_file_does_not_stop_the_rest_of_the_run(tmp_path: Path, shared_tra
 def test_missing_path(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="no such file"):
         load(tmp_path / "nope")
+
+
+def _tricky_events(count: int) -> list[dict[str, object]]:
+    """Events whose text holds what a cut between events looks like, inside strings and args."""
+    events: list[dict[str, object]] = []
+    for i in range(count):
+        events.append(
+            {
+                "ph": "X",
+                "cat": "cpu_op",
+                "name": f'op}},{{"ph": "X"}} #{i % 7}',
+                "pid": 1,
+                "tid": 2,
+                "ts": 1000 - i,
+                "dur": 1,
+                "args": {"Input Dims": [[i % 3, 2]], "nested": [{"a": "},{"}, {"b": 1}]},
+            }
+        )
+        events.append({"ph": "s", "id": i, "pid": 1, "tid": 2, "ts": 1000 - i, "cat": "ac2g"})
+    events.append({"ph": "M", "name": "thread_name", "pid": 1, "tid": 2, "args": {"name": "t"}})
+    return events
+
+
+def _small_pieces(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Read the file 97 bytes at a time and cut it every ~300 bytes: many pieces."""
+    monkeypatch.setattr(decode, "CHUNK_BYTES", 300)
+    monkeypatch.setattr(decode, "_READ_BYTES", 97)
+
+
+def _assert_same_tables(one, other) -> None:  # noqa: ANN001 - TraceTable both
+    for name in ("events", "flows", "counters", "memory", "threads", "processes"):
+        pd.testing.assert_frame_equal(getattr(one, name), getattr(other, name), obj=name)
+    assert (one.meta, one.rank, one.device, one.event_count) == (
+        other.meta, other.rank, other.device, other.event_count,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("indent", [None, 2], ids=["compact", "indented"])
+def test_streamed_pieces_give_the_tables_of_one_piece(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, indent: int | None
+) -> None:
+    document = {
+        "schemaVersion": 1,
+        "distributedInfo": {"rank": 3},
+        "traceEvents": _tricky_events(300),
+        "traceName": "at the end",
+    }
+    path = tmp_path / "t.pt.trace.json.gz"
+    path.write_bytes(gzip.compress(json.dumps(document, indent=indent).encode()))
+    whole = load_trace(path, cache=False)
+    _small_pieces(monkeypatch)
+    assert len(list(decode.EventStream(path))) > 3  # cuts inside strings and args fail
+    pieces = load_trace(path, cache=False)
+    _assert_same_tables(whole, pieces)
+    assert len(pieces.events) == 300 and len(pieces.flows) == 300
+    assert pieces.events["ts_us"].is_monotonic_increasing
+    assert pieces.meta["traceName"] == "at the end" and pieces.rank == 3
+    assert set(pieces.events["input_dims"].astype(str)) == {"[[0,2]]", "[[1,2]]", "[[2,2]]"}
+
+
+def test_streamed_bare_array_and_multi_member_gzip(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _small_pieces(monkeypatch)
+    events = _tricky_events(100)
+    half = len(events) // 2
+    path = tmp_path / "two_members.json.gz"
+    text = json.dumps({"traceEvents": events}).encode()
+    cut = text.index(b'{"ph": "s", "id": 50')  # two gzip members, split mid-array
+    path.write_bytes(gzip.compress(text[:cut]) + gzip.compress(text[cut:]))
+    bare = write(tmp_path / "bare.json", events, compress=False)
+    assert load_trace(path, cache=False).event_count == len(events) == half * 2 + 1
+    assert len(load_trace(bare, cache=False).events) == 100
+
+
+def test_a_truncated_gzip_is_named_after_streaming(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _small_pieces(monkeypatch)
+    data = gzip.compress(json.dumps({"traceEvents": _tricky_events(200)}).encode())
+    path = tmp_path / "cut.pt.trace.json.gz"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(TraceFormatError, match="corrupt or truncated gzip"):
+        load_trace(path, cache=False)
+
+
+def test_run_side_files_are_no_traces(tmp_path: Path, shared_traces: Path) -> None:
+    run = tmp_path / "run"
+    (run / "meta" / "cache" / "deeper").mkdir(parents=True)
+    shutil.copy(shared_traces / "hta" / "triton.json.gz", run / "w.1.pt.trace.json.gz")
+    (run / "meta" / "cache" / "deeper" / "x.json").write_text("{}")
+    assert find_trace_files(tmp_path) == [run / "w.1.pt.trace.json.gz"]

@@ -1,0 +1,187 @@
+"""Turn a trace's event pieces into its tables: :class:`TableBuilder`.
+
+Per piece, complete events become columns (their args decoded in one call over the piece, as
+one JSON array), flow events become columns, and the few others (counters, allocator instants,
+names) become rows; the piece's structs are then dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from operator import attrgetter
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from profiler.analysis.columns import (
+    ARG_COLUMNS,
+    ARGS_LIST_DECODER,
+    CATEGORY,
+    EVENT_COLUMNS,
+    FLOW_COLUMNS,
+    FLOW_PHASES,
+    GPU_KINDS,
+    KIND_BY_CATEGORY,
+    Columns,
+    compact_text,
+    ids,
+    select,
+    values,
+)
+from profiler.analysis.decode import MISSING_INT, Event
+from profiler.analysis.rows import Rows
+from profiler.events import PHASE_COMPLETE
+
+
+@dataclass(frozen=True)
+class Tables:
+    """What a load builds, before it becomes a ``TraceTable``.
+
+    Attributes:
+        events: complete events sorted by start; ``flows``: flow events in file order.
+        counters, memory, threads, processes: see ``TraceTable``.
+        event_count: events of every phase.
+    """
+
+    events: pd.DataFrame
+    flows: pd.DataFrame
+    counters: pd.DataFrame
+    memory: pd.DataFrame
+    threads: pd.DataFrame
+    processes: pd.DataFrame
+    event_count: int
+
+
+class TableBuilder:
+    """Takes a trace's events piece by piece (:meth:`add`), then hands back :class:`Tables`."""
+
+    def __init__(self) -> None:
+        self.event_count = 0
+        self._events = Columns({c: t for c, t in EVENT_COLUMNS.items() if c != "end_us"})
+        self._flows = Columns(FLOW_COLUMNS)
+        self._rows = Rows()
+        self._kind_of_cat: list[int] = []  # the kind's code for each category's code
+        self._gpu_kind: list[bool] = []  # per kind code
+
+    def add(self, events: list[Event], fraction_read: float = 1.0) -> None:
+        """Take one piece's events (in file order).
+
+        Args:
+            events: the piece's events.
+            fraction_read: how far through the file's text the piece ends (sizes the tables).
+        """
+        self.event_count += len(events)
+        phases = np.array(list(map(attrgetter("ph"), events)), dtype=object)
+        complete = phases == PHASE_COMPLETE
+        if complete.all():
+            self._add_complete(events, fraction_read)
+            return
+        self._add_complete(select(events, complete), fraction_read)
+        flows = np.isin(phases, FLOW_PHASES)
+        if flows.any():
+            self._add_flows(select(events, flows), fraction_read)
+        others = ~(complete | flows)
+        if others.any():
+            self._rows.add(select(events, others), phases[others], fraction_read)
+
+    def finish(self) -> Tables:
+        """The tables, events sorted by start (stable, so ties keep file order)."""
+        ts = self._events.buffers["ts_us"][: self._events.size]
+        order: np.ndarray | None = None
+        if ts.size > 1 and not (ts[1:] >= ts[:-1]).all():
+            order = np.argsort(ts, kind="stable")
+        del ts
+        events = self._events.frame(order)
+        end = events.columns.get_loc("dur_us") + 1
+        events.insert(end, "end_us", events["ts_us"].to_numpy() + events["dur_us"].to_numpy())
+        return Tables(
+            events=events,
+            flows=self._flows.frame(None),
+            event_count=self.event_count,
+            **self._rows.frames(),
+        )
+
+    def _add_complete(self, events: list[Any], fraction_read: float) -> None:
+        if not events:
+            return
+        ts = values(events, "ts", np.float64)
+        if np.isnan(ts).any():  # no start, no place in the timeline
+            events = [event for event, keep in zip(events, ~np.isnan(ts), strict=True) if keep]
+            ts = ts[~np.isnan(ts)]
+        columns = self._events
+        rows = columns.reserve(len(events), fraction_read)
+        columns.put("ts_us", rows, ts)
+        columns.put("dur_us", rows, values(events, "dur", np.float64))
+        columns.put("pid", rows, ids(events, "pid"))
+        columns.put("tid", rows, ids(events, "tid"))
+        columns.put_strings("name", rows, list(map(attrgetter("name"), events)))
+        gpu = self._add_categories(rows, list(map(attrgetter("cat"), events)))
+        raws = b",".join(map(attrgetter("args"), events))
+        self._add_args(rows, ARGS_LIST_DECODER.decode(b"[" + raws + b"]"), gpu)
+        columns.commit(rows)
+
+    def _add_categories(self, rows: slice, cats: list[str]) -> np.ndarray:
+        """Add ``cat`` and ``kind``; returns which rows are GPU work."""
+        columns = self._events
+        cat_codes = columns.vocabularies["cat"].codes(cats)
+        kinds = columns.vocabularies["kind"]
+        for cat in list(columns.vocabularies["cat"].index)[len(self._kind_of_cat) :]:
+            kind = KIND_BY_CATEGORY.get(cat.lower(), "other")
+            self._kind_of_cat.append(kinds.code(kind))
+            self._gpu_kind.extend([False] * (len(kinds.index) - len(self._gpu_kind)))
+            self._gpu_kind[kinds.index[kind]] = kind in GPU_KINDS
+        kind_codes = np.array(self._kind_of_cat, dtype=np.int32)[cat_codes]
+        columns.put("cat", rows, cat_codes)
+        columns.put("kind", rows, kind_codes)
+        return np.array(self._gpu_kind, dtype=bool)[kind_codes]
+
+    def _add_args(self, rows: slice, args: list[Any], gpu: np.ndarray) -> None:
+        columns = self._events
+        external = values(args, "external_id", np.int64)
+        external_2021 = values(args, "external_id_2021", np.int64)
+        columns.put("external_id", rows, np.maximum(external, external_2021))
+        columns.put("correlation", rows, values(args, "correlation", np.int64))
+        stream = ids(args, "stream")
+        stream[stream == 0xFFFFFFFF] = MISSING_INT  # Kineto writes -1 as unsigned 32-bit there
+        columns.put("stream", rows, stream)
+        # Launch and copy details exist only on GPU work, shapes only on host ops: read those
+        # over the rows that can have them (a ninth of the events are GPU work, typically).
+        gpu_at, host_at = np.flatnonzero(gpu), np.flatnonzero(~gpu)
+        gpu_args, host_args = select(args, gpu), select(args, ~gpu)
+        self._texts(rows, "input_dims", host_args, host_at, "input_dims_2021")
+        self._texts(rows, "grid", gpu_args, gpu_at)
+        self._texts(rows, "block", gpu_args, gpu_at)
+        for column, field, dtype, gpu_only in ARG_COLUMNS:
+            if dtype == CATEGORY and not gpu_only:
+                columns.put_strings(column, rows, list(map(attrgetter(field), args)))
+            elif not gpu_only:
+                columns.put(column, rows, values(args, field, dtype))
+            else:
+                target = columns.buffers[column][rows]
+                target[:] = np.nan if dtype is np.float64 else MISSING_INT
+                target[gpu_at] = values(gpu_args, field, dtype)
+
+    def _texts(
+        self, rows: slice, column: str, args: list[Any], at: np.ndarray, fallback: str = ""
+    ) -> None:
+        """A list-valued arg (shapes, grid, block) as compact text, at rows ``at`` of ``rows``."""
+        raws = map(attrgetter(column), args)
+        if fallback:
+            fallbacks = map(attrgetter(fallback), args)
+            texts = [bytes(r or f) for r, f in zip(raws, fallbacks, strict=True)]
+        else:
+            texts = list(map(bytes, raws))
+        # Normalise each distinct text once, not each event's: shapes repeat across many ops.
+        self._events.put_scattered(column, rows, at, texts, compact_text)
+
+    def _add_flows(self, events: list[Any], fraction_read: float) -> None:
+        flows = self._flows
+        rows = flows.reserve(len(events), fraction_read)
+        flows.put("id", rows, ids(events, "id"))
+        flows.put_strings("ph", rows, list(map(attrgetter("ph"), events)))
+        flows.put_strings("cat", rows, list(map(attrgetter("cat"), events)))
+        flows.put("pid", rows, ids(events, "pid"))
+        flows.put("tid", rows, ids(events, "tid"))
+        flows.put("ts_us", rows, values(events, "ts", np.float64))
+        flows.commit(rows)

@@ -1,0 +1,126 @@
+"""The tables of events other than complete and flow events: counter samples, allocator
+events (as columns: one per allocation or free, with ``profile_memory``) and thread and process
+names (as rows: a few)."""
+
+from __future__ import annotations
+
+from operator import attrgetter
+from typing import Any
+
+import msgspec
+import numpy as np
+import pandas as pd
+
+from profiler.analysis.columns import Columns, ids, int_id, select, values
+from profiler.analysis.decode import ANY_DECODER, MISSING_INT, Event
+from profiler.events import PHASE_COUNTER, PHASE_INSTANT, PHASE_METADATA
+
+MEMORY_EVENT = "[memory]"
+COUNTER_COLUMNS = ["name", "pid", "ts_us", "series", "value"]
+MEMORY_COLUMNS: dict[str, Any] = {
+    "ts_us": np.float64, "pid": np.int64, "tid": np.int64, "bytes": np.int64,
+    "total_allocated": np.int64, "total_reserved": np.int64, "device_type": np.int64,
+    "device_id": np.int64,
+}  # fmt: skip
+_INSTANT_PHASES = (PHASE_INSTANT, "I")
+
+
+class _MemoryArgs(msgspec.Struct, gc=False, rename={
+    "bytes": "Bytes",
+    "total_allocated": "Total Allocated",
+    "total_reserved": "Total Reserved",
+    "device_type": "Device Type",
+    "device_id": "Device Id",
+}):  # fmt: skip
+    bytes: int = 0
+    total_allocated: int = MISSING_INT
+    total_reserved: int = MISSING_INT
+    device_type: int = MISSING_INT
+    device_id: int = MISSING_INT
+
+
+_MEMORY_LIST_DECODER = msgspec.json.Decoder(list[_MemoryArgs])
+# (column, _MemoryArgs field) for the allocator's args.
+_MEMORY_ARGS = [
+    ("bytes", "bytes"), ("total_allocated", "total_allocated"),
+    ("total_reserved", "total_reserved"), ("device_type", "device_type"),
+    ("device_id", "device_id"),
+]  # fmt: skip
+
+
+class Rows:
+    """Counter samples, allocator events and thread/process names."""
+
+    def __init__(self) -> None:
+        self.counters: list[tuple[Any, ...]] = []
+        self.memory = Columns(MEMORY_COLUMNS)
+        self.threads: list[tuple[int, int, str]] = []
+        self.processes: list[tuple[int, int, str]] = []
+
+    def add(self, events: list[Event], phases: np.ndarray, fraction_read: float) -> None:
+        """Take a piece's events that are neither complete nor flows (in file order).
+
+        Args:
+            events: the events.
+            phases: their ``ph``, as an array.
+            fraction_read: how far through the file's text the piece ends.
+        """
+        names = np.fromiter(map(attrgetter("name"), events), dtype=object, count=len(events))
+        memory = np.isin(phases, _INSTANT_PHASES) & (names == MEMORY_EVENT)
+        if memory.any():
+            self._memory(select(events, memory), fraction_read)
+        for event in select(events, ~memory):
+            self._add(event)
+
+    def _add(self, event: Event) -> None:
+        if event.ph == PHASE_COUNTER:
+            self._counter(event)
+        elif event.ph == PHASE_METADATA and event.name in ("thread_name", "process_name"):
+            args = ANY_DECODER.decode(event.args)
+            name = args.get("name", "") if isinstance(args, dict) else ""
+            rows = self.threads if event.name == "thread_name" else self.processes
+            rows.append((int_id(event.pid), int_id(event.tid), str(name)))
+
+    def frames(self) -> dict[str, pd.DataFrame]:
+        """``counters``, ``memory``, ``threads`` and ``processes`` as DataFrames."""
+        return {
+            "counters": pd.DataFrame(self.counters, columns=COUNTER_COLUMNS),
+            "memory": self._memory_frame(),
+            "threads": _names(self.threads, "thread_name"),
+            "processes": _names(self.processes, "process_name"),
+        }
+
+    def _counter(self, event: Event) -> None:
+        values = ANY_DECODER.decode(event.args)
+        if not isinstance(values, dict):
+            return
+        for series, value in values.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                self.counters.append(
+                    (event.name, int_id(event.pid), event.ts, series, float(value))
+                )
+
+    def _memory(self, events: list[Event], fraction_read: float) -> None:
+        columns = self.memory
+        rows = columns.reserve(len(events), fraction_read)
+        columns.put("ts_us", rows, values(events, "ts", np.float64))
+        columns.put("pid", rows, ids(events, "pid"))
+        columns.put("tid", rows, ids(events, "tid"))
+        raws = b",".join(map(attrgetter("args"), events))
+        args = _MEMORY_LIST_DECODER.decode(b"[" + raws + b"]")
+        for column, field in _MEMORY_ARGS:
+            columns.put(column, rows, values(args, field, np.int64))
+        columns.commit(rows)
+
+    def _memory_frame(self) -> pd.DataFrame:
+        ts = self.memory.buffers["ts_us"][: self.memory.size]
+        order = np.argsort(ts, kind="stable") if ts.size > 1 else None
+        return self.memory.frame(order)
+
+
+def _names(rows: list[tuple[int, int, str]], column: str) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=["pid", "tid", column])
+    # Kineto writes some thread names twice; one row per lane keeps joins on (pid, tid) 1:1.
+    if column == "thread_name":
+        return frame.drop_duplicates(["pid", "tid"], keep="last", ignore_index=True)
+    return frame.drop(columns="tid").drop_duplicates("pid", keep="last", ignore_index=True)
