@@ -8,8 +8,9 @@ runs) is served by the real app in a fresh server process, and opened in headles
 - Overview (``/?run=NAME``): ``#step-breakdown .main-svg`` and ``#recommendations`` exist;
 - Timeline (``/timeline?run=NAME``): ``#timeline``'s plotly figure holds points.
 
-Cold is the first visit after the server starts (empty caches: the trace is loaded and
-analysed); warm is a new page load afterwards, repeated ``--warm-reps`` times, median reported.
+Cold is the first visit after the server starts (empty caches, no columnar cache on disk: the
+trace is loaded and analysed); warm is a new page load afterwards, repeated ``--warm-reps``
+times, median reported.
 Each page gets its own server and browser. Goal (issue): Overview warm under 3 s for 1M events.
 For the Timeline it also reports the points its figure sends fully zoomed out, and the shapes
 ``dashboard.data.timeline.run_timeline`` returns for the whole trace.
@@ -20,6 +21,7 @@ For the Timeline it also reports the points its figure sends fully zoomed out, a
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import subprocess
 import sys
@@ -153,6 +155,8 @@ def measure_page(
 ) -> None:
     """Fill ``result`` with one cold and ``warm_reps`` warm renders of ``path``."""
     url_path = f"{path}?run={RUN_NAME}"
+    # Cold is a first visit ever: no columnar cache from an earlier run of the bench.
+    shutil.rmtree(root / RUN_NAME / "meta" / "cache", ignore_errors=True)
     with (
         serve(root, root.parent / f"server-{result.page.lower()}.log") as base,
         browser() as driver,
