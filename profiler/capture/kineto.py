@@ -17,13 +17,14 @@ from profiler.events import (
     BACKWARD_LANE_NAME,
     COUNTER_MEMORY,
     COUNTER_SYSTEM,
+    MODULE_PREFIX,
     PHASE_COMPLETE,
     PHASE_COUNTER,
     PHASE_METADATA,
     TRAINPROF_KEY,
     Category,
 )
-from profiler.store import RunStore, splice_kineto_trace
+from profiler.store import RunStore, splice_parts
 from profiler.store.chrome_trace import base_time_ns, clock_sync_ts_us
 from profiler.store.trace_store import PARTIAL_SUFFIX
 
@@ -95,7 +96,8 @@ def window_events(
     pid: int,
 ) -> list[dict[str, Any]]:
     """Our events for one window: memory and system counters, and the module-backward lane."""
-    events = [_counter(COUNTER_MEMORY, to_ts(ns), values, pid) for ns, values in record.memory]
+    memory = record.memory_values()
+    events = [_counter(COUNTER_MEMORY, to_ts(ns), values, pid) for ns, values in memory]
     events += [_counter(COUNTER_SYSTEM, to_ts(ns), values, pid) for ns, values in system]
     if record.backward:
         events.append(
@@ -107,19 +109,20 @@ def window_events(
                 "args": {"name": BACKWARD_LANE_NAME},
             }
         )
-    for span in record.backward:
+    category, args = Category.USER_ANNOTATION.value, {TRAINPROF_KEY: "module_backward"}
+    for span in record.backward:  # hundreds per window, in the stop-to-disk budget: lean
         trim = BACKWARD_END_TRIM_NS * (span.depth + 1)
         duration_ns = max(span.end_ns - span.start_ns - trim, 0)
         events.append(
             {
                 "ph": PHASE_COMPLETE,
-                "cat": Category.USER_ANNOTATION.value,
+                "cat": category,
                 "name": span.name,
                 "pid": pid,
                 "tid": BACKWARD_LANE_TID,
                 "ts": to_ts(span.start_ns),
                 "dur": round(duration_ns / 1000, 3),
-                "args": {TRAINPROF_KEY: "module_backward"},
+                "args": args,  # shared: only ever serialised
             }
         )
     return events
@@ -158,13 +161,14 @@ def write_window(
         kineto_file.unlink(missing_ok=True)
     marker_ts = clock_sync_ts_us(raw, marker.name) if marker is not None else None
     to_ts = clock.to_trace(base_ns=base_time_ns(raw), marker=marker, marker_ts_us=marker_ts)
-    document = splice_kineto_trace(
+    document = splice_parts(
         raw,
         top_level={TRAINPROF_KEY: dict(metadata)},
         events=window_events(record, system, to_ts, pid=pid),
         distributed_info=distributed_info,
         trace_name=path.name,
         source=kineto_file,
+        annotations=(MODULE_PREFIX,) if record.forward_as_ops else (),
     )
     store.write_trace(path, document)
     return path

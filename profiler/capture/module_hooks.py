@@ -1,7 +1,13 @@
 """Per-module ranges and memory counters for deep-capture windows.
 
-Forward: a ``record_function`` range around every submodule's forward, so Kineto records it on the
-calling thread (and projects it onto GPU streams as ``gpu_user_annotation``).
+Forward: a ``record_function`` range around every submodule's forward (an instance-level wrapper,
+see :meth:`ModuleTracer.attach`), so Kineto records it on the calling thread. With CUDA it is a
+``user_annotation`` opened through the profiler op, which Kineto also projects onto GPU streams
+(``gpu_user_annotation``). Without CUDA, that op costs ~13 us a range under the profiler,
+several percent of a small model's step, so the range is recorded with
+``torch._C._profiler._RecordFunctionFast`` (~0.6 us, what compiled graphs use), which Kineto
+writes as a ``cpu_op``; the trace writer turns those back into ``user_annotation`` (see
+``splice_kineto_trace``'s ``annotations``), so readers see the same file either way.
 
 Backward: ``register_full_backward_hook`` would be the obvious tool, but it wraps module outputs in
 a custom autograd Function and so breaks any in-place op that follows (``nn.ReLU(inplace=True)``
@@ -12,25 +18,63 @@ pass ends. Those hooks fire inside the engine's own per-node ranges, so a ``reco
 would overlap them without nesting; the backward ranges are written instead as our own complete
 events on a lane of their own (one per process), where they nest by construction.
 
+Memory: a reading at every module boundary (raw, decoded when the window is written), unless Kineto
+records the allocator itself (``profile_memory=True``): its samples sit at every allocation and the
+analysis prefers them, so then only the root modules' boundaries are read, which keeps a coarse
+RSS / reserved-bytes series beside Kineto's for a fraction of the cost.
+
 Everything here is attached at the start of a deep window and removed at its end: outside windows
-no per-module hook runs at all.
+no per-module wrapper or hook runs at all.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
-from torch.utils.hooks import RemovableHandle
 
-from profiler.capture.memory import MemoryProbe
+from profiler.capture.memory import MemoryProbe, Reading
 from profiler.events import module_range_name
 
-_enter = torch.ops.profiler._record_function_enter_new
-_exit = torch.ops.profiler._record_function_exit._RecordFunction
+_user_enter = torch.ops.profiler._record_function_enter_new
+_user_exit = torch.ops.profiler._record_function_exit._RecordFunction
+_Fast = getattr(torch._C._profiler, "_RecordFunctionFast", None)  # torch >= 2.2
+
+
+def user_range_enter(name: str) -> Any:
+    """Open a ``user_annotation`` range (projected onto GPU streams by Kineto)."""
+    return _user_enter(name, None)
+
+
+def user_range_exit(handle: Any) -> None:
+    """Close a range from :func:`user_range_enter`."""
+    _user_exit(handle)
+
+
+def range_enter(name: str) -> Any:
+    """Open a range at the least cost: recorded as a ``cpu_op`` where torch can."""
+    if _Fast is None:
+        return _user_enter(name, None)
+    handle = _Fast(name)  # only the name: its other arguments must be lists if given
+    handle.__enter__()
+    return handle
+
+
+def range_exit(handle: Any) -> None:
+    """Close a range from :func:`range_enter`."""
+    if _Fast is None:
+        _user_exit(handle)
+    else:
+        handle.__exit__(None, None, None)
+
+
+def ranges_are_ops() -> bool:
+    """Whether :func:`range_enter` records ``cpu_op`` (not ``user_annotation``) events."""
+    return _Fast is not None
 
 
 @dataclass(frozen=True)
@@ -38,11 +82,14 @@ class _ModuleInfo:
     forward_name: str
     backward_name: str
     ancestors: frozenset[int]
+    sampled: bool  # memory is read at this module's boundaries
 
 
-@dataclass(frozen=True)
-class BackwardRange:
-    """One module's backward, on our clock."""
+class BackwardRange(NamedTuple):
+    """One module's backward, on our clock.
+
+    A named tuple: it is built inside the backward pass, where a frozen dataclass costs ~5x more.
+    """
 
     name: str
     start_ns: int
@@ -52,10 +99,19 @@ class BackwardRange:
 
 @dataclass
 class WindowRecord:
-    """What the tracer saw in one window, handed to the trace writer."""
+    """What the tracer saw in one window, handed to the trace writer.
 
-    memory: list[tuple[int, dict[str, float]]] = field(default_factory=list)
+    ``memory`` holds raw readings (see :meth:`MemoryProbe.reader`); :meth:`memory_values`
+    decodes them.
+    """
+
+    memory: list[tuple[int, Reading]] = field(default_factory=list)
     backward: list[BackwardRange] = field(default_factory=list)
+    forward_as_ops: bool = False  # forward ranges were recorded as cpu_op (see module docstring)
+
+    def memory_values(self) -> list[tuple[int, dict[str, float]]]:
+        """Each memory reading as ``(clock ns, counter values)``."""
+        return [(ns, MemoryProbe.values(reading)) for ns, reading in self.memory]
 
 
 def root_names(models: Sequence[nn.Module]) -> list[str]:
@@ -91,39 +147,39 @@ def first_grad_fn(output: Any) -> Any:
 
 
 class ModuleTracer:
-    """Attach forward ranges, backward timing and memory counters to every submodule."""
+    """Attach forward ranges, backward timing and memory counters to every submodule.
 
-    def __init__(self, models: Sequence[nn.Module], memory: MemoryProbe, now_ns: Callable[[], int]):
-        self._memory = memory
+    Args:
+        models: the root modules.
+        memory: the probe read at module boundaries.
+        now_ns: our clock.
+        memory_per_module: read memory at every module's boundaries (False: the roots' only).
+        user_ranges: record forward ranges as ``user_annotation`` (needed for Kineto's GPU
+            projection) rather than the cheaper way.
+    """
+
+    def __init__(
+        self,
+        models: Sequence[nn.Module],
+        memory: MemoryProbe,
+        now_ns: Callable[[], int],
+        *,
+        memory_per_module: bool = True,
+        user_ranges: bool = False,
+    ):
+        self._read = memory.reader()
+        self._enter, self._exit = (
+            (user_range_enter, user_range_exit) if user_ranges else (range_enter, range_exit)
+        )
+        self._forward_as_ops = not user_ranges and ranges_are_ops()
         self._now_ns = now_ns
-        self._modules: list[tuple[nn.Module, _ModuleInfo]] = []
-        paths: dict[int, str] = {}
-        for path, module in qualified_modules(models):
-            paths[id(module)] = path
-        parent: dict[int, int] = {}
-        for model in models:
-            for module in model.modules():
-                for child in module.children():
-                    parent.setdefault(id(child), id(module))
-        for path, module in qualified_modules(models):
-            ancestors, node = set(), id(module)
-            while node in parent:
-                node = parent[node]
-                ancestors.add(node)
-            cls = type(module).__name__
-            info = _ModuleInfo(
-                forward_name=module_range_name(path, cls),
-                backward_name=module_range_name(path, cls, backward=True),
-                ancestors=frozenset(ancestors),
-            )
-            self._modules.append((module, info))
+        self._modules = _module_infos(models, memory_per_module=memory_per_module)
         self._info = {id(module): info for module, info in self._modules}
-        self._handles: list[RemovableHandle] = []
-        self._forward_stack: list[tuple[int, Any]] = []
+        self._wrapped: list[tuple[nn.Module, Any]] = []
         self._backward_stack: list[tuple[int, int]] = []
         self._node_modules: dict[Any, list[int]] = {}
         self._end_queued = False
-        self.record = WindowRecord()
+        self.record = WindowRecord(forward_as_ops=self._forward_as_ops)
 
     @property
     def module_count(self) -> int:
@@ -132,58 +188,67 @@ class ModuleTracer:
 
     @property
     def attached(self) -> bool:
-        """Whether the hooks are on the modules now."""
-        return bool(self._handles)
+        """Whether the modules are traced now."""
+        return bool(self._wrapped)
 
     def attach(self) -> None:
-        """Hook every module (idempotent)."""
-        if self._handles:
+        """Trace every module's forward (idempotent).
+
+        Through an instance-level ``forward``, not forward hooks: any hook sends
+        ``nn.Module.__call__`` down its slow path (~2 us a call), and one wrapper does in one frame
+        what a pre- and a post-hook did in two, its ``finally`` closing the range if forward
+        raises. Always-on step metrics wrap the roots' forward the same way, earlier: detaching
+        here first restores theirs.
+        """
+        if self._wrapped:
             return
-        for module, _ in self._modules:
-            self._handles.append(module.register_forward_pre_hook(self._forward_pre))
-            self._handles.append(module.register_forward_hook(self._forward_post))
+        for module, info in self._modules:
+            previous = module.__dict__.get("forward")
+            module.__dict__["forward"] = self._traced(module.forward, id(module), info)
+            self._wrapped.append((module, previous))
 
     def detach(self) -> None:
-        """Remove every hook and close whatever range is still open."""
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
+        """Restore every module's forward and close whatever backward range is still open."""
+        for module, previous in reversed(self._wrapped):
+            if previous is None:
+                module.__dict__.pop("forward", None)
+            else:
+                module.__dict__["forward"] = previous
+        self._wrapped.clear()
         self.close_open_ranges()
 
     def close_open_ranges(self) -> None:
-        """Close forward ranges left open by an exception, and any backward still open."""
-        while self._forward_stack:
-            _exit(self._forward_stack.pop()[1])
+        """Close any backward range still open (forward ranges close themselves)."""
         self._close_backward(self._now_ns(), keep=frozenset())
         self._node_modules.clear()
 
     def take(self) -> WindowRecord:
         """Hand over what was recorded so far and start a fresh record."""
-        record, self.record = self.record, WindowRecord()
+        record, self.record = self.record, WindowRecord(forward_as_ops=self._forward_as_ops)
         return record
 
-    def _sample(self, now: int) -> None:
-        self.record.memory.append((now, self._memory.sample()))
+    def _traced(self, inner: Callable[..., Any], key: int, info: _ModuleInfo) -> Callable[..., Any]:
+        enter, exit_, read, now_ns = self._enter, self._exit, self._read, self._now_ns
+        name, sampled = info.forward_name, info.sampled
 
-    def _forward_pre(self, module: nn.Module, args: Any) -> None:
-        self._sample(self._now_ns())
-        key = id(module)
-        self._forward_stack.append((key, _enter(self._info[key].forward_name, None)))
+        @functools.wraps(inner)
+        def traced_forward(*args: Any, **kwargs: Any) -> Any:
+            if sampled:
+                self.record.memory.append((now_ns(), read()))
+            handle = enter(name)
+            try:
+                output = inner(*args, **kwargs)
+            finally:
+                exit_(handle)
+            if sampled:
+                self.record.memory.append((now_ns(), read()))
+            if torch.is_grad_enabled():
+                node = first_grad_fn(output)
+                if node is not None:
+                    self._watch_node(node, key)
+            return output
 
-    def _forward_post(self, module: nn.Module, args: Any, output: Any) -> None:
-        key = id(module)
-        # Pop to this module's own entry: a child whose forward raised and was caught by the
-        # parent left its range open, and ranges must close innermost first.
-        while self._forward_stack:
-            top_key, handle = self._forward_stack.pop()
-            _exit(handle)
-            if top_key == key:
-                break
-        self._sample(self._now_ns())
-        if torch.is_grad_enabled():
-            node = first_grad_fn(output)
-            if node is not None:
-                self._watch_node(node, key)
+        return traced_forward
 
     def _watch_node(self, node: Any, key: int) -> None:
         # Several modules can share an output node (a Sequential and its last child): one hook
@@ -191,22 +256,24 @@ class ModuleTracer:
         modules = self._node_modules.get(node)
         if modules is None:
             self._node_modules[node] = modules = []
-            node.register_prehook(lambda grad_outputs: self._backward_start(modules))
+            node.register_prehook(functools.partial(self._backward_start, modules))
         modules.append(key)
 
-    def _backward_start(self, modules: list[int]) -> None:
+    def _backward_start(self, modules: list[int], grad_outputs: Any) -> None:
         now = self._now_ns()
         if not self._end_queued:
             torch.autograd.Variable._execution_engine.queue_callback(self._backward_end)
             self._end_queued = True
-        self._sample(now)
-        for key in reversed(modules):  # forward hooks ran innermost first
+        # The outermost module on the node is the last; if any of them is sampled, it is.
+        if self._info[modules[-1]].sampled:
+            self.record.memory.append((now, self._read()))
+        for key in reversed(modules):  # forward wrappers finished innermost first
             self._close_backward(now, keep=self._info[key].ancestors)
             self._backward_stack.append((key, now))
 
     def _backward_end(self) -> None:
         now = self._now_ns()
-        self._sample(now)
+        self.record.memory.append((now, self._read()))
         self._close_backward(now, keep=frozenset())
         self._end_queued = False
         self._node_modules.clear()
@@ -217,3 +284,29 @@ class ModuleTracer:
             depth = len(self._backward_stack)
             name = self._info[key].backward_name
             self.record.backward.append(BackwardRange(name, start, now, depth))
+
+
+def _module_infos(
+    models: Sequence[nn.Module], *, memory_per_module: bool
+) -> list[tuple[nn.Module, _ModuleInfo]]:
+    """Every module with its range names, its ancestors and whether memory is read around it."""
+    parent: dict[int, int] = {}
+    for model in models:
+        for module in model.modules():
+            for child in module.children():
+                parent.setdefault(id(child), id(module))
+    infos = []
+    for path, module in qualified_modules(models):
+        ancestors, node = set(), id(module)
+        while node in parent:
+            node = parent[node]
+            ancestors.add(node)
+        cls = type(module).__name__
+        info = _ModuleInfo(
+            forward_name=module_range_name(path, cls),
+            backward_name=module_range_name(path, cls, backward=True),
+            ancestors=frozenset(ancestors),
+            sampled=memory_per_module or not ancestors,
+        )
+        infos.append((module, info))
+    return infos

@@ -21,7 +21,7 @@ from profiler.capture.clock import Clock, ClockMarker
 from profiler.capture.environment import device_kind, distributed_info, environment
 from profiler.capture.kineto import KinetoSession, write_window
 from profiler.capture.memory import MemoryProbe
-from profiler.capture.module_hooks import ModuleTracer
+from profiler.capture.module_hooks import ModuleTracer, range_enter, range_exit
 from profiler.capture.schedule import Schedule
 from profiler.capture.step_metrics import StepMetrics
 from profiler.capture.system import SystemSampler
@@ -30,8 +30,6 @@ from profiler.store import RunStore, StepLog
 
 T = TypeVar("T")
 DEFAULT_SCHEDULE = Schedule(wait=1, warmup=1, active=3, repeat=1)
-_enter = torch.ops.profiler._record_function_enter_new
-_exit = torch.ops.profiler._record_function_exit._RecordFunction
 
 
 class ProfilerStateError(RuntimeError):
@@ -171,7 +169,13 @@ class Profile:
                 self._sampler.start()
             self._metrics.attach()
             if self.schedule is not None:
-                self._tracer = ModuleTracer(self.models, self._memory, self._clock.now_ns)
+                self._tracer = ModuleTracer(
+                    self.models,
+                    self._memory,
+                    self._clock.now_ns,
+                    memory_per_module=not self.kineto_options["profile_memory"],
+                    user_ranges=self.device != "cpu",
+                )
                 self._kineto = KinetoSession(
                     schedule=self.schedule,
                     on_trace_ready=self._on_trace_ready,
@@ -368,7 +372,8 @@ class ProfiledLoader(Generic[T]):
         session = self._session
         while True:
             kineto = session._kineto
-            handle = _enter(name, None) if own_range and kineto and kineto.recording else None
+            recording = own_range and kineto is not None and kineto.recording
+            handle = range_enter(name) if recording else None
             start = time.perf_counter_ns()
             try:
                 item = next(iterator)
@@ -377,7 +382,7 @@ class ProfiledLoader(Generic[T]):
             finally:
                 waited = time.perf_counter_ns() - start
                 if handle is not None:
-                    _exit(handle)
+                    range_exit(handle)
                 if session._metrics is not None:
                     session._metrics.add_data_wait(waited)
             yield item

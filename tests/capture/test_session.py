@@ -93,6 +93,9 @@ def test_profiler_steps_modules_and_data_wait(train, tmp_path: Path) -> None:
     assert {p: len(v) for p, v in backward.items()} == {p: 2 for p in MODULES}
     assert all(e["tid"] == BACKWARD_LANE_TID for events in backward.values() for e in events)
     assert all(e["tid"] != BACKWARD_LANE_TID for events in forward.values() for e in events)
+    # Recorded the cheap way (cpu_op) on CPU, written as annotations: peers key on that.
+    ranges = [*forward.values(), *backward.values()]
+    assert {e["cat"] for events in ranges for e in events} == {"user_annotation"}
 
     # Each forward range sits inside its step, children inside the root, backward after forward.
     for step in steps:
@@ -148,6 +151,20 @@ def test_memory_counters_at_module_boundaries(train, tmp_path: Path) -> None:
     lo = min(e["ts"] for e in steps)
     hi = max(e["ts"] + e["dur"] for e in steps)
     assert all(lo <= e["ts"] <= hi for e in counters)
+
+
+def test_with_profile_memory_counters_only_at_the_roots(train, tmp_path: Path) -> None:
+    """Kineto's allocator events cover every module; our RSS counters stay, but coarse."""
+    prof = train(steps=6, out_dir=tmp_path, run_name="pm", profile_memory=True)
+    trace = read_trace(prof.trace_files[0])
+    counters = [
+        e
+        for e in trace["traceEvents"]
+        if e.get("ph") == PHASE_COUNTER and e["name"] == COUNTER_MEMORY
+    ]
+    # Per active step: the root's forward (enter, exit), backward start and end.
+    assert len(counters) == 2 * 4
+    assert all(e["args"]["rss_bytes"] > 1_000_000 for e in counters)
 
 
 def test_steps_jsonl_has_one_line_per_step(train, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from profiler.store.chrome_trace import (
     base_time_ns,
     clock_sync_ts_us,
     splice_kineto_trace,
+    splice_parts,
 )
 
 # The shape Kineto 2.x writes: pretty-printed, metadata first, trailing keys after the array.
@@ -115,3 +116,29 @@ def test_base_time_and_clock_marker() -> None:
     raw = b'{"traceEvents": []}'
     assert base_time_ns(raw) == 0
     assert clock_sync_ts_us(raw) is None
+
+
+def test_ranges_recorded_as_ops_become_annotations() -> None:
+    """Module ranges recorded the cheap way (cpu_op) are written as user_annotation."""
+    op = b"""  {
+    "ph": "X",
+    "cat": "cpu_op",
+    "name": "nn.Module: %s (Linear)", "pid": 7, "tid": 7,
+    "ts": 1001, "dur": 1
+  },
+"""
+    raw = KINETO.replace(b'"traceEvents": [\n', b'"traceEvents": [\n' + op % b"0" + op % b"fc")
+    parts = splice_parts(
+        raw, top_level={}, events=[], trace_name="t.gz", annotations=("nn.Module: ",)
+    )
+    out = b"".join(parts)
+    assert out == splice_kineto_trace(
+        raw, top_level={}, events=[], trace_name="t.gz", annotations=("nn.Module: ",)
+    )
+    cats = {e["name"]: e["cat"] for e in orjson.loads(out)["traceEvents"]}
+    assert cats["nn.Module: 0 (Linear)"] == cats["nn.Module: fc (Linear)"] == "user_annotation"
+    assert cats["enumerate(DataLoader)#_SingleProcessDataLoaderIter.__next__"] == "cpu_op"
+    assert cats["ProfilerStep#3"] == "user_annotation"
+    # Without the option nothing is relabelled; other cpu_op events never are.
+    plain = orjson.loads(splice_kineto_trace(raw, top_level={}, events=[]))
+    assert {e["cat"] for e in plain["traceEvents"] if e["name"].startswith("nn.")} == {"cpu_op"}

@@ -70,3 +70,33 @@ def test_step_log_appends_lines(tmp_path: Path) -> None:
 def test_run_name_must_be_plain(tmp_path: Path, name: str) -> None:
     with pytest.raises(ValueError, match="run_name"):
         RunStore(tmp_path, name)
+
+
+@pytest.mark.parametrize("cpus", [1, 2, 8])
+@pytest.mark.parametrize("stdlib", [True, False])
+def test_gzip_of_pieces_is_one_member_that_inflates_back(monkeypatch, cpus: int, stdlib) -> None:
+    """Streamed pieces on one thread, or slices deflated on several, with zlib or (where
+    installed) isal: the same bytes come back."""
+    import zlib
+
+    from profiler.store import trace_store
+
+    monkeypatch.setattr(trace_store, "_usable_cpus", lambda: cpus)
+    if stdlib:
+        monkeypatch.setattr(trace_store, "_deflate_module", lambda: zlib)
+    monkeypatch.setattr(trace_store, "GZIP_SLICE_MIN_BYTES", 1000)
+    text = b"".join(b'{"ph": "X", "name": "op%d", "ts": %d},\n' % (i, i * 7) for i in range(3000))
+    parts = [memoryview(text)[:5], b"", memoryview(text)[5:40_001], text[40_001:]]
+    packed = trace_store.gzip_bytes(parts)
+    assert gzip.decompress(packed) == text
+    # One member: a reader that stops at the first member's end still gets everything.
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    assert inflater.decompress(packed) == text and inflater.eof and not inflater.unused_data
+
+
+def test_write_trace_takes_pieces(tmp_path: Path) -> None:
+    store = RunStore(tmp_path, "p")
+    store.create({}, {})
+    path = store.trace_path(unix_ms=1)
+    store.write_trace(path, [b'{"traceEvents": ', memoryview(b"[1, 2]}")])
+    assert gzip.decompress(path.read_bytes()) == b'{"traceEvents": [1, 2]}'
