@@ -7,7 +7,7 @@ from typing import Any
 
 import plotly.graph_objects as go
 
-from dashboard.figures.overview import CATEGORY_COLORS, CATEGORY_LABELS, empty_figure
+from dashboard.figures.overview import CATEGORY_LABELS, empty_figure, stacked_categories
 
 NO_RANKS = "No steps in this run"
 NO_COMMUNICATION = "No communication kernels in this run"
@@ -77,29 +77,14 @@ def rank_breakdown_figure(ranks: Sequence[Mapping[str, Any]]) -> go.Figure:
     timed = [row for row in ranks if row.get("step_mean_us") is not None]
     if not timed:
         return empty_figure(NO_RANKS)
-    labels = [rank_label(row["rank"]) for row in timed]
-    figure = go.Figure()
-    for category, label in CATEGORY_LABELS.items():
-        figure.add_trace(
-            go.Bar(
-                name=label,
-                x=labels,
-                y=[float(row.get(f"{category}_us") or 0.0) / 1000.0 for row in timed],
-                customdata=[float(row.get(f"{category}_pct") or 0.0) for row in timed],
-                marker_color=CATEGORY_COLORS[category],
-                hovertemplate=(
-                    f"{label}: %{{y:,.2f}} ms per step (%{{customdata:.1f}}%)<extra>%{{x}}</extra>"
-                ),
-            )
-        )
-    figure.update_layout(
-        barmode="stack",
-        xaxis={"title": {"text": "rank"}, "type": "category"},
-        yaxis={"title": {"text": "time per step (ms)"}},
-        legend={"title": {"text": "category"}},
-        margin={"t": 30},
+    return stacked_categories(
+        [rank_label(row["rank"]) for row in timed],
+        {c: [float(row.get(f"{c}_us") or 0.0) / 1000.0 for row in timed] for c in CATEGORY_LABELS},
+        x_title="rank",
+        y_title="time per step (ms)",
+        value_hover="%{y:,.2f} ms per step",
+        shares={c: [float(row.get(f"{c}_pct") or 0.0) for row in timed] for c in CATEGORY_LABELS},
     )
-    return figure
 
 
 def overlap_figure(ranks: Sequence[Mapping[str, Any]]) -> go.Figure:

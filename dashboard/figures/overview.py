@@ -48,22 +48,47 @@ def step_breakdown_figure(rows: Sequence[Mapping[str, Any]]) -> go.Figure:
     """
     if not rows:
         return empty_figure(NO_STEPS)
-    labels = _step_labels(rows)
+    values = {c: [float(row.get(f"{c}_us", 0.0)) for row in rows] for c in CATEGORY_LABELS}
+    return stacked_categories(
+        _step_labels(rows), values, x_title="step", y_title="time (µs)", value_hover="%{y:,.0f} µs"
+    )
+
+
+def stacked_categories(
+    x: Sequence[str],
+    values: Mapping[str, Sequence[float]],
+    *,
+    x_title: str,
+    y_title: str,
+    value_hover: str,
+    shares: Mapping[str, Sequence[float]] | None = None,
+) -> go.Figure:
+    """Stacked bars of the breakdown categories, one trace per category in the usual colours.
+
+    Args:
+        x: the bar labels (steps, ranks).
+        values: each category's value per bar.
+        x_title, y_title: the axis titles.
+        value_hover: how the hover shows a value (a plotly template of ``%{y}``).
+        shares: each category's percent per bar, shown in the hover after the value.
+    """
     figure = go.Figure()
     for category, label in CATEGORY_LABELS.items():
+        share = " (%{customdata:.1f}%)" if shares is not None else ""
         figure.add_trace(
             go.Bar(
                 name=label,
-                x=labels,
-                y=[float(row.get(f"{category}_us", 0.0)) for row in rows],
+                x=list(x),
+                y=list(values[category]),
+                customdata=None if shares is None else list(shares[category]),
                 marker_color=CATEGORY_COLORS[category],
-                hovertemplate=f"{label}: %{{y:,.0f}} µs<extra>%{{x}}</extra>",
+                hovertemplate=f"{label}: {value_hover}{share}<extra>%{{x}}</extra>",
             )
         )
     figure.update_layout(
         barmode="stack",
-        xaxis={"title": {"text": "step"}, "type": "category"},
-        yaxis={"title": {"text": "time (µs)"}},
+        xaxis={"title": {"text": x_title}, "type": "category"},
+        yaxis={"title": {"text": y_title}},
         legend={"title": {"text": "category"}},
         margin={"t": 30},
     )
