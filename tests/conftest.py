@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -38,6 +39,21 @@ def no_profiler_left_behind() -> Iterator[None]:
     assert not optimizer._global_optimizer_post_hooks, "an optimizer post-hook was left behind"
     alive = [t.name for t in threading.enumerate() if t.name.startswith("trainprof")]
     assert not alive, f"threads left running: {alive}"
+
+
+@pytest.fixture(autouse=True)
+def browser_available(request: pytest.FixtureRequest) -> None:
+    """Skip ``browser`` tests where no browser is installed; fail them when ``CI`` is set."""
+    if request.node.get_closest_marker("browser") is None:
+        return
+    from tests.dashboard.conftest import missing_browser
+
+    reason = missing_browser()
+    if reason is None:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"browser tests must run in CI: {reason}", pytrace=False)
+    pytest.skip(reason)
 
 
 @pytest.fixture

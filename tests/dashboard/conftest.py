@@ -3,16 +3,14 @@
 dash.testing builds its driver with ``webdriver.Chrome(options=...)``, taking the options from
 the ``pytest_setup_options`` hook below; selenium 4.2 then starts the ``chromedriver`` found on
 PATH (Debian's /usr/bin/chromedriver). The browser tests fail, not skip, when the browser is
-missing and the environment variable ``CI`` is set.
+missing and the environment variable ``CI`` is set (``browser_available`` in tests/conftest.py).
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
-import pytest
 from selenium.webdriver.chrome.options import Options
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -45,16 +43,3 @@ def missing_browser() -> str | None:
     if shutil.which(CHROMEDRIVER) is None:
         return "chromedriver not found on PATH (apt-get install -y chromium-driver)"
     return None
-
-
-@pytest.fixture(autouse=True)
-def browser_available(request: pytest.FixtureRequest) -> None:
-    """Skip browser tests where no browser is installed; fail them in CI."""
-    if request.node.get_closest_marker("browser") is None:
-        return
-    reason = missing_browser()
-    if reason is None:
-        return
-    if os.environ.get("CI"):
-        pytest.fail(f"browser tests must run in CI: {reason}", pytrace=False)
-    pytest.skip(reason)
