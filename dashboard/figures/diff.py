@@ -12,7 +12,7 @@ from typing import Any
 import plotly.graph_objects as go
 
 from dashboard.figures.overview import CATEGORY_LABELS, empty_figure
-from dashboard.figures.text import plain
+from dashboard.figures.text import plain, unique_labels
 
 BASE = "base"
 NEW = "new"
@@ -21,7 +21,6 @@ NEW_COLOR = "#4c78a8"
 SLOWER_COLOR = "#e45756"
 FASTER_COLOR = "#54a24b"
 TOP_N = 15
-LABEL_CHARS = 60  # kernel names run to thousands of characters; the hover shows them whole
 NO_CHANGES = "Nothing to compare"
 
 
@@ -82,7 +81,7 @@ def name_diff_figure(rows: Sequence[Mapping[str, Any]], title: str, *, n: int = 
     figure = go.Figure(
         go.Bar(
             x=deltas,
-            y=_unique_labels([str(r["name"]) for r in top]),
+            y=unique_labels([str(r["name"]) for r in top]),
             customdata=[[plain(str(r["name"])), _delta_text(r)] for r in top],
             orientation="h",
             name=title,
@@ -107,16 +106,3 @@ def _delta_text(row: Mapping[str, Any]) -> str:
         f"{float(row['base']):,.1f} → {float(row['new']):,.1f} µs per step"
         f" ({float(row['delta']):+,.1f} µs, {share})"
     )
-
-
-def _unique_labels(names: list[str]) -> list[str]:
-    """Escaped names cut to :data:`LABEL_CHARS`, numbered where two cut names would collide."""
-    labels: list[str] = []
-    for name in names:
-        label = name if len(name) <= LABEL_CHARS else name[: LABEL_CHARS - 1] + "…"
-        base, count = plain(label), 2
-        label = base
-        while label in labels:
-            label, count = f"{base} ({count})", count + 1
-        labels.append(label)
-    return labels

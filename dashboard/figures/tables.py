@@ -8,10 +8,9 @@ from typing import Any
 import plotly.graph_objects as go
 
 from dashboard.figures.overview import empty_figure
-from dashboard.figures.text import plain
+from dashboard.figures.text import plain, unique_labels
 
 TOP_N = 15
-LABEL_CHARS = 60  # kernel names run to thousands of characters; the hover shows them whole
 NO_ROWS = "Nothing to show"
 
 
@@ -34,12 +33,12 @@ def top_bar_figure(
         return empty_figure(NO_ROWS)
     top = sorted(rows, key=lambda r: (-float(r[value_key]), str(r["name"])))[:n]
     top.reverse()  # plotly draws the first category at the bottom
-    names = [plain(r["name"]) for r in top]
+    names = [str(r["name"]) for r in top]
     figure = go.Figure(
         go.Bar(
             x=[float(r[value_key]) for r in top],
-            y=_unique_labels(names),
-            customdata=names,
+            y=unique_labels(names),
+            customdata=[plain(name) for name in names],
             orientation="h",
             name=title,
             hovertemplate="%{customdata}<br>%{x:,.1f} µs<extra></extra>",
@@ -75,15 +74,3 @@ def kernel_type_figure(rows: Sequence[Mapping[str, Any]]) -> go.Figure:
     )
     figure.update_layout(margin={"t": 30})
     return figure
-
-
-def _unique_labels(names: list[str]) -> list[str]:
-    """Names cut to :data:`LABEL_CHARS`, numbered where two cut names would collide."""
-    labels: list[str] = []
-    for name in names:
-        label = name if len(name) <= LABEL_CHARS else name[: LABEL_CHARS - 1] + "…"
-        base, count = label, 2
-        while label in labels:
-            label, count = f"{base} ({count})", count + 1
-        labels.append(label)
-    return labels
