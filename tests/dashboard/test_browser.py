@@ -23,15 +23,14 @@ from tests.dashboard.browser import (
     query_value,
     wait_for_url,
 )
+from tests.dashboard.runs import CORRUPT_FILE, SAMPLE
 
 pytestmark = pytest.mark.browser
 
-SAMPLE = Path(__file__).resolve().parents[2] / "traces" / "sample"
 REFERENCE_TRACE = SHARED_TRACES / "hta" / "two_ranks_rank-0.json.gz"
 REFERENCE_RUN = "reference/two_ranks"
 NAV_ORDER = ["Overview", "Timeline", "Operators", "Kernels", "Memory", "Modules", "Distributed",
              "Diff"]  # fmt: skip
-CORRUPT_FILE = "host_1.1700000000000.pt.trace.json.gz"
 
 
 @pytest.fixture

@@ -11,8 +11,7 @@ import pytest
 from dashboard.data import overview
 from dashboard.data.overview import run_summary
 from dashboard.data.runs import list_runs, resolve_run
-
-SAMPLE = Path(__file__).resolve().parents[2] / "traces" / "sample"
+from tests.dashboard.runs import SAMPLE
 
 
 @pytest.fixture

@@ -35,22 +35,8 @@ from tests.dashboard.browser import (
     query_value,
     wait_for_url,
 )
+from tests.dashboard.runs import CORRUPT_FILE, PLAIN_FILE, SAMPLE, plain_trace
 from tests.dashboard.test_distributed import element
-
-SAMPLE = Path(__file__).resolve().parents[2] / "traces" / "sample"
-CORRUPT_FILE = "host_1.1700000000000.pt.trace.json.gz"
-PLAIN_FILE = "host_1.1700000000001.pt.trace.json"
-
-
-def _plain_trace() -> dict[str, Any]:
-    """One step of one op: a run whose figures differ from the sample's."""
-    events = [
-        {"ph": "X", "cat": "user_annotation", "name": "ProfilerStep#1", "pid": 1, "tid": 1,
-         "ts": 90, "dur": 100, "args": {}},
-        {"ph": "X", "cat": "cpu_op", "name": "aten::add", "pid": 1, "tid": 1,
-         "ts": 100, "dur": 50, "args": {}},
-    ]  # fmt: skip
-    return {"schemaVersion": 1, "traceEvents": events}
 
 
 @pytest.fixture
@@ -60,7 +46,7 @@ def root(tmp_path: Path) -> Path:
     shutil.copytree(SAMPLE, root / "sample")
     shutil.copytree(SAMPLE, root / "sample_copy")
     (root / "plain").mkdir()
-    (root / "plain" / PLAIN_FILE).write_text(json.dumps(_plain_trace()))
+    (root / "plain" / PLAIN_FILE).write_text(json.dumps(plain_trace()))
     shutil.copytree(SAMPLE, root / "broken")
     (root / "broken" / CORRUPT_FILE).write_bytes(b"\x1f\x8b not <b>gzip</b>")
     return root
@@ -134,7 +120,7 @@ def test_bad_names_are_refused_and_pairs_cached(root: Path) -> None:
     first = run_diff(root, "plain", "sample")
     assert run_diff(root, "plain", "sample") is first
     assert run_diff(root, "sample", "plain") is not first
-    (root / "plain" / PLAIN_FILE).write_text(json.dumps(_plain_trace()) + " ")
+    (root / "plain" / PLAIN_FILE).write_text(json.dumps(plain_trace()) + " ")
     assert run_diff(root, "plain", "sample") is not first
 
 

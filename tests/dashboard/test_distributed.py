@@ -26,10 +26,9 @@ from profiler.analysis.steps import CATEGORIES, step_breakdown
 from profiler.analysis.table import load_trace
 from tests.analysis.test_distributed import slowed_copy
 from tests.dashboard.browser import WAIT_S, figure_traces, grid_column, open_path, plotly_data
+from tests.dashboard.runs import CORRUPT_FILE, SAMPLE
 
-SAMPLE = Path(__file__).resolve().parents[2] / "traces" / "sample"
 TWO_RANKS = ("two_ranks_rank-0.json.gz", "two_ranks_rank-1.json.gz")
-CORRUPT_FILE = "host_1.1700000000000.pt.trace.json.gz"
 
 
 @pytest.fixture

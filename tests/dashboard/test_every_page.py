@@ -12,10 +12,10 @@ from selenium.webdriver.support.ui import WebDriverWait
 from dashboard.app import create_app
 from tests.conftest import SHARED_TRACES
 from tests.dashboard.browser import WAIT_S, free_port
+from tests.dashboard.runs import SAMPLE
 
 pytestmark = pytest.mark.browser
 
-SAMPLE = Path(__file__).resolve().parents[2] / "traces" / "sample"
 TWO_RANKS = ("two_ranks_rank-0.json.gz", "two_ranks_rank-1.json.gz")
 # Figures each page draws for a run with GPU kernels; a CPU-only run shows notices instead
 # of the GPU-only ones.

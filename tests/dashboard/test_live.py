@@ -14,8 +14,8 @@ from dashboard.app import create_app
 from dashboard.data import cache
 from dashboard.data.runs import fingerprint, run_version
 from tests.dashboard.browser import WAIT_S, free_port, plotly_data
+from tests.dashboard.runs import SAMPLE
 
-SAMPLE = Path(__file__).resolve().parents[2] / "traces" / "sample"
 REFRESH_S = 0.3
 
 

@@ -24,10 +24,8 @@ from profiler.analysis.memory import memory_peak, module_memory
 from profiler.analysis.modules import module_table
 from profiler.analysis.table import load_trace
 from tests.dashboard.browser import WAIT_S, grid_cell, grid_column, open_path, plotly_data
+from tests.dashboard.runs import CORRUPT_FILE, PLAIN_FILE, SAMPLE, plain_trace
 
-SAMPLE = Path(__file__).resolve().parents[2] / "traces" / "sample"
-PLAIN_FILE = "host_1.1700000000001.pt.trace.json"
-CORRUPT_FILE = "host_1.1700000000000.pt.trace.json.gz"
 SMALL_CNN = [
     "model",
     "features",
@@ -37,24 +35,13 @@ SMALL_CNN = [
 ]
 
 
-def _plain_trace() -> dict[str, Any]:
-    """A torch.profiler-like trace: one step, one op, no module ranges, no memory samples."""
-    events = [
-        {"ph": "X", "cat": "user_annotation", "name": "ProfilerStep#1", "pid": 1, "tid": 1,
-         "ts": 90, "dur": 100, "args": {}},
-        {"ph": "X", "cat": "cpu_op", "name": "aten::add", "pid": 1, "tid": 1,
-         "ts": 100, "dur": 50, "args": {}},
-    ]  # fmt: skip
-    return {"schemaVersion": 1, "traceEvents": events}
-
-
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
     """A root of runs: the sample, a plain trace without ranges or memory, a corrupt file."""
     root = tmp_path / "traces"
     shutil.copytree(SAMPLE, root / "sample")
     (root / "plain").mkdir()
-    (root / "plain" / PLAIN_FILE).write_text(json.dumps(_plain_trace()))
+    (root / "plain" / PLAIN_FILE).write_text(json.dumps(plain_trace()))
     (root / "corrupt").mkdir()
     (root / "corrupt" / CORRUPT_FILE).write_bytes(b"\x1f\x8b this is not <b>gzip</b> at all")
     return root

@@ -15,8 +15,8 @@ from profiler.analysis.kernels import kernel_type_breakdown, top_kernels
 from profiler.analysis.ops import top_ops
 from profiler.analysis.table import load_trace
 from tests.conftest import SHARED_TRACES
+from tests.dashboard.runs import SAMPLE
 
-SAMPLE = Path(__file__).resolve().parents[2] / "traces" / "sample"
 REFERENCE_TRACE = SHARED_TRACES / "hta" / "two_ranks_rank-0.json.gz"
 
 

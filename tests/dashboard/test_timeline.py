@@ -23,8 +23,8 @@ from profiler.analysis.timeline import prepare_timeline, timeline_view
 from profiler.analysis.timeline_details import event_details
 from tests.conftest import SHARED_TRACES
 from tests.dashboard.browser import WAIT_S, open_path, plotly_data
+from tests.dashboard.runs import SAMPLE
 
-SAMPLE = Path(__file__).resolve().parents[2] / "traces" / "sample"
 HTA = SHARED_TRACES / "hta"
 TRICKY = "<b>bold</b> & co"
 CLICK_HINT = "Click an event for its details."  # the empty details panel, as the page says it
