@@ -123,10 +123,17 @@ def _register_shell_callbacks(app: dash.Dash, root: Path) -> None:
         Input("url", "search"),
         Input("run-picker", "value"),
         Input("refresh", "n_intervals"),
+        State("run-picker", "options"),
     )
-    def sync_run(search: str | None, picked: str | None, _tick: int | None) -> tuple[Any, ...]:
+    def sync_run(
+        search: str | None, picked: str | None, _tick: int | None, listed: Any
+    ) -> tuple[Any, ...]:
         """Keep the picker, the links and the URL's ``?run=`` on the same run."""
         names = [run.name for run in list_runs(root)]
+        if ctx.triggered_id == "refresh" and names == listed:
+            # Nothing new under the root: resending the options would redraw an open picker
+            # menu (and the nav links) under the user's pointer every tick.
+            return (dash.no_update,) * 4
         wanted = run_from_search(search)
         if ctx.triggered_id == "run-picker" and picked:
             wanted = picked
@@ -147,8 +154,11 @@ def _register_live_callbacks(app: dash.Dash, root: Path) -> None:
         Input("url", "pathname"),
         Input("url", "search"),
         State("run-version", "data"),
+        State("run-status", "children"),
     )
-    def poll(_tick: int | None, path: str | None, search: str | None, seen: Any) -> tuple[Any, str]:
+    def poll(
+        _tick: int | None, path: str | None, search: str | None, seen: Any, status: Any
+    ) -> tuple[Any, Any]:
         """Note the shown runs' files; ask for a redraw when they changed under the same view."""
         run = run_from_search(search) or next((r.name for r in list_runs(root)), None)
         view = f"{path}?{search}"
@@ -156,9 +166,11 @@ def _register_live_callbacks(app: dash.Dash, root: Path) -> None:
         with_meta = path in _META_PAGES
         version = "|".join(str(run_version(root, name, with_meta=with_meta)) for name in shown)
         redraw = isinstance(seen, dict) and seen.get("view") == view and seen["version"] != version
+        text = _status_text()
+        new_status: Any = dash.no_update if text == (status or "") else text
         if isinstance(seen, dict) and seen.get("view") == view and not redraw:
-            return dash.no_update, _status_text()
-        return {"view": view, "version": version, "redraw": redraw}, _status_text()
+            return dash.no_update, new_status
+        return {"view": view, "version": version, "redraw": redraw}, new_status
 
     @app.callback(
         Output(_PAGE_CONTENT, "children", allow_duplicate=True),

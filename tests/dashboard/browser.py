@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from selenium.common.exceptions import StaleElementReferenceException
+from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from dashboard.app import create_app
@@ -76,3 +78,23 @@ def grid_column(dash_duo: Any, grid_id: str, field: str) -> list[str]:
 def number(text: str) -> float:
     """A number as a grid shows it (``12,345.6``)."""
     return float(text.replace(",", ""))
+
+
+def pick(dash_duo: Any, dropdown: str, value: str) -> None:
+    """Open the ``dropdown`` (a CSS selector) and click its option ``value``.
+
+    dash.testing's ``select_dcc_dropdown`` returns quietly when the option is not there yet;
+    this waits for it and fails when it never shows.
+    """
+
+    def option(driver: Any) -> Any:
+        menu = driver.find_elements(By.CSS_SELECTOR, ".dash-dropdown-options")
+        if not menu:
+            driver.find_element(By.CSS_SELECTOR, dropdown).click()
+            return None
+        found = menu[0].find_elements(By.CSS_SELECTOR, ".dash-dropdown-option")
+        return next((o for o in found if o.text == value), None)
+
+    stale = (StaleElementReferenceException,)
+    wait = WebDriverWait(dash_duo.driver, WAIT_S, ignored_exceptions=stale)
+    wait.until(option, f"no option {value!r} in {dropdown}").click()

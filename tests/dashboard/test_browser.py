@@ -20,6 +20,7 @@ from tests.dashboard.browser import (
     grid_column,
     number,
     open_path,
+    pick,
     query_value,
     wait_for_url,
 )
@@ -84,7 +85,7 @@ def test_picking_a_run_updates_url_and_page(dash_duo: Any, trace_root: Path) -> 
     open_page(dash_duo, trace_root, "?run=sample")
     dash_duo.wait_for_contains_text("h3", "Run sample", timeout=WAIT_S)
 
-    dash_duo.select_dcc_dropdown("#run-picker", value=REFERENCE_RUN)
+    pick(dash_duo, "#run-picker", REFERENCE_RUN)
 
     wait_for_url(dash_duo, lambda url: query_value(url) == REFERENCE_RUN)
     dash_duo.wait_for_contains_text("h3", f"Run {REFERENCE_RUN}", timeout=WAIT_S)
@@ -104,7 +105,7 @@ def test_corrupt_run_shows_banner_and_page_keeps_working(dash_duo: Any, trace_ro
     assert "<b>" not in banner.get_attribute("innerHTML")  # shown as text, never as HTML
     figure_traces(dash_duo, "step-breakdown")  # an empty figure, still drawn
 
-    dash_duo.select_dcc_dropdown("#run-picker", value="sample")
+    pick(dash_duo, "#run-picker", "sample")
     wait_for_url(dash_duo, lambda url: query_value(url) == "sample")
     dash_duo.wait_for_contains_text("h3", "Run sample", timeout=WAIT_S)
     assert len(figure_traces(dash_duo, "step-breakdown")) == len(CATEGORY_LABELS)

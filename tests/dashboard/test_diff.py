@@ -32,6 +32,7 @@ from tests.dashboard.browser import (
     figure_traces,
     grid_column,
     open_path,
+    pick,
     query_value,
     wait_for_url,
 )
@@ -234,7 +235,7 @@ def test_picking_a_base_updates_the_url_and_the_figure(dash_duo: Any, root: Path
     open_path(dash_duo, root, "/diff?run=sample_copy")
     dash_duo.wait_for_element("#diff-pick-base", timeout=WAIT_S)
 
-    dash_duo.select_dcc_dropdown("#diff-base", value="sample")
+    pick(dash_duo, "#diff-base", "sample")
 
     url = wait_for_url(dash_duo, lambda url: query_value(url, "base") == "sample")
     assert query_value(url) == "sample_copy"
@@ -246,7 +247,7 @@ def test_picking_a_base_updates_the_url_and_the_figure(dash_duo: Any, root: Path
     assert new["y"] == pytest.approx(_category_ys(same, "new"))
     assert not dash_duo.find_elements("#diff-kernels")  # CPU only
 
-    dash_duo.select_dcc_dropdown("#diff-base", value="plain")
+    pick(dash_duo, "#diff-base", "plain")
 
     wait_for_url(dash_duo, lambda url: query_value(url, "base") == "plain")
     other = run_diff(root, "plain", "sample_copy").diff

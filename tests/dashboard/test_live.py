@@ -13,7 +13,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from dashboard.app import create_app
 from dashboard.data import cache
 from dashboard.data.runs import fingerprint, run_version
-from tests.dashboard.browser import WAIT_S, free_port, plotly_data
+from tests.dashboard.browser import WAIT_S, free_port, pick, plotly_data
 from tests.dashboard.runs import SAMPLE
 
 REFRESH_S = 0.3
@@ -114,7 +114,7 @@ def test_new_runs_windows_and_steps_appear_without_a_restart(dash_duo: Any, root
 
     shutil.copytree(SAMPLE, root / "later")
     wait.until(lambda _: "later" in _picker_options(dash_duo))
-    dash_duo.select_dcc_dropdown("#run-picker", value="later")
+    pick(dash_duo, "#run-picker", "later")
     dash_duo.wait_for_contains_text("h3", "Run later", timeout=WAIT_S)
     assert dash_duo.get_logs() == []
 

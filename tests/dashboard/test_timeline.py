@@ -22,7 +22,7 @@ from profiler.analysis.table import load_trace
 from profiler.analysis.timeline import prepare_timeline, timeline_view
 from profiler.analysis.timeline_details import event_details
 from tests.conftest import SHARED_TRACES
-from tests.dashboard.browser import WAIT_S, open_path, plotly_data
+from tests.dashboard.browser import WAIT_S, open_path, pick, plotly_data
 from tests.dashboard.runs import SAMPLE
 
 HTA = SHARED_TRACES / "hta"
@@ -366,7 +366,7 @@ def test_timeline_of_our_sample_zooms_and_shows_an_op(dash_duo: Any, root: Path)
     )
     assert plotly_data(dash_duo, "timeline", DRAWN) == expected
 
-    dash_duo.select_dcc_dropdown("#timeline-file", value=files[1])
+    pick(dash_duo, "#timeline-file", files[1])
     other = load_trace(root / "sample" / files[1]).events
     dash_duo.wait_for_text_to_equal(
         "#timeline-status", f"{len(other):,} events drawn exactly", timeout=WAIT_S
