@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -131,3 +132,36 @@ def test_diff_is_redrawn_when_its_base_run_changes(dash_duo: Any, root: Path) ->
 
     dash_duo.wait_for_contains_text("#diff-step", "in base (9 steps)", timeout=WAIT_S)
     assert dash_duo.get_logs() == []
+
+
+# Keeps the text of every callback response the page receives from now on.
+_RECORD_RESPONSES = """
+    window.trainprofResponses = [];
+    const realFetch = window.fetch;
+    window.fetch = (...args) => realFetch(...args).then(response => {
+        response.clone().text().then(text => window.trainprofResponses.push(text));
+        return response;
+    });
+"""
+
+
+@pytest.mark.browser
+def test_polls_of_an_unchanged_root_leave_the_open_picker_alone(dash_duo: Any, root: Path) -> None:
+    shutil.copytree(SAMPLE, root / "other")
+    dash_duo.start_server(create_app(root, refresh_s=REFRESH_S), port=free_port())
+    dash_duo.wait_for_page(url=f"{dash_duo.server_url}/?run=sample", timeout=WAIT_S)
+    dash_duo.wait_for_contains_text("h3", "Run sample", timeout=WAIT_S)
+    dash_duo.find_element("#run-picker").click()
+    dash_duo.wait_for_element(".dash-dropdown-options .dash-dropdown-option")
+    dash_duo.driver.execute_script(_RECORD_RESPONSES)
+
+    time.sleep(6 * REFRESH_S)  # several polls of a root where nothing changes
+
+    responses = dash_duo.driver.execute_script("return window.trainprofResponses;")
+    assert not [r for r in responses if "run-picker" in r or '"nav"' in r]
+    assert [o.text for o in dash_duo.find_elements(".dash-dropdown-option")] == ["other", "sample"]
+
+    shutil.copytree(SAMPLE, root / "later")  # a new run is still sent, menu open or not
+    WebDriverWait(dash_duo.driver, WAIT_S).until(
+        lambda _: "later" in [o.text for o in dash_duo.find_elements(".dash-dropdown-option")]
+    )
