@@ -26,9 +26,10 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def open_path(dash_duo: Any, root: Path, path_query: str) -> None:
-    """Serve the app over ``root`` and open ``path_query`` (``/page?run=...``)."""
-    dash_duo.start_server(create_app(root), port=free_port())
+def open_path(dash_duo: Any, root: Path, path_query: str, **app_options: Any) -> None:
+    """Serve the app over ``root`` (``create_app(root, **app_options)``) and open ``path_query``
+    (``/page?run=...``)."""
+    dash_duo.start_server(create_app(root, **app_options), port=free_port())
     dash_duo.wait_for_page(url=f"{dash_duo.server_url}{path_query}", timeout=WAIT_S)
 
 

@@ -14,7 +14,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from dashboard.app import create_app
 from dashboard.data import cache
 from dashboard.data.runs import fingerprint, run_version
-from tests.dashboard.browser import WAIT_S, free_port, pick, plotly_data
+from tests.dashboard.browser import WAIT_S, open_path, pick, plotly_data
 from tests.dashboard.runs import SAMPLE
 
 REFRESH_S = 0.3
@@ -91,17 +91,19 @@ def _points(dash_duo: Any, graph_id: str) -> int:
 def _picker_options(dash_duo: Any) -> list[str]:
     """The run picker's options, read by opening its menu (closed again after)."""
     dash_duo.find_element("#run-picker").click()
-    options = [
-        o.text for o in dash_duo.find_elements(".dash-dropdown-options .dash-dropdown-option")
-    ]
+    options = _menu_options(dash_duo)
     dash_duo.find_element("h2").click()
     return options
 
 
+def _menu_options(dash_duo: Any) -> list[str]:
+    """The options of the dropdown menu that is open now."""
+    return [o.text for o in dash_duo.find_elements(".dash-dropdown-options .dash-dropdown-option")]
+
+
 @pytest.mark.browser
 def test_new_runs_windows_and_steps_appear_without_a_restart(dash_duo: Any, root: Path) -> None:
-    dash_duo.start_server(create_app(root, refresh_s=REFRESH_S), port=free_port())
-    dash_duo.wait_for_page(url=f"{dash_duo.server_url}/?run=sample", timeout=WAIT_S)
+    open_path(dash_duo, root, "/?run=sample", refresh_s=REFRESH_S)
     dash_duo.wait_for_contains_text("h3", "Run sample", timeout=WAIT_S)
     steps, bars = _points(dash_duo, "step-metrics"), _points(dash_duo, "step-breakdown")
     wait = WebDriverWait(dash_duo.driver, WAIT_S)
@@ -123,8 +125,7 @@ def test_new_runs_windows_and_steps_appear_without_a_restart(dash_duo: Any, root
 @pytest.mark.browser
 def test_diff_is_redrawn_when_its_base_run_changes(dash_duo: Any, root: Path) -> None:
     shutil.copytree(SAMPLE, root / "base")
-    dash_duo.start_server(create_app(root, refresh_s=REFRESH_S), port=free_port())
-    dash_duo.wait_for_page(url=f"{dash_duo.server_url}/diff?run=sample&base=base", timeout=WAIT_S)
+    open_path(dash_duo, root, "/diff?run=sample&base=base", refresh_s=REFRESH_S)
     dash_duo.wait_for_contains_text("#diff-step", "(6 steps)", timeout=WAIT_S)
 
     window = sorted((root / "base").glob("*.json.gz"))[0]
@@ -148,8 +149,7 @@ _RECORD_RESPONSES = """
 @pytest.mark.browser
 def test_polls_of_an_unchanged_root_leave_the_open_picker_alone(dash_duo: Any, root: Path) -> None:
     shutil.copytree(SAMPLE, root / "other")
-    dash_duo.start_server(create_app(root, refresh_s=REFRESH_S), port=free_port())
-    dash_duo.wait_for_page(url=f"{dash_duo.server_url}/?run=sample", timeout=WAIT_S)
+    open_path(dash_duo, root, "/?run=sample", refresh_s=REFRESH_S)
     dash_duo.wait_for_contains_text("h3", "Run sample", timeout=WAIT_S)
     dash_duo.find_element("#run-picker").click()
     dash_duo.wait_for_element(".dash-dropdown-options .dash-dropdown-option")
@@ -159,9 +159,7 @@ def test_polls_of_an_unchanged_root_leave_the_open_picker_alone(dash_duo: Any, r
 
     responses = dash_duo.driver.execute_script("return window.trainprofResponses;")
     assert not [r for r in responses if "run-picker" in r or '"nav"' in r]
-    assert [o.text for o in dash_duo.find_elements(".dash-dropdown-option")] == ["other", "sample"]
+    assert _menu_options(dash_duo) == ["other", "sample"]
 
     shutil.copytree(SAMPLE, root / "later")  # a new run is still sent, menu open or not
-    WebDriverWait(dash_duo.driver, WAIT_S).until(
-        lambda _: "later" in [o.text for o in dash_duo.find_elements(".dash-dropdown-option")]
-    )
+    WebDriverWait(dash_duo.driver, WAIT_S).until(lambda _: "later" in _menu_options(dash_duo))
