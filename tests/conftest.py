@@ -75,6 +75,14 @@ def read_steps(path: Path) -> list[dict[str, Any]]:
 
 
 @pytest.fixture
+def every_step_timed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Time the forward/backward/optimizer split on every step, however short the steps are."""
+    from profiler.capture import step_metrics
+
+    monkeypatch.setattr(step_metrics, "PHASE_COST_NS", 0)
+
+
+@pytest.fixture
 def train(tmp_path: Path) -> Callable[..., Any]:
     """Run a small real training loop under the profiler and return the session.
 

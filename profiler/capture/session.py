@@ -183,7 +183,7 @@ class Profile:
                 )
                 self._kineto.start()
                 self._sync_window_state(was_recording=False)
-            self._metrics.begin(self._step)
+            self._metrics.begin(self._step, deep=self._recording())
         except BaseException as exc:
             self.stop(error=exc)
             raise
@@ -200,19 +200,25 @@ class Profile:
                 "prof.step() was called outside the profiled block: call it inside "
                 "`with profiler.profile(...) as prof:` (or between prof.start() and prof.stop())"
             )
-        assert self._metrics is not None
-        recording = self._kineto is not None and self._kineto.recording
-        step_end = self._metrics.end(deep=recording)
+        metrics = self._metrics
+        assert metrics is not None
         self._step += 1
-        if self._kineto is not None:
-            if self._tracer is not None:
-                self._tracer.close_open_ranges()
-            self._window_last_step = self._step - 1
-            self._kineto.step()
-            self._sync_window_state(was_recording=recording)
-        # Without a Kineto session the next step starts where this one ended; with one, after
-        # its step() (which may write a window: that time belongs to neither step).
-        self._metrics.begin(self._step, step_end if self._kineto is None else None)
+        if self._kineto is None:  # light metrics only: the next step starts where this one ended
+            metrics.begin(self._step, metrics.end(deep=False))
+            return
+        recording = self._kineto.recording
+        metrics.end(deep=recording)
+        if self._tracer is not None:
+            self._tracer.close_open_ranges()
+        self._window_last_step = self._step - 1
+        self._kineto.step()
+        self._sync_window_state(was_recording=recording)
+        # The next step starts after Kineto's step(), which may write a window: that time belongs
+        # to neither step.
+        metrics.begin(self._step, deep=self._kineto.recording)
+
+    def _recording(self) -> bool:
+        return self._kineto is not None and self._kineto.recording
 
     def loader(self, iterable: Iterable[T]) -> ProfiledLoader[T]:
         """Wrap a DataLoader (or any iterable) so the wait for each batch is timed.
@@ -255,8 +261,7 @@ class Profile:
                 if error is None:  # steps end at step(); what follows the last one is no step
                     self._metrics.discard()
                 else:
-                    deep = self._kineto is not None and self._kineto.recording
-                    self._metrics.end(deep=deep, completed=False)
+                    self._metrics.end(deep=self._recording(), completed=False)
             if self._tracer is not None:
                 self._tracer.close_open_ranges()
             if self._kineto is not None:
@@ -305,6 +310,8 @@ class Profile:
             self._window_first_step = self._step
             self._window_start_ns = self._clock.now_ns()
             self._tracer.take()  # drop anything left from outside the window
+            assert self._metrics is not None
+            self._metrics.install_now()  # beneath the tracer's wrapper of the roots
             self._tracer.attach()
             self._marker = self._clock.mark()
         elif was_recording and not recording:

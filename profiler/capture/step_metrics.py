@@ -1,10 +1,17 @@
 """Always-on, per-step metrics: step time, data wait, forward/backward/optimizer split, memory.
 
-This path runs on every step of the run, so it costs a few attribute writes per step: it times
-only the root module(s)' forward (through an instance-level wrapper, removed at the end) and the
-optimizers (optimizer.step hooks), keeps one tuple of raw integers per step, and builds records
-once per flush (about a second). It never synchronises
-CUDA: there the phase times come from CUDA events, read once they have completed.
+This path runs on every step of the run, so it costs a few attribute writes per step: one tuple of
+raw integers per step, turned into records once per flush (about a second). It never
+synchronises CUDA: there the phase times come from CUDA events, read once they have completed.
+
+Step time, data wait and memory are kept for every step. The forward/backward/optimizer split
+needs a wrapper around the root module(s)' forward and torch's global optimizer-step hooks, which
+cost ~10-15 us of Python per step, more than everything else here: ~0.5% of a 2.5 ms CPU step.
+So the split is timed on every step of a deep window and on a sample of the others, often enough
+that timing it costs at most ``PHASE_SHARE`` of the step time: every step once steps take 50 ms or
+more (most GPU training), every 20th step of a 2.5 ms one, at least every ``MAX_PHASE_EVERY``-th.
+Each timed step sets the interval from its own duration; the wrapper and hooks are in place only
+for timed steps, and the other steps' records carry ``None`` for the three phases.
 
 Backward is the time from the end of the last forward to the start of the first
 ``optimizer.step`` in the step: the loss and the backward pass. It needs no autograd hook, which
@@ -15,6 +22,7 @@ gradient accumulation it covers the last micro-batch only.
 from __future__ import annotations
 
 import functools
+import math
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -30,10 +38,17 @@ from torch.utils.hooks import RemovableHandle
 from profiler.capture.clock import Clock
 from profiler.capture.memory import MemoryProbe
 
-# RSS is a system call (~2-20 us right after tensor work); on CPU it is read at most this often,
-# and a step's figures are those of the latest reading.
-RSS_INTERVAL_NS = 20_000_000
+# RSS takes two system calls (~2-40 us right after tensor work); on CPU it is read at most every
+# 100 ms, and a step's figures are those of the latest reading.
+RSS_INTERVAL_NS = 100_000_000
 FLUSH_INTERVAL_NS = 1_000_000_000
+# Timing the phase split costs about PHASE_COST_NS per timed step (measured in the CPU MLP loop of
+# bench/overhead.py: the forward wrapper and optimizer hooks ~10-15 us, installing and removing them
+# ~35 us, as everything runs on cold caches there); the split is timed often enough to cost at most
+# PHASE_SHARE of the step time.
+PHASE_COST_NS = 50_000
+PHASE_SHARE = 0.001
+MAX_PHASE_EVERY = 100
 _now = time.perf_counter_ns
 
 
@@ -80,8 +95,12 @@ class StepMetrics:
         self._sink = sink
         self._clock = clock
         self._cuda = cuda
-        self._handles: list[RemovableHandle] = []
-        self._wrapped: list[tuple[nn.Module, Any]] = []
+        # What installing puts in place, built once at the first install: (torch's dict of
+        # hooks, key, hook) and (a root's __dict__, our forward wrapper, the forward it replaced).
+        self._hooks: list[tuple[dict[Any, Any], Any, Any]] = []
+        self._forwards: list[tuple[dict[str, Any], Any, Any]] = []
+        self._enabled = self._installed = False
+        self._next_timed = 0  # the next step whose phases are timed
         self._rows: list[tuple[Any, ...]] = []
         self._last_flush = _now()
         self._memory_at = -RSS_INTERVAL_NS
@@ -90,32 +109,75 @@ class StepMetrics:
         self._begin_state(0)
 
     def attach(self) -> None:
-        """Time the root modules' forward and every optimizer's step."""
-        for model in self._models:
-            if _compiled(model):  # dynamo owns its forward; hooks are what it expects
-                self._handles.append(model.register_forward_pre_hook(self._forward_pre))
-                self._handles.append(model.register_forward_hook(self._forward_post))
-            else:
-                self._wrap_forward(model)
-        self._handles.append(register_optimizer_step_pre_hook(self._optimizer_pre))
-        self._handles.append(register_optimizer_step_post_hook(self._optimizer_post))
+        """Time the phases of this and later steps (of those the sampling picks)."""
+        self._enabled = True
+        if self._timed:
+            self._install()
 
     def detach(self) -> None:
-        """Remove every hook and wrapper."""
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
-        for model, previous in reversed(self._wrapped):
-            if previous is None:
-                del model.__dict__["forward"]
-            else:
-                model.__dict__["forward"] = previous
-        self._wrapped.clear()
+        """Remove every hook and wrapper; no phase is timed until :meth:`attach`."""
+        self._enabled = False
+        self._uninstall(remove=True)
 
-    def _wrap_forward(self, model: nn.Module) -> None:
+    def install_now(self) -> None:
+        """Put the wrapper and hooks in place ahead of ``begin(deep=True)``.
+
+        A deep window's module tracer wraps the roots' forward too; ours must sit beneath its
+        wrapper, so the session installs ours before the tracer attaches (and the tracer detaches
+        before ours goes).
+        """
+        if self._enabled:
+            self._install()
+
+    def _install(self) -> None:
+        """Time the root modules' forward and every optimizer's step.
+
+        Sampled steps install and remove these every few steps, after milliseconds of tensor
+        work that leave every cache cold, so this is two loops of dict writes and nothing else.
+        """
+        if self._installed:
+            return
+        self._installed = True
+        if not self._hooks:
+            self._register()
+        for hooks, key, hook in self._hooks:
+            hooks[key] = hook
+        for namespace, wrapper, _ in self._forwards:
+            namespace["forward"] = wrapper
+
+    def _uninstall(self, *, remove: bool = False) -> None:
+        self._installed = False
+        for hooks, key, _ in self._hooks:
+            hooks.pop(key, None)
+        for namespace, _, previous in reversed(self._forwards):
+            if previous is None:
+                namespace.pop("forward", None)
+            else:
+                namespace["forward"] = previous
+        if remove:
+            self._hooks.clear()
+            self._forwards.clear()
+
+    def _register(self) -> None:
+        """Build the hooks and wrappers :meth:`_install` puts in place."""
+        handles: list[RemovableHandle] = []
+        for model in self._models:
+            if _compiled(model):  # dynamo owns its forward; hooks are what it expects
+                handles.append(model.register_forward_pre_hook(self._forward_pre))
+                handles.append(model.register_forward_hook(self._forward_post))
+            else:
+                previous = model.__dict__.get("forward")
+                self._forwards.append((model.__dict__, self._timed_forward(model), previous))
+        handles.append(register_optimizer_step_pre_hook(self._optimizer_pre))
+        handles.append(register_optimizer_step_post_hook(self._optimizer_post))
+        for handle in handles:  # registering put them in place; _install puts them back
+            hooks = handle.hooks_dict_ref()
+            assert hooks is not None
+            self._hooks.append((hooks, handle.id, hooks[handle.id]))
+
+    def _timed_forward(self, model: nn.Module) -> Callable[..., Any]:
         # Any forward hook sends nn.Module.__call__ down its slow path (~15-20 us a call here);
         # an instance-level forward keeps the fast path and costs two clock reads.
-        previous = model.__dict__.get("forward")
         inner = model.forward
 
         @functools.wraps(inner)
@@ -126,22 +188,24 @@ class StepMetrics:
             finally:
                 self._forward_post(model, args, None)
 
-        model.__dict__["forward"] = timed_forward
-        self._wrapped.append((model, previous))
+        return timed_forward
 
-    def begin(self, index: int, start_ns: int | None = None) -> None:
-        """Start timing step ``index`` (at ``start_ns``, default now)."""
-        self._begin_state(index, _now() if start_ns is None else start_ns)
+    def begin(self, index: int, start_ns: int | None = None, *, deep: bool = False) -> None:
+        """Start timing step ``index`` (at ``start_ns``, default now); ``deep`` times its phases."""
+        self._begin_state(index, _now() if start_ns is None else start_ns, deep)
         if self._cuda:
             self._memory.reset_peak()
 
-    def _begin_state(self, index: int, start_ns: int = 0) -> None:
+    def _begin_state(self, index: int, start_ns: int = 0, deep: bool = False) -> None:
         self._index = index
         self._active = True
         self._start_ns = start_ns
         self._data_wait_ns = self._depth = self._forward_ns = self._optimizer_ns = 0
         self._forward_seen = self._optimizer_seen = False
         self._forward_end = self._first_opt = 0
+        self._timed = timed = deep or index >= self._next_timed
+        if self._enabled and timed is not self._installed:
+            self._install() if timed else self._uninstall()
         if self._cuda:
             self._events = [None, None, None, None]
 
@@ -163,6 +227,8 @@ class StepMetrics:
         if not self._active:
             return end
         self._active = False
+        if self._timed:
+            self._next_timed = self._index + phase_every(end - self._start_ns)
         if self._cuda or end - self._memory_at >= RSS_INTERVAL_NS:
             self._read_memory(end)
         backward = self._first_opt - self._forward_end if self._forward_seen else -1
@@ -198,31 +264,9 @@ class StepMetrics:
             ready = next((i for i, row in enumerate(self._rows) if not _done(_Row(*row))), ready)
         if ready:
             rows, self._rows = self._rows[:ready], self._rows[ready:]
-            self._sink([self._record(_Row(*row)) for row in rows])
-
-    def _record(self, row: _Row) -> dict[str, Any]:
-        forward: float = row.forward_ns
-        backward: float = row.backward_ns
-        optimizer: float = row.optimizer_ns
-        if row.events is not None:
-            forward, backward, optimizer = _event_phases(row.events)
-        record: dict[str, Any] = {
-            "step": row.step,
-            "start_unix_us": round(self._clock.unix_us(row.start_ns), 1),
-            "dur_us": _us(row.end_ns - row.start_ns),
-            "data_wait_us": _us(row.data_wait_ns),
-            "forward_us": _us(forward),
-            "backward_us": _us(backward),
-            "optimizer_us": _us(optimizer),
-            "memory_bytes": row.memory_bytes,
-            "peak_memory_bytes": row.peak_bytes,
-            "deep": row.deep,
-        }
-        if row.extra:
-            record.update(row.extra)
-        if not row.completed:
-            record["completed"] = False
-        return record
+            # A few us a step, once a second: no round() (ns / 1000 is already exact to the ns).
+            wall_offset = self._clock.wall_minus_perf_ns + 50
+            self._sink([_record(row, wall_offset) for row in rows])
 
     # Hooks: a few attribute writes each ---------------------------------------------------------
 
@@ -256,13 +300,51 @@ class StepMetrics:
             self._events[3] = _cuda_event()
 
 
+def phase_every(step_ns: int) -> int:
+    """Time the phases of one step in this many, after a step of ``step_ns``."""
+    if step_ns <= 0:
+        return 1
+    return max(1, min(MAX_PHASE_EVERY, math.ceil(PHASE_COST_NS / (PHASE_SHARE * step_ns))))
+
+
 def _compiled(model: nn.Module) -> bool:
     """A torch.compile'd module (OptimizedModule keeps the original as ``_orig_mod``)."""
     return hasattr(model, "_orig_mod")
 
 
-def _us(ns: int | float | None) -> float | None:
-    return None if ns is None or ns < 0 else round(ns / 1000, 3)
+def _record(row: tuple[Any, ...], wall_offset: int) -> dict[str, Any]:
+    """A step's line of the step log from its raw ``_Row`` tuple.
+
+    ``wall_offset`` turns our clock into unix ns (+ 50: 0.1 us, rounded half up).
+    """
+    step, start, end, wait, forward, backward, optimizer, memory, peak = row[:9]
+    deep, completed, extra, events = row[9:]
+    if events is not None:
+        forward, backward, optimizer = _event_phases(events)
+    record: dict[str, Any] = {
+        "step": step,
+        "start_unix_us": (start + wall_offset) // 100 / 10,
+        "dur_us": (end - start) / 1000,
+        "data_wait_us": wait / 1000,
+        "forward_us": _us(forward),
+        "backward_us": _us(backward),
+        "optimizer_us": _us(optimizer),
+        "memory_bytes": memory,
+        "peak_memory_bytes": peak,
+        "deep": deep,
+    }
+    if extra:
+        record.update(extra)
+    if not completed:
+        record["completed"] = False
+    return record
+
+
+def _us(ns: int | float) -> float | None:
+    """Nanoseconds as microseconds (to the ns); None for -1, "not measured"."""
+    if ns < 0:
+        return None
+    return ns / 1000 if type(ns) is int else round(ns / 1000, 3)
 
 
 def _cuda_event() -> Any:

@@ -60,7 +60,7 @@ def test_kernels_copies_flows_and_cuda_memory(tmp_path: Path) -> None:
     assert all(e["args"]["reserved_bytes"] >= e["args"]["allocated_bytes"] for e in counters)
 
 
-def test_step_metrics_from_cuda_events(tmp_path: Path) -> None:
+def test_step_metrics_from_cuda_events(every_step_timed, tmp_path: Path) -> None:
     prof = run_on_cuda(tmp_path, steps=8)
     steps = read_steps(prof.store.steps_path)
     assert [s["step"] for s in steps] == list(range(8))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import os
 import re
+import time
 from pathlib import Path
 
 import orjson
@@ -14,6 +15,12 @@ import torch
 import profiler
 from profiler.capture.kineto import BACKWARD_LANE_TID
 from profiler.capture.session import ProfilerStateError
+from profiler.capture.step_metrics import (
+    MAX_PHASE_EVERY,
+    PHASE_COST_NS,
+    PHASE_SHARE,
+    phase_every,
+)
 from profiler.events import (
     COUNTER_MEMORY,
     PHASE_COMPLETE,
@@ -167,7 +174,7 @@ def test_with_profile_memory_counters_only_at_the_roots(train, tmp_path: Path) -
     assert all(e["args"]["rss_bytes"] > 1_000_000 for e in counters)
 
 
-def test_steps_jsonl_has_one_line_per_step(train, tmp_path: Path) -> None:
+def test_steps_jsonl_has_one_line_per_step(every_step_timed, train, tmp_path: Path) -> None:
     prof = train(steps=7, out_dir=tmp_path, run_name="s")
     steps = read_steps(prof.store.steps_path)
     assert [s["step"] for s in steps] == list(range(7))
@@ -181,6 +188,78 @@ def test_steps_jsonl_has_one_line_per_step(train, tmp_path: Path) -> None:
     assert starts == sorted(starts)
     pairs = zip(starts[:-1], starts[1:], steps[:-1], strict=True)
     assert all(b - a >= s["dur_us"] - 1 for a, b, s in pairs)
+
+
+PHASES = ("forward_us", "backward_us", "optimizer_us")
+
+
+def test_phase_split_is_sampled_on_short_steps_and_kept_on_deep_ones(train, tmp_path) -> None:
+    schedule = profiler.schedule(wait=12, warmup=1, active=3)
+    prof = train(steps=40, out_dir=tmp_path, run_name="sampled", schedule=schedule)
+    steps = read_steps(prof.store.steps_path)
+    assert len(steps) == 40
+    next_timed = 0
+    for s in steps:
+        timed = s["deep"] or s["step"] >= next_timed
+        if timed:
+            assert all(s[key] > 0 for key in PHASES), s
+            next_timed = s["step"] + phase_every(round(s["dur_us"] * 1000))
+        else:
+            assert all(s[key] is None for key in PHASES), s
+        assert s["dur_us"] > 0 and s["memory_bytes"] > 0  # every step, timed or not
+    assert sum(s["deep"] for s in steps) == 3
+    untimed = [s for s in steps if s["forward_us"] is None]
+    assert untimed, "a ~1 ms step should not time its phases every step"
+
+
+def test_every_step_times_its_phases_once_steps_take_50_ms(tmp_path: Path) -> None:
+    from torch import nn
+
+    model = nn.Linear(4, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with profiler.profile(model, out_dir=tmp_path, run_name="slow", schedule=None) as prof:
+        for _ in range(5):
+            model(torch.randn(2, 4)).sum().backward()
+            time.sleep(0.051)
+            opt.step()
+            prof.step()
+    steps = read_steps(prof.store.steps_path)
+    assert len(steps) == 5 and all(s[key] > 0 for s in steps for key in PHASES)
+    assert all(s["backward_us"] >= 51_000 for s in steps)
+
+
+def test_untimed_steps_run_without_the_wrapper_or_optimizer_hooks(tmp_path: Path) -> None:
+    from torch import nn
+    from torch.optim import optimizer as optim_module
+
+    model = nn.Linear(4, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    hooks_before = len(optim_module._global_optimizer_pre_hooks)
+    installed = []
+    with profiler.profile(model, out_dir=tmp_path, run_name="light", schedule=None) as prof:
+        for _ in range(6):
+            hooked = len(optim_module._global_optimizer_pre_hooks) > hooks_before
+            installed.append(("forward" in model.__dict__, hooked))
+            model(torch.randn(2, 4)).sum().backward()
+            opt.step()
+            prof.step()
+    steps = read_steps(prof.store.steps_path)
+    assert installed == [(s["forward_us"] is not None,) * 2 for s in steps]
+    assert installed[0] == (True, True) and (False, False) in installed
+    assert "forward" not in model.__dict__
+    assert len(optim_module._global_optimizer_pre_hooks) == hooks_before
+
+
+def test_phase_sampling_keeps_its_cost_under_its_share_of_the_step() -> None:
+    for step_ns in (1_000, 100_000, 2_500_000, 10_000_000, 50_000_000, 10**9):
+        every = phase_every(step_ns)
+        assert 1 <= every <= MAX_PHASE_EVERY
+        if every < MAX_PHASE_EVERY:  # the cap gives way to the share only for tiny steps
+            assert PHASE_COST_NS / every <= PHASE_SHARE * step_ns
+        if every > 1:  # and it times as often as the share allows
+            assert PHASE_COST_NS / (every - 1) > PHASE_SHARE * step_ns
+    assert phase_every(50_000_000) == 1 and phase_every(49_000_000) == 2
+    assert phase_every(0) == 1
 
 
 def test_run_json_complete(train, tmp_path: Path) -> None:
@@ -343,7 +422,7 @@ def test_hooks_are_removed_after_the_run(train, tmp_path: Path) -> None:
             assert "forward" not in module.__dict__  # the timing wrapper is gone
 
 
-def test_an_instance_forward_of_the_users_is_kept(tmp_path: Path) -> None:
+def test_an_instance_forward_of_the_users_is_kept(every_step_timed, tmp_path: Path) -> None:
     from torch import nn
 
     model = nn.Linear(4, 2)
