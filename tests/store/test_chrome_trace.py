@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import random
 import re
 
 import orjson
 import pytest
 
+from profiler.store import chrome_trace
 from profiler.store.chrome_trace import (
     TraceFormatError,
     base_time_ns,
     clock_sync_ts_us,
+    find_all,
     splice_kineto_trace,
     splice_parts,
 )
@@ -142,3 +145,29 @@ def test_ranges_recorded_as_ops_become_annotations() -> None:
     # Without the option nothing is relabelled; other cpu_op events never are.
     plain = orjson.loads(splice_kineto_trace(raw, top_level={}, events=[]))
     assert {e["cat"] for e in plain["traceEvents"] if e["name"].startswith("nn.")} == {"cpu_op"}
+
+
+@pytest.mark.parametrize(
+    "needle",
+    [b"nn.Module: ", b"enumerate(DataLoader)#", b"#", b"MM", b"plain needle", b"aMa"],
+)
+def test_find_all_finds_what_a_literal_regex_finds(needle: bytes) -> None:
+    rng = random.Random(needle)
+    # Text made of the needle's own pieces, so copies, near misses, overlaps and runs of its
+    # anchor byte ("#", "M") all occur, past the point where the anchor gives way to plain finds.
+    pieces = [needle, needle[:-1], needle[1:], b"#", b"M", b"MMM", b'", "', b" ", b"x" * 7]
+    text = b"".join(rng.choice(pieces) for _ in range(4000))
+    expected = [m.start() for m in re.finditer(re.escape(needle), text)]
+    assert expected, "the text holds copies of the needle"
+    assert list(find_all(text, needle)) == expected
+    start, end = len(text) // 3, 2 * len(text) // 3
+    window = [start + m.start() for m in re.finditer(re.escape(needle), text[start:end])]
+    assert list(find_all(text, needle, start, end)) == window
+
+
+def test_find_all_goes_on_with_plain_finds_where_its_anchor_is_common() -> None:
+    # The false hits on "#" it allows, then one more just before a copy: the plain finds start
+    # right after that one.
+    text = b"#y" * chrome_trace._ANCHOR_MISSES + b"##x#" + b"#y" * 10 + b"#x#"
+    assert list(find_all(text, b"#x#")) == [m.start() for m in re.finditer(b"#x#", text)]
+    assert len(list(find_all(text, b"#x#"))) == 2
