@@ -26,7 +26,6 @@ from profiler.events import (
 )
 from profiler.store import RunStore, splice_parts
 from profiler.store.chrome_trace import base_time_ns, clock_sync_ts_us
-from profiler.store.trace_store import PARTIAL_SUFFIX
 
 # Backward ranges get a lane of their own (see module_hooks). Linux pids and tids stay below
 # 2**22, so this tid never collides with a real thread's.
@@ -153,7 +152,7 @@ def write_window(
 ) -> Path:
     """Export one window with Kineto's writer, add our events and metadata, store it atomically."""
     path = store.trace_path()
-    kineto_file = path.with_name(f".{path.name}.kineto{PARTIAL_SUFFIX}")
+    kineto_file = store.scratch_path(path)
     try:
         prof.export_chrome_trace(str(kineto_file))
         raw = kineto_file.read_bytes()

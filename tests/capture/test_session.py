@@ -280,6 +280,32 @@ def test_run_json_complete(train, tmp_path: Path) -> None:
     assert meta["error"] is None
 
 
+def test_windows_export_through_the_scratch_dir_and_leave_nothing_there(
+    train, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from profiler.store import trace_store
+
+    scratch = tmp_path / "shm"
+    scratch.mkdir()
+    monkeypatch.setattr(trace_store, "SCRATCH_DIR", scratch)
+    monkeypatch.setattr(trace_store, "SCRATCH_MIN_FREE", 0)
+    used: list[Path] = []
+    scratch_path = trace_store.RunStore.scratch_path
+
+    def spy(store: trace_store.RunStore, path: Path) -> Path:
+        used.append(scratch_path(store, path))
+        return used[-1]
+
+    monkeypatch.setattr(trace_store.RunStore, "scratch_path", spy)
+    schedule = profiler.schedule(wait=1, warmup=1, active=2, repeat=2)
+    with pytest.raises(RuntimeError, match="^boom$"):  # the second window ends in a crash
+        train(steps=9, fail_at=7, out_dir=tmp_path / "runs", run_name="shm", schedule=schedule)
+    assert len(used) == 2 and all(p.parent == scratch for p in used)
+    assert list(scratch.iterdir()) == []
+    traces = sorted((tmp_path / "runs" / "shm").glob(f"*{TRACE_SUFFIX}"))
+    assert len(traces) == 2 and all(read_trace(t)["traceEvents"] for t in traces)
+
+
 def test_crash_leaves_readable_trace_marked_failed(train, tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="^boom$"):
         train(steps=6, fail_at=3, out_dir=tmp_path, run_name="crash")

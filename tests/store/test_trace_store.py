@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from profiler.events import RunStatus
-from profiler.store import RunStore, StepLog, worker_name
+from profiler.store import RunStore, StepLog, trace_store, worker_name
 from profiler.store.trace_store import atomic_write
 
 
@@ -100,3 +100,29 @@ def test_write_trace_takes_pieces(tmp_path: Path) -> None:
     path = store.trace_path(unix_ms=1)
     store.write_trace(path, [b'{"traceEvents": ', memoryview(b"[1, 2]}")])
     assert gzip.decompress(path.read_bytes()) == b'{"traceEvents": [1, 2]}'
+
+
+def test_kineto_scratch_file_goes_to_memory_only_where_there_is_room(tmp_path: Path, monkeypatch):
+    scratch = tmp_path / "shm"
+    scratch.mkdir()
+    monkeypatch.setattr(trace_store, "SCRATCH_DIR", scratch)
+    monkeypatch.setattr(trace_store, "SCRATCH_MIN_FREE", 0)
+    store = RunStore(tmp_path, "s")
+    store.create({}, {})
+    path = store.trace_path(unix_ms=1)
+    in_memory = store.scratch_path(path)
+    assert in_memory.parent == scratch and path.name in in_memory.name
+    assert in_memory.name.endswith(".partial") and in_memory != store.scratch_path(
+        store.trace_path(unix_ms=2)
+    )
+    store.write_trace(path, b"x" * 1000)  # the largest window so far sets the room it needs
+    monkeypatch.setattr(trace_store, "SCRATCH_HEADROOM", 10**18 // 1000)
+    beside = store.scratch_path(path)
+    assert beside.parent == path.parent and beside.name.endswith(".partial")
+    monkeypatch.setattr(trace_store, "SCRATCH_HEADROOM", 1)
+    assert store.scratch_path(path).parent == scratch
+    monkeypatch.setattr(trace_store, "SCRATCH_MIN_FREE", 10**18)
+    assert store.scratch_path(path).parent == path.parent
+    monkeypatch.setattr(trace_store, "SCRATCH_MIN_FREE", 0)
+    monkeypatch.setattr(trace_store, "SCRATCH_DIR", tmp_path / "missing")
+    assert store.scratch_path(path).parent == path.parent
