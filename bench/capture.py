@@ -1,6 +1,7 @@
 """Deep capture against torch.profiler on the same loop, side by side in one process.
 
-For each repetition (interleaved: trainprof, then torch.profiler, same model and data):
+For each repetition (interleaved, the order alternating: trainprof first in odd repetitions,
+torch.profiler first in even ones; the same model and data):
 
 - step time in active steps: trainprof's ``profile`` (Kineto with the same options, plus module
   ranges and memory counters) against ``torch.profiler.profile``; target ratio <= 1.05;
@@ -141,8 +142,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         for rep in range(args.reps + 1):  # the first repetition warms both up, not counted
-            a = run_trainprof(out, f"t{rep}", args.active)
-            b = run_torch(out, f"p{rep}", args.active)
+            if rep % 2:
+                a = run_trainprof(out, f"t{rep}", args.active)
+                b = run_torch(out, f"p{rep}", args.active)
+            else:
+                b = run_torch(out, f"p{rep}", args.active)
+                a = run_trainprof(out, f"t{rep}", args.active)
             if rep == 0:
                 continue
             torch_gz = b["path"].with_suffix(".json.gz")
@@ -153,11 +158,13 @@ def main() -> None:
                 into["bytes_per_event"].append(file.stat().st_size / events_in(file))
     med = {k: (statistics.median(ours[k]), statistics.median(theirs[k])) for k in ours}
     ratios = {k: a / b for k, (a, b) in med.items()}
+    # The spread of the same ratio taken within each repetition: how far one run's figure moves.
+    paired = {k: sorted(a / b for a, b in zip(ours[k], theirs[k], strict=True)) for k in ours}
     table = Table(
         title=f"Deep capture vs torch.profiler, {args.reps} interleaved reps, "
         f"{args.active} active steps, record_shapes + profile_memory"
     )
-    for column in ("what", "trainprof", "torch.profiler", "ratio", "target", "met"):
+    for column in ("what", "trainprof", "torch.profiler", "ratio", "per rep", "target", "met"):
         table.add_column(column, justify="left" if column == "what" else "right")
     rows = [
         ("step time in active steps (ms)", "step", 1e3, STEP_RATIO_TARGET),
@@ -172,6 +179,7 @@ def main() -> None:
             f"{a * scale:.2f}",
             f"{b * scale:.2f}",
             f"{ratios[key]:.3f}",
+            f"{paired[key][0]:.2f}..{paired[key][-1]:.2f}",
             "-" if target is None else f"<= {target}",
             met,
         )
@@ -183,7 +191,8 @@ def main() -> None:
                 ratios[key],
                 target,
                 None if target is None else "<=",
-                note=f"{args.reps} reps, {args.active} active steps",
+                note=f"{args.reps} reps ({paired[key][0]:.2f}..{paired[key][-1]:.2f} per rep), "
+                f"{args.active} active steps",
             )
             for label, key, _, target in rows
         ]
