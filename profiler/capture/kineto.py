@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +11,7 @@ import torch
 import torch.profiler as tp
 
 from profiler.capture.clock import Clock, ClockMarker
-from profiler.capture.module_hooks import WindowRecord
+from profiler.capture.module_hooks import BackwardRange, WindowRecord
 from profiler.capture.schedule import Schedule
 from profiler.events import (
     BACKWARD_LANE_NAME,
@@ -25,7 +25,7 @@ from profiler.events import (
     Category,
 )
 from profiler.store import RunStore, splice_parts
-from profiler.store.chrome_trace import base_time_ns, clock_sync_ts_us
+from profiler.store.chrome_trace import backward_starts, base_time_ns, clock_sync_ts_us
 
 # Backward ranges get a lane of their own (see module_hooks). Linux pids and tids stay below
 # 2**22, so this tid never collides with a real thread's.
@@ -89,6 +89,7 @@ class KinetoSession:
 
 def window_events(
     record: WindowRecord,
+    backward: Sequence[BackwardRange],
     system: Iterable[tuple[int, Mapping[str, float]]],
     to_ts: Callable[[int], float],
     *,
@@ -98,7 +99,7 @@ def window_events(
     memory = record.memory_values()
     events = [_counter(COUNTER_MEMORY, to_ts(ns), values, pid) for ns, values in memory]
     events += [_counter(COUNTER_SYSTEM, to_ts(ns), values, pid) for ns, values in system]
-    if record.backward:
+    if backward:
         events.append(
             {
                 "ph": PHASE_METADATA,
@@ -109,9 +110,8 @@ def window_events(
             }
         )
     category, args = Category.USER_ANNOTATION.value, {TRAINPROF_KEY: "module_backward"}
-    for span in record.backward:  # hundreds per window, in the stop-to-disk budget: lean
-        trim = BACKWARD_END_TRIM_NS * (span.depth + 1)
-        duration_ns = max(span.end_ns - span.start_ns - trim, 0)
+    for span in backward:  # hundreds per window, in the stop-to-disk budget: lean
+        trim_us = BACKWARD_END_TRIM_NS * (span.depth + 1) / 1000
         events.append(
             {
                 "ph": PHASE_COMPLETE,
@@ -119,8 +119,8 @@ def window_events(
                 "name": span.name,
                 "pid": pid,
                 "tid": BACKWARD_LANE_TID,
-                "ts": to_ts(span.start_ns),
-                "dur": round(duration_ns / 1000, 3),
+                "ts": span.start_us,
+                "dur": round(max(span.end_us - span.start_us - trim_us, 0), 3),
                 "args": args,  # shared: only ever serialised
             }
         )
@@ -160,10 +160,11 @@ def write_window(
         kineto_file.unlink(missing_ok=True)
     marker_ts = clock_sync_ts_us(raw, marker.name) if marker is not None else None
     to_ts = clock.to_trace(base_ns=base_time_ns(raw), marker=marker, marker_ts_us=marker_ts)
+    backward = record.backward_ranges(backward_starts(raw, record.output_sequences()), to_ts)
     document = splice_parts(
         raw,
         top_level={TRAINPROF_KEY: dict(metadata)},
-        events=window_events(record, system, to_ts, pid=pid),
+        events=window_events(record, backward, system, to_ts, pid=pid),
         distributed_info=distributed_info,
         trace_name=path.name,
         source=kineto_file,

@@ -12,16 +12,22 @@ writes as a ``cpu_op``; the trace writer turns those back into ``user_annotation
 Backward: ``register_full_backward_hook`` would be the obvious tool, but it wraps module outputs in
 a custom autograd Function and so breaks any in-place op that follows (``nn.ReLU(inplace=True)``
 after a BatchNorm: "Output 0 of BackwardHookFunction is a view and is being modified inplace").
-Instead a pre-hook on the autograd node that produced the module's output marks when the module's
-backward starts, and it ends when the backward of a module outside it starts, or when the backward
-pass ends. Those hooks fire inside the engine's own per-node ranges, so a ``record_function`` there
-would overlap them without nesting; the backward ranges are written instead as our own complete
-events on a lane of their own (one per process), where they nest by construction.
+A pre-hook on the autograd node that produced each module's output would do, but registering it
+and the engine's call back into Python cost ~9% of a small model's step under the profiler. So
+the forward wrapper only notes the autograd sequence number of that node, and the window's writer
+finds when the engine started on it in Kineto's own ``autograd::engine::evaluate_function``
+events (:func:`profiler.store.chrome_trace.backward_starts`): a module's backward starts there and
+ends when the backward of a module outside it starts, or when the backward pass ends (one
+pre-hook per root output queues an engine callback that notes it), or at the step's end. Those
+events overlap the engine's own per-node ranges without nesting in them, so the backward ranges
+are written as our own complete events on a lane of their own (one per process), where they nest
+by construction.
 
-Memory: a reading at every module boundary (raw, decoded when the window is written), unless Kineto
-records the allocator itself (``profile_memory=True``): its samples sit at every allocation and the
-analysis prefers them, so then only the root modules' boundaries are read, which keeps a coarse
-RSS / reserved-bytes series beside Kineto's for a fraction of the cost.
+Memory: a reading at every module's forward boundaries and at each backward pass's start and end
+(raw, decoded when the window is written), unless Kineto records the allocator itself
+(``profile_memory=True``): its samples sit at every allocation and the analysis prefers them, so
+then only the root modules' forward boundaries are read, which keeps a coarse RSS /
+reserved-bytes series beside Kineto's for a fraction of the cost.
 
 Everything here is attached at the start of a deep window and removed at its end: outside windows
 no per-module wrapper or hook runs at all.
@@ -30,7 +36,7 @@ no per-module wrapper or hook runs at all.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -86,14 +92,11 @@ class _ModuleInfo:
 
 
 class BackwardRange(NamedTuple):
-    """One module's backward, on our clock.
-
-    A named tuple: it is built inside the backward pass, where a frozen dataclass costs ~5x more.
-    """
+    """One module's backward, in the trace's microseconds."""
 
     name: str
-    start_ns: int
-    end_ns: int
+    start_us: float
+    end_us: float
     depth: int
 
 
@@ -102,16 +105,62 @@ class WindowRecord:
     """What the tracer saw in one window, handed to the trace writer.
 
     ``memory`` holds raw readings (see :meth:`MemoryProbe.reader`); :meth:`memory_values`
-    decodes them.
+    decodes them. ``outputs`` holds (autograd sequence number of a module's output node, the
+    module's key), in the order the forwards returned; ``backward_ends`` our clock at the end of
+    each backward pass and of each step.
     """
 
+    modules: Mapping[int, _ModuleInfo] = field(default_factory=dict)
     memory: list[tuple[int, Reading]] = field(default_factory=list)
-    backward: list[BackwardRange] = field(default_factory=list)
+    outputs: list[tuple[int, int]] = field(default_factory=list)
+    backward_ends: list[int] = field(default_factory=list)
     forward_as_ops: bool = False  # forward ranges were recorded as cpu_op (see module docstring)
 
     def memory_values(self) -> list[tuple[int, dict[str, float]]]:
         """Each memory reading as ``(clock ns, counter values)``."""
         return [(ns, MemoryProbe.values(reading)) for ns, reading in self.memory]
+
+    def output_sequences(self) -> set[int]:
+        """The sequence numbers of the modules' output nodes."""
+        return {sequence for sequence, _ in self.outputs}
+
+    def backward_ranges(
+        self, starts: Mapping[int, float], to_ts: Callable[[int], float]
+    ) -> list[BackwardRange]:
+        """The module-backward lane, from when the engine started on each output node.
+
+        Args:
+            starts: trace ``ts`` of the engine's start on a node, by sequence number.
+            to_ts: our clock to the trace's ``ts``.
+        """
+        nodes: dict[int, list[int]] = {}  # a node's modules, innermost (first to return) first
+        for sequence, key in self.outputs:
+            nodes.setdefault(sequence, []).append(key)
+        timeline = sorted(
+            ((starts[sequence], keys) for sequence, keys in nodes.items() if sequence in starts),
+            key=lambda item: item[0],
+        )
+        ends = sorted(to_ts(ns) for ns in self.backward_ends)
+        ranges: list[BackwardRange] = []
+        stack: list[tuple[int, float]] = []
+
+        def close(now: float, keep: frozenset[int]) -> None:
+            while stack and stack[-1][0] not in keep:
+                key, start = stack.pop()
+                name = self.modules[key].backward_name
+                ranges.append(BackwardRange(name, start, max(now, start), len(stack)))
+
+        done = 0
+        for ts, keys in timeline:
+            while done < len(ends) and ends[done] <= ts:
+                close(ends[done], frozenset())
+                done += 1
+            for key in reversed(keys):  # outermost first
+                close(ts, self.modules[key].ancestors)
+                stack.append((key, ts))
+        if stack:
+            close(ends[done] if done < len(ends) else stack[-1][1], frozenset())
+        return ranges
 
 
 def root_names(models: Sequence[nn.Module]) -> list[str]:
@@ -176,10 +225,9 @@ class ModuleTracer:
         self._modules = _module_infos(models, memory_per_module=memory_per_module)
         self._info = {id(module): info for module, info in self._modules}
         self._wrapped: list[tuple[nn.Module, Any]] = []
-        self._backward_stack: list[tuple[int, int]] = []
-        self._node_modules: dict[Any, list[int]] = {}
+        self._root_nodes: set[Any] = set()  # root output nodes with our pre-hook, this step
         self._end_queued = False
-        self.record = WindowRecord(forward_as_ops=self._forward_as_ops)
+        self.record = self._new_record()
 
     @property
     def module_count(self) -> int:
@@ -208,28 +256,32 @@ class ModuleTracer:
             self._wrapped.append((module, previous))
 
     def detach(self) -> None:
-        """Restore every module's forward and close whatever backward range is still open."""
+        """Restore every module's forward and end the step in progress."""
         for module, previous in reversed(self._wrapped):
             if previous is None:
                 module.__dict__.pop("forward", None)
             else:
                 module.__dict__["forward"] = previous
         self._wrapped.clear()
-        self.close_open_ranges()
+        self.end_step()
 
-    def close_open_ranges(self) -> None:
-        """Close any backward range still open (forward ranges close themselves)."""
-        self._close_backward(self._now_ns(), keep=frozenset())
-        self._node_modules.clear()
+    def end_step(self) -> None:
+        """No module's backward of this step goes on past now."""
+        self.record.backward_ends.append(self._now_ns())
+        self._root_nodes.clear()
+        self._end_queued = False
 
     def take(self) -> WindowRecord:
         """Hand over what was recorded so far and start a fresh record."""
-        record, self.record = self.record, WindowRecord(forward_as_ops=self._forward_as_ops)
+        record, self.record = self.record, self._new_record()
         return record
+
+    def _new_record(self) -> WindowRecord:
+        return WindowRecord(modules=self._info, forward_as_ops=self._forward_as_ops)
 
     def _traced(self, inner: Callable[..., Any], key: int, info: _ModuleInfo) -> Callable[..., Any]:
         enter, exit_, read, now_ns = self._enter, self._exit, self._read, self._now_ns
-        name, sampled = info.forward_name, info.sampled
+        name, sampled, root = info.forward_name, info.sampled, not info.ancestors
 
         @functools.wraps(inner)
         def traced_forward(*args: Any, **kwargs: Any) -> Any:
@@ -245,45 +297,26 @@ class ModuleTracer:
             if torch.is_grad_enabled():
                 node = first_grad_fn(output)
                 if node is not None:
-                    self._watch_node(node, key)
+                    self.record.outputs.append((node._sequence_nr(), key))
+                    if root and node not in self._root_nodes:
+                        self._root_nodes.add(node)
+                        node.register_prehook(self._backward_start)
             return output
 
         return traced_forward
 
-    def _watch_node(self, node: Any, key: int) -> None:
-        # Several modules can share an output node (a Sequential and its last child): one hook
-        # per node opens them outermost first.
-        modules = self._node_modules.get(node)
-        if modules is None:
-            self._node_modules[node] = modules = []
-            node.register_prehook(functools.partial(self._backward_start, modules))
-        modules.append(key)
-
-    def _backward_start(self, modules: list[int], grad_outputs: Any) -> None:
-        now = self._now_ns()
+    def _backward_start(self, grad_outputs: Any) -> None:
+        self.record.memory.append((self._now_ns(), self._read()))
         if not self._end_queued:
             torch.autograd.Variable._execution_engine.queue_callback(self._backward_end)
             self._end_queued = True
-        # The outermost module on the node is the last; if any of them is sampled, it is.
-        if self._info[modules[-1]].sampled:
-            self.record.memory.append((now, self._read()))
-        for key in reversed(modules):  # forward wrappers finished innermost first
-            self._close_backward(now, keep=self._info[key].ancestors)
-            self._backward_stack.append((key, now))
 
     def _backward_end(self) -> None:
         now = self._now_ns()
         self.record.memory.append((now, self._read()))
-        self._close_backward(now, keep=frozenset())
+        self.record.backward_ends.append(now)
         self._end_queued = False
-        self._node_modules.clear()
-
-    def _close_backward(self, now: int, *, keep: frozenset[int]) -> None:
-        while self._backward_stack and self._backward_stack[-1][0] not in keep:
-            key, start = self._backward_stack.pop()
-            depth = len(self._backward_stack)
-            name = self._info[key].backward_name
-            self.record.backward.append(BackwardRange(name, start, now, depth))
+        self._root_nodes.clear()
 
 
 def _module_infos(

@@ -209,7 +209,7 @@ class Profile:
         recording = self._kineto.recording
         metrics.end(deep=recording)
         if self._tracer is not None:
-            self._tracer.close_open_ranges()
+            self._tracer.end_step()
         self._window_last_step = self._step - 1
         self._kineto.step()
         self._sync_window_state(was_recording=recording)
@@ -263,7 +263,7 @@ class Profile:
                 else:
                     self._metrics.end(deep=self._recording(), completed=False)
             if self._tracer is not None:
-                self._tracer.close_open_ranges()
+                self._tracer.end_step()
             if self._kineto is not None:
                 self._window_last_step = self._step if error is not None else self._step - 1
                 self._kineto.stop()

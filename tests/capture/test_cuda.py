@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 import profiler
+from profiler.capture.kineto import BACKWARD_LANE_TID
 from profiler.events import COUNTER_MEMORY, PHASE_COMPLETE, PHASE_COUNTER
 from tests.conftest import read_steps, read_trace
 
@@ -55,6 +56,17 @@ def test_kernels_copies_flows_and_cuda_memory(tmp_path: Path) -> None:
         if e.get("cat") == "gpu_user_annotation" and e["name"].startswith("nn.Module: ")
     ]
     assert gpu_ranges
+    # The backward lane: on CUDA the engine runs on a device thread of its own; each module's
+    # backward still starts at the engine's event for its output node (2 steps, 4 modules).
+    lane = [e for e in events if e.get("tid") == BACKWARD_LANE_TID and e.get("ph") == "X"]
+    assert sorted(e["name"] for e in lane) == sorted(
+        f"nn.Module: {path} ({cls}).backward"
+        for path, cls in [("model", "Sequential"), ("0", "Linear"), ("1", "ReLU"), ("2", "Linear")]
+        for _ in range(2)
+    )
+    engine_op = "autograd::engine::evaluate_function: "
+    engine = {e["ts"] for e in events if e.get("name", "").startswith(engine_op)}
+    assert {e["ts"] for e in lane} <= engine
     counters = [e for e in events if e.get("ph") == PHASE_COUNTER and e["name"] == COUNTER_MEMORY]
     assert counters and all(e["args"]["allocated_bytes"] > 0 for e in counters)
     assert all(e["args"]["reserved_bytes"] >= e["args"]["allocated_bytes"] for e in counters)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import random
 import re
+from pathlib import Path
 
 import orjson
 import pytest
@@ -12,6 +14,7 @@ import pytest
 from profiler.store import chrome_trace
 from profiler.store.chrome_trace import (
     TraceFormatError,
+    backward_starts,
     base_time_ns,
     clock_sync_ts_us,
     find_all,
@@ -171,3 +174,66 @@ def test_find_all_goes_on_with_plain_finds_where_its_anchor_is_common() -> None:
     text = b"#y" * chrome_trace._ANCHOR_MISSES + b"##x#" + b"#y" * 10 + b"#x#"
     assert list(find_all(text, b"#x#")) == [m.start() for m in re.finditer(b"#x#", text)]
     assert len(list(find_all(text, b"#x#"))) == 2
+
+
+# Kineto's layouts of the engine's per-node events: torch 2.13's, one field a line, and 2022's.
+EVALUATE = b"""{"traceEvents": [
+  {
+    "ph": "X",
+    "cat": "cpu_op",
+    "name": "autograd::engine::evaluate_function: AddmmBackward0",
+    "pid": 7,
+    "tid": 7,
+    "ts": 5734808575226.523,
+    "dur": 18.418
+    ,
+    "args": {
+      "External id": 127,"Record function id": 0, "Sequence number": 77, "Fwd thread id": 1
+    }
+  },
+  {
+    "ph": "X", "cat": "cpu_op", "name": "AddmmBackward0", "pid": 7, "tid": 7,
+    "ts": 5734808575227.0, "dur": 3, "args": {"Sequence number": 76}
+  },
+  {
+    "ph": "X", "cat": "cpu_op",
+    "name": "autograd::engine::evaluate_function: torch::autograd::AccumulateGrad", "pid": 7,
+    "tid": 7, "ts": 5734808575245, "dur": 2, "args": {"External id": 128}
+  },
+  {
+    "ph": "X", "cat": "cpu_op", "name": "autograd::engine::evaluate_function: ReluBackward0",
+    "pid": 7, "tid": 7, "ts": 5734808575250, "dur": 4,
+    "args": {"Sequence number": 76, "Fwd thread id": 1}
+  },
+  {
+    "ph": "X", "cat": "cpu_op", "name": "autograd::engine::evaluate_function: MulBackward0",
+    "pid": 7, "tid": 7, "ts": 5734808575260, "dur": 4, "args": {"Sequence number": 75}
+  },
+  {
+    "ph": "X", "cat": "cpu_op", "name": "autograd::engine::evaluate_function: ReluBackward0",
+    "pid": 7, "tid": 7, "ts": 5734808575290, "dur": 4, "args": {"Sequence number": 76}
+  }
+]}"""
+
+
+def test_backward_starts_reads_the_engines_events_in_place() -> None:
+    starts = backward_starts(EVALUATE, {77, 76, 12})
+    # The op itself (76 too) is not the engine's event; 75 is not wanted; 76's first start counts.
+    assert starts == {77: 5734808575226.523, 76: 5734808575250.0}
+    assert backward_starts(EVALUATE, set()) == {}
+
+
+@pytest.mark.parametrize("name", ["nccl.json.gz", "two_ranks_rank-1.json.gz", "amd_mi250.json.gz"])
+def test_backward_starts_agrees_with_parsing_real_traces(shared_traces: Path, name: str) -> None:
+    raw = gzip.decompress((shared_traces / "hta" / name).read_bytes())
+    expected: dict[int, float] = {}
+    for event in orjson.loads(raw)["traceEvents"]:
+        number = event.get("args", {}).get("Sequence number")
+        if number is not None and event.get("name", "").startswith(
+            "autograd::engine::evaluate_function: "
+        ):
+            expected.setdefault(number, float(event["ts"]))
+    assert len(expected) > 3
+    assert backward_starts(raw, set(expected)) == expected
+    some = set(sorted(expected)[::3])
+    assert backward_starts(raw, some) == {n: ts for n, ts in expected.items() if n in some}

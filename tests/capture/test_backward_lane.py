@@ -1,0 +1,102 @@
+"""The module-backward lane, built from when the engine started on each module's output node."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import profiler
+from profiler.capture.kineto import BACKWARD_LANE_TID
+from profiler.capture.memory import MemoryProbe
+from profiler.capture.module_hooks import ModuleTracer, WindowRecord
+from profiler.events import PHASE_COMPLETE
+from tests.conftest import read_trace
+
+
+def _tracer() -> tuple[ModuleTracer, dict[str, int]]:
+    model = nn.Sequential(nn.Sequential(nn.Linear(2, 2), nn.ReLU()), nn.Linear(2, 2))
+    tracer = ModuleTracer([model], MemoryProbe("cpu"), lambda: 0)
+    keys = {name: id(module) for name, module in model.named_modules()}
+    return tracer, keys
+
+
+def _lane(record: WindowRecord, starts: dict[int, float]) -> list[tuple[str, float, float, int]]:
+    ranges = record.backward_ranges(starts, to_ts=float)
+    return sorted((r.name.split(": ")[1], r.start_us, r.end_us, r.depth) for r in ranges)
+
+
+def test_ranges_nest_close_at_outer_starts_and_end_with_the_pass() -> None:
+    tracer, key = _tracer()
+    record = tracer.take()
+    # Forwards return innermost first; "0.1" (ReLU) and its parent "0" share one output node (2),
+    # and "1" shares the root's node (3). Node 1 is "0.0"'s output.
+    record.outputs += [(1, key["0.0"]), (2, key["0.1"]), (2, key["0"]), (3, key["1"]), (3, key[""])]
+    record.backward_ends.append(100)
+    lane = _lane(record, {3: 10.0, 2: 40.0, 1: 60.0})
+    assert lane == [
+        ("0 (Sequential).backward", 40.0, 100.0, 1),
+        ("0.0 (Linear).backward", 60.0, 100.0, 2),
+        ("0.1 (ReLU).backward", 40.0, 60.0, 2),
+        ("1 (Linear).backward", 10.0, 40.0, 1),
+        ("model (Sequential).backward", 10.0, 100.0, 0),
+    ]
+
+
+def test_each_backward_pass_closes_its_ranges() -> None:
+    tracer, key = _tracer()
+    record = tracer.take()
+    for first in (1, 11):  # two micro-batches in one step: two forwards, two backward passes
+        record.outputs += [(first, key["0.0"]), (first + 1, key[""])]
+    record.backward_ends += [50, 200]
+    lane = _lane(record, {2: 10.0, 1: 20.0, 12: 110.0, 11: 120.0})
+    assert lane == [
+        ("0.0 (Linear).backward", 20.0, 50.0, 1),
+        ("0.0 (Linear).backward", 120.0, 200.0, 1),
+        ("model (Sequential).backward", 10.0, 50.0, 0),
+        ("model (Sequential).backward", 110.0, 200.0, 0),
+    ]
+
+
+def test_nodes_the_engine_never_ran_get_no_range() -> None:
+    tracer, key = _tracer()
+    record = tracer.take()
+    record.outputs += [(1, key["0.0"]), (2, key[""])]
+    record.backward_ends.append(30)
+    assert _lane(record, {2: 10.0}) == [("model (Sequential).backward", 10.0, 30.0, 0)]
+    assert _lane(record, {}) == []
+
+
+def test_gradient_accumulation_gives_each_pass_its_ranges(tmp_path: Path) -> None:
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    schedule = profiler.schedule(wait=0, warmup=1, active=2)
+    with profiler.profile(
+        model, out_dir=tmp_path, run_name="accum", schedule=schedule, system_metrics=False
+    ) as prof:
+        for _ in range(3):
+            for _ in range(2):  # two micro-batches a step
+                model(torch.randn(4, 8)).sum().backward()
+            opt.step()
+            opt.zero_grad()
+            prof.step()
+    events = [e for e in read_trace(prof.trace_files[0])["traceEvents"] if e.get("name")]
+    lane = [e for e in events if e.get("tid") == BACKWARD_LANE_TID and e["ph"] == PHASE_COMPLETE]
+    roots = sorted((e for e in lane if e["name"].startswith("nn.Module: model ")), key=_ts)
+    assert len(roots) == 4 and len(lane) == 4 * 4  # 2 steps x 2 passes x (root + 3 children)
+    forwards = sorted(
+        (e for e in events if e["name"] == "nn.Module: model (Sequential)" and e["ph"] == "X"),
+        key=_ts,
+    )
+    # Each pass's backward lies between its forward and the next micro-batch's forward.
+    for index, root in enumerate(roots):
+        assert root["ts"] >= forwards[index]["ts"] + forwards[index]["dur"]
+        if index + 1 < len(forwards):
+            assert root["ts"] + root["dur"] <= forwards[index + 1]["ts"] + 1.0  # clock mapping
+    engine = [e for e in events if e["name"].startswith("autograd::engine::evaluate_function: ")]
+    assert {r["ts"] for r in roots} <= {e["ts"] for e in engine}  # starts: the engine's own
+
+
+def _ts(event: dict[str, float]) -> float:
+    return float(event["ts"])
