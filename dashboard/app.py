@@ -130,12 +130,14 @@ def _register_shell_callbacks(app: dash.Dash, root: Path) -> None:
     ) -> tuple[Any, ...]:
         """Keep the picker, the links and the URL's ``?run=`` on the same run."""
         names = [run.name for run in list_runs(root)]
-        if ctx.triggered_id == "refresh" and names == listed:
+        # A tick and a pick (or a URL change) can arrive in one call: only a tick alone may skip.
+        triggered = set(ctx.triggered_prop_ids)
+        if triggered == {"refresh.n_intervals"} and names == listed:
             # Nothing new under the root: resending the options would redraw an open picker
             # menu (and the nav links) under the user's pointer every tick.
             return (dash.no_update,) * 4
         wanted = run_from_search(search)
-        if ctx.triggered_id == "run-picker" and picked:
+        if "run-picker.value" in triggered and picked:
             wanted = picked
         elif wanted is None and names:
             wanted = names[0]  # a bare URL shows the first run, as a deep link

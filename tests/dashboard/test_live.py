@@ -5,10 +5,14 @@ from __future__ import annotations
 import shutil
 import threading
 import time
+from contextvars import copy_context
 from pathlib import Path
 from typing import Any
 
+import dash
 import pytest
+from dash._callback_context import context_value
+from dash._utils import AttributeDict
 from selenium.webdriver.support.ui import WebDriverWait
 
 from dashboard.app import create_app
@@ -47,6 +51,25 @@ def test_run_version_follows_trace_files_and_optionally_meta(root: Path) -> None
     assert run_version(root, "sample", with_meta=False) != traces_only
     assert run_version(root, "../etc", with_meta=False) is None
     assert run_version(root, "nope", with_meta=False) is None
+
+
+def test_a_pick_that_arrives_with_a_refresh_tick_is_not_dropped(root: Path) -> None:
+    shutil.copytree(SAMPLE, root / "later")
+    app = create_app(root, refresh_s=REFRESH_S)
+    key = next(k for k in app.callback_map if "run-picker.value" in k and "url.search" in k)
+    sync_run = app.callback_map[key]["callback"].__wrapped__
+
+    def call(triggered: list[str], picked: str) -> tuple[Any, ...]:
+        def run() -> tuple[Any, ...]:  # as Dash calls it: the triggering props in the context
+            context_value.set(AttributeDict(triggered_inputs=[{"prop_id": p} for p in triggered]))
+            return sync_run("?run=sample", picked, 7, ["later", "sample"])
+
+        return tuple(copy_context().run(run))
+
+    # Dash batches inputs that change together: the tick must not swallow the pick.
+    search, shown, options, _ = call(["refresh.n_intervals", "run-picker.value"], "later")
+    assert (search, shown, options) == ("?run=later", "later", ["later", "sample"])
+    assert call(["refresh.n_intervals"], "later") == (dash.no_update,) * 4  # a tick alone
 
 
 def test_work_in_progress_names_the_file_being_loaded(
