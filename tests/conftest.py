@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import shutil
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,6 +26,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def shared_traces_left_as_found() -> Iterator[None]:
+    """Loading a reference trace caches its tables beside it (``meta/cache/``): remove what the
+    run added, so the reference folder holds only the traces."""
+    cache = SHARED_TRACES / "hta" / "meta"
+    existed = cache.exists()
+    yield
+    if not existed:
+        shutil.rmtree(cache, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
