@@ -20,7 +20,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,10 @@ QUICK_REPS, QUICK_ACTIVE = 5, 10  # --quick: a few seconds; the full run has 7 r
 OPTIONS = {"record_shapes": True, "profile_memory": True, "with_stack": False}
 
 
-def make_loop(seed: int = 0) -> tuple[nn.Module, Callable[[], None]]:
+Loop = tuple[nn.Module, Callable[[], None]]  # a model and one training step on it
+
+
+def make_loop(seed: int = 0) -> Loop:
     torch.manual_seed(seed)
     layers: list[nn.Module] = []
     for _ in range(8):
@@ -62,8 +65,11 @@ def make_loop(seed: int = 0) -> tuple[nn.Module, Callable[[], None]]:
     return model, step
 
 
-def run_trainprof(out: Path, name: str, active: int) -> dict[str, Any]:
-    model, step = make_loop()
+def run_trainprof(
+    out: Path, name: str, active: int, make: Callable[[], Loop] = make_loop
+) -> dict[str, Any]:
+    """trainprof's deep window over ``active`` steps of a fresh ``make()`` loop."""
+    model, step = make()
     writes: list[float] = []
     original = capture_session.write_window
 
@@ -92,8 +98,15 @@ def run_trainprof(out: Path, name: str, active: int) -> dict[str, Any]:
     return {"steps": steps, "write_s": writes[0], "path": path}
 
 
-def run_torch(out: Path, name: str, active: int) -> dict[str, Any]:
-    model, step = make_loop()
+def run_torch(
+    out: Path,
+    name: str,
+    active: int,
+    make: Callable[[], Loop] = make_loop,
+    activities: Sequence[tp.ProfilerActivity] = (tp.ProfilerActivity.CPU,),
+) -> dict[str, Any]:
+    """torch.profiler over the same schedule and options, exported by ``export_chrome_trace``."""
+    model, step = make()
     writes: list[float] = []
     files: list[Path] = []
 
@@ -107,7 +120,7 @@ def run_torch(out: Path, name: str, active: int) -> dict[str, Any]:
     steps: list[float] = []
     schedule = tp.schedule(wait=1, warmup=1, active=active)
     with tp.profile(
-        activities=[tp.ProfilerActivity.CPU], schedule=schedule, on_trace_ready=export, **OPTIONS
+        activities=list(activities), schedule=schedule, on_trace_ready=export, **OPTIONS
     ) as prof:
         for index in range(2 + active + 1):
             start = time.perf_counter()

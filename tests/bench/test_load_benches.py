@@ -1,4 +1,4 @@
-"""Smoke tests of bench/load_summary.py and bench/scaling.py: they run end to end on tiny traces
+"""Smoke tests of bench/load_summary.py, bench/scaling.py and bench/gpu.py: they run end to end
 and write their ratios in the shared shape. No timing thresholds: the figures depend on the
 machine; the benches themselves report them."""
 
@@ -56,3 +56,16 @@ def test_scaling_writes_the_linearity_check(tmp_path: Path) -> None:
     assert found["load time growth (linear: ~1)"]["target"] == 1.5
     assert found["peak memory growth (linear: ~1)"]["met"] in (True, False)
     assert {"load time per event, 2,000", "peak memory per event, 6,000"} <= set(found)
+
+
+def test_gpu_bench_runs_end_to_end_on_the_cpu(tmp_path: Path) -> None:
+    out = tmp_path / "gpu.json"
+    run_bench(
+        "gpu.py", "--device", "cpu", "--rounds", "1", "--steps", "2", "--width", "32",
+        "--sequence", "8", "--json", str(out),
+    )  # fmt: skip
+    found = ratios(out)
+    assert found["light (always-on) overhead, transformer"]["target"] == 1.0
+    assert found["deep step time, trainprof / torch.profiler, transformer"]["target"] == 1.05
+    assert found["stop-to-disk, trainprof / torch.profiler, transformer"]["target"] == 1.5
+    assert all(value > 0 for value in orjson.loads(out.read_bytes())["medians"].values())
