@@ -267,9 +267,7 @@ class ModuleTracer:
 
     def end_step(self) -> None:
         """No module's backward of this step goes on past now."""
-        self.record.backward_ends.append(self._now_ns())
-        self._root_nodes.clear()
-        self._end_queued = False
+        self._end_backward(self._now_ns())
 
     def take(self) -> WindowRecord:
         """Hand over what was recorded so far and start a fresh record."""
@@ -314,6 +312,9 @@ class ModuleTracer:
     def _backward_end(self) -> None:
         now = self._now_ns()
         self.record.memory.append((now, self._read()))
+        self._end_backward(now)
+
+    def _end_backward(self, now: int) -> None:
         self.record.backward_ends.append(now)
         self._end_queued = False
         self._root_nodes.clear()

@@ -168,8 +168,7 @@ def backward_starts(raw: bytes, wanted: Collection[int]) -> dict[int, float]:
         The ``ts`` (trace microseconds) of the first such event for each wanted number found.
     """
     starts: dict[int, float] = {}
-    at = raw.find(_EVALUATE_FUNCTION) if wanted else -1
-    while at != -1:
+    for at in find_all(raw, _EVALUATE_FUNCTION) if wanted else ():
         end = raw.find(b"}", at)  # the end of the event's args: they hold no object
         if end == -1:
             break
@@ -178,7 +177,6 @@ def backward_starts(raw: bytes, wanted: Collection[int]) -> dict[int, float]:
             ts = _TS.search(raw, at, end)
             if ts is not None:
                 starts.setdefault(sequence, float(ts[1]))
-        at = raw.find(_EVALUATE_FUNCTION, end)
     return starts
 
 
