@@ -43,7 +43,7 @@ if str(REPO) not in sys.path:  # run as `python bench/load_summary.py`
 from bench.common import Ratio, machine, machine_line, write_ratios  # noqa: E402
 from bench.synth import trace_file_name, write_synthetic_run  # noqa: E402
 
-REFERENCE_TRACE = REPO.parent / "shared" / "traces" / "hta" / "diff_control.json.gz"
+REFERENCE_TRACE = REPO / "tests" / "data" / "hta" / "diff_control.json.gz"
 BENCH_CACHE = Path(tempfile.gettempdir()) / "trainprof-bench"
 SYNTH_RUN = "synth"
 TARGET_COLD, TARGET_WARM, TARGET_BYTES_PER_EVENT = 5.0, 30.0, 300.0

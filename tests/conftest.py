@@ -13,7 +13,9 @@ from typing import Any
 import orjson
 import pytest
 
-SHARED_TRACES = Path(__file__).resolve().parents[2] / "shared" / "traces"
+# Real GPU traces from other projects, copied into the repository (origin and licence in
+# tests/data/README.md) so a clone's tests stand alone.
+REFERENCE_TRACES = Path(__file__).resolve().parent / "data"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -29,10 +31,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(autouse=True, scope="session")
-def shared_traces_left_as_found() -> Iterator[None]:
+def reference_traces_left_as_found() -> Iterator[None]:
     """Loading a reference trace caches its tables beside it (``meta/cache/``): remove what the
     run added, so the reference folder holds only the traces."""
-    cache = SHARED_TRACES / "hta" / "meta"
+    cache = REFERENCE_TRACES / "hta" / "meta"
     existed = cache.exists()
     yield
     if not existed:
@@ -69,11 +71,9 @@ def browser_available(request: pytest.FixtureRequest) -> None:
 
 
 @pytest.fixture
-def shared_traces() -> Path:
-    """The reference GPU traces from other projects (../shared/traces beside the checkout)."""
-    if not (SHARED_TRACES / "hta").is_dir():
-        pytest.skip(f"reference traces not found at {SHARED_TRACES}")
-    return SHARED_TRACES
+def reference_traces() -> Path:
+    """The reference GPU traces from other projects (``tests/data``)."""
+    return REFERENCE_TRACES
 
 
 def read_trace(path: Path) -> dict[str, Any]:

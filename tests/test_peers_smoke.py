@@ -2,9 +2,8 @@
 
 Two sources of traces:
 
-* the GPU reference traces in ``<checkout>/../shared/traces/hta/`` (read-only,
-  with HTA's expected numbers in ``HTA_EXPECTED.json``), found by conftest's
-  ``shared_traces`` fixture, which skips when the folder is missing. They are
+* the GPU reference traces in ``tests/data/hta/`` (with HTA's expected numbers in
+  ``HTA_EXPECTED.json``), found by conftest's ``reference_traces`` fixture. They are
   copied into ``tmp_path`` under the names the tools need;
 * a small CPU-only ``torch.profiler`` trace generated in ``tmp_path`` by
   ``tensorboard_trace_handler``, from a tiny model fed by a ``DataLoader``.
@@ -38,9 +37,9 @@ DATALOADER_NEXT = "enumerate(DataLoader)#_SingleProcessDataLoaderIter.__next__"
 
 
 @pytest.fixture
-def hta_reference(shared_traces: Path) -> Path:
+def hta_reference(reference_traces: Path) -> Path:
     """The folder of GPU reference traces (conftest's fixture skips when it is absent)."""
-    return shared_traces / "hta"
+    return reference_traces / "hta"
 
 
 @pytest.fixture

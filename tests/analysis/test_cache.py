@@ -45,11 +45,11 @@ class JsonReads:
 
 
 @pytest.fixture
-def run(tmp_path: Path, shared_traces: Path) -> Path:
+def run(tmp_path: Path, reference_traces: Path) -> Path:
     """A run directory holding one reference GPU trace (with flows, kernels, memsets)."""
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    shutil.copy(shared_traces / "hta" / "alexnet.json.gz", run_dir / "w.1.pt.trace.json.gz")
+    shutil.copy(reference_traces / "hta" / "alexnet.json.gz", run_dir / "w.1.pt.trace.json.gz")
     return run_dir
 
 
@@ -99,12 +99,12 @@ def rewrite_same_mtime(path: Path, data: bytes) -> None:
 
 @pytest.mark.parametrize("change", ["size", "mtime", "version"])
 def test_a_stale_cache_is_rebuilt(
-    run: Path, shared_traces: Path, monkeypatch: pytest.MonkeyPatch, change: str
+    run: Path, reference_traces: Path, monkeypatch: pytest.MonkeyPatch, change: str
 ) -> None:
     path = trace_in(run)
     load_trace(path)
     if change == "size":  # another trace under the same name and mtime
-        rewrite_same_mtime(path, (shared_traces / "hta" / "triton.json.gz").read_bytes())
+        rewrite_same_mtime(path, (reference_traces / "hta" / "triton.json.gz").read_bytes())
     elif change == "mtime":  # same size, touched
         stat = path.stat()
         os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))

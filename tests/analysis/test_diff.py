@@ -12,13 +12,12 @@ from profiler.analysis.diff import diff_runs
 from profiler.analysis.steps import CATEGORIES
 from profiler.analysis.table import load
 from profiler.cli import app
+from tests.conftest import REFERENCE_TRACES
 
 
 @pytest.fixture(scope="module")
 def reference_diff() -> dict:
-    hta = Path(__file__).resolve().parents[3] / "shared" / "traces" / "hta"
-    if not hta.is_dir():
-        pytest.skip("reference traces not found")
+    hta = REFERENCE_TRACES / "hta"
     return diff_runs(load(hta / "diff_control.json.gz"), load(hta / "diff_test.json.gz"))
 
 
@@ -48,16 +47,16 @@ def test_the_test_run_is_slower_and_copies_more(reference_diff: dict) -> None:
     assert copy["calls_new"] > copy["calls_base"]
 
 
-def test_a_run_against_itself_changes_nothing(shared_traces: Path) -> None:
-    run = load(shared_traces / "hta" / "two_ranks_rank-0.json.gz")
+def test_a_run_against_itself_changes_nothing(reference_traces: Path) -> None:
+    run = load(reference_traces / "hta" / "two_ranks_rank-0.json.gz")
     same = diff_runs(run, run)
     assert same["step_us"]["delta"] == 0
     assert all(row["delta"] == 0 for row in same["categories"] + same["ops"] + same["kernels"])
 
 
-def test_cli_diff_json(shared_traces: Path) -> None:
-    a = shared_traces / "hta" / "two_ranks_rank-0.json.gz"
-    b = shared_traces / "hta" / "two_ranks_rank-1.json.gz"
+def test_cli_diff_json(reference_traces: Path) -> None:
+    a = reference_traces / "hta" / "two_ranks_rank-0.json.gz"
+    b = reference_traces / "hta" / "two_ranks_rank-1.json.gz"
     result = CliRunner().invoke(app, ["diff", str(a), str(b), "--json"])
     assert result.exit_code == 0, result.output
     assert orjson.loads(result.stdout) == diff_runs(load(a), load(b))

@@ -39,11 +39,11 @@ TWO_RANKS = ("two_ranks_rank-0.json.gz", "two_ranks_rank-1.json.gz")
 HTA_PCT_ABS = 0.006
 
 
-def copy_run(shared_traces: Path, run_dir: Path, files: tuple[str, ...]) -> Path:
+def copy_run(reference_traces: Path, run_dir: Path, files: tuple[str, ...]) -> Path:
     """A directory holding only ``files`` (HTA loads every .gz/.json it finds)."""
     run_dir.mkdir(parents=True)
     for name in files:
-        shutil.copy(shared_traces / "hta" / name, run_dir / name)
+        shutil.copy(reference_traces / "hta" / name, run_dir / name)
     return run_dir
 
 
@@ -56,8 +56,8 @@ def hta_overlap(run_dir: Path) -> dict[int, float]:
 # Per-rank figures -------------------------------------------------------------------------------
 
 
-def test_rank_rows_are_each_ranks_step_breakdown(shared_traces: Path) -> None:
-    traces = [load_trace(shared_traces / "hta" / name) for name in TWO_RANKS]
+def test_rank_rows_are_each_ranks_step_breakdown(reference_traces: Path) -> None:
+    traces = [load_trace(reference_traces / "hta" / name) for name in TWO_RANKS]
 
     table = per_rank(traces)
 
@@ -119,8 +119,8 @@ def test_synthetic_overlap_by_hand_and_by_hta(tmp_path: Path) -> None:
     assert with_last == overlap  # the cut gemm does not overlap the NCCL kernel
 
 
-def test_overlap_matches_hta_on_two_ranks(shared_traces: Path, tmp_path: Path) -> None:
-    run_dir = copy_run(shared_traces, tmp_path / "two_ranks", TWO_RANKS)
+def test_overlap_matches_hta_on_two_ranks(reference_traces: Path, tmp_path: Path) -> None:
+    run_dir = copy_run(reference_traces, tmp_path / "two_ranks", TWO_RANKS)
     expected = hta_overlap(run_dir)
 
     table = per_rank(load(run_dir).traces)
@@ -131,8 +131,10 @@ def test_overlap_matches_hta_on_two_ranks(shared_traces: Path, tmp_path: Path) -
     assert ours[0] != pytest.approx(ours[1], abs=1)  # two ranks, two different figures
 
 
-def test_overlap_on_a_ns_trace_is_within_hta_rounding(shared_traces: Path, tmp_path: Path) -> None:
-    run_dir = copy_run(shared_traces, tmp_path / "nccl", ("nccl.json.gz",))
+def test_overlap_on_a_ns_trace_is_within_hta_rounding(
+    reference_traces: Path, tmp_path: Path
+) -> None:
+    run_dir = copy_run(reference_traces, tmp_path / "nccl", ("nccl.json.gz",))
     expected = hta_overlap(run_dir)[0]
 
     overlap = comm_comp_overlap(load_trace(run_dir / "nccl.json.gz"))
@@ -162,16 +164,16 @@ def slowed_copy(source: Path, target: Path, factor: float) -> Path:
     return target
 
 
-def test_an_even_run_has_no_stragglers(shared_traces: Path) -> None:
-    table = per_rank(load_trace(shared_traces / "hta" / name) for name in TWO_RANKS)
+def test_an_even_run_has_no_stragglers(reference_traces: Path) -> None:
+    table = per_rank(load_trace(reference_traces / "hta" / name) for name in TWO_RANKS)
     means = table["step_mean_us"]
     assert abs(means[1] / means[0] - 1) < STRAGGLER_PCT / 100  # the precondition
     assert find_stragglers(table).empty
 
 
-def test_an_artificially_slowed_rank_is_a_straggler(shared_traces: Path, tmp_path: Path) -> None:
-    fast = load_trace(shared_traces / "hta" / TWO_RANKS[0])
-    slow_path = slowed_copy(shared_traces / "hta" / TWO_RANKS[1], tmp_path / "slow.json.gz", 1.3)
+def test_an_artificially_slowed_rank_is_a_straggler(reference_traces: Path, tmp_path: Path) -> None:
+    fast = load_trace(reference_traces / "hta" / TWO_RANKS[0])
+    slow_path = slowed_copy(reference_traces / "hta" / TWO_RANKS[1], tmp_path / "slow.json.gz", 1.3)
     slow = load_trace(slow_path)
     assert slow.rank == 1
 

@@ -28,8 +28,8 @@ def facts_of(path: Path):
 @pytest.mark.parametrize(
     "name", ["alexnet.json.gz", "amd_mi250.json.gz", "nccl.json.gz", "two_ranks_rank-0.json.gz"]
 )
-def test_shares_are_percentages(shared_traces: Path, name: str) -> None:
-    _, facts = facts_of(shared_traces / "hta" / name)
+def test_shares_are_percentages(reference_traces: Path, name: str) -> None:
+    _, facts = facts_of(reference_traces / "hta" / name)
     for value in (
         facts.host_wait_pct,
         facts.sync_pct,
@@ -41,33 +41,33 @@ def test_shares_are_percentages(shared_traces: Path, name: str) -> None:
     assert 0.0 <= facts.short_kernel_share <= 1.0
 
 
-def test_nccl_communication_counts_for_advice(shared_traces: Path) -> None:
+def test_nccl_communication_counts_for_advice(reference_traces: Path) -> None:
     # The plugin's rule finds 0.02% communication on this NCCL job; HTA says 55% of GPU time is
     # communication kernels. The advice uses the kernels' share of step time.
-    trace, facts = facts_of(shared_traces / "hta" / "two_ranks_rank-0.json.gz")
+    trace, facts = facts_of(reference_traces / "hta" / "two_ranks_rank-0.json.gz")
     assert average_breakdown_pct(trace)["communication"] < 0.1
     assert facts.pct("communication") > 10
     types = kernel_type_breakdown(trace).set_index("kernel_type")["percentage"]
     assert types["COMMUNICATION"] > 40
 
 
-def test_rocm_never_gets_tensor_core_advice(shared_traces: Path) -> None:
-    _, facts = facts_of(shared_traces / "hta" / "amd_mi250.json.gz")
+def test_rocm_never_gets_tensor_core_advice(reference_traces: Path) -> None:
+    _, facts = facts_of(reference_traces / "hta" / "amd_mi250.json.gz")
     assert facts.compute_major is None  # NVIDIA's capability numbers do not apply
 
 
-def test_tensor_core_eligibility_on_a100(shared_traces: Path) -> None:
-    trace, facts = facts_of(shared_traces / "hta" / "alexnet.json.gz")
+def test_tensor_core_eligibility_on_a100(reference_traces: Path) -> None:
+    trace, facts = facts_of(reference_traces / "hta" / "alexnet.json.gz")
     assert facts.compute_major == 8  # A100
     # AlexNet's kernels come from convolutions and linear layers: mostly eligible.
     assert facts.tc_eligible_kernel_pct is not None and facts.tc_eligible_kernel_pct > 50
-    _, two_ranks = facts_of(shared_traces / "hta" / "two_ranks_rank-0.json.gz")
+    _, two_ranks = facts_of(reference_traces / "hta" / "two_ranks_rank-0.json.gz")
     assert two_ranks.compute_major is None  # this trace carries no deviceProperties
     assert two_ranks.tc_eligible_kernel_pct is not None and two_ranks.tc_eligible_kernel_pct > 0
 
 
-def test_alexnet_syncs_are_counted(shared_traces: Path) -> None:
-    trace, facts = facts_of(shared_traces / "hta" / "alexnet.json.gz")
+def test_alexnet_syncs_are_counted(reference_traces: Path) -> None:
+    trace, facts = facts_of(reference_traces / "hta" / "alexnet.json.gz")
     syncs = trace.events[trace.events["name"].astype(str).str.endswith("Synchronize")]
     assert facts.sync_calls_per_step == len(syncs) > 0
 

@@ -136,8 +136,8 @@ def test_kernels_without_launch_metrics(tmp_path: Path) -> None:
     assert set(plugin_overview(path)["gpu_metrics"][0]) == {"GPU Utilization"}
 
 
-def test_cpu_only_traces_have_none(shared_traces: Path, tmp_path: Path) -> None:
-    cpu_only = shared_traces / "hta" / "cpu_only.json.gz"
+def test_cpu_only_traces_have_none(reference_traces: Path, tmp_path: Path) -> None:
+    cpu_only = reference_traces / "hta" / "cpu_only.json.gz"
     memcpy_only = write_trace(tmp_path, [
         host("aten::copy_", 0, 10), launch(1, 2, corr=1, ext=1, name="cudaMemcpyAsync"),
         gpu("gpu_memcpy", "Memcpy HtoD (Pageable -> Device)", 3, 8, 1),
@@ -167,8 +167,8 @@ def test_tensor_core_patterns_are_the_plugins() -> None:
 
 
 @pytest.mark.parametrize("name", GPU_REFERENCES)
-def test_reference_against_plugin(shared_traces: Path, name: str) -> None:
-    path = shared_traces / "hta" / name
+def test_reference_against_plugin(reference_traces: Path, name: str) -> None:
+    path = reference_traces / "hta" / name
     ours = _as_plugin_shows(_metrics(path))
     theirs = _flat(plugin_overview(path)["gpu_metrics"])
 
@@ -181,8 +181,8 @@ def test_reference_against_plugin(shared_traces: Path, name: str) -> None:
 
 
 @pytest.mark.parametrize("name", GPU_REFERENCES)
-def test_reference_against_plugin_reading_everything(shared_traces: Path, name: str) -> None:
-    path = shared_traces / "hta" / name
+def test_reference_against_plugin_reading_everything(reference_traces: Path, name: str) -> None:
+    path = reference_traces / "hta" / name
     ours = _as_plugin_shows(_metrics(path))
     theirs = _flat(plugin_overview(path, readable=True)["gpu_metrics"])
 
@@ -195,17 +195,17 @@ def test_reference_against_plugin_reading_everything(shared_traces: Path, name: 
 
 
 @pytest.mark.parametrize("name", GPU_REFERENCES)
-def test_tensor_core_share_against_plugins_kernel_table(shared_traces: Path, name: str) -> None:
-    path = shared_traces / "hta" / name
+def test_tensor_core_share_against_plugins_kernel_table(reference_traces: Path, name: str) -> None:
+    path = reference_traces / "hta" / name
 
     assert _metrics(path).tensor_core_pct == pytest.approx(
         _plugin_all_kernels_tc_pct(path), abs=1e-6
     )
 
 
-def test_reference_numbers(shared_traces: Path) -> None:
+def test_reference_numbers(reference_traces: Path) -> None:
     """Pinned values on one reference trace, so a change shows even if the plugin changes too."""
-    metrics = _metrics(shared_traces / "hta" / "two_ranks_rank-1.json.gz")
+    metrics = _metrics(reference_traces / "hta" / "two_ranks_rank-1.json.gz")
 
     assert list(metrics.per_device) == [1]
     assert round(metrics.utilization_pct, 2) == 46.46

@@ -54,13 +54,13 @@ def test_merge_intervals_joins_overlapping_and_touching() -> None:
     assert [a.size for a in merge_intervals(np.array([]), np.array([]))] == [0, 0]
 
 
-def test_kernel_types_match_hta_on_every_reference_name(shared_traces: Path) -> None:
+def test_kernel_types_match_hta_on_every_reference_name(reference_traces: Path) -> None:
     from hta.utils.utils import get_kernel_type
 
     names = pd.concat(
         [
             gpu_work(load_trace(path).events)["name"].astype(str)
-            for path in sorted((shared_traces / "hta").glob("*.json.gz"))
+            for path in sorted((reference_traces / "hta").glob("*.json.gz"))
         ]
     ).drop_duplicates()
     ours = classify_kernels(names)
@@ -114,10 +114,12 @@ def type_shares(frames: list[pd.DataFrame]) -> dict[str, float]:
 
 
 @pytest.mark.parametrize("name", reference_params())
-def test_kernel_type_breakdown_matches_hta(shared_traces: Path, name: str) -> None:
-    ours = type_shares([kernel_type_breakdown(t) for t in load_ranks(shared_traces, name).values()])
-    live = hta_answers(shared_traces, name).kernel_types
-    recorded = pd.DataFrame(expected(shared_traces, name)["kernel_type_breakdown"])
+def test_kernel_type_breakdown_matches_hta(reference_traces: Path, name: str) -> None:
+    ours = type_shares(
+        [kernel_type_breakdown(t) for t in load_ranks(reference_traces, name).values()]
+    )
+    live = hta_answers(reference_traces, name).kernel_types
+    recorded = pd.DataFrame(expected(reference_traces, name)["kernel_type_breakdown"])
     for peer in (live, recorded):
         theirs = dict(zip(peer["kernel_type"], peer["percentage"], strict=True))
         for kernel_type in set(ours) | set(theirs):
@@ -156,9 +158,9 @@ def test_synthetic_top_kernels_by_hand(tmp_path: Path) -> None:
     "file", ["alexnet.json.gz", "amd_mi250.json.gz", "nccl.json.gz", "two_ranks_rank-0.json.gz"]
 )
 def test_top_kernels_match_tb_plugin_kernel_view(
-    shared_traces: Path, tmp_path: Path, file: str
+    reference_traces: Path, tmp_path: Path, file: str
 ) -> None:
-    os.symlink(shared_traces / "hta" / file, tmp_path / "worker0.pt.trace.json.gz")
+    os.symlink(reference_traces / "hta" / file, tmp_path / "worker0.pt.trace.json.gz")
     run = tb_plugin_load_run(tmp_path)
     from torch_tb_profiler.run import RunProfile  # only after the loader (circular imports)
 
@@ -166,7 +168,7 @@ def test_top_kernels_match_tb_plugin_kernel_view(
     kernel_table = profile.kernel_table["data"]
     columns = [column["name"] for column in kernel_table["columns"]]
     theirs = pd.DataFrame(kernel_table["rows"], columns=columns).set_index("Name")
-    trace = load_trace(shared_traces / "hta" / file)
+    trace = load_trace(reference_traces / "hta" / file)
     ours = top_kernels(trace, n=len(theirs)).set_index("name")
     assert set(ours.index) == set(theirs.index)
     theirs = theirs.loc[ours.index]
@@ -220,8 +222,8 @@ def test_synthetic_launch_stats_match_hta_live(tmp_path: Path) -> None:
         assert (hta[theirs] == ours.loc[hta.index, mine]).all()
 
 
-def test_cpu_only_trace_has_no_launches(shared_traces: Path) -> None:
-    trace = load_trace(shared_traces / "hta" / "cpu_only.json.gz")
+def test_cpu_only_trace_has_no_launches(reference_traces: Path) -> None:
+    trace = load_trace(reference_traces / "hta" / "cpu_only.json.gz")
     assert launch_stats(trace).empty
     assert top_kernels(trace).empty
     assert kernel_type_breakdown(trace).empty
@@ -249,9 +251,9 @@ def hta_flags(hta: pd.DataFrame) -> pd.DataFrame:
 
 
 @pytest.mark.parametrize("name", reference_params())
-def test_launch_stats_match_hta_per_launch(shared_traces: Path, name: str) -> None:
-    answers = hta_answers(shared_traces, name).launches
-    for rank, trace in load_ranks(shared_traces, name).items():
+def test_launch_stats_match_hta_per_launch(reference_traces: Path, name: str) -> None:
+    answers = hta_answers(reference_traces, name).launches
+    for rank, trace in load_ranks(reference_traces, name).items():
         ours = launch_stats(trace).set_index("correlation")
         hta = answers[rank].set_index("correlation")
         if name in ("amd_mi250", "triton"):

@@ -184,9 +184,9 @@ def test_module_memory_agrees_across_sources(
         ]
 
 
-def test_traces_without_memory_samples(shared_traces: Path) -> None:
+def test_traces_without_memory_samples(reference_traces: Path) -> None:
     for name in ("alexnet", "nccl", "cpu_only"):
-        trace = load_trace(shared_traces / "hta" / f"{name}.json.gz")
+        trace = load_trace(reference_traces / "hta" / f"{name}.json.gz")
         timeline = memory_timeline(trace)
         assert timeline.empty and list(timeline.columns) == TIMELINE_COLUMNS
         assert memory_peak(trace) is None

@@ -119,9 +119,9 @@ def test_parents_of_several_roots(tmp_path: Path) -> None:
     ]
 
 
-def test_traces_without_module_ranges_give_empty_tables(shared_traces: Path) -> None:
+def test_traces_without_module_ranges_give_empty_tables(reference_traces: Path) -> None:
     for name in ("nccl", "cpu_only", "alexnet"):
-        table = module_table(load_trace(shared_traces / "hta" / f"{name}.json.gz"))
+        table = module_table(load_trace(reference_traces / "hta" / f"{name}.json.gz"))
         assert table.empty
         assert list(table.columns) == MODULE_COLUMNS
         assert table["calls"].dtype == "int64" and table["forward_us"].dtype == "float64"

@@ -112,11 +112,11 @@ def test_top_ops_aggregates_and_sorts(nested: TraceTable) -> None:
         top_ops(nested, by="dur")  # type: ignore[arg-type]
 
 
-def test_empty_and_cpu_only_traces(tmp_path: Path, shared_traces: Path) -> None:
+def test_empty_and_cpu_only_traces(tmp_path: Path, reference_traces: Path) -> None:
     empty = write_trace(tmp_path / "empty.json", [])
     assert op_table(empty).empty
     assert list(top_ops(empty).columns) == ["name", "calls", "self_us", "total_us", "mean_us"]
-    cpu_only = load_trace(shared_traces / "hta" / "cpu_only.json.gz")
+    cpu_only = load_trace(reference_traces / "hta" / "cpu_only.json.gz")
     table = op_table(cpu_only)
     assert len(table) == 4
     assert (table["self_us"] <= table["dur_us"]).all()
@@ -153,8 +153,8 @@ def test_nesting_matches_torchs_stack_rule_on_random_intervals() -> None:
 
 
 @pytest.mark.parametrize("name", ["alexnet", "nccl", "two_ranks_rank-0", "diff_control"])
-def test_nesting_on_reference_traces(shared_traces: Path, name: str) -> None:
-    trace = load_trace(shared_traces / "hta" / f"{name}.json.gz")
+def test_nesting_on_reference_traces(reference_traces: Path, name: str) -> None:
+    trace = load_trace(reference_traces / "hta" / f"{name}.json.gz")
     host = trace.events[trace.events["kind"].isin(HOST_KINDS)]
     np.testing.assert_array_equal(nest_parents(host), reference_parents(host))
     table = op_table(trace)
@@ -229,7 +229,9 @@ def _plugin_visible(trace: TraceTable) -> pd.DataFrame:
 
 
 @pytest.mark.parametrize("name", ["alexnet", "nccl"])
-def test_top_ops_against_tensorboard_plugin(shared_traces: Path, tmp_path: Path, name: str) -> None:
+def test_top_ops_against_tensorboard_plugin(
+    reference_traces: Path, tmp_path: Path, name: str
+) -> None:
     """The plugin's operator view on the same file: same calls and totals; self time differs.
 
     The plugin reads runtime calls only under the 2021 category ``Runtime`` (its EventTypeMap has
@@ -242,7 +244,7 @@ def test_top_ops_against_tensorboard_plugin(shared_traces: Path, tmp_path: Path,
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    shutil.copy(shared_traces / "hta" / f"{name}.json.gz", run_dir / "worker0.pt.trace.json.gz")
+    shutil.copy(reference_traces / "hta" / f"{name}.json.gz", run_dir / "worker0.pt.trace.json.gz")
     profile = tb_plugin_load_run(run_dir).profiles[("worker0", "default")]
     plugin = pd.DataFrame(profile.operation_table_by_name["data"]).set_index("name")
     trace = load_trace(run_dir / "worker0.pt.trace.json.gz")

@@ -364,8 +364,8 @@ def test_repeated_step_numbers_stay_separate(tmp_path: Path) -> None:
     assert plugin_overview(path)["steps"] == ["1", "1"]
 
 
-def test_gpu_timeline_copy_of_a_step_is_no_step(shared_traces: Path) -> None:
-    path = shared_traces / "hta" / "amd_mi250.json.gz"
+def test_gpu_timeline_copy_of_a_step_is_no_step(reference_traces: Path) -> None:
+    path = reference_traces / "hta" / "amd_mi250.json.gz"
 
     # ROCm copies ProfilerStep#1 onto the GPU timeline. The plugin counts it as a step of its
     # own (steps 1, 1, 2); it is the same step seen from the GPU, so ours has one step 1. Step
@@ -411,8 +411,8 @@ def _runtime_claim_us(path: Path) -> float:
 
 
 @pytest.mark.parametrize("name", REFERENCES)
-def test_reference_against_plugin(shared_traces: Path, name: str) -> None:
-    path = shared_traces / "hta" / name
+def test_reference_against_plugin(reference_traces: Path, name: str) -> None:
+    path = reference_traces / "hta" / name
     ours = ours_in_plugin_names(path)
     theirs = plugin_pct(plugin_overview(path))
 
@@ -431,8 +431,8 @@ def test_reference_against_plugin(shared_traces: Path, name: str) -> None:
 
 
 @pytest.mark.parametrize("name", REFERENCES)
-def test_reference_against_plugin_reading_everything(shared_traces: Path, name: str) -> None:
-    path = shared_traces / "hta" / name
+def test_reference_against_plugin_reading_everything(reference_traces: Path, name: str) -> None:
+    path = reference_traces / "hta" / name
     readable = plugin_overview(path, readable=True)
 
     assert readable["steps"] == [str(s) for s in step_table(load_trace(path))["step"]]
@@ -440,21 +440,21 @@ def test_reference_against_plugin_reading_everything(shared_traces: Path, name: 
 
 
 @pytest.mark.slow
-def test_dataloader_waits_of_torch_2(shared_traces: Path) -> None:
-    path = shared_traces / "hta" / "diff_control.json.gz"
+def test_dataloader_waits_of_torch_2(reference_traces: Path) -> None:
+    path = reference_traces / "hta" / "diff_control.json.gz"
 
     # enumerate(DataLoader)#_MultiProcessingDataLoaderIter.__next__ as user_annotation.
     assert plugin_overview(path)["breakdown_pct"]["DataLoader"] == 0.0
     assert ours_in_plugin_names(path)["DataLoader"] == pytest.approx(0.09, abs=0.005)
 
 
-def test_reference_numbers(shared_traces: Path) -> None:
+def test_reference_numbers(reference_traces: Path) -> None:
     """Pinned values on one reference trace, so a change shows even if the plugin changes too."""
-    breakdown = step_breakdown(load_trace(shared_traces / "hta" / "nccl.json.gz"))
+    breakdown = step_breakdown(load_trace(reference_traces / "hta" / "nccl.json.gz"))
 
     assert breakdown["step"].tolist() == [4, 5, 6]
     assert breakdown["dur_us"].round(3).tolist() == [222442.191, 219726.905, 224936.243]
-    average = average_breakdown_pct(load_trace(shared_traces / "hta" / "nccl.json.gz"))
+    average = average_breakdown_pct(load_trace(reference_traces / "hta" / "nccl.json.gz"))
     assert {c: round(v, 2) for c, v in average.items()} == {
         "kernel": 23.27, "memcpy": 0.29, "memset": 0.05, "communication": 0.16,
         "runtime": 4.52, "dataloader": 0.0, "cpu_exec": 60.48, "other": 11.24,

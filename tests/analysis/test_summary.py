@@ -52,8 +52,8 @@ def check_schema(summary: dict) -> None:
 
 
 @pytest.mark.parametrize("name", REFERENCES)
-def test_reference_traces_summarise_to_the_schema(shared_traces: Path, name: str) -> None:
-    summary = profiler.summarize(shared_traces / "hta" / name)
+def test_reference_traces_summarise_to_the_schema(reference_traces: Path, name: str) -> None:
+    summary = profiler.summarize(reference_traces / "hta" / name)
     check_schema(summary)
     (trace,) = summary["traces"]
     assert (trace["gpu"] is None) == (trace["device"] == "cpu")
@@ -61,8 +61,8 @@ def test_reference_traces_summarise_to_the_schema(shared_traces: Path, name: str
         assert trace["top_kernels"], "a GPU trace has kernels"
 
 
-def test_cli_json_is_the_api_dict(shared_traces: Path) -> None:
-    path = shared_traces / "hta" / "alexnet.json.gz"
+def test_cli_json_is_the_api_dict(reference_traces: Path) -> None:
+    path = reference_traces / "hta" / "alexnet.json.gz"
     result = CliRunner().invoke(app, ["summary", str(path), "--json"])
     assert result.exit_code == 0, result.output
     assert orjson.loads(result.stdout) == profiler.summarize(path)
@@ -93,11 +93,11 @@ def test_our_slow_loader_run_is_dataloader_bound(train, tmp_path: Path) -> None:
 
 
 def test_bad_file_is_named_exit_2_and_the_rest_still_reported(
-    shared_traces: Path, tmp_path: Path
+    reference_traces: Path, tmp_path: Path
 ) -> None:
     run = tmp_path / "run"
     run.mkdir()
-    shutil.copy(shared_traces / "hta" / "triton.json.gz", run / "w.1.pt.trace.json.gz")
+    shutil.copy(reference_traces / "hta" / "triton.json.gz", run / "w.1.pt.trace.json.gz")
     bad = run / "w.2.pt.trace.json.gz"
     bad.write_bytes(b"{not json")
     result = CliRunner().invoke(app, ["summary", str(run), "--json"])
@@ -123,8 +123,10 @@ def test_missing_path_exit_2(tmp_path: Path) -> None:
     assert "no such file or directory" in result.stderr
 
 
-def test_terminal_report_names_the_finding(shared_traces: Path) -> None:
-    result = CliRunner().invoke(app, ["summary", str(shared_traces / "hta" / "amd_mi250.json.gz")])
+def test_terminal_report_names_the_finding(reference_traces: Path) -> None:
+    result = CliRunner().invoke(
+        app, ["summary", str(reference_traces / "hta" / "amd_mi250.json.gz")]
+    )
     assert result.exit_code == 0, result.output
     assert "low_gpu_utilization" in result.stdout
     assert "Top kernels" in result.stdout

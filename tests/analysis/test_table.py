@@ -101,8 +101,8 @@ def write(path: Path, document: object, *, compress: bool = True) -> Path:
     return path
 
 
-def test_reference_traces_load_with_rank_and_device(shared_traces: Path) -> None:
-    hta = shared_traces / "hta"
+def test_reference_traces_load_with_rank_and_device(reference_traces: Path) -> None:
+    hta = reference_traces / "hta"
     expected = {
         "alexnet.json.gz": (0, "cuda"),
         "amd_mi250.json.gz": (0, "rocm"),
@@ -117,8 +117,8 @@ def test_reference_traces_load_with_rank_and_device(shared_traces: Path) -> None
         assert (trace.events["end_us"] >= trace.events["ts_us"]).all()
 
 
-def test_kernel_args_become_columns(shared_traces: Path) -> None:
-    trace = load_trace(shared_traces / "hta" / "alexnet.json.gz")
+def test_kernel_args_become_columns(reference_traces: Path) -> None:
+    trace = load_trace(reference_traces / "hta" / "alexnet.json.gz")
     kernels = trace.events[trace.events["kind"] == "kernel"]
     assert len(kernels) == 79
     assert (kernels["correlation"] > 0).all() and (kernels["stream"] >= 0).all()
@@ -132,8 +132,8 @@ def test_kernel_args_become_columns(shared_traces: Path) -> None:
     assert len(trace.flows) == 500
 
 
-def test_collective_fields(shared_traces: Path) -> None:
-    trace = load_trace(shared_traces / "hta" / "nccl.json.gz")
+def test_collective_fields(reference_traces: Path) -> None:
+    trace = load_trace(reference_traces / "hta" / "nccl.json.gz")
     ops = trace.events[trace.events["collective"].astype(str) != ""]
     assert len(ops) == 27 + 21  # the CPU-side ops and their kernels both carry the fields
     assert (ops["group_size"] > 0).all() and (ops["in_nelems"] >= 0).all()
@@ -198,10 +198,14 @@ def test_bad_files_get_one_clear_error(tmp_path: Path, content: bytes, problem: 
     assert problem in str(info.value)
 
 
-def test_a_bad_file_does_not_stop_the_rest_of_the_run(tmp_path: Path, shared_traces: Path) -> None:
+def test_a_bad_file_does_not_stop_the_rest_of_the_run(
+    tmp_path: Path, reference_traces: Path
+) -> None:
     run = tmp_path / "run"
     run.mkdir()
-    shutil.copy(shared_traces / "hta" / "two_ranks_rank-0.json.gz", run / "w0.1.pt.trace.json.gz")
+    shutil.copy(
+        reference_traces / "hta" / "two_ranks_rank-0.json.gz", run / "w0.1.pt.trace.json.gz"
+    )
     (run / "w1.1.pt.trace.json.gz").write_bytes(b"\x1f\x8b broken")
     (run / "meta").mkdir()
     (run / "meta" / "run.json").write_text("{}")  # no trace, never loaded
@@ -299,9 +303,9 @@ def test_a_truncated_gzip_is_named_after_streaming(
         load_trace(path, cache=False)
 
 
-def test_run_side_files_are_no_traces(tmp_path: Path, shared_traces: Path) -> None:
+def test_run_side_files_are_no_traces(tmp_path: Path, reference_traces: Path) -> None:
     run = tmp_path / "run"
     (run / "meta" / "cache" / "deeper").mkdir(parents=True)
-    shutil.copy(shared_traces / "hta" / "triton.json.gz", run / "w.1.pt.trace.json.gz")
+    shutil.copy(reference_traces / "hta" / "triton.json.gz", run / "w.1.pt.trace.json.gz")
     (run / "meta" / "cache" / "deeper" / "x.json").write_text("{}")
     assert find_trace_files(tmp_path) == [run / "w.1.pt.trace.json.gz"]

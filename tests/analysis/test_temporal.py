@@ -242,8 +242,8 @@ def test_sync_events_are_not_gpu_work_unlike_hta(tmp_path: Path) -> None:
     assert hta["non_compute_time(us)"] == 157.0
 
 
-def test_cpu_only_trace_has_no_breakdown(shared_traces: Path, tmp_path: Path) -> None:
-    source = shared_traces / "hta" / "cpu_only.json.gz"
+def test_cpu_only_trace_has_no_breakdown(reference_traces: Path, tmp_path: Path) -> None:
+    source = reference_traces / "hta" / "cpu_only.json.gz"
     assert temporal_breakdown(load_trace(source)) is None
     assert idle_time_breakdown(load_trace(source)).empty
     run_dir = tmp_path / "cpu_only"
@@ -260,10 +260,12 @@ def test_gpu_work_of_zero_length_has_no_breakdown(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("name", reference_params())
-def test_temporal_breakdown_matches_hta(shared_traces: Path, name: str) -> None:
-    traces = load_ranks(shared_traces, name)
-    live = hta_answers(shared_traces, name).temporal.set_index("rank")
-    recorded = pd.DataFrame(expected(shared_traces, name)["temporal_breakdown"]).set_index("rank")
+def test_temporal_breakdown_matches_hta(reference_traces: Path, name: str) -> None:
+    traces = load_ranks(reference_traces, name)
+    live = hta_answers(reference_traces, name).temporal.set_index("rank")
+    recorded = pd.DataFrame(expected(reference_traces, name)["temporal_breakdown"]).set_index(
+        "rank"
+    )
     assert sorted(live.index) == sorted(recorded.index) == sorted(traces)
     for rank, trace in traces.items():
         ours = temporal_breakdown(trace)
@@ -280,9 +282,9 @@ def test_temporal_breakdown_matches_hta(shared_traces: Path, name: str) -> None:
             assert ours.compute_us == row["compute_time(us)"]
 
 
-def test_where_hta_counts_more_than_gpu_work(shared_traces: Path) -> None:
-    alexnet = temporal_breakdown(load_trace(shared_traces / "hta" / "alexnet.json.gz"))
-    triton = temporal_breakdown(load_trace(shared_traces / "hta" / "triton.json.gz"))
+def test_where_hta_counts_more_than_gpu_work(reference_traces: Path) -> None:
+    alexnet = temporal_breakdown(load_trace(reference_traces / "hta" / "alexnet.json.gz"))
+    triton = temporal_breakdown(load_trace(reference_traces / "hta" / "triton.json.gz"))
     assert alexnet is not None and triton is not None
     # alexnet: HTA's span (12996011 us) ends at a "Context Sync" record, 75.8 ms after the last
     # GPU work; ours ends at the last GPU work. Its 179 us more non-compute are "Stream Sync"
@@ -350,9 +352,9 @@ def test_synthetic_idle_breakdown_matches_hta_live(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("name", reference_params())
-def test_idle_breakdown_matches_hta(shared_traces: Path, name: str) -> None:
-    traces = load_ranks(shared_traces, name)
-    live = hta_answers(shared_traces, name).idle.rename(columns={"idle_time": "idle_us"})
+def test_idle_breakdown_matches_hta(reference_traces: Path, name: str) -> None:
+    traces = load_ranks(reference_traces, name)
+    live = hta_answers(reference_traces, name).idle.rename(columns={"idle_time": "idle_us"})
     for rank, trace in traces.items():
         ours = idle_time_breakdown(trace)
         theirs = idle_table(live[live["rank"] == rank])

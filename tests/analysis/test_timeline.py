@@ -19,23 +19,19 @@ from profiler.analysis.timeline import (
     timeline_view,
 )
 from profiler.analysis.timeline_details import MAX_LINKED, event_details
-from tests.conftest import SHARED_TRACES
+from tests.conftest import REFERENCE_TRACES
 
 SAMPLE = Path(__file__).resolve().parents[2] / "traces" / "sample"
-HTA = SHARED_TRACES / "hta"
+HTA = REFERENCE_TRACES / "hta"
 
 
 @pytest.fixture(scope="module")
 def rank0() -> TraceTable:
-    if not (HTA / "two_ranks_rank-0.json.gz").is_file():
-        pytest.skip("reference traces not found")
     return load_trace(HTA / "two_ranks_rank-0.json.gz")
 
 
 @pytest.fixture(scope="module")
 def control() -> TraceTable:
-    if not (HTA / "diff_control.json.gz").is_file():
-        pytest.skip("reference traces not found")
     return load_trace(HTA / "diff_control.json.gz")
 
 

@@ -30,9 +30,9 @@ def ratios(path: Path) -> dict[str, dict[str, object]]:
 
 
 @pytest.mark.slow
-def test_load_summary_writes_every_ratio(tmp_path: Path, shared_traces: Path) -> None:
+def test_load_summary_writes_every_ratio(tmp_path: Path, reference_traces: Path) -> None:
     out = tmp_path / "load.json"
-    trace = shared_traces / "hta" / "alexnet.json.gz"
+    trace = reference_traces / "hta" / "alexnet.json.gz"
     run_bench(
         "load_summary.py", "--trace", str(trace), "--events", "3000", "--reps", "1",
         "--cache-dir", str(tmp_path / "cache"), "--json", str(out),

@@ -12,7 +12,7 @@ import pytest
 from dashboard.data.overview import run_summary
 from dashboard.data.tables import run_kernels, run_ops
 from dashboard.figures.overview import CATEGORY_LABELS, DATA_WAIT, MEMORY, STEP_TIME
-from tests.conftest import SHARED_TRACES
+from tests.conftest import REFERENCE_TRACES
 from tests.dashboard.browser import (
     WAIT_S,
     figure_traces,
@@ -28,7 +28,7 @@ from tests.dashboard.runs import CORRUPT_FILE, SAMPLE
 
 pytestmark = pytest.mark.browser
 
-REFERENCE_TRACE = SHARED_TRACES / "hta" / "two_ranks_rank-0.json.gz"
+REFERENCE_TRACE = REFERENCE_TRACES / "hta" / "two_ranks_rank-0.json.gz"
 REFERENCE_RUN = "reference/two_ranks"
 NAV_ORDER = ["Overview", "Timeline", "Operators", "Kernels", "Memory", "Modules", "Distributed",
              "Diff"]  # fmt: skip
@@ -42,9 +42,8 @@ def trace_root(tmp_path: Path) -> Path:
     corrupt = root / "corrupt"
     corrupt.mkdir()
     (corrupt / CORRUPT_FILE).write_bytes(b"\x1f\x8b this is not <b>gzip</b> at all")
-    if REFERENCE_TRACE.is_file():
-        (root / REFERENCE_RUN).mkdir(parents=True)
-        shutil.copy(REFERENCE_TRACE, root / REFERENCE_RUN)
+    (root / REFERENCE_RUN).mkdir(parents=True)
+    shutil.copy(REFERENCE_TRACE, root / REFERENCE_RUN)
     return root
 
 

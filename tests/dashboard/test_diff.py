@@ -54,12 +54,12 @@ def root(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def gpu_root(tmp_path: Path, shared_traces: Path) -> Path:
+def gpu_root(tmp_path: Path, reference_traces: Path) -> Path:
     """The reference before/after pair as two runs."""
     root = tmp_path / "gpu"
     for run, name in (("control", "diff_control.json.gz"), ("test", "diff_test.json.gz")):
         (root / run).mkdir(parents=True)
-        shutil.copy(shared_traces / "hta" / name, root / run / name)
+        shutil.copy(reference_traces / "hta" / name, root / run / name)
     return root
 
 

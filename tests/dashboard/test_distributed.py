@@ -32,16 +32,16 @@ TWO_RANKS = ("two_ranks_rank-0.json.gz", "two_ranks_rank-1.json.gz")
 
 
 @pytest.fixture
-def root(tmp_path: Path, shared_traces: Path) -> Path:
+def root(tmp_path: Path, reference_traces: Path) -> Path:
     """Runs: the two-rank reference, it with rank 1 slowed 1.3x, the sample, a corrupt file."""
     root = tmp_path / "traces"
     shutil.copytree(SAMPLE, root / "sample")
     (root / "two").mkdir()
     for name in TWO_RANKS:
-        shutil.copy(shared_traces / "hta" / name, root / "two" / name)
+        shutil.copy(reference_traces / "hta" / name, root / "two" / name)
     (root / "slow").mkdir()
-    shutil.copy(shared_traces / "hta" / TWO_RANKS[0], root / "slow" / TWO_RANKS[0])
-    slowed_copy(shared_traces / "hta" / TWO_RANKS[1], root / "slow" / TWO_RANKS[1], 1.3)
+    shutil.copy(reference_traces / "hta" / TWO_RANKS[0], root / "slow" / TWO_RANKS[0])
+    slowed_copy(reference_traces / "hta" / TWO_RANKS[1], root / "slow" / TWO_RANKS[1], 1.3)
     shutil.copytree(SAMPLE, root / "broken")
     (root / "broken" / CORRUPT_FILE).write_bytes(b"\x1f\x8b not <b>gzip</b>")
     return root

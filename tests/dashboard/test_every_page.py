@@ -10,7 +10,7 @@ import pytest
 from selenium.webdriver.support.ui import WebDriverWait
 
 from dashboard.app import create_app
-from tests.conftest import SHARED_TRACES
+from tests.conftest import REFERENCE_TRACES
 from tests.dashboard.browser import WAIT_S, free_port
 from tests.dashboard.runs import SAMPLE
 
@@ -42,10 +42,7 @@ def root(tmp_path: Path) -> Path:
     gpu = root / "reference" / "two_ranks"
     gpu.mkdir(parents=True)
     for name in TWO_RANKS:
-        source = SHARED_TRACES / "hta" / name
-        if not source.is_file():
-            pytest.skip(f"reference trace not found at {source}")
-        shutil.copy(source, gpu)
+        shutil.copy(REFERENCE_TRACES / "hta" / name, gpu)
     return root
 
 

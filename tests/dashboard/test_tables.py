@@ -14,10 +14,10 @@ from dashboard.figures.tables import TOP_N, kernel_type_figure, top_bar_figure
 from profiler.analysis.kernels import kernel_type_breakdown, top_kernels
 from profiler.analysis.ops import top_ops
 from profiler.analysis.table import load_trace
-from tests.conftest import SHARED_TRACES
+from tests.conftest import REFERENCE_TRACES
 from tests.dashboard.runs import SAMPLE
 
-REFERENCE_TRACE = SHARED_TRACES / "hta" / "two_ranks_rank-0.json.gz"
+REFERENCE_TRACE = REFERENCE_TRACES / "hta" / "two_ranks_rank-0.json.gz"
 
 
 @pytest.fixture
@@ -35,8 +35,6 @@ def root(tmp_path: Path) -> Path:
 @pytest.fixture
 def reference_root(tmp_path: Path) -> Path:
     """A root whose run ``ref`` holds one rank of HTA's two-rank GPU trace."""
-    if not REFERENCE_TRACE.is_file():
-        pytest.skip(f"reference trace not found at {REFERENCE_TRACE}")
     (tmp_path / "ref").mkdir()
     shutil.copy(REFERENCE_TRACE, tmp_path / "ref")
     return tmp_path

@@ -21,11 +21,11 @@ from dashboard.figures.timeline import NO_EVENTS, timeline_figure, to_ms, to_us
 from profiler.analysis.table import load_trace
 from profiler.analysis.timeline import prepare_timeline, timeline_view
 from profiler.analysis.timeline_details import event_details
-from tests.conftest import SHARED_TRACES
+from tests.conftest import REFERENCE_TRACES
 from tests.dashboard.browser import WAIT_S, open_path, pick, plotly_data
 from tests.dashboard.runs import SAMPLE
 
-HTA = SHARED_TRACES / "hta"
+HTA = REFERENCE_TRACES / "hta"
 TRICKY = "<b>bold</b> & co"
 CLICK_HINT = "Click an event for its details."  # the empty details panel, as the page says it
 
@@ -40,24 +40,20 @@ def _op(name: str, ts: float, dur: float, tid: int = 1) -> dict[str, Any]:
 
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
-    """The sample run, two reference GPU traces (if present) and a run with a tricky name."""
+    """The sample run, two reference GPU traces and a run with a tricky name."""
     root = tmp_path / "traces"
     shutil.copytree(SAMPLE, root / "sample")
     (root / "tricky").mkdir()
     events = [_op("outer", 0, 100), _op(TRICKY, 10, 20)]
     (root / "tricky" / "w.1.pt.trace.json").write_text(json.dumps(_trace(events)))
     for name in ("two_ranks_rank-0", "diff_control"):
-        if (HTA / f"{name}.json.gz").is_file():
-            (root / "reference" / name).mkdir(parents=True)
-            shutil.copy(HTA / f"{name}.json.gz", root / "reference" / name)
+        (root / "reference" / name).mkdir(parents=True)
+        shutil.copy(HTA / f"{name}.json.gz", root / "reference" / name)
     return root
 
 
 def _reference(root: Path, name: str) -> Path:
-    path = root / "reference" / name / f"{name}.json.gz"
-    if not path.is_file():
-        pytest.skip("reference traces not found")
-    return path
+    return root / "reference" / name / f"{name}.json.gz"
 
 
 # Figure ----------------------------------------------------------------------------------------

@@ -99,8 +99,8 @@ def test_traces_are_placed_for_the_profiler_plugin(tmp_path: Path) -> None:
     assert overview["steps"] == ["15", "16", "17"]
 
 
-def test_a_plain_torch_profiler_trace(shared_traces: Path, tmp_path: Path) -> None:
-    source = shared_traces / "hta" / "two_ranks_rank-0.json.gz"
+def test_a_plain_torch_profiler_trace(reference_traces: Path, tmp_path: Path) -> None:
+    source = reference_traces / "hta" / "two_ranks_rank-0.json.gz"
     result = export_tensorboard(source, tmp_path / "tb")
     assert result.run_name == "two_ranks_rank-0" and (result.steps, result.windows) == (0, 1)
     (placed,) = result.trace_files
@@ -115,12 +115,12 @@ def test_a_plain_torch_profiler_trace(shared_traces: Path, tmp_path: Path) -> No
     assert "two_ranks_rank-0" in peers.tb_plugin_runs(tmp_path / "tb")
 
 
-def test_a_directory_of_plain_traces_one_per_rank(shared_traces: Path, tmp_path: Path) -> None:
+def test_a_directory_of_plain_traces_one_per_rank(reference_traces: Path, tmp_path: Path) -> None:
     plain = tmp_path / "plain"
     plain.mkdir()
     # One gzipped as it came, one plain JSON as some tools write.
-    shutil.copy(shared_traces / "hta" / "two_ranks_rank-0.json.gz", plain / "rank0.json.gz")
-    data = (shared_traces / "hta" / "two_ranks_rank-1.json.gz").read_bytes()
+    shutil.copy(reference_traces / "hta" / "two_ranks_rank-0.json.gz", plain / "rank0.json.gz")
+    data = (reference_traces / "hta" / "two_ranks_rank-1.json.gz").read_bytes()
     (plain / "rank1.json").write_bytes(gzip.decompress(data))
     result = export_tensorboard(plain, tmp_path / "tb", run_name="ddp")
     names = sorted(p.name for p in result.trace_files)

@@ -224,8 +224,8 @@ def test_backward_starts_reads_the_engines_events_in_place() -> None:
 
 
 @pytest.mark.parametrize("name", ["nccl.json.gz", "two_ranks_rank-1.json.gz", "amd_mi250.json.gz"])
-def test_backward_starts_agrees_with_parsing_real_traces(shared_traces: Path, name: str) -> None:
-    raw = gzip.decompress((shared_traces / "hta" / name).read_bytes())
+def test_backward_starts_agrees_with_parsing_real_traces(reference_traces: Path, name: str) -> None:
+    raw = gzip.decompress((reference_traces / "hta" / name).read_bytes())
     expected: dict[int, float] = {}
     for event in orjson.loads(raw)["traceEvents"]:
         number = event.get("args", {}).get("Sequence number")
