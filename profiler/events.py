@@ -74,6 +74,10 @@ class RunStatus(str, Enum):
     RUNNING = "running"
     COMPLETE = "complete"
     FAILED = "failed"
+    # Capture hit a store failure (full disk, lost permission) and went on without it.
+    DEGRADED = "degraded"
+    # A signal ended the job, or readers found its heartbeat stopped.
+    INTERRUPTED = "interrupted"
 
 
 _MODULE_NAME = re.compile(r"^nn\.Module: (?P<path>\S+) \((?P<cls>[^)]*)\)(?P<bwd>\.backward)?$")

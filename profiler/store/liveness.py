@@ -1,0 +1,111 @@
+"""Whether a run recorded as ``running`` is still alive: the heartbeat in ``meta/run.json``.
+
+A capture session rewrites ``heartbeat_unix_s`` every :data:`HEARTBEAT_INTERVAL_S` from a
+background thread, and records its ``host`` and ``pid``. A process killed with SIGKILL (or a
+machine that lost power) cannot mark its run, so readers decide: a run still ``running`` whose
+heartbeat is older than :data:`HEARTBEAT_STALE_S`, or whose process is gone from this host, is
+shown as ``interrupted (no heartbeat since ...)``. Nothing is written back: the reader may be
+wrong about a run on another host whose clock is off, and the writer may yet come back.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from profiler.events import RunStatus
+
+HEARTBEAT_INTERVAL_S = 10.0
+# Three missed beats: a loaded machine may delay one, not three.
+HEARTBEAT_STALE_S = 3 * HEARTBEAT_INTERVAL_S
+HEARTBEAT_KEY = "heartbeat_unix_s"
+
+
+@dataclass(frozen=True)
+class RunState:
+    """How a run stands, as a reader sees it.
+
+    Attributes:
+        status: a :class:`RunStatus` value; ``interrupted`` also for a stale ``running``.
+        reason: why, in words, when the status is not what ``run.json`` says or it carries an
+            error or a degradation (``None`` otherwise).
+    """
+
+    status: str
+    reason: str | None = None
+
+    @property
+    def label(self) -> str:
+        """``status`` with its reason in brackets, for one line of a report."""
+        return self.status if not self.reason else f"{self.status} ({self.reason})"
+
+
+def run_state(meta: Mapping[str, Any] | None, *, now: float | None = None) -> RunState:
+    """The state of the run whose ``run.json`` is ``meta``.
+
+    Args:
+        meta: the decoded ``run.json`` (``None`` or empty for a plain torch.profiler trace).
+        now: the current unix time (tests pass a fixed one).
+
+    Returns:
+        The recorded status, or ``interrupted`` for a ``running`` run whose heartbeat stopped.
+    """
+    if not meta:
+        return RunState("unknown")
+    status = str(meta.get("status") or "unknown")
+    if status != RunStatus.RUNNING.value:
+        return RunState(status, _recorded_reason(meta))
+    beat = _number(meta.get(HEARTBEAT_KEY)) or _number(meta.get("started_unix_s"))
+    now = time.time() if now is None else now
+    if beat is not None and now - beat > HEARTBEAT_STALE_S:
+        return RunState(RunStatus.INTERRUPTED.value, f"no heartbeat since {_utc(beat)}")
+    if _process_gone(meta):
+        since = f" since {_utc(beat)}" if beat is not None else ""
+        return RunState(RunStatus.INTERRUPTED.value, f"process ended without a word{since}")
+    return RunState(status)
+
+
+def _recorded_reason(meta: Mapping[str, Any]) -> str | None:
+    for key in ("degraded", "error"):
+        value = meta.get(key)
+        if isinstance(value, Mapping):
+            text = value.get("message") or value.get("reason") or value.get("type")
+            return str(text) if text else None
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if value == value else None  # NaN is no time
+
+
+def _process_gone(meta: Mapping[str, Any]) -> bool:
+    """The run's process is known to be dead: recorded on this host, and no such pid here."""
+    pid = meta.get("pid")
+    if meta.get("host") != socket.gethostname() or isinstance(pid, bool):
+        return False
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    return not pid_alive(pid)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this host (one of another user counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+def _utc(unix_s: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(unix_s))
