@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from profiler.store.chrome_trace import TraceFormatError, splice_kineto_trace, splice_parts
-from profiler.store.trace_store import RunStore, StepLog, worker_name
+from profiler.store.step_log import StepLog
+from profiler.store.trace_store import RunStore, remove_stale_scratch, worker_name
 
 __all__ = [
     "RunStore",
     "StepLog",
     "TraceFormatError",
+    "remove_stale_scratch",
     "splice_kineto_trace",
     "splice_parts",
     "worker_name",

@@ -8,17 +8,25 @@
 Nothing else ending in .json or .gz may sit in ``<root>/<run>/``: HTA loads every such file there.
 Partial files carry a ``.partial`` suffix until they are renamed into place. Kineto's export of a
 window goes to a scratch file first, in ``/dev/shm`` where it has room
-(:meth:`RunStore.scratch_path`), and is removed once the window is written.
+(:meth:`RunStore.scratch_path`), and is removed once the window is written. Temporary names carry
+the writer's host and pid (:mod:`profiler.store.scratch`), so :func:`remove_stale_scratch` can
+remove what a killed process left.
+
+``run.json`` is created once, atomically (:meth:`RunStore.create`): of two processes starting a
+run of the same name at once, exactly one gets it. It carries ``host``, ``pid`` and a heartbeat
+(:mod:`profiler.store.liveness`), and ``degraded`` / ``interrupted`` entries when those happen.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import struct
+import threading
 import time
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from pathlib import Path
@@ -28,6 +36,15 @@ from typing import Any
 import orjson
 
 from profiler.events import META_DIR, RUN_FORMAT, RUN_META_FILE, TRACE_SUFFIX, RunStatus
+from profiler.store.liveness import HEARTBEAT_KEY
+from profiler.store.scratch import (
+    PARTIAL_SUFFIX,
+    memory_scratch_path,
+    partial_path,
+    remove_stale,
+    worker_name,
+)
+from profiler.store.step_log import StepLog
 
 # gzip level 1 compresses Kineto's JSON to ~28 bytes/event in ~0.3 us/event; level 6 saves a
 # further ~25% of disk at 2.5x the time, which would put stop-to-disk past its 1.5x budget.
@@ -48,17 +65,19 @@ SCRATCH_DIR = Path("/dev/shm")
 SCRATCH_MIN_FREE = 1 << 30
 SCRATCH_HEADROOM = 4
 _GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x04\xff"  # deflate, mtime 0, fastest, OS unknown
-PARTIAL_SUFFIX = ".partial"
-
-
-def worker_name() -> str:
-    """``<hostname>_<pid>``, as torch.profiler's ``tensorboard_trace_handler`` names workers."""
-    return f"{socket.gethostname()}_{os.getpid()}"
+# Failures of a new file that may leave the old one writable in place: no room for a second
+# copy, or a directory that lost its write permission.
+_NO_NEW_FILE = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM)
+__all__ = ["PARTIAL_SUFFIX", "RunStore", "StepLog", "atomic_write", "worker_name"]
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the whole new one."""
-    partial = path.with_name(f".{path.name}{PARTIAL_SUFFIX}")
+    """Write ``data`` to ``path`` so that readers see the old file or the whole new one.
+
+    The temporary file's name is this writer's own (:func:`scratch.partial_path`): two threads
+    or processes writing the same file never write into one temporary file.
+    """
+    partial = partial_path(path)
     try:
         partial.write_bytes(data)
         os.replace(partial, path)
@@ -117,6 +136,21 @@ def _deflate(piece: memoryview, level: int, final: bool) -> bytes:
     )
 
 
+def remove_stale_scratch(run_dir: str | os.PathLike[str] | None = None) -> list[Path]:
+    """Remove the scratch and partial files that processes of this host, now gone, left behind.
+
+    Looks in ``SCRATCH_DIR`` (one listing) and, given ``run_dir``, in that run directory and
+    its ``meta/``; files of live processes and of other hosts stay (see :mod:`scratch`).
+
+    Returns:
+        The files removed.
+    """
+    folders = [SCRATCH_DIR]
+    if run_dir is not None:
+        folders += [Path(run_dir), Path(run_dir) / META_DIR]
+    return remove_stale(folders)
+
+
 @cache
 def _deflate_module() -> ModuleType:
     """python-isal's ``isal_zlib`` where installed (same API, ~4x faster), else ``zlib``."""
@@ -130,7 +164,10 @@ def _deflate_module() -> ModuleType:
 class RunStore:
     """One rank's view of a run directory: trace files, ``meta/run.json`` and the step log.
 
-    Rank 0 owns ``meta/run.json``; every rank writes its own trace files and step log.
+    Rank 0 owns ``meta/run.json``; every rank writes its own trace files and step log. The
+    methods that write ``run.json`` may be called from several threads (the heartbeat) and
+    from a signal handler: one re-entrant lock orders them, and nothing rewrites the file once
+    :meth:`finish` has recorded how the run ended, except a later degradation.
     """
 
     def __init__(self, root: str | os.PathLike[str], run_name: str, *, rank: int = 0) -> None:
@@ -146,41 +183,69 @@ class RunStore:
         self.trace_files: list[Path] = []
         self._meta: dict[str, Any] = {}
         self._largest_trace = 0  # bytes, before gzip
+        # Re-entrant: a signal handler on the main thread may write while the main thread is
+        # inside a write of its own.
+        self._lock = threading.RLock()
+        self._finished = False
 
     def create(self, config: Mapping[str, Any], environment: Mapping[str, Any]) -> None:
         """Make the run directory, check it is writable and new, and record the run as running.
 
+        Rank 0 creates ``run.json`` atomically, with its content (a link from a temporary file,
+        which fails if the name exists): of two processes racing for one run name exactly one
+        succeeds, and no reader sees an empty ``run.json``.
+
         Raises:
-            FileExistsError: rank 0 found a run of the same name already recorded there.
+            FileExistsError: rank 0 found a run of the same name already recorded there (or
+                another process created it first).
             PermissionError: the directory cannot be created or written.
         """
         try:
             self.meta_dir.mkdir(parents=True, exist_ok=True)
-            probe = self.meta_dir / f".write-probe.{os.getpid()}"
+            probe = partial_path(self.meta_dir / "write-probe")
             probe.write_bytes(b"")
             probe.unlink()
         except OSError as exc:
             raise PermissionError(
                 f"trace store {self.run_dir} is not writable: {exc.strerror or exc}"
             ) from exc
-        if self.rank == 0 and self.run_meta_path.exists():
-            raise FileExistsError(
-                f"run {self.run_name!r} already exists in {self.root}; "
-                "choose another run_name or remove that directory"
-            )
+        now = time.time()
         self._meta = {
             "schema": RUN_FORMAT,
             "run_name": self.run_name,
             "status": RunStatus.RUNNING.value,
-            "started_unix_s": time.time(),
+            "started_unix_s": now,
             "ended_unix_s": None,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            HEARTBEAT_KEY: now,
             "config": dict(config),
             "environment": dict(environment),
             "trace_files": [],
             "steps": 0,
             "error": None,
         }
-        self._write_meta()
+        if self.rank == 0:
+            self._create_meta()
+
+    def _create_meta(self) -> None:
+        data = orjson.dumps(self._meta, option=orjson.OPT_INDENT_2)
+        partial = partial_path(self.run_meta_path)
+        try:
+            partial.write_bytes(data)
+            try:
+                os.link(partial, self.run_meta_path)
+            except FileExistsError:
+                raise
+            except OSError:  # no hard links here (some FUSE and SMB mounts): create exclusively
+                _write_new(self.run_meta_path, data)
+        except FileExistsError:
+            raise FileExistsError(
+                f"run {self.run_name!r} already exists in {self.root} (or another process "
+                "is starting it); choose another run_name or remove that directory"
+            ) from None
+        finally:
+            partial.unlink(missing_ok=True)
 
     def trace_path(self, unix_ms: int | None = None) -> Path:
         """Where the next capture window's trace goes."""
@@ -204,8 +269,7 @@ class RunStore:
         else:
             free = stats.f_bavail * stats.f_frsize
             roomy = roomy and free >= max(SCRATCH_MIN_FREE, SCRATCH_HEADROOM * self._largest_trace)
-        name = f".{path.name}.kineto{PARTIAL_SUFFIX}"
-        return SCRATCH_DIR / f"trainprof-{os.getpid()}{name}" if roomy else path.with_name(name)
+        return memory_scratch_path(SCRATCH_DIR, path) if roomy else partial_path(path, ".kineto")
 
     def write_trace(self, path: Path, document: bytes | Sequence[bytes | memoryview]) -> None:
         """Gzip ``document`` into ``path`` atomically and list it in ``run.json``.
@@ -218,43 +282,86 @@ class RunStore:
         self._largest_trace = max(self._largest_trace, sum(len(part) for part in parts))
         atomic_write(path, gzip_bytes(parts))
         self.trace_files.append(path)
-        if self._meta:
-            self._meta["trace_files"].append(path.name)
+        with self._lock:
+            if self._meta:
+                self._meta["trace_files"].append(path.name)
+                self._write_meta()
+
+    def heartbeat(self, now: float | None = None) -> None:
+        """Rewrite ``run.json`` with a fresh ``heartbeat_unix_s`` (nothing once finished)."""
+        with self._lock:
+            if self._meta and not self._finished:
+                self._meta[HEARTBEAT_KEY] = time.time() if now is None else now
+                self._write_meta()
+
+    def mark_degraded(self, reason: str, *, at_step: int) -> None:
+        """Record that capture went on without part of itself (the first reason is kept).
+
+        The status stays ``running`` while the run goes on, so readers can still tell a run
+        killed later; :meth:`finish` records ``degraded``. After a ``complete`` finish the
+        status becomes ``degraded`` here.
+        """
+        with self._lock:
+            if not self._meta:
+                return
+            self._meta.setdefault("degraded", {"reason": reason, "at_step": at_step})
+            if self._meta["status"] == RunStatus.COMPLETE.value:
+                self._meta["status"] = RunStatus.DEGRADED.value
+            self._write_meta()
+
+    def mark_interrupted(self, signal_name: str, *, at_step: int) -> None:
+        """Record that a signal is ending the run: status ``interrupted``, and which signal."""
+        with self._lock:
+            if not self._meta:
+                return
+            self._meta["status"] = RunStatus.INTERRUPTED.value
+            self._meta["interrupted"] = {"signal": signal_name, "at_step": at_step}
             self._write_meta()
 
     def finish(self, status: RunStatus, *, steps: int, error: BaseException | None = None) -> None:
         """Record how the run ended."""
-        if not self._meta:
-            return
-        self._meta.update(status=status.value, ended_unix_s=time.time(), steps=steps)
-        if error is not None:
-            self._meta["error"] = {"type": type(error).__qualname__, "message": str(error)}
-        self._write_meta()
+        with self._lock:
+            if not self._meta:
+                return
+            self._finished = True
+            self._meta.update(status=status.value, ended_unix_s=time.time(), steps=steps)
+            if error is not None:
+                self._meta["error"] = {"type": type(error).__qualname__, "message": str(error)}
+            self._write_meta()
 
     def _write_meta(self) -> None:
-        if self.rank == 0:
-            atomic_write(self.run_meta_path, orjson.dumps(self._meta, option=orjson.OPT_INDENT_2))
+        if self.rank != 0:
+            return
+        with self._lock:
+            data = orjson.dumps(self._meta, option=orjson.OPT_INDENT_2)
+            try:
+                atomic_write(self.run_meta_path, data)
+            except OSError as exc:
+                if exc.errno not in _NO_NEW_FILE:
+                    raise
+                # The old file's blocks may hold the new one (it grows by a few hundred bytes
+                # at most): not atomic, but the status of a run on a full disk is worth more.
+                _rewrite_in_place(self.run_meta_path, data)
 
 
-class StepLog:
-    """Append-only JSON lines of per-step metrics.
+def _rewrite_in_place(path: Path, data: bytes) -> None:
+    """Overwrite ``path`` where its blocks already hold ``data`` (else ENOSPC, file untouched)."""
+    if os.stat(path).st_blocks * 512 < len(data):  # would need a new block: could tear the file
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    with path.open("r+b") as file:
+        file.write(data)
+        file.truncate()
 
-    The caller batches: capture hands over about a second of steps at a time, so a killed
-    process loses at most that much, and a crash inside the profiled block still flushes.
-    """
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._file = path.open("ab")
-
-    def write(self, records: Iterable[Mapping[str, Any]]) -> None:
-        """Append one line per record and flush them to the OS."""
-        lines = b"".join(orjson.dumps(r, option=orjson.OPT_APPEND_NEWLINE) for r in records)
-        if lines:
-            self._file.write(lines)
-            self._file.flush()
-
-    def close(self) -> None:
-        """Close the file."""
-        if not self._file.closed:
-            self._file.close()
+def _write_new(path: Path, data: bytes) -> None:
+    """Create ``path`` holding ``data``; FileExistsError if it exists."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    except OSError:
+        path.unlink(missing_ok=True)  # ours: created above; half a run.json helps no one
+        raise
+    finally:
+        os.close(fd)
