@@ -80,6 +80,14 @@ class RunStatus(str, Enum):
     INTERRUPTED = "interrupted"
 
 
+class TrainprofWarning(RuntimeWarning):
+    """Capture went on without part of itself (a store failure, a session closed at exit).
+
+    Issued once per run, naming the run directory and the error; the run records it as
+    ``degraded`` (see :class:`RunStatus`).
+    """
+
+
 _MODULE_NAME = re.compile(r"^nn\.Module: (?P<path>\S+) \((?P<cls>[^)]*)\)(?P<bwd>\.backward)?$")
 
 

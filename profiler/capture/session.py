@@ -3,37 +3,50 @@
 It is a thin try/finally over :meth:`Profile.start` and :meth:`Profile.stop`. Every step gets the
 always-on metrics (:mod:`step_metrics`); the schedule's active steps also get a Kineto capture with
 per-module ranges and memory counters (:mod:`module_hooks`), written as one trace file per window.
+
+Once started, the session never raises into the training loop for its own sake: what fails is
+told once and recorded (:mod:`faults`), and deep capture stops (:mod:`windows`). :mod:`guard`
+keeps one session per process, handles SIGTERM and SIGINT, beats the heartbeat, and stops a
+session left running at exit.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import time
-import warnings
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from types import FrameType
+from typing import Any, TypeVar
 
-import torch
 from torch import nn
 
-from profiler.capture.clock import Clock, ClockMarker
+from profiler.capture.clock import Clock
 from profiler.capture.environment import device_kind, distributed_info, environment
-from profiler.capture.kineto import KinetoSession, write_window
+from profiler.capture.faults import Faults
+from profiler.capture.guard import (
+    SIGNAL_WRITE_BUDGET_S,
+    ProfilerStateError,
+    Watch,
+    claim,
+    kineto_busy,
+    release,
+)
+from profiler.capture.kineto import write_window
+from profiler.capture.loader import ProfiledLoader
 from profiler.capture.memory import MemoryProbe
-from profiler.capture.module_hooks import ModuleTracer, range_enter, range_exit
 from profiler.capture.schedule import Schedule
 from profiler.capture.step_metrics import StepMetrics
 from profiler.capture.system import SystemSampler
-from profiler.events import STEP_FORMAT, TRACE_FORMAT, RunStatus, dataloader_range_name
-from profiler.store import RunStore, StepLog
+from profiler.capture.tensorboard_live import LiveTensorBoard
+from profiler.capture.windows import DeepCapture, Window
+from profiler.events import STEP_FORMAT, TRACE_FORMAT
+from profiler.store import RunStore, StepLog, remove_stale_scratch
 
+__all__ = ["DEFAULT_SCHEDULE", "Profile", "ProfiledLoader", "ProfilerStateError", "profile"]
 T = TypeVar("T")
 DEFAULT_SCHEDULE = Schedule(wait=1, warmup=1, active=3, repeat=1)
-
-
-class ProfilerStateError(RuntimeError):
-    """A Profile method was called in a state where it cannot work (e.g. step() before start())."""
 
 
 def _as_models(model: nn.Module | Sequence[nn.Module] | None) -> list[nn.Module]:
@@ -68,6 +81,10 @@ class Profile:
     The session starts when the ``with`` block is entered (or at :meth:`start`). Inside the
     block use ``prof.loader(iterable)`` to time data waits and call ``prof.step()`` once per
     step; afterwards ``prof.run_dir`` and ``prof.trace_files`` say where everything went.
+
+    Only one session runs in a process at a time (see :mod:`guard`). While it runs, SIGTERM and
+    SIGINT first flush the step log, write the window in progress (within
+    ``SIGNAL_WRITE_BUDGET_S``) and mark the run ``interrupted``, then do what they did before.
 
     Raises:
         TypeError: ``model`` or ``schedule`` is of the wrong type.
@@ -104,21 +121,19 @@ class Profile:
         self.rank = int(self.distributed["rank"])
         self.store = RunStore(out_dir, self.run_name, rank=self.rank)
         self.device = device_kind()
+        self.tensorboard_logdir = None if tensorboard_logdir is None else Path(tensorboard_logdir)
         self._started = False
         self._step = 0
-        self._window_first_step = 0
-        self._window_last_step = 0
-        self._window_start_ns = 0
-        self._marker: ClockMarker | None = None
         self._clock = Clock()
         self._memory: MemoryProbe | None = None
-        self._tracer: ModuleTracer | None = None
         self._metrics: StepMetrics | None = None
-        self._kineto: KinetoSession | None = None
+        self._deep: DeepCapture | None = None  # None: light metrics only (or no longer deep)
         self._sampler: SystemSampler | None = None
         self._steps: StepLog | None = None
-        self.tensorboard_logdir = None if tensorboard_logdir is None else Path(tensorboard_logdir)
-        self._tensorboard: Any = None  # a profiler.export.tensorboard.LiveWriter while running
+        self._tensorboard: LiveTensorBoard | None = None
+        self._watch: Watch | None = None  # signal handlers and heartbeat while running
+        self._faults = Faults(self.store)
+        self._held: BaseException | None = None  # a KeyboardInterrupt from inside Kineto
 
     # Public surface ----------------------------------------------------------------------------
 
@@ -146,43 +161,45 @@ class Profile:
     def start(self) -> Profile:
         """Create the run directory, hook the model and start the first step.
 
+        Another active profiler is refused before anything is written.
+
         Raises:
-            ProfilerStateError: already started.
+            ProfilerStateError: already started, or another profiler is active in this
+                process (any trainprof session; for a deep one also torch's, see
+                :func:`guard.claim`).
             PermissionError: ``out_dir`` cannot be written.
-            FileExistsError: a run of this name already exists there.
+            FileExistsError: a run of this name already exists there, or another process is
+                creating it now.
         """
         if self._started:
             raise ProfilerStateError("this profile session has already been started")
-        self.store.create(self._config(), environment())
-        self._memory = MemoryProbe("cuda" if self.device != "cpu" else "cpu")
-        self._steps = StepLog(self.store.steps_path)
-        self._metrics = StepMetrics(
-            self.models, self._memory, self._write_steps, self._clock, cuda=self.device != "cpu"
-        )
-        self._metrics.extra = self._step_extra
+        claim(self, deep=self.schedule is not None)
+        try:
+            remove_stale_scratch()  # what killed runs left in /dev/shm: one listing
+            self.store.create(self._config(), environment())
+        except BaseException:
+            release(self)
+            raise
         self._started = True
         try:
+            self._memory = MemoryProbe("cuda" if self.device != "cpu" else "cpu")
+            self._steps = StepLog(self.store.steps_path)
+            self._metrics = StepMetrics(
+                self.models, self._memory, self._write_steps, self._clock, cuda=self.device != "cpu"
+            )
+            self._metrics.extra = self._step_extra
+            self._watch = Watch(self._on_signal, self._beat)
             if self.tensorboard_logdir is not None and self.rank == 0:
-                self._tensorboard = self._open_tensorboard(self.tensorboard_logdir)
+                self._tensorboard = LiveTensorBoard(
+                    self.tensorboard_logdir, self.run_name, rank=self.rank
+                )
             if self.system_metrics:
                 self._sampler = SystemSampler()
                 self._sampler.start()
             self._metrics.attach()
             if self.schedule is not None:
-                self._tracer = ModuleTracer(
-                    self.models,
-                    self._memory,
-                    self._clock.now_ns,
-                    memory_per_module=not self.kineto_options["profile_memory"],
-                    user_ranges=self.device != "cpu",
-                )
-                self._kineto = KinetoSession(
-                    schedule=self.schedule,
-                    on_trace_ready=self._on_trace_ready,
-                    **self.kineto_options,
-                )
-                self._kineto.start()
-                self._sync_window_state(was_recording=False)
+                self._deep = self._deep_capture(self.schedule, self._memory, self._metrics)
+                self._deep.start(self._step)
             self._metrics.begin(self._step, deep=self._recording())
         except BaseException as exc:
             self.stop(error=exc)
@@ -203,22 +220,21 @@ class Profile:
         metrics = self._metrics
         assert metrics is not None
         self._step += 1
-        if self._kineto is None:  # light metrics only: the next step starts where this one ended
+        deep = self._deep
+        if deep is None:  # light metrics only: the next step starts where this one ended
             metrics.begin(self._step, metrics.end(deep=False))
             return
-        recording = self._kineto.recording
+        recording = deep.recording
         metrics.end(deep=recording)
-        if self._tracer is not None:
-            self._tracer.end_step()
-        self._window_last_step = self._step - 1
-        self._kineto.step()
-        self._sync_window_state(was_recording=recording)
+        deep.step(self._step, was_recording=recording)
+        if deep.failed:  # a write failed: no deep capture from here on
+            self._end_deep(last_step=self._step - 1)
+            metrics.begin(self._step, deep=False)
+            self._raise_held()
+            return
         # The next step starts after Kineto's step(), which may write a window: that time belongs
         # to neither step.
-        metrics.begin(self._step, deep=self._kineto.recording)
-
-    def _recording(self) -> bool:
-        return self._kineto is not None and self._kineto.recording
+        metrics.begin(self._step, deep=deep.recording)
 
     def loader(self, iterable: Iterable[T]) -> ProfiledLoader[T]:
         """Wrap a DataLoader (or any iterable) so the wait for each batch is timed.
@@ -231,119 +247,166 @@ class Profile:
     def stop(self, error: BaseException | None = None) -> None:
         """Write what was captured, remove every hook and record how the run ended.
 
-        With ``error`` (an exception from the training loop) the run is marked failed and
-        problems while saving are reported as warnings, so the original exception is the one the
-        caller sees.
+        It does not raise for the store: what cannot be written is reported once as a
+        :class:`~profiler.events.TrainprofWarning` and the run is marked ``degraded`` where
+        ``run.json`` can still be written. With ``error`` (an exception from the training
+        loop) the run is marked failed (interrupted for KeyboardInterrupt), and the original
+        exception is the one the caller sees.
         """
         if not self._started:
             return
         self._started = False
         try:
-            self._save(error)
-        except Exception as exc:
-            if error is None:
-                raise
-            warnings.warn(f"trainprof: could not save the failed run: {exc}", stacklevel=2)
+            self._finish(error)
+            if self._tensorboard is not None:
+                self._guarded("export the run to TensorBoard", self._tensorboard_export)
+        finally:
+            release(self)
+        if error is None:
+            self._raise_held()
 
     # Internals ----------------------------------------------------------------------------------
 
-    def _save(self, error: BaseException | None) -> None:
-        try:
-            self._finish(error)
-        finally:  # after _finish's last flush of step records
-            if self._tensorboard is not None:
-                self._tensorboard.close()
-        self._export_tensorboard()
+    def _recording(self) -> bool:
+        return self._deep is not None and self._deep.recording
+
+    def _deep_capture(self, schedule: Schedule, memory: MemoryProbe, metrics: Any) -> DeepCapture:
+        return DeepCapture(
+            self.models,
+            memory,
+            self._clock,
+            schedule=schedule,
+            options=self.kineto_options,
+            user_ranges=self.device != "cpu",
+            write=self._write_window,
+            on_window_start=metrics.install_now,  # beneath the tracer's wrapper of the roots
+            on_error=self._degrade,
+        )
+
+    def _end_deep(self, *, last_step: int) -> None:
+        """Stop Kineto, writing the window in progress unless capture failed; go on light."""
+        deep, self._deep = self._deep, None
+        if deep is not None:
+            deep.stop(last_step=last_step)
+            self._held = self._held or deep.held
+
+    def _raise_held(self) -> None:
+        """Raise what interrupted a window's write (KeyboardInterrupt), now Kineto is clear."""
+        held, self._held = self._held, None
+        if held is not None:
+            raise held
 
     def _finish(self, error: BaseException | None) -> None:
+        if self._watch is not None:  # no heartbeat may follow the last write of run.json
+            self._watch.close()
+        self._guarded("end the capture", lambda: self._end_capture(error))
+        for what, action in self._teardown():
+            self._guarded(what, action)
+        self._faults.finish(error, steps=self._step)
+
+    def _end_capture(self, error: BaseException | None) -> None:
         try:
             if self._metrics is not None:
                 if error is None:  # steps end at step(); what follows the last one is no step
                     self._metrics.discard()
                 else:
                     self._metrics.end(deep=self._recording(), completed=False)
-            if self._tracer is not None:
-                self._tracer.end_step()
-            if self._kineto is not None:
-                self._window_last_step = self._step if error is not None else self._step - 1
-                self._kineto.stop()
-        finally:
-            if self._tracer is not None:
-                self._tracer.detach()
-            if self._metrics is not None:
-                self._metrics.detach()
-                self._metrics.flush()
-            if self._sampler is not None:
-                self._sampler.stop()
-            if self._steps is not None:
-                self._steps.close()
-            if self._memory is not None:
-                self._memory.close()
-            status = RunStatus.COMPLETE if error is None else RunStatus.FAILED
-            self.store.finish(status, steps=self._step, error=error)
+        finally:  # the module tracer comes off whatever happened
+            self._end_deep(last_step=self._step if error is not None else self._step - 1)
+
+    def _teardown(self) -> list[tuple[str, Callable[[], None]]]:
+        """What stop() undoes, in order, each on its own (one failing skips no other)."""
+        steps: list[tuple[str, Callable[[], None]]] = []
+        if self._metrics is not None:
+            steps += [
+                ("remove the step hooks", self._metrics.detach),
+                ("flush the step metrics", self._metrics.flush),
+            ]
+        if self._sampler is not None:
+            steps.append(("stop the system sampler", self._sampler.stop))
+        if self._steps is not None:
+            steps.append(("write the step log", self._steps.close))
+        if self._memory is not None:
+            steps.append(("close the memory probe", self._memory.close))
+        if self._tensorboard is not None:
+            steps.append(("close the TensorBoard writer", self._tensorboard.close))
+        return steps
+
+    def _degrade(self, what: str, exc: BaseException) -> None:
+        """Go on without deep capture after a failure (told once, see :class:`Faults`)."""
+        deep = self._deep
+        if deep is not None:
+            deep.failed = True  # the next step() stops it
+        self._faults.degrade(what, exc, at_step=self._step)
+
+    def _guarded(self, what: str, action: Callable[[], None]) -> None:
+        try:
+            action()
+        except Exception as exc:
+            self._degrade(f"could not {what}", exc)
+
+    def _beat(self) -> None:
+        self._guarded("write the heartbeat to run.json", self.store.heartbeat)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        """Before SIGTERM/SIGINT goes on: mark the run interrupted, flush the step log and
+        write the window in progress within ``SIGNAL_WRITE_BUDGET_S``.
+
+        Kineto is left alone if the signal arrived inside torch's profiler (stopping it there
+        could crash torch): that window is lost, the rest is kept.
+        """
+        name = signal.Signals(signum).name
+        self._guarded(
+            "record the interruption", lambda: self._faults.interrupt(name, at_step=self._step)
+        )
+        metrics = self._metrics
+        if metrics is not None:
+            self._guarded("flush the step metrics", lambda: metrics.flush(block=False))
+        deep = self._deep
+        if deep is not None and not kineto_busy(frame):
+            deep.write_budget_s = SIGNAL_WRITE_BUDGET_S
+            self._end_deep(last_step=self._step)
 
     def _write_steps(self, records: list[dict[str, Any]]) -> None:
         """The step metrics' sink, about once a second: the step log, then TensorBoard."""
-        assert self._steps is not None
-        self._steps.write(records)
+        if self._steps is not None:
+            try:
+                self._steps.write(records)
+            except Exception as exc:
+                self._degrade(f"could not write the step log {self.store.steps_path.name}", exc)
         if self._tensorboard is not None:
-            self._tensorboard.add_steps(records)
+            try:
+                self._tensorboard.add_steps(records)
+            except Exception as exc:
+                self._degrade("could not write TensorBoard scalars", exc)
 
-    def _open_tensorboard(self, logdir: Path) -> Any:
-        # Imported here: only runs that ask for TensorBoard pay for loading it (~0.3 s).
-        from profiler.export.tensorboard import LiveWriter
-
-        return LiveWriter(logdir, self.run_name, rank=self.rank)
-
-    def _export_tensorboard(self) -> None:
-        """Replace the live scalars with the full export (the same as the CLI's)."""
-        if self._tensorboard is None or self.tensorboard_logdir is None:
-            return
-        from profiler.export.tensorboard import export_tensorboard  # see _open_tensorboard
-
-        export_tensorboard(self.run_dir, self.tensorboard_logdir, run_name=self.run_name)
-
-    def _sync_window_state(self, *, was_recording: bool) -> None:
-        assert self._kineto is not None and self._tracer is not None
-        recording = self._kineto.recording
-        if recording and not was_recording:
-            self._window_first_step = self._step
-            self._window_start_ns = self._clock.now_ns()
-            self._tracer.take()  # drop anything left from outside the window
-            assert self._metrics is not None
-            self._metrics.install_now()  # beneath the tracer's wrapper of the roots
-            self._tracer.attach()
-            self._marker = self._clock.mark()
-        elif was_recording and not recording:
-            self._tracer.detach()
-
-    def _on_trace_ready(self, prof: Any) -> None:
-        assert self._tracer is not None
+    def _write_window(self, prof: Any, window: Window) -> None:
+        """Write one window (DeepCapture's writer; ``write_window`` is looked up per call)."""
         now = self._clock.now_ns()
-        system = self._sampler.between(self._window_start_ns, now) if self._sampler else []
+        system = self._sampler.between(window.start_ns, now) if self._sampler else []
         write_window(
             prof,
             self.store,
             self._clock,
-            marker=self._marker,
-            record=self._tracer.take(),
+            marker=window.marker,
+            record=window.record,
             system=system,
             metadata={
                 "format": TRACE_FORMAT,
                 "run_name": self.run_name,
                 "rank": self.rank,
                 "device": self.device,
-                "window": {
-                    "first_step": self._window_first_step,
-                    "last_step": self._window_last_step,
-                },
-                "modules": self._tracer.module_count,
+                "window": {"first_step": window.first_step, "last_step": window.last_step},
+                "modules": window.module_count,
                 "config": self._config(),
             },
             distributed_info=self.distributed,
             pid=os.getpid(),
         )
-        self._marker = None
+
+    def _tensorboard_export(self) -> None:
+        assert self._tensorboard is not None
+        self._tensorboard.export(self.run_dir)
 
     def _step_extra(self) -> dict[str, float] | None:
         # The sampler replaces (never mutates) its latest dict, so keeping a reference is safe.
@@ -359,40 +422,6 @@ class Profile:
             "rank": self.rank,
             "metadata": self.metadata,
         }
-
-
-class ProfiledLoader(Generic[T]):
-    """An iterable that times the wait for each item of the one it wraps."""
-
-    def __init__(self, iterable: Iterable[T], session: Profile) -> None:
-        self._iterable = iterable
-        self._session = session
-
-    def __len__(self) -> int:
-        return len(self._iterable)  # type: ignore[arg-type]
-
-    def __iter__(self) -> Iterator[T]:
-        iterator = iter(self._iterable)
-        # torch's own DataLoader iterators already record this range; don't double it.
-        own_range = not isinstance(iterator, torch.utils.data.dataloader._BaseDataLoaderIter)
-        name = dataloader_range_name(type(iterator).__name__)
-        session = self._session
-        while True:
-            kineto = session._kineto
-            recording = own_range and kineto is not None and kineto.recording
-            handle = range_enter(name) if recording else None
-            start = time.perf_counter_ns()
-            try:
-                item = next(iterator)
-            except StopIteration:
-                return
-            finally:
-                waited = time.perf_counter_ns() - start
-                if handle is not None:
-                    range_exit(handle)
-                if session._metrics is not None:
-                    session._metrics.add_data_wait(waited)
-            yield item
 
 
 # torch.profiler spells its context manager in lower case; so does the public API.

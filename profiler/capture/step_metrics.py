@@ -246,9 +246,10 @@ class StepMetrics:
             self._drain(block=False)
         return end
 
-    def flush(self) -> None:
-        """Hand over every step, waiting for CUDA events if need be."""
-        self._drain(block=True)
+    def flush(self, *, block: bool = True) -> None:
+        """Hand over every finished step, waiting for CUDA events if ``block`` (else only those
+        whose events have completed: a signal handler must not wait on the GPU)."""
+        self._drain(block=block)
 
     def _read_memory(self, now: int) -> None:
         self._memory_at = now
