@@ -70,10 +70,14 @@ def run_state(meta: Mapping[str, Any] | None, *, now: float | None = None) -> Ru
 
 
 def _recorded_reason(meta: Mapping[str, Any]) -> str | None:
-    for key in ("degraded", "error"):
+    # An interrupted run names its signal ({"signal": "SIGTERM", "at_step": N}, written by
+    # capture's signal handler) before any error the signal raised (KeyboardInterrupt).
+    for key in ("interrupted", "degraded", "error"):
         value = meta.get(key)
         if isinstance(value, Mapping):
-            text = value.get("message") or value.get("reason") or value.get("type")
+            text = (
+                value.get("signal") or value.get("message") or value.get("reason")
+            ) or value.get("type")
             return str(text) if text else None
         if isinstance(value, str) and value:
             return value

@@ -49,7 +49,7 @@ def test_sigterm_writes_the_open_window_and_ends_the_process_as_sigterm(tmp_path
     meta = meta_of(run_dir)
     assert meta["status"] == "interrupted"
     assert meta["interrupted"] == {"signal": "SIGTERM", "at_step": 3}
-    assert run_state(meta).label == "interrupted"
+    assert run_state(meta).label == "interrupted (SIGTERM)"
     # Every finished step is in the log, whole; the step in progress is not.
     assert [s["step"] for s in read_steps(run_dir / "meta" / "steps.0.jsonl")] == [0, 1, 2]
     (trace,) = run_dir.glob(f"*{TRACE_SUFFIX}")

@@ -103,6 +103,7 @@ def test_interrupted_names_its_signal(tmp_path: Path) -> None:
     meta = orjson.loads(store.run_meta_path.read_bytes())
     assert meta["status"] == "interrupted"
     assert meta["interrupted"] == {"signal": "SIGTERM", "at_step": 4}
+    assert run_state(meta).label == "interrupted (SIGTERM)"
 
 
 def test_on_a_full_disk_run_json_is_rewritten_in_its_own_blocks(tmp_path, monkeypatch) -> None:
