@@ -38,7 +38,12 @@ SIGNAL_WRITE_BUDGET_S = 5.0
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 # Frames of these modules on the interrupted stack mean Kineto is mid-transition: a signal
 # handler must not stop it then (torch's own code would resume on a half-changed profiler).
-_KINETO_MODULES = ("torch.profiler", "torch.autograd.profiler", "profiler.capture.kineto")
+_KINETO_MODULES = (
+    "torch.profiler",
+    "torch.autograd.profiler",
+    "profiler.capture.kineto",
+    "profiler.capture.windows",
+)
 
 
 class ProfilerStateError(RuntimeError):

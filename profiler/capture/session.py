@@ -355,6 +355,8 @@ class Profile:
         Kineto is left alone if the signal arrived inside torch's profiler (stopping it there
         could crash torch): that window is lost, the rest is kept.
         """
+        if not self._started:  # stopped off the main thread, so the handler stayed
+            return
         name = signal.Signals(signum).name
         self._guarded(
             "record the interruption", lambda: self._faults.interrupt(name, at_step=self._step)

@@ -113,15 +113,18 @@ class DeepCapture:
         if self._stopped:
             return
         self._stopped = True
-        self.tracer.end_step()
         self._last_step = last_step
-        try:
-            self._kineto.stop()
-        except Exception as exc:
-            self._fail("Kineto failed to stop", exc)
-        finally:
-            self.tracer.detach()
-            self._marker = None
+        # Each on its own: whatever fails, Kineto stops and the module wrappers come off.
+        for what, action in (
+            ("end the module ranges", self.tracer.end_step),
+            ("stop Kineto", self._kineto.stop),  # the window in progress is written here
+            ("remove the module tracer", self.tracer.detach),
+        ):
+            try:
+                action()
+            except Exception as exc:
+                self._fail(f"could not {what}", exc)
+        self._marker = None
 
     def _sync(self, step: int, *, was_recording: bool) -> None:
         recording = self._kineto.recording
