@@ -23,8 +23,10 @@ from profiler.analysis.columns import (
     FLOW_PHASES,
     GPU_KINDS,
     KIND_BY_CATEGORY,
+    ArgsError,
     Columns,
     compact_text,
+    decode_args,
     ids,
     select,
     values,
@@ -70,8 +72,18 @@ class TableBuilder:
         Args:
             events: the piece's events.
             fraction_read: how far through the file's text the piece ends (sizes the tables).
+
+        Raises:
+            EventError: an event's args are not what the tables read; names the event.
         """
+        first = self.event_count
         self.event_count += len(events)
+        try:
+            self._add(events, fraction_read)
+        except ArgsError as exc:
+            raise exc.event_error(events, first) from exc.error
+
+    def _add(self, events: list[Event], fraction_read: float) -> None:
         phases = np.array(list(map(attrgetter("ph"), events)), dtype=object)
         complete = phases == PHASE_COMPLETE
         if complete.all():
@@ -117,8 +129,7 @@ class TableBuilder:
         columns.put("tid", rows, ids(events, "tid"))
         columns.put_strings("name", rows, list(map(attrgetter("name"), events)))
         gpu = self._add_categories(rows, list(map(attrgetter("cat"), events)))
-        raws = b",".join(map(attrgetter("args"), events))
-        self._add_args(rows, ARGS_LIST_DECODER.decode(b"[" + raws + b"]"), gpu)
+        self._add_args(rows, decode_args(ARGS_LIST_DECODER, events), gpu)
         columns.commit(rows)
 
     def _add_categories(self, rows: slice, cats: list[str]) -> np.ndarray:

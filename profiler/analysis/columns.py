@@ -9,6 +9,7 @@ categorical in the end, its categories in order of first appearance in the file)
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from itertools import compress
 from operator import attrgetter
@@ -19,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from profiler.analysis.decode import MISSING_INT
+from profiler.analysis.guards import validation_problem
 from profiler.events import PHASE_FLOW_END, PHASE_FLOW_START
 
 # Kinds: one vocabulary over both schema generations and both vendors.
@@ -127,31 +129,89 @@ FLOW_COLUMNS: dict[str, Any] = {
     "ts_us": np.float64,
 }  # fmt: skip
 _WHITESPACE = b" \n\r\t"
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_ID_LABEL = re.compile(r"-?[0-9]{1,19}")
+
+
+class EventError(ValueError):
+    """An event the tables cannot hold; the message names it (``traceEvents[N]: ...``)."""
+
+
+class ArgsError(Exception):
+    """The args of one of ``items`` are not what the tables read (wrong type, not JSON).
+
+    Attributes:
+        error: msgspec's error.
+        items: the events whose args were decoded, as a list in that order.
+    """
+
+    def __init__(self, error: msgspec.DecodeError, items: list[Any]) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.items = items
+
+    def event_error(self, events: list[Any], first: int) -> EventError:
+        """The error in the file's words, ``events`` being the piece (the first is ``first``)."""
+        if not isinstance(self.error, msgspec.ValidationError):
+            return EventError(f"the args of an event are not JSON: {self.error}")
+
+        def number(index: int) -> int:
+            item = self.items[index] if index < len(self.items) else None
+            return first + next((n for n, e in enumerate(events) if e is item), index)
+
+        return EventError(validation_problem(self.error, number, in_args=True))
+
+
+def decode_args(decoder: msgspec.json.Decoder, items: list[Any]) -> list[Any]:
+    """The args of ``items`` by ``decoder`` (of a list): one call over the piece, as an array.
+
+    Raises:
+        ArgsError: they do not decode.
+    """
+    raws = b",".join(map(attrgetter("args"), items))
+    try:
+        return decoder.decode(b"[" + raws + b"]")
+    except msgspec.DecodeError as exc:
+        raise ArgsError(exc, items) from exc
 
 
 def int_id(value: int | str | None) -> int:
-    """pid/tid as ints: Kineto's GPU lanes in 2021 traces are "stream 7"; other labels -> -1."""
-    if isinstance(value, int):
-        return value
+    """pid/tid as ints: Kineto's GPU lanes in 2021 traces are "stream 7"; other labels, and
+    numbers beyond 64 bits, -> -1."""
     if isinstance(value, str):
         tail = value.rsplit(" ", 1)[-1]
-        if tail.lstrip("-").isdigit():
-            return int(tail)
+        if _ID_LABEL.fullmatch(tail):  # ASCII digits, few enough for int() and for int64
+            value = int(tail)
+    if isinstance(value, int) and _INT64_MIN <= value <= _INT64_MAX:
+        return value
     return MISSING_INT
 
 
 def ids(items: list[Any], name: str) -> np.ndarray:
     """An id field (pid, tid, stream) of ``items`` as int64; labels through :func:`int_id`."""
     try:
-        return values(items, name, np.int64)
+        return np.fromiter(map(attrgetter(name), items), dtype=np.int64, count=len(items))
     except (TypeError, ValueError, OverflowError):
         labels = map(attrgetter(name), items)
-        return np.array([v if type(v) is int else int_id(v) for v in labels], dtype=np.int64)
+        return np.array([int_id(v) for v in labels], dtype=np.int64)
 
 
 def values(items: list[Any], name: str, dtype: Any) -> np.ndarray:
-    """A field of ``items`` as an array (fromiter: no list in between, 40% faster)."""
-    return np.fromiter(map(attrgetter(name), items), dtype=dtype, count=len(items))
+    """A field of ``items`` as an array (fromiter: no list in between, 40% faster).
+
+    msgspec decodes integers of any size; one beyond 64 bits is no count, id or size a trace
+    can mean, and is read as missing (-1, or NaN in a float column).
+    """
+    try:
+        return np.fromiter(map(attrgetter(name), items), dtype=dtype, count=len(items))
+    except OverflowError:
+        missing = np.nan if np.dtype(dtype).kind == "f" else MISSING_INT
+        fitting = [_fits(v, missing) for v in map(attrgetter(name), items)]
+        return np.array(fitting, dtype=dtype)
+
+
+def _fits(value: Any, missing: float) -> Any:
+    return value if not isinstance(value, int) or _INT64_MIN <= value <= _INT64_MAX else missing
 
 
 def select(items: list[Any], mask: np.ndarray) -> list[Any]:
@@ -163,7 +223,8 @@ def compact_text(raw: bytes) -> str:
     """Compact JSON text of a list-valued arg (shapes, grid, block), whatever the writer's
     spacing: these hold only numbers, so dropping whitespace is safe and makes equal shapes
     equal text."""
-    return raw.translate(None, _WHITESPACE).decode()
+    # msgspec checks the UTF-8 of the strings it decodes, not of the raw text it skips.
+    return raw.translate(None, _WHITESPACE).decode(errors="replace")
 
 
 class Vocabulary:

@@ -9,37 +9,51 @@ piece that no JSON parser accepts: the decoder says so and the piece grows to th
 Decoding is typed (msgspec): each event's envelope is decoded into a struct and its ``args`` kept
 as raw JSON; only complete events have their args decoded, by the column builder, into a struct
 that names just the keys analyses use; everything else is skipped without building objects.
+
+What a file may hold is bounded (:mod:`profiler.analysis.guards`): its text, one event, the
+head before the events, and how deep JSON nests; past a bound the file is refused with a
+:class:`TraceFormatError`, as soon as the bound is passed.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import re
-import zlib
-from collections.abc import Iterable, Iterator
-from functools import partial
+import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import msgspec
 
+from profiler.analysis.guards import (
+    MAX_DEPTH,
+    MAX_EVENT_BYTES,
+    MAX_EVENT_DEPTH,
+    MAX_HEAD_BYTES,
+    SAFE_RECURSION_LIMIT,
+    depth_problem,
+    nesting_depth,
+    rebase_bytes,
+    size_text,
+    validation_problem,
+)
+from profiler.analysis.text import READ_BYTES, TextReader
 from profiler.events import TRAINPROF_KEY
 from profiler.store.chrome_trace import TraceFormatError
 
 MISSING_INT = -1
-# Files beyond this are refused rather than risking the machine's memory: ~50M events.
-MAX_TRACE_BYTES = 8 * 1024**3
 # Text decoded per msgspec call: big enough that per-piece costs vanish, small enough that a
 # piece's text and its event structs stay small. Measured on a 109k-event trace: 2 MiB pieces
 # peaked at 300 bytes per event, 512 KiB ones at 210, at the same speed.
 CHUNK_BYTES = 512 * 1024
-_READ_BYTES = 256 * 1024  # of the file, and of text per block once gunzipped
-_GZIP_MAGIC = b"\x1f\x8b"
+_READ_BYTES = READ_BYTES  # the blocks the file is read in (tests make them tiny)
 _EVENTS_KEY = re.compile(rb'"traceEvents"\s*:\s*')
+_KEY = b'"traceEvents"'
 _BOUNDARY = re.compile(rb"\}\s*,\s*\{")  # between two events of the array
 _WHITESPACE = b" \t\r\n"
 _SEARCH_WINDOW = 64 * 1024  # where the last cut is looked for: events are rarely longer
+_DOCUMENT_OPENING = b'{"traceEvents":'  # put before the text after the last cut
 
 
 class Event(msgspec.Struct, gc=False):
@@ -75,89 +89,6 @@ _EVENTS_DECODER = msgspec.json.Decoder(list[Event])
 ANY_DECODER = msgspec.json.Decoder()
 
 
-class TextReader:
-    """The JSON text of a trace file in blocks, gunzipped when it is gzip.
-
-    Attributes:
-        path: the file.
-        text_size: how much text the file holds (from the gzip trailer: an estimate, exact
-            below 4 GiB of text and for single-member gzip), known once iteration began.
-        text_read: how much text the blocks handed out so far hold.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.text_size = 0
-        self.text_read = 0
-
-    def __iter__(self) -> Iterator[bytes]:
-        """Yields blocks of text.
-
-        Raises:
-            TraceFormatError: unreadable, empty, truncated or corrupt gzip, or too large.
-        """
-        path = self.path
-        try:
-            size = path.stat().st_size
-            if size > MAX_TRACE_BYTES:
-                raise TraceFormatError(path, f"{size / 1024**3:.1f} GiB is over the 8 GiB limit")
-            with path.open("rb") as file:
-                for block in self._blocks(file, size):
-                    self.text_read += len(block)
-                    yield block
-        except OSError as exc:
-            raise TraceFormatError(path, f"cannot read: {exc.strerror or exc}") from exc
-
-    def fraction_read(self) -> float:
-        """The share of the text handed out so far (1.0 where the size is not known)."""
-        return min(self.text_read / self.text_size, 1.0) if self.text_size else 1.0
-
-    def _blocks(self, file: BinaryIO, size: int) -> Iterator[bytes]:
-        first = file.read(_READ_BYTES)
-        if not first:
-            raise TraceFormatError(self.path, "empty file")
-        rest = iter(partial(file.read, _READ_BYTES), b"")
-        if first[:2] != _GZIP_MAGIC:
-            self.text_size = size
-            yield first
-            yield from rest
-            return
-        if size > len(first):  # ISIZE, the text's size mod 2**32, ends the last member
-            file.seek(-4, os.SEEK_END)
-            self.text_size = int.from_bytes(file.read(4), "little")
-            file.seek(len(first))
-        produced = False
-        for text in _gunzip(self.path, _chain(first, rest)):
-            produced = True
-            yield text
-        if not produced:
-            raise TraceFormatError(self.path, "empty after gunzip")
-
-
-def _gunzip(path: Path, raws: Iterable[bytes]) -> Iterator[bytes]:
-    """Inflate gzip members one after another, a bounded block of text at a time."""
-    inflater = zlib.decompressobj(wbits=31)
-    try:
-        for raw in raws:
-            while raw:
-                text = inflater.decompress(raw, _READ_BYTES)
-                raw = inflater.unconsumed_tail
-                if inflater.eof and inflater.unused_data:  # a next member follows
-                    # (at the end of a member, the tail is also all in unused_data)
-                    raw, inflater = inflater.unused_data, zlib.decompressobj(wbits=31)
-                if text:
-                    yield text
-    except zlib.error as exc:
-        raise TraceFormatError(path, f"corrupt or truncated gzip: {exc}") from exc
-    if not inflater.eof:
-        raise TraceFormatError(path, "corrupt or truncated gzip: the stream ends early")
-
-
-def _chain(first: bytes, rest: Iterable[bytes]) -> Iterator[bytes]:
-    yield first
-    yield from rest
-
-
 class EventStream:
     """The events of one trace file, a list per piece of text; :attr:`meta` once consumed.
 
@@ -166,28 +97,38 @@ class EventStream:
         meta: its top-level keys of :data:`META_KEYS`, decoded; filled by the end of iteration.
     """
 
-    def __init__(self, path: Path, chunk_bytes: int | None = None) -> None:
+    def __init__(
+        self, path: Path, chunk_bytes: int | None = None, *, max_text_bytes: int | None = None
+    ) -> None:
         self.path = path
         self.meta: dict[str, Any] = {}
         self._chunk_bytes = chunk_bytes or CHUNK_BYTES
         self._bare = False
         self._raw_meta: dict[str, bytes] = {}
-        self._reader = TextReader(path)
+        self._reader = TextReader(path, max_text_bytes, read_bytes=_READ_BYTES)
+        self._first_event = 0  # the number in traceEvents of the next piece's first event
+        self._offset = 0  # where the text being decoded starts in the file's text
+        self._prefix = 0  # bytes put before that text to decode it
+        # msgspec recurses per level of nesting and stops at the interpreter's recursion
+        # limit; where an application raised it, the C stack may not hold that many levels.
+        self._scan_all = sys.getrecursionlimit() > SAFE_RECURSION_LIMIT
 
     def __iter__(self) -> Iterator[list[Event]]:
         """Yields each piece's events in file order.
 
         Raises:
-            TraceFormatError: the file is unreadable, not JSON, or not a Chrome/Kineto trace.
+            TraceFormatError: the file is unreadable, not JSON, not a Chrome/Kineto trace, or
+                past a limit of :mod:`profiler.analysis.guards`.
         """
         try:
             yield from self._pieces()
+            self.meta = {key: self._meta_value(key, raw) for key, raw in self._raw_meta.items()}
         except msgspec.ValidationError as exc:
-            raise TraceFormatError(self.path, f"not a Kineto trace: {exc}") from exc
+            problem = validation_problem(exc, lambda index: self._first_event + index)
+            raise TraceFormatError(self.path, problem) from exc
         except msgspec.DecodeError as exc:
-            raise TraceFormatError(self.path, f"invalid or truncated JSON: {exc}") from exc
-        raw = self._raw_meta
-        self.meta = {key: ANY_DECODER.decode(raw[key]) for key in META_KEYS if key in raw}
+            message = rebase_bytes(str(exc), self._offset - self._prefix)
+            raise TraceFormatError(self.path, f"invalid or truncated JSON: {message}") from exc
 
     def fraction_read(self) -> float:
         """The share of the file's text read so far: how far the load has come."""
@@ -197,76 +138,173 @@ class EventStream:
         blocks = iter(self._reader)
         head, start = self._find_array(blocks)
         if start is None:  # not the usual layout: decode the document whole
-            yield self._whole(b"".join([head, *blocks]))
+            yield self._whole(head, blocks)
             return
+        self._offset += start
         yield from self._stream(head[start:], blocks)
 
-    def _find_array(self, blocks: Iterator[bytes]) -> tuple[bytes, int | None]:
-        """The text up to where the events array starts, and the array's offset in it."""
-        head = b""
+    def _find_array(self, blocks: Iterator[bytes]) -> tuple[bytearray, int | None]:
+        """The text up to where the events array starts, and the array's offset in it.
+
+        Whitespace before the document is dropped as it comes; the head grows in place and
+        each new block is searched once, so a head of many blocks costs what its text does.
+        """
+        head = bytearray()
+        searched = 0
         for block in blocks:
-            head += block  # only the document's head: a block or two
-            start = self._array_start(head)
+            if not head:  # (lstrip's own whitespace: 5x faster than naming JSON's four)
+                text = block.lstrip()
+                self._offset += len(block) - len(text)
+                block = text
+            head += block
+            start, searched = self._array_start(head, searched)
             if start != _NEED_MORE:
                 return head, start
         return head, None
 
-    def _array_start(self, head: bytes) -> int | None:
-        text = head.lstrip(_WHITESPACE)
-        if not text:
-            return _NEED_MORE
-        if text[:1] == b"[":  # the Chrome format's bare-array form
+    def _array_start(self, head: bytearray, searched: int) -> tuple[int | None, int]:
+        """Where the events array starts in ``head`` (None: decode whole; or _NEED_MORE), and
+        where to search from once more text came."""
+        first = head[:1]
+        if not first:
+            return _NEED_MORE, 0
+        if first == b"[":  # the Chrome format's bare-array form
             self._bare = True
-            return len(head) - len(text)
-        match = _EVENTS_KEY.search(head) if text[:1] == b"{" else None
-        if match is None:
-            return _NEED_MORE if text[:1] == b"{" and len(head) < _MAX_HEAD_BYTES else None
-        if match.end() == len(head):
-            return _NEED_MORE
+            return 0, 0
+        if first != b"{":  # not an object or an array: say what msgspec says of it
+            return None, 0
+        match = _EVENTS_KEY.search(head, searched)
+        if match is None or match.end() == len(head):
+            if len(head) >= MAX_HEAD_BYTES:
+                return None, 0
+            # A key whose colon (or array) has not come yet is searched again, from its start.
+            key_at = head.rfind(_KEY, searched) if match is None else match.start()
+            return _NEED_MORE, key_at if key_at >= 0 else max(len(head) - len(_KEY), 0)
         if head[match.end() : match.end() + 1] != b"[":
-            return None
+            return None, 0
         # The keys before it, closed into an object: it decodes only if the match is top-level.
         before = head[: match.start()].rstrip(_WHITESPACE).rstrip(b",")
         try:
-            self._keep_meta(_DOCUMENT_DECODER.decode(before + b"}"))
+            document = self._decode(_DOCUMENT_DECODER, before + b"}")
         except msgspec.DecodeError:
-            return None
-        return match.end()
+            return None, 0
+        self._keep_meta(document)
+        return match.end(), 0
 
-    def _stream(self, text: bytes, blocks: Iterator[bytes]) -> Iterator[list[Event]]:
-        pending: list[bytes | bytearray] = [text]
-        size, limit = len(text), self._chunk_bytes
+    def _stream(self, text: bytearray, blocks: Iterator[bytes]) -> Iterator[list[Event]]:
+        """The events of the array that starts ``text``, a piece per :data:`CHUNK_BYTES`.
+
+        The piece grows in place; where no cut is found, it is tried again at twice the size
+        (each try costs its size, so all of them cost about twice the piece), up to
+        :data:`MAX_EVENT_BYTES`.
+        """
+        pending, limit = text, self._chunk_bytes
         for block in blocks:
-            pending.append(block)
-            size += len(block)
-            if size < limit:
+            pending += block
+            if len(pending) < limit:
                 continue
-            piece = bytearray().join(pending)
-            events, rest = _cut(piece)
+            events, rest = self._cut(pending)
             if events is None:  # no clean cut: try again with more text
-                pending, limit = [piece], 2 * size
+                if len(pending) > MAX_EVENT_BYTES:
+                    raise TraceFormatError(self.path, self._no_cut(pending))
+                limit = min(2 * len(pending), MAX_EVENT_BYTES + 1)
                 continue
-            pending, size, limit = [rest], len(rest), self._chunk_bytes
-            del piece  # the events' raw args still hold it, until they go
-            yield events
-        yield self._last(b"".join(pending))
+            self._offset += len(pending) - len(rest)  # rest starts with a '[' put there
+            pending, limit = rest, self._chunk_bytes
+            self._first_event += len(events)
+            yield events  # the events' raw args hold the piece's text, until they go
+        yield self._last(pending)
 
-    def _last(self, text: bytes) -> list[Event]:
+    def _cut(self, text: bytearray) -> tuple[list[Event] | None, bytearray]:
+        """Decode ``text`` (``[`` and events) up to its last cut between two events.
+
+        The byte after the cut's ``}`` becomes the array's ``]`` in place, so the piece is
+        decoded without a copy; on failure it is put back.
+
+        Returns:
+            The events before the cut and ``[`` + the text after it; or None and ``text``
+            when no cut is found or the piece does not parse (a cut inside a string).
+        """
+        last = None
+        for last in _BOUNDARY.finditer(text, max(1, len(text) - _SEARCH_WINDOW)):  # noqa: B007
+            pass
+        if last is None:
+            for last in _BOUNDARY.finditer(text, 1):  # noqa: B007
+                pass
+        if last is None:
+            return None, text
+        end = last.start() + 1
+        replaced, text[end] = text[end], ord("]")
+        view = memoryview(text)[: end + 1]
+        try:
+            events = self._decode(_EVENTS_DECODER, view)
+        except msgspec.ValidationError:
+            raise
+        except msgspec.DecodeError:
+            view.release()  # now, not with the traceback: the piece grows in place next
+            text[end] = replaced
+            return None, text
+        return events, bytearray(b"[") + text[last.end() - 1 :]
+
+    def _last(self, text: bytearray) -> list[Event]:
         if self._bare:
-            return _EVENTS_DECODER.decode(text)
+            return self._decode(_EVENTS_DECODER, text)
         # The array's end and the keys after it (Kineto writes traceName and others there).
-        document: Any = _DOCUMENT_DECODER.decode(b'{"traceEvents":' + text)
+        self._prefix = len(_DOCUMENT_OPENING)
+        document: Any = self._decode(_DOCUMENT_DECODER, _DOCUMENT_OPENING + text)
         self._keep_meta(document)
         return document.traceEvents or []
 
-    def _whole(self, data: bytes) -> list[Event]:
-        if data.lstrip(_WHITESPACE)[:1] == b"[":
-            return _EVENTS_DECODER.decode(data)
-        document: Any = _DOCUMENT_DECODER.decode(data)
+    def _whole(self, head: bytearray, blocks: Iterator[bytes]) -> list[Event]:
+        """The events of a document that cannot be streamed, decoded at once (it is small).
+
+        A document that is not an object is decoded as far as its first block, which is
+        enough for msgspec to say what it is instead.
+        """
+        if not head:
+            raise TraceFormatError(self.path, "no JSON: the text is only whitespace")
+        for block in blocks if head[:1] == b"{" else ():
+            head += block
+            if len(head) > MAX_HEAD_BYTES:
+                raise TraceFormatError(self.path, _unstreamable())
+        if head[:1] == b"[":
+            return self._decode(_EVENTS_DECODER, head)
+        document: Any = self._decode(_DOCUMENT_DECODER, head)
         if document.traceEvents is None:
             raise TraceFormatError(self.path, "no traceEvents array: not a Chrome/Kineto trace")
         self._keep_meta(document)
         return document.traceEvents
+
+    def _decode(self, decoder: Any, text: Any) -> Any:
+        """``decoder.decode(text)``, refusing JSON nested deeper than msgspec can follow."""
+        if self._scan_all:
+            self._check_depth(text)
+        try:
+            return decoder.decode(text)
+        except RecursionError:
+            where = f"the text from byte {self._offset}"
+            problem = (
+                f"JSON nested {nesting_depth(text)} levels deep in {where}: too deep to decode"
+            )
+            raise TraceFormatError(self.path, problem) from None
+
+    def _check_depth(self, text: Any) -> None:
+        problem = depth_problem(text, MAX_EVENT_DEPTH, f"the text from byte {self._offset}")
+        if problem is not None:
+            raise TraceFormatError(self.path, problem)
+
+    def _no_cut(self, text: bytearray) -> str:
+        self._check_depth(text)
+        return (
+            f"{size_text(len(text))} of text from byte {self._offset} with no break between "
+            f"two events: an event over {size_text(MAX_EVENT_BYTES)} is not a trace's"
+        )
+
+    def _meta_value(self, key: str, raw: bytes) -> Any:
+        problem = depth_problem(raw, MAX_DEPTH, f"the {key} key")
+        if problem is not None:
+            raise TraceFormatError(self.path, problem)
+        return ANY_DECODER.decode(raw)
 
     def _keep_meta(self, document: Any) -> None:
         for key in META_KEYS:
@@ -275,36 +313,11 @@ class EventStream:
                 self._raw_meta[key] = bytes(raw)
 
 
+def _unstreamable() -> str:
+    return (
+        f"no traceEvents array in its first {size_text(MAX_HEAD_BYTES)}, and too large to "
+        "decode whole: not a Chrome/Kineto trace"
+    )
+
+
 _NEED_MORE = -2
-_MAX_HEAD_BYTES = 64 * 1024**2  # no events array by then: decode the document whole
-
-
-def _cut(text: bytearray) -> tuple[list[Event] | None, bytes | bytearray]:
-    """Decode ``text`` (``[`` and events) up to its last cut between two events.
-
-    The byte after the cut's ``}`` becomes the array's ``]`` in place, so the piece is decoded
-    without a copy; on failure it is put back.
-
-    Returns:
-        The events before the cut and ``[`` + the text after it; or None and ``text`` when no
-        cut is found or the piece does not parse (a cut inside a string).
-    """
-    last = None
-    for last in _BOUNDARY.finditer(text, max(1, len(text) - _SEARCH_WINDOW)):  # noqa: B007
-        pass
-    if last is None:
-        for last in _BOUNDARY.finditer(text, 1):  # noqa: B007
-            pass
-    if last is None:
-        return None, text
-    end = last.start() + 1
-    rest = b"[" + text[last.end() - 1 :]
-    replaced, text[end] = text[end], ord("]")
-    try:
-        events = _EVENTS_DECODER.decode(memoryview(text)[: end + 1])
-    except msgspec.ValidationError:
-        raise
-    except msgspec.DecodeError:
-        text[end] = replaced
-        return None, text
-    return events, rest

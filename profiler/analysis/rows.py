@@ -11,7 +11,7 @@ import msgspec
 import numpy as np
 import pandas as pd
 
-from profiler.analysis.columns import Columns, ids, int_id, select, values
+from profiler.analysis.columns import Columns, decode_args, ids, int_id, select, values
 from profiler.analysis.decode import ANY_DECODER, MISSING_INT, Event
 from profiler.events import PHASE_COUNTER, PHASE_INSTANT, PHASE_METADATA
 
@@ -79,7 +79,9 @@ class Rows:
             args = ANY_DECODER.decode(event.args)
             name = args.get("name", "") if isinstance(args, dict) else ""
             rows = self.threads if event.name == "thread_name" else self.processes
-            rows.append((int_id(event.pid), int_id(event.tid), str(name)))
+            rows.append(
+                (int_id(event.pid), int_id(event.tid), name if isinstance(name, str) else "")
+            )
 
     def frames(self) -> dict[str, pd.DataFrame]:
         """``counters``, ``memory``, ``threads`` and ``processes`` as DataFrames."""
@@ -95,10 +97,9 @@ class Rows:
         if not isinstance(values, dict):
             return
         for series, value in values.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                self.counters.append(
-                    (event.name, int_id(event.pid), event.ts, series, float(value))
-                )
+            number = _number(value)
+            if number is not None:
+                self.counters.append((event.name, int_id(event.pid), event.ts, series, number))
 
     def _memory(self, events: list[Event], fraction_read: float) -> None:
         columns = self.memory
@@ -106,8 +107,7 @@ class Rows:
         columns.put("ts_us", rows, values(events, "ts", np.float64))
         columns.put("pid", rows, ids(events, "pid"))
         columns.put("tid", rows, ids(events, "tid"))
-        raws = b",".join(map(attrgetter("args"), events))
-        args = _MEMORY_LIST_DECODER.decode(b"[" + raws + b"]")
+        args = decode_args(_MEMORY_LIST_DECODER, events)
         for column, field in _MEMORY_ARGS:
             columns.put(column, rows, values(args, field, np.int64))
         columns.commit(rows)
@@ -116,6 +116,16 @@ class Rows:
         ts = self.memory.buffers["ts_us"][: self.memory.size]
         order = np.argsort(ts, kind="stable") if ts.size > 1 else None
         return self.memory.frame(order)
+
+
+def _number(value: Any) -> float | None:
+    """A counter's sample as a float; None for what is not a number or beyond a float."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    try:
+        return float(value)
+    except OverflowError:
+        return None
 
 
 def _names(rows: list[tuple[int, int, str]], column: str) -> pd.DataFrame:

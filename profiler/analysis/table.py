@@ -12,12 +12,14 @@ A load streams the file (:mod:`profiler.analysis.decode`), builds the tables a p
 from __future__ import annotations
 
 import gc
+import logging
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 import pandas as pd
 
@@ -25,22 +27,42 @@ from profiler.analysis.build import TableBuilder, Tables
 from profiler.analysis.cache import (
     META_DIR,
     TABLES,
+    CachedTrace,
     cache_enabled,
     read_cache,
     source_key,
     write_cache,
 )
-from profiler.analysis.columns import FLOW_COLUMNS, GPU_KINDS, KIND_BY_CATEGORY
-from profiler.analysis.decode import MAX_TRACE_BYTES, META_KEYS, MISSING_INT, EventStream
+from profiler.analysis.columns import (
+    EVENT_COLUMNS,
+    FLOW_COLUMNS,
+    GPU_KINDS,
+    KIND_BY_CATEGORY,
+    EventError,
+)
+from profiler.analysis.decode import META_KEYS, MISSING_INT, EventStream
+from profiler.analysis.guards import MAX_TEXT_BYTES, text_limit
+from profiler.analysis.rows import COUNTER_COLUMNS, MEMORY_COLUMNS
 from profiler.events import TRAINPROF_KEY
 from profiler.store.chrome_trace import TraceFormatError
 
 __all__ = [
-    "GPU_KINDS", "KIND_BY_CATEGORY", "MAX_TRACE_BYTES", "META_KEYS", "MISSING_INT", "TraceSet",
+    "GPU_KINDS", "KIND_BY_CATEGORY", "MAX_TEXT_BYTES", "META_KEYS", "MISSING_INT", "TraceSet",
     "TraceTable", "find_trace_files", "is_trace_file", "load", "load_trace",
 ]  # fmt: skip
 
 _TRACE_SUFFIXES = (".json", ".json.gz")
+# The columns of each table, in order, as a load from the JSON builds them: a cache that holds
+# others is not this version's, whatever its key says.
+_COLUMNS = {
+    "events": list(EVENT_COLUMNS), "flows": list(FLOW_COLUMNS), "counters": COUNTER_COLUMNS,
+    "memory": list(MEMORY_COLUMNS), "threads": ["pid", "tid", "thread_name"],
+    "processes": ["pid", "process_name"],
+}  # fmt: skip
+
+_MAX_RANK = 2**31 - 1  # torch.distributed's ranks are C ints
+
+log = logging.getLogger(__name__)
 
 
 def _no_flows() -> pd.DataFrame:
@@ -95,9 +117,10 @@ class TraceTable:
 
     @property
     def device_properties(self) -> list[dict[str, Any]]:
-        """Kineto's ``deviceProperties`` (empty on CPU-only traces)."""
+        """Kineto's ``deviceProperties`` (empty on CPU-only traces); entries that are not
+        objects are left out."""
         props = self.meta.get("deviceProperties")
-        return props if isinstance(props, list) else []
+        return [p for p in props if isinstance(p, dict)] if isinstance(props, list) else []
 
 
 @dataclass(frozen=True)
@@ -137,7 +160,13 @@ def find_trace_files(path: str | Path) -> list[Path]:
     )
 
 
-def load(path: str | Path, *, progress: bool = False, cache: bool = True) -> TraceSet:
+def load(
+    path: str | Path,
+    *,
+    progress: bool = False,
+    cache: bool = True,
+    max_text_bytes: int | None = None,
+) -> TraceSet:
     """Load every trace at ``path`` (a file, a run directory or a root of runs).
 
     A file that cannot be read is reported in ``errors`` and the others still load.
@@ -146,6 +175,7 @@ def load(path: str | Path, *, progress: bool = False, cache: bool = True) -> Tra
         path: where to look.
         progress: show a progress bar (rich) while loading.
         cache: read and write the columnar cache (see :func:`load_trace`).
+        max_text_bytes: the most JSON text one file may hold (see :func:`load_trace`).
 
     Returns:
         The traces and the errors.
@@ -153,15 +183,17 @@ def load(path: str | Path, *, progress: bool = False, cache: bool = True) -> Tra
     Raises:
         FileNotFoundError: ``path`` does not exist.
         TraceFormatError: ``path`` is a single file and it cannot be loaded.
+        ValueError: ``max_text_bytes`` or ``$TRAINPROF_MAX_TRACE_BYTES`` is not a size.
     """
+    limit = text_limit(max_text_bytes)  # a bad setting is said once, before any file
     files = find_trace_files(path)
     if Path(path).is_file():
-        return TraceSet(traces=(load_trace(files[0], cache=cache),))
+        return TraceSet(traces=(load_trace(files[0], cache=cache, max_text_bytes=limit),))
     traces: list[TraceTable] = []
     errors: list[TraceFormatError] = []
     for file in _with_progress(files, progress):
         try:
-            traces.append(load_trace(file, cache=cache))
+            traces.append(load_trace(file, cache=cache, max_text_bytes=limit))
         except TraceFormatError as exc:
             errors.append(exc)
     traces.sort(key=lambda t: (str(t.path.parent), t.rank, t.path.name))
@@ -177,7 +209,9 @@ def _with_progress(files: Sequence[Path], progress: bool) -> Iterable[Path]:
     yield from track(files, description="loading traces", transient=True)
 
 
-def load_trace(path: str | Path, *, cache: bool = True) -> TraceTable:
+def load_trace(
+    path: str | Path, *, cache: bool = True, max_text_bytes: int | None = None
+) -> TraceTable:
     """Load one trace file.
 
     Args:
@@ -185,33 +219,77 @@ def load_trace(path: str | Path, *, cache: bool = True) -> TraceTable:
         cache: read the tables from the columnar cache when it matches the file as it is now,
             and write it after a load from the JSON (``<dir>/meta/cache/``, see
             :mod:`profiler.analysis.cache`; ``TRAINPROF_CACHE=0`` turns it off too). Either
-            way the tables are the same.
+            way the tables are the same; a cache that cannot be read is passed over.
+        max_text_bytes: the most JSON text the file may hold once gunzipped (default
+            ``$TRAINPROF_MAX_TRACE_BYTES``, else :data:`MAX_TEXT_BYTES`, 16 GiB); a file with
+            more is refused as soon as its text passes it.
 
     Raises:
-        TraceFormatError: the file is not a readable Chrome/Kineto trace; the message says why.
+        TraceFormatError: the file is not a readable Chrome/Kineto trace, or is past a limit
+            (:mod:`profiler.analysis.guards`); the message names it and says why. Nothing
+            else: whatever goes wrong while reading the file is said this way.
+        ValueError: ``max_text_bytes`` or ``$TRAINPROF_MAX_TRACE_BYTES`` is not a size.
     """
     path = Path(path)
+    limit = text_limit(max_text_bytes)
+    try:
+        return _load_trace(path, cache, limit)
+    except TraceFormatError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - one file's problem, said as one, never a crash
+        raise TraceFormatError(path, _problem(exc)) from exc
+
+
+def _load_trace(path: Path, cache: bool, max_text_bytes: int) -> TraceTable:
     key = _cache_key(path) if cache_enabled(cache) else None
     cached = read_cache(path, key) if key is not None else None
-    if cached is not None:
-        return _trace_table(path, Tables(**cached.tables, event_count=cached.event_count),
-                            cached.meta)  # fmt: skip
+    trace = _cached_trace(path, cached) if cached is not None else None
+    if trace is not None:
+        return trace
     with _collector_paused():
-        tables, meta = _from_json(path)
+        tables, meta = _from_json(path, max_text_bytes)
     if key is not None:
         frames = {name: getattr(tables, name) for name in TABLES}
         write_cache(path, key, frames, meta, tables.event_count)
     return _trace_table(path, tables, meta)
 
 
-def _from_json(path: Path) -> tuple[Tables, dict[str, Any]]:
+def _from_json(path: Path, max_text_bytes: int) -> tuple[Tables, dict[str, Any]]:
     """The file's tables and top-level keys, built a piece of its text at a time."""
-    stream = EventStream(path)
+    stream = EventStream(path, max_text_bytes=max_text_bytes)
     builder = TableBuilder()
     for events in stream:
         builder.add(events, stream.fraction_read())
         events.clear()  # the piece's structs go now, not when the next piece replaces them
     return builder.finish(), stream.meta
+
+
+def _cached_trace(path: Path, cached: CachedTrace) -> TraceTable | None:
+    """The trace from its cache, or None where the cache does not hold what a load builds
+    (then the JSON is read, and its tables replace the cache)."""
+    try:
+        if not isinstance(cached.meta, dict) or type(cached.event_count) is not int:
+            return None
+        if any(list(cached.tables[name].columns) != _COLUMNS[name] for name in TABLES):
+            return None
+        return _trace_table(path, Tables(**cached.tables, event_count=cached.event_count),
+                            cached.meta)  # fmt: skip
+    except Exception as exc:  # noqa: BLE001 - a cache must never fail a load
+        log.debug("ignoring the cache of %s: %s", path, exc)
+        return None
+
+
+def _problem(exc: Exception) -> str:
+    """What went wrong reading a file, in words, for an error that is not a TraceFormatError."""
+    if isinstance(exc, EventError):
+        return str(exc)
+    if isinstance(exc, msgspec.DecodeError):
+        return f"invalid JSON: {exc}"
+    if isinstance(exc, RecursionError):
+        return "JSON nested too deeply to decode"
+    if isinstance(exc, MemoryError):
+        return "ran out of memory while loading it"
+    return f"cannot be read ({type(exc).__name__}: {exc})"
 
 
 def _cache_key(path: Path) -> bytes | None:
@@ -254,7 +332,7 @@ def _trace_table(path: Path, tables: Tables, meta: dict[str, Any]) -> TraceTable
 def _rank(meta: dict[str, Any]) -> int:
     info = meta.get("distributedInfo")
     rank = info.get("rank") if isinstance(info, dict) else None
-    return rank if isinstance(rank, int) and not isinstance(rank, bool) else 0
+    return rank if type(rank) is int and 0 <= rank <= _MAX_RANK else 0
 
 
 def _device_kind(events: pd.DataFrame, meta: dict[str, Any]) -> str:

@@ -37,9 +37,9 @@ class JsonReads:
         self.count = 0
         real = table.EventStream
 
-        def counting(path: Path) -> object:
+        def counting(path: Path, **options: object) -> object:
             self.count += 1
-            return real(path)
+            return real(path, **options)
 
         monkeypatch.setattr(table, "EventStream", counting)
 

@@ -1,0 +1,118 @@
+"""A trace file's JSON text in blocks, gunzipped as it is read, within a size limit.
+
+The limit (:func:`profiler.analysis.guards.text_limit`) is checked on the running total of
+text after each block, so a gzip that inflates without end is refused a block past it, never
+held: memory stays near one block whatever the file claims.
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from collections.abc import Iterable, Iterator
+from functools import partial
+from pathlib import Path
+from typing import BinaryIO
+
+from profiler.analysis.guards import TEXT_LIMIT_ENV, size_text, text_limit
+from profiler.store.chrome_trace import TraceFormatError
+
+READ_BYTES = 256 * 1024  # of the file, and of text per block once gunzipped
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+class TextReader:
+    """The JSON text of a trace file in blocks, gunzipped when it is gzip.
+
+    Attributes:
+        path: the file.
+        text_size: how much text the file holds (from the gzip trailer: an estimate, exact
+            below 4 GiB of text and for single-member gzip), known once iteration began.
+        text_read: how much text the blocks handed out so far hold.
+        max_text_bytes: the most text the file may hold (:func:`guards.text_limit`).
+    """
+
+    def __init__(
+        self, path: Path, max_text_bytes: int | None = None, *, read_bytes: int = READ_BYTES
+    ) -> None:
+        self.path = path
+        self.text_size = 0
+        self.text_read = 0
+        self.max_text_bytes = text_limit(max_text_bytes)
+        self._read_bytes = read_bytes
+
+    def __iter__(self) -> Iterator[bytes]:
+        """Yields blocks of text.
+
+        Raises:
+            TraceFormatError: unreadable, empty, truncated or corrupt gzip, or more text than
+                :attr:`max_text_bytes` (said as soon as the text read passes it).
+        """
+        path = self.path
+        try:
+            size = path.stat().st_size
+            with path.open("rb") as file:
+                for block in self._blocks(file, size):
+                    self.text_read += len(block)
+                    if self.text_read > self.max_text_bytes:
+                        raise TraceFormatError(path, self._too_large())
+                    yield block
+        except OSError as exc:
+            raise TraceFormatError(path, f"cannot read: {exc.strerror or exc}") from exc
+
+    def fraction_read(self) -> float:
+        """The share of the text handed out so far (1.0 where the size is not known)."""
+        return min(self.text_read / self.text_size, 1.0) if self.text_size else 1.0
+
+    def _too_large(self) -> str:
+        return (
+            f"more than {size_text(self.max_text_bytes)} of JSON text: refused "
+            f"(set {TEXT_LIMIT_ENV} or load(..., max_text_bytes=) to allow more)"
+        )
+
+    def _blocks(self, file: BinaryIO, size: int) -> Iterator[bytes]:
+        first = file.read(self._read_bytes)
+        if not first:
+            raise TraceFormatError(self.path, "empty file")
+        rest = iter(partial(file.read, self._read_bytes), b"")
+        if first[:2] != _GZIP_MAGIC:
+            if size > self.max_text_bytes:  # refused before reading it
+                raise TraceFormatError(self.path, self._too_large())
+            self.text_size = size
+            yield first
+            yield from rest
+            return
+        if size > len(first):  # ISIZE, the text's size mod 2**32, ends the last member
+            file.seek(-4, os.SEEK_END)
+            self.text_size = int.from_bytes(file.read(4), "little")
+            file.seek(len(first))
+        produced = False
+        for text in _gunzip(self.path, _chain(first, rest), self._read_bytes):
+            produced = True
+            yield text
+        if not produced:
+            raise TraceFormatError(self.path, "empty after gunzip")
+
+
+def _gunzip(path: Path, raws: Iterable[bytes], block_bytes: int) -> Iterator[bytes]:
+    """Inflate gzip members one after another, a bounded block of text at a time."""
+    inflater = zlib.decompressobj(wbits=31)
+    try:
+        for raw in raws:
+            while raw:
+                text = inflater.decompress(raw, block_bytes)
+                raw = inflater.unconsumed_tail
+                if inflater.eof and inflater.unused_data:  # a next member follows
+                    # (at the end of a member, the tail is also all in unused_data)
+                    raw, inflater = inflater.unused_data, zlib.decompressobj(wbits=31)
+                if text:
+                    yield text
+    except zlib.error as exc:
+        raise TraceFormatError(path, f"corrupt or truncated gzip: {exc}") from exc
+    if not inflater.eof:
+        raise TraceFormatError(path, "corrupt or truncated gzip: the stream ends early")
+
+
+def _chain(first: bytes, rest: Iterable[bytes]) -> Iterator[bytes]:
+    yield first
+    yield from rest
