@@ -11,6 +11,7 @@ from typing import Any
 
 import pandas as pd
 
+from profiler.analysis.guards import analysis_error
 from profiler.analysis.kernels import top_kernels
 from profiler.analysis.ops import top_ops
 from profiler.analysis.steps import CATEGORIES, step_breakdown
@@ -32,18 +33,25 @@ class RunTotals:
 
 
 def run_totals(traces: TraceSet) -> RunTotals:
-    """Pool every trace of a run into per-step figures."""
+    """Pool every trace of a run into per-step figures.
+
+    Raises:
+        TraceFormatError: a trace's content is beyond what the analyses take; names the file.
+    """
     steps, step_us = 0, 0.0
     categories = dict.fromkeys(CATEGORIES, 0.0)
     ops, kernels = [], []
     for trace in traces.traces:
-        breakdown = step_breakdown(trace)
+        try:
+            breakdown = step_breakdown(trace)
+            ops.append(top_ops(trace, n=None)[["name", "calls", "self_us", "total_us"]])
+            kernels.append(top_kernels(trace, n=1_000_000)[["name", "calls", "total_us"]])
+        except Exception as exc:  # noqa: BLE001 - said as the file's error, never a crash
+            raise analysis_error(trace.path, exc) from exc
         steps += len(breakdown)
         step_us += float(breakdown["dur_us"].sum())
         for category in CATEGORIES:
             categories[category] += float(breakdown[f"{category}_us"].sum())
-        ops.append(top_ops(trace, n=None)[["name", "calls", "self_us", "total_us"]])
-        kernels.append(top_kernels(trace, n=1_000_000)[["name", "calls", "total_us"]])
     per = max(steps, 1)
     return RunTotals(
         steps=steps,
@@ -69,6 +77,9 @@ def diff_runs(base: TraceSet, new: TraceSet, *, top: int = TOP_N) -> dict[str, A
         ``step_us`` (base, new, delta, delta_pct), ``categories`` (one row per step-breakdown
         category), ``ops`` and ``kernels`` (the ``top`` names with the largest absolute change
         in self/total time per step; an op absent on one side counts 0 there).
+
+    Raises:
+        TraceFormatError: a trace's content is beyond what the analyses take; names the file.
     """
     a, b = run_totals(base), run_totals(new)
     return {

@@ -34,6 +34,7 @@ TC_ELIGIBLE_OPS = frozenset({
 SYNC_CALLS = ("DeviceSynchronize", "StreamSynchronize", "EventSynchronize")
 OPTIMIZER_STEP_PREFIX = "Optimizer.step#"
 PAGEABLE_MARK = "Pageable"
+_MAX_COMPUTE_MAJOR = 1000  # NVIDIA's are single digits: anything past this is not one
 
 
 def trace_facts(
@@ -60,7 +61,7 @@ def trace_facts(
         gpu_utilization_pct=gpu.utilization_pct if gpu else None,
         tensor_core_pct=gpu.tensor_core_pct if gpu else None,
         # Tensor-core kernel names and compute capabilities are NVIDIA's; ROCm's differ.
-        compute_major=props[0].get("computeMajor") if props and trace.device == "cuda" else None,
+        compute_major=_compute_major(props) if trace.device == "cuda" else None,
         tc_eligible_kernel_pct=_tc_eligible_pct(trace) if gpu else None,
         short_kernel_share=float((kernels["dur_us"] < SHORT_KERNEL_US).mean()) if gpu else None,
         kernels_per_step=len(kernels) / count if gpu else None,
@@ -73,6 +74,12 @@ def trace_facts(
         optimizer_pct=_share_pct(_optimizer_steps(events), total_us, steps),
         mean_op_self_us=_mean_op_self_us(trace),
     )
+
+
+def _compute_major(props: list[dict[str, object]]) -> int | None:
+    """The first device's compute capability (major), when it is a plausible one."""
+    major = props[0].get("computeMajor") if props else None
+    return major if type(major) is int and 0 <= major < _MAX_COMPUTE_MAJOR else None
 
 
 def _union_us(frame: pd.DataFrame) -> float:

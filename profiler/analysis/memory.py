@@ -29,6 +29,7 @@ SOURCE_PREFERENCE = (SOURCE_KINETO, SOURCE_COUNTERS, SOURCE_RSS)
 DEVICE_TYPE_NAMES = {0: "cpu", 1: "cuda", 6: "hip", 12: "xpu", 13: "mps", 19: "mtia"}
 CUDA_DEVICE_TYPE = 1
 CPU = "cpu"
+_MAX_BYTES = 2**63 - 1  # a totalGlobalMem past int64 is no device's
 TIMELINE_COLUMNS = ["ts_us", "device", "allocated_bytes", "reserved_bytes", "source", "pid", "tid"]
 MODULE_MEMORY_COLUMNS = [
     "path",
@@ -343,7 +344,7 @@ def _capacity(trace: TraceTable, device: str) -> int | None:
     for prop in props:
         matches = str(prop.get("id")) == index if index else len(props) == 1
         total = prop.get("totalGlobalMem")
-        if matches and isinstance(total, int):
+        if matches and type(total) is int and 0 < total <= _MAX_BYTES:
             return total
     return None
 

@@ -68,6 +68,7 @@ WHOLE_TRACE_NAME = "(whole trace)"
 
 _STEP_PATTERN = r"^" + PROFILER_STEP_PREFIX.replace("#", r"\#") + r"(\d+)$"
 _STEP_COLUMNS = ["step", "name", "ts_us", "end_us", "dur_us", "host_ts_us", "host_end_us"]
+_MAX_STEP_NUMBER = 2**53  # step numbers are exact in the float64 they are parsed into
 
 
 def step_table(trace: TraceTable) -> pd.DataFrame:
@@ -203,7 +204,8 @@ def _host_steps(events: pd.DataFrame) -> pd.DataFrame:
     number = names.cat.categories.astype(str).str.extract(_STEP_PATTERN, expand=False)
     step_of_name = np.append(pd.to_numeric(number).to_numpy(dtype=np.float64), np.nan)
     step = step_of_name[names.cat.codes.to_numpy()]
-    is_step = ~np.isnan(step) & events["kind"].isin(HOST_RANGE_KINDS).to_numpy()
+    # A step number that is no int64 (ProfilerStep#99999999999999999999) names no step.
+    is_step = (np.abs(step) < _MAX_STEP_NUMBER) & events["kind"].isin(HOST_RANGE_KINDS).to_numpy()
     rows = events[is_step]
     return pd.DataFrame(
         {

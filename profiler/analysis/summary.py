@@ -7,6 +7,7 @@ from typing import Any
 
 from profiler.analysis.facts import trace_facts
 from profiler.analysis.gpu import gpu_metrics
+from profiler.analysis.guards import analysis_error
 from profiler.analysis.kernels import top_kernels
 from profiler.analysis.memory import memory_peak
 from profiler.analysis.ops import top_ops
@@ -14,6 +15,7 @@ from profiler.analysis.rules import recommend
 from profiler.analysis.steps import average_breakdown_pct, step_table
 from profiler.analysis.table import TraceSet, TraceTable, load
 from profiler.analysis.temporal import temporal_breakdown
+from profiler.store.chrome_trace import TraceFormatError
 
 SCHEMA = "trainprof.summary/1"
 TOP_N = 10
@@ -26,8 +28,8 @@ BREAKDOWN_KEYS = (
 def summarize(path: str | Path, *, progress: bool = False) -> dict[str, Any]:
     """Load every trace at ``path`` and summarise each (the ``trainprof.summary/1`` dict).
 
-    Files that fail to load are left out; :func:`summarize_set` with :func:`load` gives access
-    to their errors.
+    Files that fail to load or to be analysed are left out; :func:`summarize_traces` with
+    :func:`load` gives access to their errors.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
@@ -37,12 +39,37 @@ def summarize(path: str | Path, *, progress: bool = False) -> dict[str, Any]:
 
 
 def summarize_set(traces: TraceSet) -> dict[str, Any]:
-    """The summary dict of already loaded traces."""
-    return {"schema": SCHEMA, "traces": [trace_summary(t) for t in traces.traces]}
+    """The summary dict of already loaded traces (those that can be analysed)."""
+    return summarize_traces(traces)[0]
+
+
+def summarize_traces(traces: TraceSet) -> tuple[dict[str, Any], tuple[TraceFormatError, ...]]:
+    """The summary dict of the traces that can be analysed, and an error per file that cannot
+    be loaded (``traces.errors``) or analysed, each naming the file."""
+    entries: list[dict[str, Any]] = []
+    errors = list(traces.errors)
+    for trace in traces.traces:
+        try:
+            entries.append(trace_summary(trace))
+        except TraceFormatError as exc:
+            errors.append(exc)
+    return {"schema": SCHEMA, "traces": entries}, tuple(errors)
 
 
 def trace_summary(trace: TraceTable) -> dict[str, Any]:
-    """One trace's entry in the summary."""
+    """One trace's entry in the summary.
+
+    Raises:
+        TraceFormatError: the trace's content is beyond what the analyses take (say, times
+            that overflow); names the file, as a load error would.
+    """
+    try:
+        return _trace_summary(trace)
+    except Exception as exc:  # noqa: BLE001 - one trace's problem, not the whole summary's
+        raise analysis_error(trace.path, exc) from exc
+
+
+def _trace_summary(trace: TraceTable) -> dict[str, Any]:
     steps = step_table(trace)
     breakdown = average_breakdown_pct(trace)
     gpu = gpu_metrics(trace)
