@@ -84,20 +84,29 @@ NoCache = Annotated[
 ]
 
 
-def _load_or_exit(path: Path, *, cache: bool = True) -> Any:
-    """Load traces at ``path``; report each bad file on stderr. Exit 2 if nothing loaded."""
+def _error(message: BaseException | str) -> None:
+    """One ``error: ...`` line on stderr (a bad file: ``error: <file>: <problem>``)."""
+    console.print("[red]error:[/]", escape(str(message)), highlight=False, soft_wrap=True)
+
+
+def _load_reporting(path: Path, *, cache: bool, side: str = "") -> Any:
+    """The traces at ``path``, each file that cannot be read reported on stderr (``side``, if
+    given, says which run of a diff it belongs to); None when ``path`` itself cannot be read.
+
+    A setting that is not valid (``$TRAINPROF_MAX_TRACE_BYTES``) ends the command: exit 2.
+    """
     from profiler.analysis.table import load
 
+    tail = f" (in the {side} run)" if side else ""
     try:
         traces = load(path, progress=True, cache=cache)
-    except FileNotFoundError as exc:
-        _fail(exc, code=2)
-    except TraceFormatError as exc:
+    except (FileNotFoundError, TraceFormatError) as exc:
+        _error(f"{exc}{tail}")
+        return None
+    except ValueError as exc:
         _fail(exc, code=2)
     for error in traces.errors:
-        console.print("[red]error:[/]", escape(str(error)), highlight=False, soft_wrap=True)
-    if not traces.traces:
-        _fail(f"no readable trace under {path}", code=2)
+        _error(f"{error}{tail}")
     return traces
 
 
@@ -109,17 +118,21 @@ def summary(
 ) -> None:
     """Report the bottlenecks of traces: step breakdown, GPU, top ops and kernels, advice.
 
-    Exit status 2 if any file could not be read (the others are still reported).
+    Exit status 2 if any file could not be read or analysed (the others are still reported,
+    each bad one named on stderr as ``error: <file>: <problem>``).
     """
-    from profiler.analysis.summary import SCHEMA, trace_summary
+    from profiler.analysis.summary import summarize_traces
+    from profiler.analysis.table import TraceSet
 
-    loaded = [_load_or_exit(path, cache=not no_cache) for path in paths]
-    report = {
-        "schema": SCHEMA,
-        "traces": [trace_summary(trace) for group in loaded for trace in group.traces],
-    }
+    groups = [_load_reporting(path, cache=not no_cache) for path in paths]
+    loaded = [trace for group in groups if group is not None for trace in group.traces]
+    report, errors = summarize_traces(TraceSet(traces=tuple(loaded)))
+    for error in errors:
+        _error(error)
+    if not report["traces"]:
+        _fail(f"no readable trace under {', '.join(map(str, paths))}", code=2)
     _emit(report, json, "render_summary")
-    if any(group.errors for group in loaded):
+    if errors or any(group is None or group.errors for group in groups):
         raise typer.Exit(2)
 
 
@@ -130,13 +143,30 @@ def diff(
     json: Annotated[bool, typer.Option("--json", help="Print trainprof.diff/1 JSON.")] = False,
     no_cache: NoCache = False,
 ) -> None:
-    """Compare two traces or runs: step time, categories, ops and kernels, per step."""
+    """Compare two traces or runs: step time, categories, ops and kernels, per step.
+
+    Exit status 2 if a file of either run could not be read (each is named on stderr with the
+    run it belongs to; the diff is still printed from the files that could), or if a run has
+    no readable trace at all.
+    """
     from profiler.analysis.diff import diff_runs
 
-    base_traces = _load_or_exit(base, cache=not no_cache)
-    new_traces = _load_or_exit(new, cache=not no_cache)
-    _emit(diff_runs(base_traces, new_traces), json, "render_diff")
-    if base_traces.errors or new_traces.errors:
+    sides = {"base": base, "new": new}
+    loaded = {
+        side: _load_reporting(path, cache=not no_cache, side=side) for side, path in sides.items()
+    }
+    empty = [side for side, traces in loaded.items() if traces is None or not traces.traces]
+    for side in empty:
+        _error(f"{sides[side]}: no readable trace (the {side} run of the diff)")
+    if empty:
+        raise typer.Exit(2)
+    try:
+        result = diff_runs(loaded["base"], loaded["new"])
+    except TraceFormatError as exc:
+        side = next(s for s, t in loaded.items() if any(str(x.path) == exc.path for x in t.traces))
+        _fail(f"{exc} (in the {side} run)", code=2)
+    _emit(result, json, "render_diff")
+    if any(traces.errors for traces in loaded.values()):
         raise typer.Exit(2)
 
 
