@@ -13,17 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from profiler.analysis.steps import WHOLE_TRACE_NAME, step_table
 from profiler.analysis.summary import merged_recommendations, trace_summary
 from profiler.analysis.table import is_trace_file, load_trace
-from profiler.events import BASE_TIME_KEY, META_DIR, RUN_META_FILE, TRACE_SUFFIX
+from profiler.events import BASE_TIME_KEY, TRACE_SUFFIX
+from profiler.store.run_files import read_run_meta, read_steps
 
 #: The plugin's run-file pattern (torch_tb_profiler ``consts.WORKER_PATTERN``): worker, then an
 #: optional numeric span, e.g. ``host_123.1795447678157.pt.trace.json.gz``.
 PLUGIN_TRACE_PATTERN = re.compile(r"^(.*?)(\.\d+)?\.pt\.trace\.json(?:\.gz)?$")
-_STEPS_FILE = re.compile(r"^steps\.(\d+)\.jsonl$")
 _UNIX_US_2001 = 978_307_200e6  # earlier "wall times" are clocks since boot, not unix time
 _TRACE_ENDINGS = (".pt.trace.json.gz", ".pt.trace.json", ".json.gz", ".json")
 
@@ -84,7 +82,8 @@ def read_run(source: str | os.PathLike[str], run_name: str | None = None) -> Run
     Raises:
         FileNotFoundError: ``source`` does not exist.
         ValueError: ``run_name`` is not a plain directory name.
-        ExportError: ``meta/run.json`` or a step line is corrupt, or there is nothing to export.
+        ExportError: ``meta/run.json`` or a step line (but a last one cut short) is corrupt,
+            or there is nothing to export.
         TraceFormatError: a trace file cannot be read.
     """
     source = Path(source)
@@ -94,9 +93,8 @@ def read_run(source: str | os.PathLike[str], run_name: str | None = None) -> Run
     if not name or Path(name).name != name or name.startswith("."):
         raise ValueError(f"run name must be a plain directory name, got {name!r}")
     files = [source] if source.is_file() else sorted(filter(is_trace_file, source.iterdir()))
-    meta_dir = source / META_DIR
-    meta = _read_meta(meta_dir / RUN_META_FILE) if source.is_dir() else None
-    steps = _read_steps(meta_dir) if source.is_dir() else {}
+    meta = _read_meta(source) if source.is_dir() else None
+    steps = _read_steps(source) if source.is_dir() else {}
     if not files and not steps:
         raise ExportError(f"{source}: no trace files and no meta/steps.<rank>.jsonl: not a run")
     windows = _windows(files, steps)
@@ -113,50 +111,23 @@ def _stem(file_name: str) -> str:
     return file_name
 
 
-def _read_meta(path: Path) -> dict[str, Any] | None:
-    if not path.exists():
-        return None
-    try:
-        meta = orjson.loads(path.read_bytes())
-    except (OSError, orjson.JSONDecodeError) as exc:
-        raise ExportError(f"{path}: corrupt run metadata: {exc}") from exc
-    if not isinstance(meta, dict) or not str(meta.get("schema", "")).startswith("trainprof.run/"):
-        raise ExportError(f"{path}: not a trainprof run.json (no trainprof.run schema)")
-    return meta
+def _read_meta(run_dir: Path) -> dict[str, Any] | None:
+    read = read_run_meta(run_dir)
+    if read.problem is not None:
+        raise ExportError(f"{read.path}: {read.problem}")
+    return read.meta
 
 
-def _read_steps(meta_dir: Path) -> dict[int, tuple[dict[str, Any], ...]]:
-    if not meta_dir.is_dir():
-        return {}
+def _read_steps(run_dir: Path) -> dict[int, tuple[dict[str, Any], ...]]:
+    """Every rank's step records; a last line cut short (a run killed mid-write) is left out,
+    any other bad line refuses the export."""
     found = {}
-    for path in sorted(meta_dir.iterdir()):
-        match = _STEPS_FILE.match(path.name)
-        if match:
-            found[int(match.group(1))] = _read_step_file(path)
-    return dict(sorted(found.items()))
-
-
-def _read_step_file(path: Path) -> tuple[dict[str, Any], ...]:
-    records = []
-    for number, line in enumerate(path.read_bytes().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
-            raise ExportError(f"{path}:{number}: corrupt step record: {exc}") from exc
-        if not _valid_record(record):
-            raise ExportError(f"{path}:{number}: a step record needs an integer step and dur_us")
-        records.append(record)
-    return tuple(records)
-
-
-def _valid_record(record: Any) -> bool:
-    return (
-        isinstance(record, dict)
-        and type(record.get("step")) is int
-        and isinstance(record.get("dur_us"), int | float)
-    )
+    for rank, steps in read_steps(run_dir).items():
+        problems = steps.problems()
+        if problems:
+            raise ExportError(problems[0])
+        found[rank] = steps.records
+    return found
 
 
 def _windows(files: list[Path], steps: dict[int, tuple[dict[str, Any], ...]]) -> list[Window]:
@@ -221,7 +192,7 @@ def _wall_time(
             return float(record["start_unix_us"] + record["dur_us"]) / 1e6
     # Kineto's timestamps count from baseTimeNanoseconds; older traces' are unix microseconds.
     base_ns = trace.meta.get(BASE_TIME_KEY)
-    base_us = base_ns / 1e3 if isinstance(base_ns, int) and base_ns > 0 else 0.0
+    base_us = base_ns / 1e3 if type(base_ns) is int and 0 < base_ns < 2**63 else 0.0
     if end_us is not None and base_us + end_us > _UNIX_US_2001:
         return (base_us + end_us) / 1e6
     return trace.path.stat().st_mtime
