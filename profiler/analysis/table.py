@@ -11,6 +11,7 @@ A load streams the file (:mod:`profiler.analysis.decode`), builds the tables a p
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 from collections.abc import Iterable, Iterator, Sequence
@@ -201,12 +202,21 @@ def load(
 
 
 def _with_progress(files: Sequence[Path], progress: bool) -> Iterable[Path]:
-    if not progress or len(files) < 2 and sum(f.stat().st_size for f in files) < 20 * 1024**2:
+    if not progress or len(files) < 2 and _size(files) < 20 * 1024**2:
         yield from files
         return
     from rich.progress import track
 
     yield from track(files, description="loading traces", transient=True)
+
+
+def _size(files: Sequence[Path]) -> int:
+    """Bytes on disk; a file gone since it was listed counts 0 (its load will say so)."""
+    total = 0
+    for file in files:
+        with contextlib.suppress(OSError):
+            total += file.stat().st_size
+    return total
 
 
 def load_trace(
