@@ -11,6 +11,7 @@ status line says which file and for how long.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote
@@ -18,6 +19,7 @@ from urllib.parse import parse_qs, quote
 import dash
 from dash import Input, Output, State, ctx, dcc, html
 
+from dashboard.components.messages import error_banner
 from dashboard.data.cache import work_in_progress
 from dashboard.data.runs import ROOT_CONFIG_KEY, list_runs, run_version
 
@@ -28,6 +30,8 @@ DEFAULT_REFRESH_S = 2.0
 # Pages drawn from the per-step metrics too, so a new steps line must redraw them.
 _META_PAGES = frozenset({"/"})
 _PAGE_CONTENT = "_pages_content"  # dash.page_container's element for the page's layout
+
+log = logging.getLogger("dashboard")
 
 
 def create_app(root: str | Path, *, refresh_s: float = DEFAULT_REFRESH_S) -> dash.Dash:
@@ -40,16 +44,17 @@ def create_app(root: str | Path, *, refresh_s: float = DEFAULT_REFRESH_S) -> das
     Returns:
         The app; ``app.run(host=..., port=...)`` serves it.
     """
+    if refresh_s <= 0:
+        raise ValueError(f"refresh_s must be positive, got {refresh_s}")
     # __name__, not "dashboard": Flask needs a module with a file to find its root path.
     app = dash.Dash(
         __name__,
         use_pages=True,
         pages_folder=str(PAGES_FOLDER),
         title="trainprof",
+        on_error=_callback_failed,
     )
     app.server.config[ROOT_CONFIG_KEY] = str(Path(root).resolve())
-    if refresh_s <= 0:
-        raise ValueError(f"refresh_s must be positive, got {refresh_s}")
     app.layout = lambda: _shell(refresh_s)
     _register_shell_callbacks(app, Path(root).resolve())
     _register_live_callbacks(app, Path(root).resolve())
@@ -188,6 +193,25 @@ def _register_live_callbacks(app: dash.Dash, root: Path) -> None:
             return dash.no_update
         query = {key: values[0] for key, values in parse_qs((search or "").lstrip("?")).items()}
         return page["layout"](**query)
+
+
+def _callback_failed(exc: Exception) -> Any:
+    """The last guard of every callback (Dash's ``on_error``): log the traceback, and in place
+    of a page that could not be drawn show the banner, so the answer is never a 500 or blank.
+
+    Page data reaches pages through ``dashboard.data.fetch``, which turns the analysis's
+    failures into banners itself; what lands here is a bug in a page or a figure.
+    """
+    outputs = ctx.outputs_list
+    log.error("callback for %s failed", outputs, exc_info=exc)
+    line = f"{type(exc).__name__}: {exc}"
+    banner = error_banner([line], title="This view could not be drawn (the server log has more):")
+
+    def value(output: Any) -> Any:
+        drawn = isinstance(output, dict) and output.get("id") == _PAGE_CONTENT
+        return banner if drawn and output.get("property") == "children" else dash.no_update
+
+    return [value(o) for o in outputs] if isinstance(outputs, list) else value(outputs)
 
 
 def _page_at(path: str | None) -> dict[str, Any] | None:

@@ -12,6 +12,7 @@ from typing import TypeVar
 
 from dash import html
 
+from dashboard.data.fetch import Problem, fetch
 from dashboard.data.runs import current_root, list_runs
 
 T = TypeVar("T")
@@ -26,20 +27,37 @@ def notice(element_id: str, text: str) -> html.Div:
     return html.Div(text, id=element_id, style=INFO_STYLE)
 
 
-def error_banner(errors: tuple[str, ...] | list[str]) -> html.Div:
-    """The ``error-banner``: one line per unreadable file, hidden when there are none."""
+def error_banner(errors: tuple[str, ...] | list[str], title: str | None = None) -> html.Div:
+    """The ``error-banner``: one line per problem with the run's files, hidden when none.
+
+    Args:
+        errors: one line each, naming the file and the problem.
+        title: the banner's heading (default: how many problems).
+    """
     if not errors:
         return html.Div(id="error-banner", hidden=True)
     items = [html.Li(error) for error in errors]
-    title = html.Strong(f"{len(errors)} file(s) of this run could not be read:")
-    return html.Div([title, html.Ul(items)], id="error-banner", role="alert", style=ERROR_STYLE)
+    heading = html.Strong(title or f"{len(errors)} problem(s) reading this run's files:")
+    return html.Div([heading, html.Ul(items)], id="error-banner", role="alert", style=ERROR_STYLE)
 
 
-def run_problem(run: str, error: ValueError | LookupError) -> html.Div:
-    """The notice for a run name the data layer refused (ValueError) or did not find."""
-    if isinstance(error, ValueError):
+def failed_page(run: str, problem: Problem) -> html.Div:
+    """The page of a run whose data could not be made: its heading and the banner saying why."""
+    return html.Div(
+        [
+            html.H3(f"Run {run}"),
+            error_banner([problem.message], title="This page of the run could not be drawn:"),
+        ]
+    )
+
+
+def run_problem(run: str, problem: Problem) -> html.Div:
+    """The notice for a run name the data layer refused or did not find, or the failed page."""
+    if problem.kind == "refused":
         return notice("run-refused", f"Refused run {run!r}: run names stay inside the trace root.")
-    return notice("run-unknown", f"There is no run named {run!r}.")
+    if problem.kind == "unknown":
+        return notice("run-unknown", f"There is no run named {run!r}.")
+    return failed_page(run, problem)
 
 
 def pick_run(root: Path, run: str | None) -> str | None:
@@ -55,18 +73,19 @@ def no_runs(root: Path) -> html.Div:
     return notice("no-run", f"No runs under {root}. Run `trainprof demo` to make one.")
 
 
-def page_data(run: str | None, fetch: Callable[[Path, str], T]) -> tuple[str, T] | html.Div:
+def page_data(run: str | None, get: Callable[[Path, str], T]) -> tuple[str, T] | html.Div:
     """What every page does first: pick the run (the first one when none is named) and fetch
-    its data, or the notice to show instead (no runs, a refused name, an unknown run).
+    its data, or what to show instead: a notice (no runs, a refused name, an unknown run) or
+    the error banner (the data could not be made; see :func:`dashboard.data.fetch.fetch`).
 
     Returns:
-        ``(run name, fetch(root, run))``, or the notice.
+        ``(run name, get(root, run))``, or the notice or banner.
     """
     root = current_root()
     name = pick_run(root, run)
     if name is None:
         return no_runs(root)
-    try:
-        return name, fetch(root, name)
-    except (ValueError, LookupError) as exc:
-        return run_problem(name, exc)
+    data = fetch(root, name, get)
+    if isinstance(data, Problem):
+        return run_problem(str(name), data)
+    return name, data

@@ -19,9 +19,10 @@ from typing import Any, TypeVar, overload
 
 import pandas as pd
 
-from dashboard.data.runs import Fingerprint
+from dashboard.data.fetch import failure_message
+from dashboard.data.runs import Fingerprint, inside
+from profiler.analysis.cache import CACHE_DIR
 from profiler.analysis.table import TraceTable, load_trace
-from profiler.store.chrome_trace import TraceFormatError
 
 T = TypeVar("T")
 
@@ -107,10 +108,8 @@ def per_trace(analyse: Any = None, *, maxsize: int = TRACE_CACHE_SIZE) -> Any:
                 trace = loaded_trace(fingerprint)
                 with _working(fingerprint, "analysing"):
                     return analyse(trace, file)
-            except TraceFormatError as exc:
-                return f"{file.name}: {exc.problem}"
             except Exception as exc:  # one bad file must not take the page down
-                return f"{file.name}: cannot be analysed ({type(exc).__name__}: {exc})"
+                return failure_message(exc, file.name)
 
         cached.__doc__ = analyse.__doc__
         return cached
@@ -122,6 +121,10 @@ def loaded_trace(fingerprint: Fingerprint) -> TraceTable:
     """The trace file of ``fingerprint``, loaded (cached for the latest few files).
 
     Pages asking for one file at once wait for a single load rather than each loading it.
+
+    Raises:
+        Exception: whatever the analysis raises for the file (``TraceFormatError`` for a file
+            that is not a trace); :func:`trace_or_message` turns it into a line.
     """
     with _work_lock:
         lock = _load_locks.setdefault(fingerprint, threading.Lock())
@@ -129,10 +132,23 @@ def loaded_trace(fingerprint: Fingerprint) -> TraceTable:
         return _loaded_trace(fingerprint)
 
 
+def trace_or_message(fingerprint: Fingerprint) -> TraceTable | str:
+    """The loaded trace of ``fingerprint``, or one line naming the file and why it failed."""
+    try:
+        return loaded_trace(fingerprint)
+    except Exception as exc:  # one bad file must not take the page down
+        return failure_message(exc, Path(fingerprint[0]).name)
+
+
 @lru_cache(maxsize=_LOADED_CACHE_SIZE)
 def _loaded_trace(fingerprint: Fingerprint) -> TraceTable:
+    path = Path(fingerprint[0])
     with _working(fingerprint, "loading"):
-        return load_trace(Path(fingerprint[0]))
+        if not inside(path.parent.joinpath(*CACHE_DIR), path.parent):
+            # The columnar cache is read and written beside the trace (meta/cache/): where a
+            # symlink takes that folder out of the run, neither may happen.
+            return load_trace(path, cache=False)
+        return load_trace(path)
 
 
 def gather(

@@ -12,11 +12,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from dashboard.data.cache import RUN_CACHE_SIZE, loaded_trace
+from dashboard.data.cache import RUN_CACHE_SIZE, trace_or_message
+from dashboard.data.fetch import failure_message
 from dashboard.data.runs import Fingerprint, list_runs, trace_fingerprints
 from profiler.analysis.diff import diff_runs
 from profiler.analysis.table import TraceSet, TraceTable
-from profiler.store.chrome_trace import TraceFormatError
 
 
 @dataclass(frozen=True)
@@ -42,8 +42,8 @@ def other_runs(root: str | Path, name: str) -> tuple[str, ...]:
     """The runs ``name`` can be compared with: every run under ``root`` but itself.
 
     Raises:
-        ValueError: the name leads outside the root (see :func:`resolve_run`).
-        LookupError: there is no run of that name.
+        RunRefused: the name leads outside the root (see :func:`resolve_run`).
+        RunNotFound: there is no run of that name.
     """
     trace_fingerprints(root, name)  # refuses a bad name the way every page does
     return tuple(run.name for run in list_runs(root) if run.name != name)
@@ -53,8 +53,8 @@ def run_diff(root: str | Path, base: str, new: str) -> RunDiff:
     """``diff_runs`` of run ``base`` against run ``new``, cached until a file of either changes.
 
     Raises:
-        ValueError: a name leads outside the root (see :func:`resolve_run`).
-        LookupError: there is no run of one of the names.
+        RunRefused: a name leads outside the root (see :func:`resolve_run`).
+        RunNotFound: there is no run of one of the names.
     """
     return _cached_diff(base, new, trace_fingerprints(root, base), trace_fingerprints(root, new))
 
@@ -70,7 +70,7 @@ def _cached_diff(
         diff: dict[str, Any] | None = diff_runs(base_set, new_set)
     except Exception as exc:  # odd content must not take the page down
         diff = None
-        errors.append(f"cannot compare {base} with {new} ({type(exc).__name__}: {exc})")
+        errors.append(failure_message(exc, f"comparing {base} with {new}"))
     return RunDiff(base=base, new=new, diff=diff, errors=tuple(errors))
 
 
@@ -79,9 +79,9 @@ def _trace_set(run: str, files: Iterable[Fingerprint]) -> tuple[TraceSet, list[s
     traces: list[TraceTable] = []
     errors: list[str] = []
     for fingerprint in files:
-        name = Path(fingerprint[0]).name
-        try:
-            traces.append(loaded_trace(fingerprint))
-        except TraceFormatError as exc:
-            errors.append(f"{run}/{name}: {exc.problem}")
+        trace = trace_or_message(fingerprint)
+        if isinstance(trace, str):
+            errors.append(f"{run}/{trace}")
+        else:
+            traces.append(trace)
     return TraceSet(traces=tuple(traces)), errors

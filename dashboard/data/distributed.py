@@ -42,8 +42,8 @@ def run_distributed(root: str | Path, name: str) -> RunDistributed:
     """Run ``name``'s files pooled by rank, cached per file and per run.
 
     Raises:
-        ValueError: the name leads outside the root (see :func:`resolve_run`).
-        LookupError: there is no run of that name.
+        RunRefused: the name leads outside the root (see :func:`resolve_run`).
+        RunNotFound: there is no run of that name.
     """
     return _cached_run_distributed(trace_fingerprints(root, name))
 

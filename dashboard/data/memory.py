@@ -98,8 +98,8 @@ def run_memory(root: str | Path, name: str) -> RunMemory:
     device and its ``module_memory``.
 
     Raises:
-        ValueError: the name leads outside the root (see :func:`resolve_run`).
-        LookupError: there is no run of that name.
+        RunRefused: the name leads outside the root (see :func:`resolve_run`).
+        RunNotFound: there is no run of that name.
     """
     return _cached_run_memory(trace_fingerprints(root, name))
 
@@ -108,8 +108,8 @@ def run_modules(root: str | Path, name: str) -> RunModules:
     """Run ``name``'s ``module_table`` summed over its trace files, cached per file.
 
     Raises:
-        ValueError: the name leads outside the root (see :func:`resolve_run`).
-        LookupError: there is no run of that name.
+        RunRefused: the name leads outside the root (see :func:`resolve_run`).
+        RunNotFound: there is no run of that name.
     """
     return _cached_run_modules(trace_fingerprints(root, name))
 

@@ -63,8 +63,8 @@ def run_ops(root: str | Path, name: str, *, by_shape: bool) -> list[dict[str, An
         (``total_us / calls``), summed over the files that loaded.
 
     Raises:
-        ValueError: the name leads outside the root (see :func:`resolve_run`).
-        LookupError: there is no run of that name.
+        RunRefused: the name leads outside the root (see :func:`resolve_run`).
+        RunNotFound: there is no run of that name.
     """
     tables = _cached_run_tables(trace_fingerprints(root, name))
     return [dict(row) for row in (tables.ops_by_shape if by_shape else tables.ops)]
@@ -85,8 +85,8 @@ def run_kernels(root: str | Path, name: str) -> tuple[list[dict[str, Any]], list
         block are those of the file where it ran most often; its occupancy is weighted by time.
 
     Raises:
-        ValueError: the name leads outside the root (see :func:`resolve_run`).
-        LookupError: there is no run of that name.
+        RunRefused: the name leads outside the root (see :func:`resolve_run`).
+        RunNotFound: there is no run of that name.
     """
     tables = _cached_run_tables(trace_fingerprints(root, name))
     return [dict(r) for r in tables.kernels], [dict(r) for r in tables.kernel_types]
@@ -96,8 +96,8 @@ def run_table_errors(root: str | Path, name: str) -> tuple[str, ...]:
     """One message per trace file of run ``name`` whose tables could not be built.
 
     Raises:
-        ValueError: the name leads outside the root (see :func:`resolve_run`).
-        LookupError: there is no run of that name.
+        RunRefused: the name leads outside the root (see :func:`resolve_run`).
+        RunNotFound: there is no run of that name.
     """
     return _cached_run_tables(trace_fingerprints(root, name)).errors
 

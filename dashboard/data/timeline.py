@@ -10,8 +10,8 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
-from dashboard.data.cache import loaded_trace, per_trace
-from dashboard.data.runs import Fingerprint, trace_fingerprints
+from dashboard.data.cache import per_trace, trace_or_message
+from dashboard.data.runs import Fingerprint, RunNotFound, RunRefused, trace_fingerprints
 from profiler.analysis.table import TraceTable
 from profiler.analysis.timeline import (
     DEFAULT_MAX_SHAPES,
@@ -21,7 +21,6 @@ from profiler.analysis.timeline import (
     timeline_view,
 )
 from profiler.analysis.timeline_details import EventDetails, EventRef, event_details
-from profiler.store.chrome_trace import TraceFormatError
 
 __all__ = [
     "DEFAULT_MAX_SHAPES",
@@ -44,8 +43,8 @@ def run_trace_files(root: str | Path, name: str) -> tuple[str, ...]:
     """The names of run ``name``'s trace files (capture windows, ranks), in name order.
 
     Raises:
-        ValueError: the run name leads outside the root.
-        LookupError: there is no run of that name.
+        RunRefused: the run name leads outside the root.
+        RunNotFound: there is no run of that name.
     """
     return tuple(Path(fp[0]).name for fp in trace_fingerprints(root, name))
 
@@ -54,21 +53,21 @@ def trace_file(root: str | Path, name: str, file: str | None) -> Fingerprint:
     """The fingerprint of run ``name``'s trace file called ``file`` (None: its first file).
 
     Raises:
-        ValueError: the run name leads outside the root, or ``file`` is not a plain file name
-            (a path, ``..``, empty).
-        LookupError: there is no such run, the run has no trace files, or none called ``file``.
+        RunRefused: the run name leads outside the root, or ``file`` is not a plain file name
+            (a path, ``..``, empty, not a string).
+        RunNotFound: there is no such run, the run has no trace files, or none called ``file``.
     """
     files = trace_fingerprints(root, name)
     if file is None:
         if not files:
-            raise LookupError(f"run {name!r} has no trace files")
+            raise RunNotFound(f"run {name!r} has no trace files")
         return files[0]
     if not _plain_name(file):
-        raise ValueError(f"trace file {file!r} is not a file name of the run")
+        raise RunRefused(f"trace file {file!r} is not a file name of the run")
     for fingerprint in files:
         if Path(fingerprint[0]).name == file:
             return fingerprint
-    raise LookupError(f"run {name!r} has no trace file {file!r}")
+    raise RunNotFound(f"run {name!r} has no trace file {file!r}")
 
 
 def run_timeline(
@@ -93,7 +92,7 @@ def run_timeline(
         The view, or the one-line message why the file cannot be read.
 
     Raises:
-        ValueError, LookupError: as :func:`trace_file`.
+        RunRefused, RunNotFound: as :func:`trace_file`.
     """
     fingerprint = trace_file(root, name, file)
     if start_us is None and end_us is None:
@@ -111,17 +110,16 @@ def run_event(root: str | Path, name: str, file: str | None, row: int) -> EventD
         The details, or the one-line message why the file cannot be read.
 
     Raises:
-        ValueError, LookupError: as :func:`trace_file`; LookupError too when the file has no
-            event ``row``.
+        RunRefused, RunNotFound: as :func:`trace_file`.
+        LookupError: the file has no event ``row``.
     """
     fingerprint = trace_file(root, name, file)
     index = _prepared(fingerprint)
     if isinstance(index, str):
         return index
-    try:
-        trace = loaded_trace(fingerprint)
-    except TraceFormatError as exc:
-        return f"{Path(fingerprint[0]).name}: {exc.problem}"
+    trace = trace_or_message(fingerprint)
+    if isinstance(trace, str):
+        return trace
     return event_details(trace, int(row), index=index)
 
 
@@ -139,6 +137,6 @@ def _prepared(trace: TraceTable, file: Path) -> TimelineIndex:
 
 def _plain_name(file: str) -> bool:
     """Whether ``file`` is a bare file name: no directory part, no ``..``, no NUL."""
-    if not file or "\x00" in file or file in (".", ".."):
+    if not isinstance(file, str) or not file or "\x00" in file or file in (".", ".."):
         return False
     return PurePosixPath(file).name == file and PureWindowsPath(file).name == file

@@ -18,6 +18,7 @@ from dashboard.app import BASE_PARAM, run_from_search
 from dashboard.components.grid import Column, data_grid
 from dashboard.components.messages import error_banner, notice, page_data
 from dashboard.data.diff import RunDiff, other_runs, run_diff
+from dashboard.data.fetch import Problem, fetch
 from dashboard.data.runs import current_root
 from dashboard.figures.diff import category_diff_figure, name_diff_figure
 
@@ -51,20 +52,22 @@ def layout(run: str | None = None, base: str | None = None, **_query: Any) -> ht
     picker = base_picker(choices, base)
     if not base:
         return html.Div([title, picker, notice("diff-pick-base", PICK_BASE)])
-    try:
-        diff = run_diff(current_root(), base, run)
-    except (ValueError, LookupError) as exc:
-        return html.Div([title, picker, base_problem(base, exc)])
+    diff = fetch(current_root(), base, lambda root, name: run_diff(root, name, run))
+    if isinstance(diff, Problem):
+        return html.Div([title, picker, base_problem(base, diff)])
     heading = [html.H3(f"Diff of run {run} against {base}"), picker, error_banner(diff.errors)]
     return html.Div([*heading, *diff_sections(diff)])
 
 
-def base_problem(base: str, error: ValueError | LookupError) -> html.Div:
-    """The notice for a base run name the data layer refused (ValueError) or did not find."""
-    if isinstance(error, ValueError):
+def base_problem(base: str, problem: Problem) -> html.Div:
+    """The notice for a base run name the data layer refused or did not find, or the banner
+    saying why the runs could not be compared."""
+    if problem.kind == "refused":
         text = f"Refused base run {base!r}: run names stay inside the trace root."
         return notice("base-refused", text)
-    return notice("base-unknown", f"There is no run named {base!r} to compare with.")
+    if problem.kind == "unknown":
+        return notice("base-unknown", f"There is no run named {base!r} to compare with.")
+    return error_banner([problem.message], title="The runs could not be compared:")
 
 
 def base_picker(choices: Sequence[str], base: str | None) -> html.Div:

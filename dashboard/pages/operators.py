@@ -15,6 +15,7 @@ from dash.development.base_component import Component
 from dashboard.app import run_from_search
 from dashboard.components.grid import Column, column_defs, data_grid
 from dashboard.components.messages import error_banner, page_data, pick_run
+from dashboard.data.fetch import Problem, fetch
 from dashboard.data.runs import current_root
 from dashboard.data.tables import run_ops, run_table_errors
 from dashboard.figures.tables import top_bar_figure
@@ -82,8 +83,7 @@ def regroup(grouping: list[str] | None, search: str | None) -> tuple[Any, Any]:
     run = pick_run(root, run_from_search(search))
     if run is None:
         return dash.no_update, dash.no_update
-    try:
-        rows = run_ops(root, run, by_shape=by_shape)
-    except (ValueError, LookupError):
+    rows = fetch(root, run, lambda root, name: run_ops(root, name, by_shape=by_shape))
+    if isinstance(rows, Problem):  # the page's banner already says why
         return dash.no_update, dash.no_update
     return rows, column_defs(ops_columns(by_shape=by_shape))

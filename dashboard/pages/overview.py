@@ -14,6 +14,7 @@ from dash import dcc, html
 from dashboard.app import run_href
 from dashboard.components.messages import error_banner, page_data
 from dashboard.data.overview import RunData, run_summary
+from dashboard.data.runs import run_status
 from dashboard.figures.overview import step_breakdown_figure, step_metrics_figure
 
 dash.register_page(__name__, path="/", name="Overview", title="trainprof: overview", order=0)
@@ -95,13 +96,13 @@ def _recommendations(data: RunData) -> html.Div:
 
 
 def _environment(data: RunData) -> html.Div:
-    env = (data.run_meta or {}).get("environment") or {}
+    env = data.environment
     facts = {key: env.get(key) for key in ENVIRONMENT_KEYS if env.get(key) is not None}
     traces = data.summary["traces"]
     facts.setdefault("device", ", ".join(sorted({str(t["device"]) for t in traces})) or None)
     facts["ranks"] = ", ".join(str(r) for r in sorted({t["rank"] for t in traces})) or None
-    if data.run_meta:
-        facts["status"] = data.run_meta.get("status")
+    # Read now, not from the cached data: a stopped heartbeat changes no file.
+    facts["status"] = run_status(data.run_meta)
     rows = [
         html.Tr([html.Th(key), html.Td(str(value))])
         for key, value in facts.items()

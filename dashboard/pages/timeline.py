@@ -8,6 +8,7 @@ from the trace are shown as text components, which Dash escapes.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import dash
@@ -16,6 +17,7 @@ from dash import Input, Output, State, ctx, dcc, html
 from dashboard.app import run_from_search
 from dashboard.components.messages import error_banner, notice, page_data, pick_run
 from dashboard.components.timeline import WHOLE, details_panel, status_text, x_window
+from dashboard.data.fetch import Problem, fetch
 from dashboard.data.runs import current_root
 from dashboard.data.timeline import run_event, run_timeline, run_trace_files
 from dashboard.figures.timeline import timeline_figure, to_us
@@ -36,13 +38,10 @@ def layout(run: str | None = None, file: str | None = None, **_query: Any) -> ht
     heading = html.H3(f"Timeline of run {run}")
     if not files:
         return html.Div([heading, notice("no-trace-files", "This run has no trace files yet.")])
-    try:
-        view = run_timeline(current_root(), run, file)
-    except ValueError:
-        return html.Div([heading, notice("file-refused", f"Refused trace file {file!r}.")])
-    except LookupError:
-        return html.Div([heading, notice("file-unknown", f"Run {run} has no file {file!r}.")])
-    chosen = file or files[0]
+    view = fetch(current_root(), run, lambda root, name: run_timeline(root, name, file))
+    if isinstance(view, Problem):
+        return html.Div([heading, _file_problem(run, file, view)])
+    chosen = file if isinstance(file, str) and file else files[0]
     return html.Div(
         [
             heading,
@@ -56,6 +55,14 @@ def layout(run: str | None = None, file: str | None = None, **_query: Any) -> ht
             *_view_parts(view, chosen),
         ]
     )
+
+
+def _file_problem(run: str, file: Any, problem: Problem) -> html.Div:
+    if problem.kind == "refused":
+        return notice("file-refused", f"Refused trace file {file!r}.")
+    if problem.kind == "unknown":
+        return notice("file-unknown", f"Run {run} has no file {file!r}.")
+    return error_banner([problem.message])
 
 
 def _view_parts(view: Any, file: str) -> list[Any]:
@@ -114,24 +121,24 @@ def rezoom(relayout: dict[str, Any] | None, file: str | None, search: str | None
     run = pick_run(current_root(), run_from_search(search))
     if run is None or file is None:
         return dash.no_update, dash.no_update
-    try:
-        whole = run_timeline(current_root(), run, file)
-        if isinstance(whole, str):
-            return dash.no_update, whole
-        window = x_window(relayout) if ctx.triggered_id == "timeline-zoom" else WHOLE
-        if window is None:
-            return dash.no_update, dash.no_update
-        view = whole if isinstance(window, str) else _view_of(run, file, whole, window)
-    except (ValueError, LookupError) as exc:
-        return dash.no_update, str(exc)
+    window = x_window(relayout) if ctx.triggered_id == "timeline-zoom" else WHOLE
+    if window is None:
+        return dash.no_update, dash.no_update
+    view = fetch(current_root(), run, lambda root, name: _view_of(root, name, file, window))
+    if isinstance(view, Problem):
+        return dash.no_update, view.message
     if isinstance(view, str):
         return dash.no_update, view
     return timeline_figure(view, revision=file), status_text(view)
 
 
-def _view_of(run: str, file: str, whole: Any, window: tuple[float, float]) -> Any:
+def _view_of(root: Path, run: str, file: str, window: Any) -> Any:
+    """The whole trace's view (``window`` is :data:`WHOLE`), or that of the x range."""
+    whole = run_timeline(root, run, file)
+    if isinstance(whole, str) or isinstance(window, str):
+        return whole
     start_us, end_us = (to_us(whole, edge) for edge in window)
-    return run_timeline(current_root(), run, file, start_us, end_us)
+    return run_timeline(root, run, file, start_us, end_us)
 
 
 @dash.callback(
@@ -160,11 +167,19 @@ def show_event(click: dict[str, Any] | None, file: str | None, search: str | Non
     run = pick_run(current_root(), run_from_search(search))
     if run is None:
         return dash.no_update
+    found = fetch(current_root(), run, lambda root, name: _event_of(root, name, file, int(row)))
+    if isinstance(found, Problem):
+        return f"No details: {found.message}"
+    return found
+
+
+def _event_of(root: Path, run: str, file: str | None, row: int) -> Any:
+    """The details panel of event ``row``, or the line saying why there is none."""
     try:
-        details = run_event(current_root(), run, file, int(row))
-        whole = run_timeline(current_root(), run, file)
-    except (ValueError, LookupError) as exc:
+        details = run_event(root, run, file, row)
+    except LookupError as exc:  # no such event (or file, or run): the click is stale
         return f"No details: {exc}"
+    whole = run_timeline(root, run, file)
     if isinstance(details, str) or isinstance(whole, str):
         return details if isinstance(details, str) else whole
     return details_panel(details, whole.span_us[0])
