@@ -12,6 +12,7 @@ status line says which file and for how long.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote
@@ -22,6 +23,7 @@ from dash import Input, Output, State, ctx, dcc, html
 from dashboard.components.messages import error_banner
 from dashboard.data.cache import work_in_progress
 from dashboard.data.runs import ROOT_CONFIG_KEY, list_runs, run_version
+from dashboard.security import allowed_host_names, harden
 
 PAGES_FOLDER = Path(__file__).resolve().parent / "pages"
 RUN_PARAM = "run"
@@ -34,12 +36,21 @@ _PAGE_CONTENT = "_pages_content"  # dash.page_container's element for the page's
 log = logging.getLogger("dashboard")
 
 
-def create_app(root: str | Path, *, refresh_s: float = DEFAULT_REFRESH_S) -> dash.Dash:
+def create_app(
+    root: str | Path,
+    *,
+    refresh_s: float = DEFAULT_REFRESH_S,
+    allowed_hosts: Iterable[str] = (),
+) -> dash.Dash:
     """Build the dashboard over the runs under ``root``.
 
     Args:
         root: the trace store root (it may not exist yet: the app then says there are no runs).
         refresh_s: how often the page looks for new runs, new files and loading progress.
+        allowed_hosts: host names or addresses, besides ``localhost``, ``127.0.0.1`` and
+            ``[::1]``, that requests may carry in their ``Host`` header (any port); any other
+            host gets a 400 (DNS rebinding). The address the server binds to belongs here,
+            unless it is a wildcard (``0.0.0.0``): then every name users reach it by does.
 
     Returns:
         The app; ``app.run(host=..., port=...)`` serves it.
@@ -55,6 +66,7 @@ def create_app(root: str | Path, *, refresh_s: float = DEFAULT_REFRESH_S) -> das
         on_error=_callback_failed,
     )
     app.server.config[ROOT_CONFIG_KEY] = str(Path(root).resolve())
+    harden(app.server, allowed_host_names(allowed_hosts), app.csp_hashes)
     app.layout = lambda: _shell(refresh_s)
     _register_shell_callbacks(app, Path(root).resolve())
     _register_live_callbacks(app, Path(root).resolve())

@@ -207,23 +207,50 @@ def dashboard(
     ),
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8050,
+    allow_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-host",
+            metavar="HOST",
+            help="Also answer requests naming HOST (any port); repeatable. Requests naming any "
+            "other host than localhost, 127.0.0.1, [::1] and the --host address get a 400 "
+            "(DNS rebinding). Bound to 0.0.0.0, name every host you reach it by.",
+        ),
+    ] = None,
 ) -> None:
     """Serve the Dash dashboard over every run under ROOT (each page deep-links ?run=NAME)."""
     if not root.is_dir():
         _fail(f"{root}: no such directory", code=2)
-    _serve(root, host, port)
+    _serve(root, host, port, allow_hosts=tuple(allow_host or ()))
 
 
-def _serve(root: Path, host: str, port: int, run: str | None = None) -> None:
-    """Serve the dashboard over ``root`` until interrupted, opening on ``run`` if given."""
+def _serve(
+    root: Path, host: str, port: int, run: str | None = None, allow_hosts: tuple[str, ...] = ()
+) -> None:
+    """Serve the dashboard over ``root`` until interrupted, opening on ``run`` if given.
+
+    Requests must name ``localhost``, a loopback address, the address served on (unless it
+    is a wildcard such as 0.0.0.0) or one of ``allow_hosts`` as their host.
+    """
     try:
         from dashboard.app import create_app, run_href
+        from dashboard.security import LOCAL_HOSTS, WILDCARD_HOSTS, host_name
     except ImportError as exc:
         _fail(f"the dashboard needs dash, dash-ag-grid and plotly ({exc}): pip install trainprof")
     url = f"http://{host}:{port}{run_href('/', run)}"
     console.print(f"serving runs under [bold]{root}[/] at [bold]{url}[/] (Ctrl+C stops)")
+    # A wildcard is no name a browser sends: the user must name the hosts they use.
+    wildcard = host_name(host) in WILDCARD_HOSTS
+    if wildcard and not allow_hosts:
+        console.print(
+            "[yellow]listening on every interface, but answering only to localhost: name the "
+            "hosts you reach it by with --allow-host HOST[/]"
+        )
+    bound = [] if wildcard else [host]
+    extra = [name for name in (*bound, *allow_hosts) if host_name(name) not in LOCAL_HOSTS]
+    app = create_app(root, allowed_hosts=extra) if extra else create_app(root)
     try:
-        create_app(root).run(host=host, port=port, debug=False)
+        app.run(host=host, port=port, debug=False)
     except OSError as exc:  # the port is taken, or the interface does not exist
         _fail(f"cannot serve on {host}:{port}: {exc.strerror or exc}")
 
