@@ -119,9 +119,10 @@ def test_diff_says_which_run_a_bad_file_belongs_to(run: Path, tmp_path: Path) ->
     shutil.copy(run / "w.5.pt.trace.json.gz", broken / "x.pt.trace.json.gz")
     unreadable_base = invoke("diff", str(broken), str(SAMPLE))
     assert unreadable_base.exit_code == 2  # type: ignore[attr-defined]
-    lines = unreadable_base.stderr.splitlines()  # type: ignore[attr-defined]
-    assert lines[-1] == f"error: {broken}: no readable trace (the base run of the diff)"
-    assert lines[0].endswith("(in the base run)")
+    first, last = unreadable_base.stderr.splitlines()  # type: ignore[attr-defined]
+    assert first.startswith(f"error: {broken / 'x.pt.trace.json.gz'}: corrupt or truncated gzip")
+    assert first.endswith("(in the base run)")
+    assert last == f"error: {broken}: no readable trace (the base run of the diff)"
     assert "refused" not in unreadable_base.output  # type: ignore[attr-defined]
 
 

@@ -205,9 +205,16 @@ def _with_progress(files: Sequence[Path], progress: bool) -> Iterable[Path]:
     if not progress or len(files) < 2 and _size(files) < 20 * 1024**2:
         yield from files
         return
+    from rich.console import Console
     from rich.progress import track
 
-    yield from track(files, description="loading traces", transient=True)
+    # On stderr, beside the errors, and only on a terminal: elsewhere rich writes an empty
+    # line where the bar would be, into the JSON on stdout or between the error lines.
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        yield from files
+        return
+    yield from track(files, description="loading traces", transient=True, console=console)
 
 
 def _size(files: Sequence[Path]) -> int:
