@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import math
 import os
 import re
@@ -31,7 +30,6 @@ MAX_LINE_ERRORS = 3  # bad lines named per steps file; a garbage file would floo
 _MEASURED_SUFFIXES = ("_us", "_bytes", "_pct")
 _INT_LIMIT = 2**63  # what a browser's and numpy's numbers hold; past it a value is nonsense
 
-log = logging.getLogger("dashboard")
 
 # (path, size, mtime_ns): what a cached result depends on.
 Fingerprint = tuple[str, int, int]
@@ -177,13 +175,7 @@ def run_status(meta: dict[str, Any] | None, *, now: float | None = None) -> str 
         meta: the decoded ``run.json``.
         now: the current unix time (tests pass a fixed one).
     """
-    if meta is None:
-        return None
-    try:
-        return run_state(meta, now=now).label
-    except Exception:  # odd values (a heartbeat past the calendar) must not hide the page
-        log.exception("run.json %r: cannot tell the run's state", meta.get("run_name"))
-        return str(meta.get("status") or "unknown")
+    return None if meta is None else run_state(meta, now=now).label
 
 
 def current_root() -> Path:

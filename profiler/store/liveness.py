@@ -23,6 +23,7 @@ HEARTBEAT_INTERVAL_S = 10.0
 # Three missed beats: a loaded machine may delay one, not three.
 HEARTBEAT_STALE_S = 3 * HEARTBEAT_INTERVAL_S
 HEARTBEAT_KEY = "heartbeat_unix_s"
+_LAST_UNIX_S = 1e11  # the year 5138: time.gmtime takes anything below, and no file says more
 
 
 @dataclass(frozen=True)
@@ -85,9 +86,14 @@ def _recorded_reason(meta: Mapping[str, Any]) -> str | None:
 
 
 def _number(value: Any) -> float | None:
+    """A unix time, or None for anything that cannot be one (NaN, inf, 10**400, -1e300)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value) if value == value else None  # NaN is no time
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if 0 <= number < _LAST_UNIX_S else None  # NaN compares False
 
 
 def _process_gone(meta: Mapping[str, Any]) -> bool:

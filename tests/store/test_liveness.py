@@ -65,6 +65,9 @@ def test_a_live_pid_on_this_host_stays_running() -> None:
         ({}, "unknown"),
         ({"status": "running", "heartbeat_unix_s": "soon", "started_unix_s": None}, "running"),
         ({"status": "running", "heartbeat_unix_s": True, "pid": 2**80}, "running"),
+        ({"status": "running", "heartbeat_unix_s": -1e300, "started_unix_s": 10**400}, "running"),
+        ({"status": "running", "heartbeat_unix_s": float("-inf")}, "running"),
+        ({"status": "running", "heartbeat_unix_s": float("nan")}, "running"),
     ],
 )
 def test_recorded_states_and_odd_fields(meta: dict | None, expected: str) -> None:
