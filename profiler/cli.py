@@ -22,9 +22,19 @@ app = typer.Typer(
 console = Console(stderr=True)
 
 
-def _fail(exc: BaseException | str, *, code: int = 1) -> NoReturn:
+def _flag(*names: str, help: str) -> Any:
+    """An on/off option, shown in ``--help`` without typer's ``<bool>`` value column."""
+    return typer.Option(*names, help=help, metavar="")
+
+
+# Exit status 1 is kept for a tripped gate (``--fail-above``), so a CI job can tell "slower"
+# from "could not tell": every other failure is 2.
+EXIT_BAD_INPUT = 2
+
+
+def _fail(exc: BaseException | str, *, code: int = EXIT_BAD_INPUT) -> NoReturn:
     """Report a user-facing error in one line and exit with ``code``."""
-    console.print("[red]error:[/]", escape(str(exc)), highlight=False, soft_wrap=True)
+    _error(exc)
     raise typer.Exit(code)
 
 
@@ -41,7 +51,7 @@ def demo(
         str, typer.Option(help="Run name (replaces an earlier demo run).")
     ] = "demo",
     serve: Annotated[
-        bool, typer.Option("--dashboard", help="Then serve the dashboard on the run.")
+        bool, _flag("--dashboard", help="Then serve the dashboard on the run.")
     ] = False,
     host: Annotated[str, typer.Option(help="Dashboard interface (with --dashboard).")] = (
         "127.0.0.1"
@@ -80,7 +90,7 @@ def demo(
 
 NoCache = Annotated[
     bool,
-    typer.Option("--no-cache", help="Read the trace files, not their columnar cache; write none."),
+    _flag("--no-cache", help="Read the trace files, not their columnar cache; write none."),
 ]
 
 
@@ -104,7 +114,7 @@ def _load_reporting(path: Path, *, cache: bool, side: str = "") -> Any:
         _error(f"{exc}{tail}")
         return None
     except ValueError as exc:
-        _fail(exc, code=2)
+        _fail(exc)
     for error in traces.errors:
         _error(f"{error}{tail}")
     return traces
@@ -113,7 +123,7 @@ def _load_reporting(path: Path, *, cache: bool, side: str = "") -> Any:
 @app.command()
 def summary(
     paths: Annotated[list[Path], typer.Argument(help="Trace files, run directories or roots.")],
-    json: Annotated[bool, typer.Option("--json", help="Print trainprof.summary/1 JSON.")] = False,
+    json: Annotated[bool, _flag("--json", help="Print trainprof.summary/1 JSON.")] = False,
     no_cache: NoCache = False,
 ) -> None:
     """Report the bottlenecks of traces: step breakdown, GPU, top ops and kernels, advice.
@@ -130,17 +140,17 @@ def summary(
     for error in errors:
         _error(error)
     if not report["traces"]:
-        _fail(f"no readable trace under {', '.join(map(str, paths))}", code=2)
+        _fail(f"no readable trace under {', '.join(map(str, paths))}")
     _emit(report, json, "render_summary")
     if errors or any(group is None or group.errors for group in groups):
-        raise typer.Exit(2)
+        raise typer.Exit(EXIT_BAD_INPUT)
 
 
 @app.command()
 def diff(
     base: Annotated[Path, typer.Argument(help="The baseline trace or run.")],
     new: Annotated[Path, typer.Argument(help="The trace or run to compare with it.")],
-    json: Annotated[bool, typer.Option("--json", help="Print trainprof.diff/1 JSON.")] = False,
+    json: Annotated[bool, _flag("--json", help="Print trainprof.diff/1 JSON.")] = False,
     no_cache: NoCache = False,
 ) -> None:
     """Compare two traces or runs: step time, categories, ops and kernels, per step.
@@ -159,15 +169,15 @@ def diff(
     for side in empty:
         _error(f"{sides[side]}: no readable trace (the {side} run of the diff)")
     if empty:
-        raise typer.Exit(2)
+        raise typer.Exit(EXIT_BAD_INPUT)
     try:
         result = diff_runs(loaded["base"], loaded["new"])
     except TraceFormatError as exc:
         side = next(s for s, t in loaded.items() if any(str(x.path) == exc.path for x in t.traces))
-        _fail(f"{exc} (in the {side} run)", code=2)
+        _fail(f"{exc} (in the {side} run)")
     _emit(result, json, "render_diff")
     if any(traces.errors for traces in loaded.values()):
-        raise typer.Exit(2)
+        raise typer.Exit(EXIT_BAD_INPUT)
 
 
 @app.command("export-tensorboard")
@@ -189,9 +199,8 @@ def export_tensorboard(
 
     try:
         result = export(run_dir, logdir, run_name=name)
-    except (FileNotFoundError, ExportError, TraceFormatError) as exc:
-        _fail(exc, code=2)
-    except (ImportError, OSError, ValueError) as exc:  # no tensorboard; unwritable; bad --name
+    # A bad run; no tensorboard; an unwritable logdir; a bad --name.
+    except (ExportError, TraceFormatError, ImportError, OSError, ValueError) as exc:
         _fail(exc)
     console.print(
         f"[green]exported[/] {result.steps} steps and {result.windows} capture window(s) "
@@ -220,7 +229,7 @@ def dashboard(
 ) -> None:
     """Serve the Dash dashboard over every run under ROOT (each page deep-links ?run=NAME)."""
     if not root.is_dir():
-        _fail(f"{root}: no such directory", code=2)
+        _fail(f"{root}: no such directory")
     _serve(root, host, port, allow_hosts=tuple(allow_host or ()))
 
 

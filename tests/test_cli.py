@@ -44,7 +44,7 @@ def test_demo_refuses_to_replace_a_foreign_directory(tmp_path: Path) -> None:
     (tmp_path / "demo").mkdir()
     (tmp_path / "demo" / "notes.txt").write_text("mine")
     result = CliRunner().invoke(app, ["demo", "--steps", "2", "--out", str(tmp_path)])
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "not a run made by `trainprof demo`" in result.output.replace("\n", " ")
     assert "Traceback" not in result.output
     assert (tmp_path / "demo" / "notes.txt").read_text() == "mine"
@@ -55,7 +55,7 @@ def test_demo_never_replaces_a_run_it_did_not_make(train, tmp_path: Path) -> Non
     result = CliRunner().invoke(
         app, ["demo", "--steps", "2", "--out", str(tmp_path), "--run-name", "mine"]
     )
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert (tmp_path / "mine" / "meta" / "steps.0.jsonl").exists()
 
 
@@ -63,7 +63,7 @@ def test_demo_reports_bad_input_in_one_line(tmp_path: Path) -> None:
     result = CliRunner().invoke(
         app, ["demo", "--steps", "2", "--out", str(tmp_path), "--run-name", "../up"]
     )
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "error: run_name must be a plain directory name" in result.output
     assert "Traceback" not in result.output
 
@@ -121,7 +121,7 @@ def test_demo_dashboard_serves_the_new_run(tmp_path: Path, monkeypatch) -> None:
 def test_dashboard_reports_a_busy_port_and_a_missing_root(tmp_path: Path, monkeypatch) -> None:
     _fake_dashboard(monkeypatch, OSError(98, "Address already in use"))
     busy = CliRunner().invoke(app, ["dashboard", str(tmp_path), "--port", "8124"])
-    assert busy.exit_code == 1
+    assert busy.exit_code == 2
     assert "cannot serve on 127.0.0.1:8124: Address already in use" in busy.output
 
     missing = CliRunner().invoke(app, ["dashboard", str(tmp_path / "nope")])

@@ -223,7 +223,7 @@ def test_cli_exports_and_reports_bad_input(sample: Path, tmp_path: Path) -> None
     missing = CliRunner().invoke(app, ["export-tensorboard", "nope", "--logdir", str(logdir)])
     assert missing.exit_code == 2 and "nope: no such file or directory" in missing.output
     named = ["export-tensorboard", str(SAMPLE_RUN), "--logdir", str(logdir), "--name", "../x"]
-    assert CliRunner().invoke(app, named).exit_code == 1
+    assert CliRunner().invoke(app, named).exit_code == 2
 
 
 def test_the_export_path_does_not_import_torch(tmp_path: Path) -> None:
