@@ -107,7 +107,7 @@ def render_diff(diff: dict[str, Any]) -> list[RenderableType]:
     """The diff as tables: step time, categories, then the ops and kernels that moved most."""
     step = diff["step_us"]
     head = Text(
-        f"step time {_us(step['base'])} -> {_us(step['new'])} ({_signed_pct(step['delta_pct'])})",
+        f"step time {_us(step['base'])} -> {_us(step['new'])} ({_signed_pct(step)})",
         style="bold",
     )
     out: list[RenderableType] = [
@@ -120,8 +120,11 @@ def render_diff(diff: dict[str, Any]) -> list[RenderableType]:
     return out
 
 
-def _signed_pct(value: float | None) -> str:
-    return "new" if value is None else f"{value:+.1f}%"
+def _signed_pct(row: dict[str, Any]) -> str:
+    """The change in percent; with no base to divide by, ``new`` (0 -> some) or ``-`` (0 -> 0)."""
+    if row["delta_pct"] is not None:
+        return f"{row['delta_pct']:+.1f}%"
+    return "new" if row["new"] else "-"
 
 
 def _changes(title: str, rows: list[dict[str, Any]], key: str) -> Table:
@@ -141,6 +144,6 @@ def _changes(title: str, rows: list[dict[str, Any]], key: str) -> Table:
             _us(row["base"]),
             _us(row["new"]),
             Text(f"{row['delta']:+,.1f} us", style=style),
-            _signed_pct(row["delta_pct"]),
+            _signed_pct(row),
         )
     return table
