@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import profiler
+from profiler.capture import step_metrics
 from profiler.capture.kineto import BACKWARD_LANE_TID
 from profiler.capture.session import ProfilerStateError
 from profiler.capture.step_metrics import (
@@ -193,7 +194,26 @@ def test_steps_jsonl_has_one_line_per_step(every_step_timed, train, tmp_path: Pa
 PHASES = ("forward_us", "backward_us", "optimizer_us")
 
 
-def test_phase_split_is_sampled_on_short_steps_and_kept_on_deep_ones(train, tmp_path) -> None:
+class TickingClock:
+    """A stand-in for ``perf_counter_ns`` that moves ``tick_ns`` at each reading, so a step's
+    duration counts the readings taken in it, however long the machine really took."""
+
+    def __init__(self, tick_ns: int) -> None:
+        self.tick_ns = tick_ns
+        self.now_ns = time.perf_counter_ns()
+
+    def __call__(self) -> int:
+        self.now_ns += self.tick_ns
+        return self.now_ns
+
+
+def test_phase_split_is_sampled_on_short_steps_and_kept_on_deep_ones(
+    train, tmp_path, monkeypatch
+) -> None:
+    # 2 ms a reading: a timed step reads the clock five times after its start (forward in and
+    # out, optimizer in and out, end): 10 ms, so every 5th step is timed; an untimed one is 2 ms.
+    monkeypatch.setattr(step_metrics, "_now", TickingClock(2_000_000))
+    assert phase_every(10_000_000) == 5
     schedule = profiler.schedule(wait=12, warmup=1, active=3)
     prof = train(steps=40, out_dir=tmp_path, run_name="sampled", schedule=schedule)
     steps = read_steps(prof.store.steps_path)
@@ -207,9 +227,10 @@ def test_phase_split_is_sampled_on_short_steps_and_kept_on_deep_ones(train, tmp_
         else:
             assert all(s[key] is None for key in PHASES), s
         assert s["dur_us"] > 0 and s["memory_bytes"] > 0  # every step, timed or not
-    assert sum(s["deep"] for s in steps) == 3
-    untimed = [s for s in steps if s["forward_us"] is None]
-    assert untimed, "a ~1 ms step should not time its phases every step"
+    deep = [s["step"] for s in steps if s["deep"]]
+    timed = [s["step"] for s in steps if s["forward_us"] is not None]
+    assert deep == [13, 14, 15]
+    assert timed == [0, 5, 10, 13, 14, 15, 20, 25, 30, 35]
 
 
 def test_every_step_times_its_phases_once_steps_take_50_ms(tmp_path: Path) -> None:
