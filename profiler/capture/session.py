@@ -24,7 +24,7 @@ from torch import nn
 
 from profiler.capture.clock import Clock
 from profiler.capture.environment import device_kind, distributed_info, environment
-from profiler.capture.faults import Faults
+from profiler.capture.faults import Faults, describe
 from profiler.capture.guard import (
     SIGNAL_WRITE_BUDGET_S,
     ProfilerStateError,
@@ -259,7 +259,7 @@ class Profile:
         try:
             self._finish(error)
             if self._tensorboard is not None:
-                self._guarded("export the run to TensorBoard", self._tensorboard_export)
+                self._tensorboard_export()
         finally:
             release(self)
         if error is None:
@@ -407,8 +407,17 @@ class Profile:
         )
 
     def _tensorboard_export(self) -> None:
+        """The full export, once the run is recorded. A failure is one warning and leaves the
+        run's status alone: its files are whole, and the export can be run again."""
         assert self._tensorboard is not None
-        self._tensorboard.export(self.run_dir)
+        try:
+            self._tensorboard.export(self.run_dir)
+        except Exception as exc:
+            self._faults.warn(
+                f"could not export the run to TensorBoard ({describe(exc)}); its live per-step "
+                f"scalars stay; retry with `trainprof export-tensorboard {self.run_dir} "
+                f"--logdir {self._tensorboard.logdir}`"
+            )
 
     def _step_extra(self) -> dict[str, float] | None:
         # The sampler replaces (never mutates) its latest dict, so keeping a reference is safe.

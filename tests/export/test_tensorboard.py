@@ -8,20 +8,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import orjson
 import pytest
 from typer.testing import CliRunner
 
 from profiler.analysis.summary import BREAKDOWN_KEYS, merged_recommendations, trace_summary
 from profiler.analysis.table import load_trace
 from profiler.cli import app
-from profiler.events import TRACE_SUFFIX
+from profiler.events import TRACE_SUFFIX, TrainprofWarning
 from profiler.export import tensorboard_files
-from profiler.export.tensorboard import (
-    ExportError,
-    LiveWriter,
-    export_tensorboard,
-    step_scalars,
-)
+from profiler.export.live import LiveWriter
+from profiler.export.tensorboard import ExportError, export_tensorboard, step_scalars
 from profiler.store import TraceFormatError
 from tests import peers
 from tests.conftest import read_steps, read_trace
@@ -287,6 +284,34 @@ def test_a_crash_in_the_loop_still_leaves_the_export(train, tmp_path: Path) -> N
     assert [s for s, _ in scalars["trainprof/window/step_time_ms"]] == [3]
     ((_, text),) = read_texts(logdir / "crash")["trainprof/recommendations"]
     assert "run `crash` (failed)" in text
+
+
+@pytest.mark.parametrize(
+    ("code", "why"),
+    [
+        ("import sys; sys.exit('no room left')", "no room left"),
+        ("import time; time.sleep(600)", "took over 1 s and was stopped"),
+    ],
+)
+def test_a_failed_export_is_one_warning_and_the_live_scalars_stay(
+    train, tmp_path: Path, monkeypatch, code: str, why: str
+) -> None:
+    from profiler.capture import tensorboard_live
+
+    # The child that stands in for `trainprof export-tensorboard` fails, or never ends.
+    monkeypatch.setattr(tensorboard_live, "export_command", lambda *_: [sys.executable, "-c", code])
+    monkeypatch.setattr(tensorboard_live, "EXPORT_TIMEOUT_S", 1.0)
+    logdir = tmp_path / "tb"
+    with pytest.warns(TrainprofWarning) as caught:
+        prof = train(steps=6, tensorboard_logdir=logdir, run_name="live")
+    (warning,) = [w for w in caught if issubclass(w.category, TrainprofWarning)]
+    assert "could not export the run to TensorBoard" in str(warning.message)
+    assert why in str(warning.message)
+    meta = orjson.loads((prof.run_dir / "meta" / "run.json").read_bytes())
+    assert meta["status"] == "complete"  # the run itself is whole
+    scalars = read_scalars(logdir / "live")
+    assert [s for s, _ in scalars["trainprof/step/time_ms"]] == list(range(6))
+    assert "trainprof/window/step_time_ms" not in scalars  # only the full export writes these
 
 
 def test_event_file_checksums_are_tensorboards() -> None:
