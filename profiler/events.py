@@ -42,7 +42,7 @@ class Category(str, Enum):
     MEMSET_LEGACY = "Memset"
 
 
-# Names that peers key on (see DESIGN.md, "Trace store layout").
+# Names that peers key on (docs/architecture.md, "Trace format additions").
 PROFILER_STEP_PREFIX: Final = "ProfilerStep#"
 DATALOADER_PREFIX: Final = "enumerate(DataLoader)#"
 DATALOADER_SUFFIX: Final = ".__next__"

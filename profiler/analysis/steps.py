@@ -2,7 +2,7 @@
 
 Definitions follow torch-tb-profiler 0.4.3 (``torch_tb_profiler/profiler/event_parser.py``,
 ``StepParser``, and ``overall_parser.py``, ``OverallParser``), with two deliberate differences
-where the plugin misreads current traces (DESIGN.md, "Peers' quirks"; ours is right):
+where the plugin misreads current traces (docs/architecture.md, "Peers"; ours is right):
 
 * Runtime: the plugin knows only the 2021 category ``Runtime``. Current Kineto writes
   ``cuda_runtime`` and ``cuda_driver`` (ROCm: ``hip*`` names under ``cuda_runtime``), so the

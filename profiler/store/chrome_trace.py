@@ -29,7 +29,7 @@ _TRACE_EVENTS = re.compile(rb'"traceEvents"\s*:\s*\[')
 _BASE_TIME = re.compile(rb'"' + BASE_TIME_KEY.encode() + rb'"\s*:\s*(\d+)')
 _MARKER_TS = rb'",\s*"pid"\s*:\s*[^,]+,\s*"tid"\s*:\s*[^,]+,\s*"ts"\s*:\s*([0-9.]+)'
 # torch 2.x records DataLoader waits as user_annotation, which TensorBoard's plugin (0.4.3) never
-# counts as DataLoader time; cpu_op is what it reads (DESIGN.md, "Peers' quirks").
+# counts as DataLoader time; cpu_op is what it reads (docs/architecture.md, "Peers").
 _DATALOADER_ANNOTATION = re.compile(
     rb'"cat"\s*:\s*"' + _USER_ANNOTATION + rb'",(\s*)"name"\s*:\s*'
     rb'"(enumerate\(DataLoader\)#[^"]*\.__next__)"'

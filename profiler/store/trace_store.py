@@ -1,4 +1,4 @@
-"""The on-disk layout of one run (DESIGN.md, "Trace store layout"), written atomically.
+"""The on-disk layout of one run (docs/architecture.md, "Trace store layout"), written atomically.
 
 ```
 <root>/<run>/<worker>.<unix_ms>.pt.trace.json.gz   one per capture window per rank
