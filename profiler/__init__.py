@@ -10,6 +10,7 @@ Public API::
 
     trace = profiler.load("traces/exp1")        # tables of every trace in the run
     report = profiler.summarize("traces/exp1")  # the trainprof.summary/1 dict
+    for run in profiler.RunSet("traces"): ...   # the read side: each run's files, meta, steps
 
 Capture imports torch; it is loaded only when ``profile`` or ``schedule`` is first used, so the
 CLI's reporting commands and the dashboard start without it.
@@ -23,6 +24,7 @@ __version__ = "0.1.0"
 __all__ = ["load", "profile", "schedule", "summarize", "__version__"]
 
 if TYPE_CHECKING:
+    from profiler.analysis.run import Run, RunSet
     from profiler.analysis.summary import summarize
     from profiler.analysis.table import load
     from profiler.capture.schedule import schedule
@@ -35,6 +37,8 @@ _LAZY = {
     "Schedule": "profiler.capture.schedule",
     "load": "profiler.analysis.table",
     "summarize": "profiler.analysis.summary",
+    "Run": "profiler.analysis.run",
+    "RunSet": "profiler.analysis.run",
 }
 
 

@@ -12,19 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from dashboard.data.cache import RUN_CACHE_SIZE, gather, per_trace
-from dashboard.data.runs import (
-    META_DIR,
-    RUN_META,
-    Fingerprint,
-    existing_run,
-    fingerprint,
-    meta_files,
-    read_run_meta,
-    read_steps,
-    trace_files,
-)
+from dashboard.data.runs import META_DIR, RUN_META, Fingerprint, open_run
+from profiler.analysis.report import TraceSummary
+from profiler.analysis.run import Run
 from profiler.analysis.steps import step_breakdown
-from profiler.analysis.summary import SCHEMA, merged_recommendations, trace_summary
+from profiler.analysis.summary import SCHEMA, merged_recommendations, trace_report
 from profiler.analysis.table import TraceTable
 
 
@@ -35,6 +27,7 @@ class RunData:
     Attributes:
         name: the run's name.
         summary: the ``trainprof.summary/1`` dict of the trace files that loaded.
+        reports: the same, typed: one :class:`TraceSummary` per trace file that loaded.
         breakdown: one row per step per trace: ``trace`` (file name), ``rank``, ``step``,
             ``dur_us`` and ``<category>_us`` for each breakdown category.
         steps: the always-on per-step metrics of every ``meta/steps.<rank>.jsonl`` line, each
@@ -49,6 +42,7 @@ class RunData:
 
     name: str
     summary: dict[str, Any]
+    reports: tuple[TraceSummary, ...]
     breakdown: tuple[dict[str, Any], ...]
     steps: tuple[dict[str, Any], ...]
     run_meta: dict[str, Any] | None
@@ -71,10 +65,9 @@ def run_summary(root: str | Path, name: str) -> RunData:
         RunRefused: the name leads outside the root (see :func:`resolve_run`).
         RunNotFound: there is no run of that name.
     """
-    run_dir = existing_run(root, name)
-    traces = tuple(fingerprint(p) for p in trace_files(run_dir, root))
-    metas = tuple(fingerprint(p) for p in meta_files(run_dir, root))
-    return _cached_run(name, str(Path(root).resolve()), str(run_dir), traces, metas)
+    run = open_run(root, name)
+    return _cached_run(name, str(run.root), str(run.path), run.fingerprints(),
+                       run.meta_fingerprints())  # fmt: skip
 
 
 @lru_cache(maxsize=RUN_CACHE_SIZE)
@@ -87,33 +80,35 @@ def _cached_run(
 ) -> RunData:
     del metas  # part of the key only: a new steps line must refresh the run
     results, errors = gather(traces, _trace_overview)
-    run_meta, meta_errors = read_run_meta(Path(run_dir), root)
-    steps, step_errors = read_steps(Path(run_dir), root)
+    run = Run(run_dir, root=root, name=name)
+    run_meta, meta_errors = run.meta.meta, run.problems()
     environment = (run_meta or {}).get("environment") or {}
     if not isinstance(environment, dict):
         meta_errors.append(f"{META_DIR}/{RUN_META}: 'environment' is not an object")
         environment = {}
-    summary = {"schema": SCHEMA, "traces": [entry for entry, _ in results]}
+    reports = tuple(report for report, _ in results)
+    summary = {"schema": SCHEMA, "traces": [report.to_dict() for report in reports]}
     return RunData(
         name=name,
         summary=summary,
+        reports=reports,
         breakdown=tuple(row for _, rows in results for row in rows),
-        steps=tuple(steps),
+        steps=tuple(run.steps()),
         run_meta=run_meta,
         environment=environment,
         recommendations=tuple(merged_recommendations(summary)),
-        errors=tuple(errors + meta_errors + step_errors),
+        errors=tuple(errors + meta_errors),
     )
 
 
 @per_trace
-def _trace_overview(trace: TraceTable, file: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """One trace file's summary entry and breakdown rows."""
-    entry = trace_summary(trace)
+def _trace_overview(trace: TraceTable, file: Path) -> tuple[TraceSummary, list[dict[str, Any]]]:
+    """One trace file's summary and breakdown rows."""
+    report = trace_report(trace)
     frame = step_breakdown(trace)
     columns = ["step", "dur_us", *(c for c in frame.columns if c.endswith("_us"))]
     rows = [
-        {"trace": file.name, "rank": entry["rank"], **row}
+        {"trace": file.name, "rank": report.rank, **row}
         for row in frame[list(dict.fromkeys(columns))].to_dict("records")
     ]
-    return entry, rows
+    return report, rows

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from profiler.analysis.memo import per_trace
 from profiler.analysis.steps import step_table
 from profiler.analysis.table import MISSING_INT, TraceTable
 
@@ -91,6 +92,7 @@ class GpuMetrics:
     per_device: Mapping[int, DeviceGpuMetrics] = field(default_factory=dict)
 
 
+@per_trace
 def gpu_metrics(trace: TraceTable) -> GpuMetrics | None:
     """The plugin's GPU Summary metrics, for the whole trace and per device.
 

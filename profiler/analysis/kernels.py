@@ -19,6 +19,7 @@ from typing import Final
 import numpy as np
 import pandas as pd
 
+from profiler.analysis.memo import per_trace
 from profiler.analysis.table import GPU_KINDS, TraceTable
 from profiler.events import PROFILER_STEP_PREFIX
 
@@ -86,6 +87,7 @@ def _kernel_type(name: str) -> str:
     return OTHER if NOT_COMPUTE_KERNEL_RE.match(name) else COMPUTATION
 
 
+@per_trace
 def analysis_window(trace: TraceTable, *, include_last_step: bool = False) -> pd.DataFrame:
     """The events HTA analyses: all of them unless the trace has two or more profiler steps.
 

@@ -13,6 +13,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from profiler.analysis.memo import per_trace
 from profiler.analysis.modules import module_ranges
 from profiler.analysis.table import GPU_KINDS, MISSING_INT, TraceTable
 from profiler.events import COUNTER_MEMORY, PROFILER_STEP_PREFIX
@@ -123,6 +124,7 @@ def device_series(timeline: pd.DataFrame, device: str | None = None) -> pd.DataF
     return rows[rows["source"] == source]
 
 
+@per_trace
 def memory_peak(trace: TraceTable, device: str | None = None) -> MemoryPeak | None:
     """The peak of allocated bytes on ``device``, attributed to what was running then.
 

@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 Severity = Literal["high", "medium", "low"]
+#: Every severity, worst first: the one order that rules, the summary's merged findings, the
+#: terminal report and the dashboard sort by.
+SEVERITIES: tuple[Severity, ...] = ("high", "medium", "low")
 
 # TensorBoard's PyTorch profiler plugin (torch_tb_profiler/profiler/data.py, RunProfileData.analyze
 # and _analyze_distributed_metrics / _analyze_gpu_metrics) fires on these:
@@ -314,10 +317,14 @@ RULES: tuple[Rule, ...] = (
     SmallBatch(),
 )
 
-_ORDER = {"high": 0, "medium": 1, "low": 2}
+
+def severity_rank(severity: object) -> int:
+    """How bad a severity is: 0 for the worst of :data:`SEVERITIES`; past the last for an
+    unknown value, so it sorts after every known one."""
+    return SEVERITIES.index(severity) if severity in SEVERITIES else len(SEVERITIES)
 
 
 def recommend(facts: TraceFacts, rules: tuple[Rule, ...] = RULES) -> list[Recommendation]:
     """Every rule that fires on ``facts``, most severe first, then by estimated saving."""
     found = [rec for rule in rules if (rec := rule.check(facts)) is not None]
-    return sorted(found, key=lambda r: (_ORDER[r.severity], -(r.saving_us_per_step or 0.0)))
+    return sorted(found, key=lambda r: (severity_rank(r.severity), -(r.saving_us_per_step or 0.0)))

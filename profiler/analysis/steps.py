@@ -24,6 +24,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
+from profiler.analysis.memo import per_trace
 from profiler.analysis.table import GPU_KINDS, MISSING_INT, TraceTable
 from profiler.events import DATALOADER_PREFIX, DATALOADER_SUFFIX, PROFILER_STEP_PREFIX
 
@@ -71,6 +72,7 @@ _STEP_COLUMNS = ["step", "name", "ts_us", "end_us", "dur_us", "host_ts_us", "hos
 _MAX_STEP_NUMBER = 2**53  # step numbers are exact in the float64 they are parsed into
 
 
+@per_trace
 def step_table(trace: TraceTable) -> pd.DataFrame:
     """One row per step, spanning the step's host range stretched over the GPU work it launched.
 
@@ -105,6 +107,7 @@ def step_table(trace: TraceTable) -> pd.DataFrame:
     return steps[_STEP_COLUMNS].head(_kept_steps(launched, len(steps))).reset_index(drop=True)
 
 
+@per_trace
 def step_breakdown(trace: TraceTable) -> pd.DataFrame:
     """Where each step's time goes, in the plugin's categories (``OverallParser``).
 
@@ -134,6 +137,7 @@ def step_breakdown(trace: TraceTable) -> pd.DataFrame:
     return frame
 
 
+@per_trace
 def average_breakdown_pct(trace: TraceTable) -> dict[str, float]:
     """The breakdown the plugin's Overview shows: each category's share of all steps' time.
 

@@ -5,24 +5,37 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from profiler.analysis.facts import trace_facts
 from profiler.analysis.gpu import gpu_metrics
 from profiler.analysis.guards import analysis_error
 from profiler.analysis.kernels import top_kernels
+from profiler.analysis.memo import per_trace
 from profiler.analysis.memory import memory_peak
 from profiler.analysis.ops import top_ops
-from profiler.analysis.rules import recommend
-from profiler.analysis.steps import average_breakdown_pct, step_table
+from profiler.analysis.report import (
+    GpuSummary,
+    MemorySummary,
+    StepStats,
+    TemporalSummary,
+    TopKernel,
+    TopOp,
+    TraceSummary,
+    rounded,
+)
+from profiler.analysis.rules import recommend, severity_rank
+from profiler.analysis.steps import CATEGORIES, average_breakdown_pct, step_table
 from profiler.analysis.table import TraceSet, TraceTable, load
 from profiler.analysis.temporal import temporal_breakdown
 from profiler.store.chrome_trace import TraceFormatError
 
 SCHEMA = "trainprof.summary/1"
 TOP_N = 10
-_SEVERITY_ORDER = {"low": 0, "medium": 1, "high": 2}
-BREAKDOWN_KEYS = (
-    "kernel", "memcpy", "memset", "communication", "runtime", "dataloader", "cpu_exec", "other",
-)  # fmt: skip
+TOP_OP_COLUMNS = ("name", "calls", "self_us", "total_us")
+TOP_KERNEL_COLUMNS = ("name", "calls", "total_us", "mean_us")
+#: The summary's ``step_breakdown_pct`` keys: the breakdown's categories, in their order.
+BREAKDOWN_KEYS = CATEGORIES
 
 
 def summarize(path: str | Path, *, progress: bool = False) -> dict[str, Any]:
@@ -57,70 +70,69 @@ def summarize_traces(traces: TraceSet) -> tuple[dict[str, Any], tuple[TraceForma
 
 
 def trace_summary(trace: TraceTable) -> dict[str, Any]:
-    """One trace's entry in the summary.
+    """One trace's entry in the summary: :func:`trace_report`'s JSON form.
+
+    Raises:
+        TraceFormatError: see :func:`trace_report`.
+    """
+    return trace_report(trace).to_dict()
+
+
+@per_trace
+def trace_report(trace: TraceTable) -> TraceSummary:
+    """One trace's summary, typed; computed once per loaded trace.
 
     Raises:
         TraceFormatError: the trace's content is beyond what the analyses take (say, times
             that overflow); names the file, as a load error would.
     """
     try:
-        return _trace_summary(trace)
+        return _trace_report(trace)
     except Exception as exc:  # noqa: BLE001 - one trace's problem, not the whole summary's
         raise analysis_error(trace.path, exc) from exc
 
 
-def _trace_summary(trace: TraceTable) -> dict[str, Any]:
+def _trace_report(trace: TraceTable) -> TraceSummary:
     steps = step_table(trace)
     breakdown = average_breakdown_pct(trace)
     gpu = gpu_metrics(trace)
     temporal = temporal_breakdown(trace)
     peak = memory_peak(trace)
     facts = trace_facts(trace, steps=steps, breakdown_pct=breakdown, gpu=gpu, peak=peak)
-    durations = steps["dur_us"]
-    return {
-        "path": str(trace.path),
-        "rank": trace.rank,
-        "device": trace.device,
-        "events": trace.event_count,
-        "steps": {
-            "count": len(steps),
-            "mean_us": _round(durations.mean()) if len(steps) else 0.0,
-            "p50_us": _round(durations.median()) if len(steps) else 0.0,
-            "max_us": _round(durations.max()) if len(steps) else 0.0,
-        },
-        "step_breakdown_pct": {key: _round(breakdown.get(key, 0.0)) for key in BREAKDOWN_KEYS},
-        "gpu": None
-        if gpu is None
-        else {
-            "utilization_pct": _round(gpu.utilization_pct),
-            "sm_efficiency_pct": _round(gpu.sm_efficiency_pct),
-            "achieved_occupancy_pct": _round(gpu.achieved_occupancy_pct),
-            "tensor_core_pct": _round(gpu.tensor_core_pct),
-        },
-        "temporal_breakdown_pct": None
-        if temporal is None
-        else {
-            "idle": _round(temporal.idle_pct),
-            "compute": _round(temporal.compute_pct),
-            "non_compute": _round(temporal.non_compute_pct),
-        },
-        "top_ops": _records(top_ops(trace, n=TOP_N), ["name", "calls", "self_us", "total_us"]),
-        "top_kernels": _records(
-            top_kernels(trace, n=TOP_N), ["name", "calls", "total_us", "mean_us"]
+    return TraceSummary(
+        path=str(trace.path),
+        rank=trace.rank,
+        device=trace.device,
+        events=trace.event_count,
+        steps=_step_stats(steps["dur_us"]),
+        step_breakdown_pct={key: rounded(breakdown.get(key, 0.0)) for key in CATEGORIES},
+        gpu=None if gpu is None else GpuSummary(
+            rounded(gpu.utilization_pct), rounded(gpu.sm_efficiency_pct),
+            rounded(gpu.achieved_occupancy_pct), rounded(gpu.tensor_core_pct),
         ),
-        "memory": None
-        if peak is None
-        else {
-            "peak_allocated_bytes": peak.allocated_bytes,
-            "peak_reserved_bytes": peak.reserved_bytes,
-            "device": peak.device,
-            "capacity_bytes": peak.capacity_bytes,
-            "capacity_pct": _round(peak.capacity_pct),
-            "at_module": peak.module,
-            "at_op": peak.op,
-        },
-        "recommendations": [rec.as_dict() for rec in recommend(facts)],
-    }
+        temporal_breakdown_pct=None if temporal is None else TemporalSummary(
+            rounded(temporal.idle_pct), rounded(temporal.compute_pct),
+            rounded(temporal.non_compute_pct),
+        ),
+        top_ops=tuple(TopOp(*row) for row in _rows(top_ops(trace, n=TOP_N), TOP_OP_COLUMNS)),
+        top_kernels=tuple(
+            TopKernel(*row) for row in _rows(top_kernels(trace, n=TOP_N), TOP_KERNEL_COLUMNS)
+        ),
+        memory=None if peak is None else MemorySummary(
+            peak.allocated_bytes, peak.reserved_bytes, peak.device, peak.capacity_bytes,
+            rounded(peak.capacity_pct), peak.module, peak.op,
+        ),
+        recommendations=tuple(recommend(facts)),
+    )  # fmt: skip
+
+
+def _step_stats(durations: pd.Series) -> StepStats:
+    if not len(durations):
+        return StepStats(0, 0.0, 0.0, 0.0)
+    mean, p50, top = (
+        rounded(v) or 0.0 for v in (durations.mean(), durations.median(), durations.max())
+    )
+    return StepStats(len(durations), mean, p50, top)
 
 
 def merged_recommendations(summary: dict[str, Any]) -> list[dict[str, Any]]:
@@ -163,21 +175,13 @@ def _merge(findings: list[tuple[dict[str, Any], dict[str, Any]]]) -> dict[str, A
 
 
 def _badness(rec: dict[str, Any]) -> tuple[int, float]:
-    severity = _SEVERITY_ORDER.get(str(rec.get("severity")), 0)
-    return severity, float(rec.get("saving_us_per_step") or 0.0)
+    # Worse sorts higher here (max, reverse=True): the rank negated.
+    return -severity_rank(rec.get("severity")), float(rec.get("saving_us_per_step") or 0.0)
 
 
-def _round(value: float | None, digits: int = 2) -> float | None:
-    return None if value is None else round(float(value), digits)
-
-
-def _records(frame: Any, columns: list[str]) -> list[dict[str, Any]]:
-    rows = []
-    for row in frame[columns].itertuples(index=False):
-        item = dict(zip(columns, row, strict=True))
-        item["name"] = str(item["name"])
-        item["calls"] = int(item["calls"])
-        for key in columns[2:]:
-            item[key] = _round(item[key])
-        rows.append(item)
-    return rows
+def _rows(frame: pd.DataFrame, columns: tuple[str, ...]) -> list[tuple[Any, ...]]:
+    """``(name, calls, <figures>...)`` per row: name a str, calls an int, figures rounded."""
+    return [
+        (str(name), int(calls), *(rounded(v) for v in figures))
+        for name, calls, *figures in frame[list(columns)].itertuples(index=False)
+    ]

@@ -26,7 +26,6 @@ import pandas as pd
 
 from profiler.analysis.build import TableBuilder, Tables
 from profiler.analysis.cache import (
-    META_DIR,
     TABLES,
     CachedTrace,
     cache_enabled,
@@ -49,7 +48,7 @@ from profiler.store.chrome_trace import TraceFormatError
 
 __all__ = [
     "GPU_KINDS", "KIND_BY_CATEGORY", "MAX_TEXT_BYTES", "META_KEYS", "MISSING_INT", "TraceSet",
-    "TraceTable", "find_trace_files", "is_trace_file", "load", "load_trace",
+    "TraceTable", "find_trace_files", "is_trace_file", "load", "load_files", "load_trace",
 ]  # fmt: skip
 
 _TRACE_SUFFIXES = (".json", ".json.gz")
@@ -96,6 +95,8 @@ class TraceTable:
         flows: flow events in file order: ``id``, ``ph``, ``cat``, ``pid``, ``tid``, ``ts_us``.
         threads: ``pid``, ``tid``, ``thread_name``; ``processes``: ``pid``, ``process_name``.
         event_count: how many events the file holds, of every phase.
+        derived: tables derived from this trace, computed once
+            (:func:`profiler.analysis.memo.per_trace`); not part of equality.
     """
 
     path: Path
@@ -109,6 +110,9 @@ class TraceTable:
     processes: pd.DataFrame
     event_count: int = 0
     flows: pd.DataFrame = field(default_factory=_no_flows, repr=False)
+    # Results of profiler.analysis.memo.per_trace functions: they live as long as the trace.
+    # init=False so that dataclasses.replace (new tables) starts an empty one.
+    derived: dict[Any, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def trainprof(self) -> dict[str, Any] | None:
@@ -143,22 +147,21 @@ def is_trace_file(path: Path) -> bool:
 
 
 def find_trace_files(path: str | Path) -> list[Path]:
-    """Trace files at ``path``: the file itself, a run directory's, or every run's under a root.
+    """Trace files at ``path``: the file itself, a run directory's, or every run's under a root
+    (as :class:`profiler.analysis.run.RunSet` lists them: symlinked directories not followed,
+    files resolving outside ``path`` not read).
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
     """
+    from profiler.analysis.run import RunSet  # run.py builds on this module
+
     root = Path(path)
     if not root.exists():
         raise FileNotFoundError(f"{root}: no such file or directory")
     if root.is_file():
         return [root]
-    # rglob skips nothing by itself; meta/ holds run.json and the cache, which are no traces.
-    return sorted(
-        p
-        for p in root.rglob("*")
-        if is_trace_file(p) and META_DIR not in p.relative_to(root).parts[:-1]
-    )
+    return sorted(p for run in RunSet(root) for p in run.trace_paths)
 
 
 def load(
@@ -190,14 +193,31 @@ def load(
     files = find_trace_files(path)
     if Path(path).is_file():
         return TraceSet(traces=(load_trace(files[0], cache=cache, max_text_bytes=limit),))
+    loaded = load_files(_with_progress(files, progress), cache=cache, max_text_bytes=limit)
+    traces = sorted(loaded.traces, key=lambda t: (str(t.path.parent), t.rank, t.path.name))
+    return TraceSet(traces=tuple(traces), errors=loaded.errors)
+
+
+def load_files(
+    files: Iterable[Path], *, cache: bool = True, max_text_bytes: int | None = None
+) -> TraceSet:
+    """Load each of ``files`` in turn; a file that cannot be read becomes its error.
+
+    Args:
+        files: trace files.
+        cache: read and write the columnar cache (see :func:`load_trace`).
+        max_text_bytes: the most JSON text one file may hold (see :func:`load_trace`).
+
+    Returns:
+        The traces in ``files`` order, and the errors.
+    """
     traces: list[TraceTable] = []
     errors: list[TraceFormatError] = []
-    for file in _with_progress(files, progress):
+    for file in files:
         try:
-            traces.append(load_trace(file, cache=cache, max_text_bytes=limit))
+            traces.append(load_trace(file, cache=cache, max_text_bytes=max_text_bytes))
         except TraceFormatError as exc:
             errors.append(exc)
-    traces.sort(key=lambda t: (str(t.path.parent), t.rank, t.path.name))
     return TraceSet(traces=tuple(traces), errors=tuple(errors))
 
 

@@ -32,6 +32,7 @@ from profiler.analysis.kernels import (
     classify_kernels,
     merge_intervals,
 )
+from profiler.analysis.memo import per_trace
 from profiler.analysis.table import GPU_KINDS, TraceTable
 
 # HTA's default consecutive_kernel_delay (hta/trace_analysis.py, get_idle_time_breakdown): a gap
@@ -68,6 +69,7 @@ class TemporalBreakdown:
     non_compute_pct: float
 
 
+@per_trace
 def temporal_breakdown(
     trace: TraceTable, *, include_last_step: bool = False
 ) -> TemporalBreakdown | None:

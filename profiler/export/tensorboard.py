@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from profiler.analysis.summary import BREAKDOWN_KEYS
+from profiler.analysis.steps import CATEGORIES
 from profiler.export.live import EventWriter, LiveWriter, rank_dir, step_scalars, write_steps
 from profiler.export.tensorboard_files import copy_trace, replace_dir, staging_dir
 from profiler.export.tensorboard_input import ExportError, RunInput, read_run
@@ -82,7 +82,7 @@ class ExportResult:
 def window_scalars(summary: Mapping[str, Any]) -> dict[str, float]:
     """The scalars of one capture window, from its ``trainprof.summary/1`` trace entry."""
     values = {WINDOW_STEP_TIME_TAG: summary["steps"]["mean_us"] / 1e3}
-    for category in BREAKDOWN_KEYS:
+    for category in CATEGORIES:
         values[WINDOW_BREAKDOWN_TAG.format(category=category)] = float(
             summary["step_breakdown_pct"][category]
         )

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from profiler.analysis.run import Run
 from profiler.analysis.steps import WHOLE_TRACE_NAME, step_table
 from profiler.analysis.summary import merged_recommendations, trace_summary
-from profiler.analysis.table import is_trace_file, load_trace
+from profiler.analysis.table import load_trace
 from profiler.events import BASE_TIME_KEY, TRACE_SUFFIX
-from profiler.store.run_files import read_run_meta, read_steps
 
 #: The plugin's run-file pattern (torch_tb_profiler ``consts.WORKER_PATTERN``): worker, then an
 #: optional numeric span, e.g. ``host_123.1795447678157.pt.trace.json.gz``.
@@ -92,9 +92,10 @@ def read_run(source: str | os.PathLike[str], run_name: str | None = None) -> Run
     name = run_name or (source.name if source.is_dir() else _stem(source.name))
     if not name or Path(name).name != name or name.startswith("."):
         raise ValueError(f"run name must be a plain directory name, got {name!r}")
-    files = [source] if source.is_file() else sorted(filter(is_trace_file, source.iterdir()))
-    meta = _read_meta(source) if source.is_dir() else None
-    steps = _read_steps(source) if source.is_dir() else {}
+    run = Run(source, name=name)
+    files = list(run.trace_paths)
+    meta = _read_meta(run) if source.is_dir() else None
+    steps = _read_steps(run) if source.is_dir() else {}
     if not files and not steps:
         raise ExportError(f"{source}: no trace files and no meta/steps.<rank>.jsonl: not a run")
     windows = _windows(files, steps)
@@ -111,23 +112,22 @@ def _stem(file_name: str) -> str:
     return file_name
 
 
-def _read_meta(run_dir: Path) -> dict[str, Any] | None:
-    read = read_run_meta(run_dir)
-    if read.problem is not None:
-        raise ExportError(f"{read.path}: {read.problem}")
-    return read.meta
+def _read_meta(run: Run) -> dict[str, Any] | None:
+    if run.meta.problem is not None:
+        raise ExportError(f"{run.meta.path}: {run.meta.problem}")
+    return run.meta.meta
 
 
-def _read_steps(run_dir: Path) -> dict[int, tuple[dict[str, Any], ...]]:
+def _read_steps(run: Run) -> dict[int, tuple[dict[str, Any], ...]]:
     """Every rank's step records; a last line cut short (a run killed mid-write) is left out,
-    any other bad line refuses the export."""
-    found = {}
-    for rank, steps in read_steps(run_dir).items():
-        problems = steps.problems()
-        if problems:
-            raise ExportError(problems[0])
-        found[rank] = steps.records
-    return found
+    any other problem (a bad line, a value dropped) refuses the export."""
+    for steps in run.step_files.values():
+        if steps.problem is not None:
+            raise ExportError(f"{steps.path}: {steps.problem}")
+        if steps.reported:
+            number, why = steps.reported[0]
+            raise ExportError(f"{steps.path}:{number}: corrupt step record: line {number} {why}")
+    return {rank: steps.records for rank, steps in run.step_files.items()}
 
 
 def _windows(files: list[Path], steps: dict[int, tuple[dict[str, Any], ...]]) -> list[Window]:
@@ -188,8 +188,9 @@ def _wall_time(
     trace: Any, step: int, end_us: float | None, records: tuple[dict[str, Any], ...]
 ) -> float:
     for record in records:
-        if record["step"] == step and isinstance(record.get("start_unix_us"), int | float):
-            return float(record["start_unix_us"] + record["dur_us"]) / 1e6
+        start, dur = record.get("start_unix_us"), record.get("dur_us")
+        if record["step"] == step and isinstance(start, int | float) and dur is not None:
+            return float(start + dur) / 1e6
     # Kineto's timestamps count from baseTimeNanoseconds; older traces' are unix microseconds.
     base_ns = trace.meta.get(BASE_TIME_KEY)
     base_us = base_ns / 1e3 if type(base_ns) is int and 0 < base_ns < 2**63 else 0.0

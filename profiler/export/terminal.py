@@ -14,7 +14,10 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-SEVERITY_STYLE = {"high": "bold red", "medium": "yellow", "low": "cyan"}
+from profiler.analysis.rules import SEVERITIES
+
+#: A style per severity, worst first as :data:`SEVERITIES` orders them.
+SEVERITY_STYLE = dict(zip(SEVERITIES, ("bold red", "yellow", "cyan"), strict=True))
 NAME_WIDTH = 70
 
 

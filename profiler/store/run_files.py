@@ -6,6 +6,15 @@ there. Nothing in them makes these readers fail: a run.json that cannot be read 
 metadata" plus the reason; a step line that is not a step record is skipped and counted.
 Sizes are bounded too: run.json is read only up to :data:`MAX_RUN_META_BYTES`, and a step
 line longer than :data:`MAX_STEP_LINE_BYTES` is skipped without being held.
+
+These are the only step-line rules (the CLI, the TensorBoard export and the dashboard all read
+through them): a line needs to be a JSON object with an integer ``step``; a measured value
+(``*_us``, ``*_bytes``, ``*_pct``) that is not a finite number is dropped from its record and
+reported; a last line cut short is skipped quietly.
+
+Given a ``root``, a reader confines itself to it: a file that is a link (or lies under a linked
+``meta/``) resolving outside the root counts as absent, so a run cannot point a reader (the
+dashboard, serving the root) at ``~/.ssh`` or ``/etc``.
 """
 
 from __future__ import annotations
@@ -28,6 +37,13 @@ STEPS_FILE = re.compile(r"^steps\.(\d{1,9})\.jsonl$")
 MAX_RUN_META_BYTES = 16 * 1024**2
 # A step line is ~400 bytes; a "line" of megabytes is no step record.
 MAX_STEP_LINE_BYTES = 1024**2
+#: Bad lines named per step log by :meth:`StepFile.problems`: a garbage file would flood a page.
+MAX_LINE_PROBLEMS = 3
+_MEASURED_SUFFIXES = ("_us", "_bytes", "_pct")
+_INT_LIMIT = 2**63  # what a browser's and numpy's numbers hold; past it a value is nonsense
+
+#: ``(path, size, mtime_ns)``: what a result read from a file depends on.
+Fingerprint = tuple[str, int, int]
 
 
 @dataclass(frozen=True)
@@ -52,10 +68,10 @@ class StepFile:
     Attributes:
         path: the file.
         rank: the rank in its name.
-        records: its step records in file order: JSON objects with an integer ``step`` and a
-            number ``dur_us``, as capture writes them.
-        bad_lines: ``(line number, why)`` of each other line, skipped; blank lines are not
-            counted.
+        records: its step records in file order: JSON objects with an integer ``step``, as
+            capture writes them, less any measured value that is not a finite number.
+        bad_lines: ``(line number, why)`` of each line skipped, or whose values were dropped;
+            blank lines are not counted.
         cut_short: the last line is not whole (no newline, not a record): the run was killed
             while writing it, or is writing it now. It is skipped and in ``bad_lines`` too.
         problem: why the file could not be read at all (then there are no records).
@@ -73,22 +89,45 @@ class StepFile:
         """How many lines were skipped."""
         return len(self.bad_lines)
 
-    def problems(self) -> list[str]:
-        """One line per problem, ``<file>:<line>: <why>``, leaving out a last line cut short
-        (normal after a crash, and while the run writes)."""
-        bad = self.bad_lines[:-1] if self.cut_short else self.bad_lines
-        found = [f"{self.path}:{number}: {why}" for number, why in bad]
-        return [f"{self.path}: {self.problem}", *found] if self.problem else found
+    @property
+    def reported(self) -> tuple[tuple[int, str], ...]:
+        """:attr:`bad_lines` less a last line cut short (normal after a crash, and while the
+        run writes): the lines a reader should report."""
+        return self.bad_lines[:-1] if self.cut_short else self.bad_lines
+
+    def problems(self, name: str | None = None, limit: int | None = None) -> list[str]:
+        """One line per problem, ``<name>: line <n> <why>``, leaving out a last line cut short
+        (normal after a crash, and while the run writes).
+
+        Args:
+            name: how to call the file (default: its path).
+            limit: name at most this many bad lines, then say how many more there are.
+        """
+        name = str(self.path) if name is None else name
+        bad = self.reported
+        shown = bad if limit is None else bad[:limit]
+        found = [f"{name}: line {number} {why}" for number, why in shown]
+        if len(bad) > len(shown):
+            found.append(f"{name}: {len(bad) - len(shown)} more bad line(s)")
+        return [f"{name}: {self.problem}", *found] if self.problem else found
 
 
-def read_run_meta(run_dir: str | os.PathLike[str]) -> RunMeta:
+def read_run_meta(
+    run_dir: str | os.PathLike[str], root: str | os.PathLike[str] | None = None
+) -> RunMeta:
     """``meta/run.json`` of the run at ``run_dir``; never raises.
+
+    Args:
+        run_dir: the run directory.
+        root: a file resolving outside it counts as absent (default: no confinement).
 
     Returns:
         The object, or None with the problem (not readable, not JSON, not an object, not a
         ``trainprof.run/`` document, larger than :data:`MAX_RUN_META_BYTES`).
     """
     path = Path(run_dir) / META_DIR / RUN_META_FILE
+    if root is not None and path.exists() and not inside(path, root):
+        return RunMeta(path, None)
     try:
         with path.open("rb") as file:
             data = file.read(MAX_RUN_META_BYTES + 1)
@@ -109,19 +148,53 @@ def read_run_meta(run_dir: str | os.PathLike[str]) -> RunMeta:
     return RunMeta(path, meta)
 
 
-def read_steps(run_dir: str | os.PathLike[str]) -> dict[int, StepFile]:
-    """Every ``meta/steps.<rank>.jsonl`` of the run at ``run_dir``, by rank; never raises."""
-    meta_dir = Path(run_dir) / META_DIR
-    try:
-        names = sorted(os.listdir(meta_dir))
-    except OSError:
-        return {}
+def read_steps(
+    run_dir: str | os.PathLike[str], root: str | os.PathLike[str] | None = None
+) -> dict[int, StepFile]:
+    """Every ``meta/steps.<rank>.jsonl`` of the run at ``run_dir``, by rank; never raises.
+
+    Args:
+        run_dir: the run directory.
+        root: files resolving outside it are not read (default: no confinement).
+    """
     found = {}
-    for name in names:
-        match = STEPS_FILE.match(name)
+    for path in meta_files(run_dir, root):
+        match = STEPS_FILE.match(path.name)
         if match is not None:
-            found[int(match[1])] = read_step_file(meta_dir / name, int(match[1]))
+            found[int(match[1])] = read_step_file(path, int(match[1]))
     return dict(sorted(found.items()))
+
+
+def meta_files(
+    run_dir: str | os.PathLike[str], root: str | os.PathLike[str] | None = None
+) -> list[Path]:
+    """``meta/run.json`` and ``meta/steps.<rank>.jsonl`` of a run, those that exist (and lie
+    under ``root`` once symlinks are resolved, given one), in name order."""
+    meta = Path(run_dir) / META_DIR
+    try:
+        names = os.listdir(meta)
+    except OSError:  # no meta/ (a plain torch.profiler run), or unreadable
+        return []
+    found = [meta / n for n in names if n == RUN_META_FILE or STEPS_FILE.match(n)]
+    return sorted(p for p in found if p.is_file() and (root is None or inside(p, root)))
+
+
+def inside(path: str | os.PathLike[str], root: str | os.PathLike[str]) -> bool:
+    """Whether ``path``, its symlinks resolved, lies under ``root`` (resolved too)."""
+    try:
+        return Path(path).resolve().is_relative_to(Path(root).resolve())
+    except (OSError, RuntimeError):  # a symlink loop
+        return False
+
+
+def fingerprint(path: str | os.PathLike[str]) -> Fingerprint:
+    """``(path, size, mtime_ns)`` of a file.
+
+    Raises:
+        OSError: the file is gone.
+    """
+    stat = os.stat(path)
+    return (str(path), stat.st_size, stat.st_mtime_ns)
 
 
 def read_step_file(path: str | os.PathLike[str], rank: int = 0) -> StepFile:
@@ -161,23 +234,33 @@ def _lines(file: BinaryIO) -> Iterator[bytes | None]:
 
 
 def _record_or_problem(line: bytes | None, records: list[dict[str, Any]]) -> str | None:
-    """Add the line's record to ``records``; or say why it is none (None for a blank line)."""
+    """Add the line's record to ``records``; or say what is wrong with it (None: nothing, or
+    a blank line)."""
     if line is None:
-        return f"longer than {MAX_STEP_LINE_BYTES >> 20} MiB: not a step record"
+        return f"is longer than {MAX_STEP_LINE_BYTES >> 20} MiB: not a step record"
     if not line.strip():
         return None
     try:
-        record = orjson.loads(line)
-    except orjson.JSONDecodeError as exc:
-        return f"corrupt step record: {exc}"
-    if not _is_step_record(record):
-        return "corrupt step record: a step record needs an integer step and dur_us"
-    records.append(record)
-    return None
+        record = orjson.loads(line)  # orjson stops at 1024 levels of nesting by itself
+    except orjson.JSONDecodeError:
+        record = None
+    if not isinstance(record, dict):
+        return "is not a JSON object"
+    if not _is_int(record.get("step")):
+        return "has no integer 'step'"
+    bad = [key for key, value in record.items() if key.endswith(_MEASURED_SUFFIXES)]
+    bad = [key for key in bad if not _is_number(record[key])]
+    records.append({k: v for k, v in record.items() if k not in bad} if bad else record)
+    return f"has {', '.join(map(repr, bad))} not a finite number" if bad else None
 
 
-def _is_step_record(record: Any) -> bool:
-    if not isinstance(record, dict) or type(record.get("step")) is not int:
+def _is_int(value: Any) -> bool:
+    return type(value) is int and -_INT_LIMIT < value < _INT_LIMIT
+
+
+def _is_number(value: Any) -> bool:
+    if value is None:
+        return True  # a measurement not taken this step
+    if isinstance(value, bool) or not isinstance(value, int | float):
         return False
-    dur = record.get("dur_us")
-    return isinstance(dur, int | float) and not isinstance(dur, bool) and math.isfinite(dur)
+    return _is_int(value) if isinstance(value, int) else math.isfinite(value)

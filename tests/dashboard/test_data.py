@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from dashboard.data import overview
+import profiler.analysis.steps as steps_module
+from dashboard.data import cache, overview
 from dashboard.data.overview import run_summary
 from dashboard.data.runs import list_runs, resolve_run
+from profiler.analysis.table import TraceTable, load_trace
 from tests.dashboard.runs import SAMPLE
 
 
@@ -106,3 +109,43 @@ def test_run_summary_reports_a_bad_steps_line(root: Path) -> None:
 
     assert result.errors == ("meta/steps.0.jsonl: line 2 is not a JSON object",)
     assert len(result.steps) == 20
+
+
+def test_one_overview_derives_each_table_once_per_trace(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """step_table, analysis_window, the breakdown... each computed once per trace file, shared
+    by the summary, the GPU figures, the facts and the breakdown rows (they were 4x and 3x)."""
+    stored: Counter[tuple[str, str, tuple[object, ...]]] = Counter()
+
+    class Counting(dict):  # what profiler.analysis.memo stores: one entry per computation
+        def __setitem__(self, key: tuple[str, tuple[object, ...]], value: object) -> None:
+            stored[(self.file, key[0].rsplit(".", 1)[-1], key[1])] += 1
+            super().__setitem__(key, value)
+
+    def spying(path: Path, **kwargs: object) -> TraceTable:
+        trace = load_trace(path, **kwargs)  # type: ignore[arg-type]
+        derived = Counting()
+        derived.file = path.name  # type: ignore[attr-defined]
+        object.__setattr__(trace, "derived", derived)
+        return trace
+
+    host_steps = steps_module._host_steps
+    calls = Counter[str]()
+
+    def counted_host_steps(events: object) -> object:
+        calls["_host_steps"] += 1
+        return host_steps(events)
+
+    monkeypatch.setattr(cache, "load_trace", spying)
+    monkeypatch.setattr(steps_module, "_host_steps", counted_host_steps)
+    for cached in (cache._loaded_trace, overview._cached_run, overview._trace_overview):
+        cached.cache_clear()
+
+    run_summary(root, "sample")
+
+    files = {file for file, _, _ in stored}
+    assert len(files) == 2 and calls["_host_steps"] == 2  # step_table's work, once per file
+    assert max(stored.values()) == 1
+    tables = {name for _, name, _ in stored}
+    assert {"step_table", "analysis_window", "step_breakdown", "gpu_metrics"} <= tables
