@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["load", "profile", "schedule", "summarize", "__version__"]
+__all__ = ["Run", "RunSet", "load", "profile", "schedule", "summarize", "__version__"]
 
 if TYPE_CHECKING:
     from profiler.analysis.run import Run, RunSet

@@ -122,13 +122,11 @@ def run_version(
 
 
 def run_status(meta: dict[str, Any] | None, *, now: float | None = None) -> str | None:
-    """The run's status as a reader sees it, from its ``run.json`` (None when it has none).
+    """The run's status as a reader sees it, from its ``run.json`` (None when it has none):
+    ``profiler.store.liveness.run_state``'s label, as :meth:`Run.status` gives it.
 
-    ``profiler.store.liveness.run_state``'s label, as :meth:`Run.status` gives it for a run.
-
-    Args:
-        meta: the decoded ``run.json``.
-        now: the current unix time (tests pass a fixed one).
+    Looked up here at each call (not bound at import), so a page drawn later sees a heartbeat
+    that stopped since, and tests can fix the clock.
     """
     return None if meta is None else run_state(meta, now=now).label
 

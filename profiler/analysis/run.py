@@ -34,7 +34,7 @@ from profiler.store.run_files import (
     read_steps,
 )
 
-__all__ = ["Fingerprint", "Run", "RunNotFound", "RunRefused", "RunSet"]
+__all__ = ["Fingerprint", "Run", "RunNotFound", "RunRefused", "RunSet", "status_label"]
 
 
 class RunRefused(ValueError):
@@ -118,8 +118,7 @@ class Run:
         """The run's status as a reader sees it (None without a readable ``run.json``):
         ``profiler.store.liveness.run_state``'s label, so a ``running`` run whose heartbeat
         stopped reads ``interrupted (...)``. ``now``: the current unix time (tests fix it)."""
-        meta = self.meta.meta
-        return None if meta is None else run_state(meta, now=now).label
+        return status_label(self.meta.meta, now=now)
 
     def steps(self) -> list[dict[str, Any]]:
         """Every step record of every step log, each with its ``rank``, rank by rank."""
@@ -144,6 +143,19 @@ class Run:
             max_text_bytes: the most JSON text one file may hold.
         """
         return load_files(self.trace_paths, cache=cache, max_text_bytes=max_text_bytes)
+
+
+def status_label(meta: dict[str, Any] | None, *, now: float | None = None) -> str | None:
+    """A run's status as a reader sees it, from its decoded ``run.json`` (None without one).
+
+    ``profiler.store.liveness.run_state``'s label: a ``running`` run whose heartbeat stopped
+    reads ``interrupted (no heartbeat since ...)``, a degraded one carries its reason.
+
+    Args:
+        meta: the decoded ``run.json``.
+        now: the current unix time (tests pass a fixed one).
+    """
+    return None if meta is None else run_state(meta, now=now).label
 
 
 class RunSet:
