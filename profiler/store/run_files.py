@@ -157,12 +157,18 @@ def read_steps(
         run_dir: the run directory.
         root: files resolving outside it are not read (default: no confinement).
     """
-    found = {}
-    for path in meta_files(run_dir, root):
-        match = STEPS_FILE.match(path.name)
-        if match is not None:
-            found[int(match[1])] = read_step_file(path, int(match[1]))
+    found = {rank: read_step_file(path, rank) for rank, path in step_logs(run_dir, root)}
     return dict(sorted(found.items()))
+
+
+def step_logs(
+    run_dir: str | os.PathLike[str], root: str | os.PathLike[str] | None = None
+) -> list[tuple[int, Path]]:
+    """``(rank, path)`` of each ``meta/steps.<rank>.jsonl`` of a run, by rank (those that lie
+    under ``root`` once symlinks are resolved, given one); for readers that read on from an
+    offset, such as a live view."""
+    found = [(STEPS_FILE.match(p.name), p) for p in meta_files(run_dir, root)]
+    return sorted((int(match[1]), path) for match, path in found if match is not None)
 
 
 def meta_files(
