@@ -21,7 +21,9 @@ import dash
 from dash import Input, Output, State, ctx, dcc, html
 
 from dashboard.components.messages import error_banner
+from dashboard.components.page import BODY_SUFFIX
 from dashboard.data.cache import work_in_progress
+from dashboard.data.live import overview_version
 from dashboard.data.runs import ROOT_CONFIG_KEY, list_runs, run_version
 from dashboard.security import allowed_host_names, harden
 
@@ -29,7 +31,8 @@ PAGES_FOLDER = Path(__file__).resolve().parent / "pages"
 RUN_PARAM = "run"
 BASE_PARAM = "base"  # the diff's other run
 DEFAULT_REFRESH_S = 2.0
-# Pages drawn from the per-step metrics too, so a new steps line must redraw them.
+# Pages that show the run's status: a new status must redraw them. (Their step-log figure is
+# extended by its own poll: a new steps line redraws nothing.)
 _META_PAGES = frozenset({"/"})
 _PAGE_CONTENT = "_pages_content"  # dash.page_container's element for the page's layout
 
@@ -182,29 +185,13 @@ def _register_live_callbacks(app: dash.Dash, root: Path) -> None:
         run = run_from_search(search) or next((r.name for r in list_runs(root)), None)
         view = f"{path}?{search}"
         shown = [run, *query_values(search, BASE_PARAM)] if run is not None else []
-        with_meta = path in _META_PAGES
-        version = "|".join(str(run_version(root, name, with_meta=with_meta)) for name in shown)
+        version = "|".join(str(_version(root, name, path)) for name in shown)
         redraw = isinstance(seen, dict) and seen.get("view") == view and seen["version"] != version
         text = _status_text()
         new_status: Any = dash.no_update if text == (status or "") else text
         if isinstance(seen, dict) and seen.get("view") == view and not redraw:
             return dash.no_update, new_status
         return {"view": view, "version": version, "redraw": redraw}, new_status
-
-    @app.callback(
-        Output(_PAGE_CONTENT, "children", allow_duplicate=True),
-        Input("run-version", "data"),
-        State("url", "pathname"),
-        State("url", "search"),
-        prevent_initial_call=True,
-    )
-    def redraw(version: Any, path: str | None, search: str | None) -> Any:
-        """Draw the page again from its files as they are now."""
-        page = _page_at(path)
-        if not isinstance(version, dict) or not version.get("redraw") or page is None:
-            return dash.no_update
-        query = {key: values[0] for key, values in parse_qs((search or "").lstrip("?")).items()}
-        return page["layout"](**query)
 
 
 def _callback_failed(exc: Exception) -> Any:
@@ -220,14 +207,22 @@ def _callback_failed(exc: Exception) -> Any:
     banner = error_banner([line], title="This view could not be drawn (the server log has more):")
 
     def value(output: Any) -> Any:
-        drawn = isinstance(output, dict) and output.get("id") == _PAGE_CONTENT
+        drawn = isinstance(output, dict) and _is_page_body(output.get("id"))
         return banner if drawn and output.get("property") == "children" else dash.no_update
 
     return [value(o) for o in outputs] if isinstance(outputs, list) else value(outputs)
 
 
-def _page_at(path: str | None) -> dict[str, Any] | None:
-    return next((p for p in dash.page_registry.values() if p["path"] == (path or "/")), None)
+def _is_page_body(element: Any) -> bool:
+    """The router's page container or a page's body: where a page is drawn."""
+    return isinstance(element, str) and (element == _PAGE_CONTENT or element.endswith(BODY_SUFFIX))
+
+
+def _version(root: Path, name: str, path: str | None) -> str | None:
+    """What must change for the page at ``path`` showing run ``name`` to be drawn again."""
+    if path in _META_PAGES:
+        return overview_version(root, name)
+    return run_version(root, name, with_meta=False)
 
 
 def _status_text() -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import plotly.graph_objects as go
@@ -95,6 +95,14 @@ def stacked_categories(
     return figure
 
 
+#: The per-step lines: the row key, the trace name and its y axis.
+STEP_SERIES = (
+    ("dur_us", STEP_TIME, "y"),
+    ("data_wait_us", DATA_WAIT, "y"),
+    ("memory_bytes", MEMORY, "y2"),
+)
+
+
 def step_metrics_figure(steps_rows: Sequence[Mapping[str, Any]]) -> go.Figure:
     """Lines over the whole run: step time and data wait, and memory on a second axis.
 
@@ -105,25 +113,19 @@ def step_metrics_figure(steps_rows: Sequence[Mapping[str, Any]]) -> go.Figure:
     Returns:
         Per rank, a ``step time`` line, a ``data wait`` line where recorded and a ``memory``
         line (right axis) where recorded; names get `` (rank N)`` when there are several
-        ranks. An empty figure with a note when there are no rows.
+        ranks. An empty figure with a note when there are no rows. The traces come in the
+        order of :func:`step_series`'s keys.
     """
-    if not steps_rows:
+    series = step_series(steps_rows)
+    if not series:
         return empty_figure(NO_STEPS)
-    by_rank: dict[int, list[Mapping[str, Any]]] = {}
-    for row in steps_rows:
-        by_rank.setdefault(int(row.get("rank", 0)), []).append(row)
+    ranks = {rank for rank, _ in series}
+    names = {key: name for key, name, _ in STEP_SERIES}
+    axes = {key: axis for key, _, axis in STEP_SERIES}
     figure = go.Figure()
-    for rank, rows in sorted(by_rank.items()):
-        suffix = f" (rank {rank})" if len(by_rank) > 1 else ""
-        rows = sorted(rows, key=lambda r: r["step"])
-        for key, name, axis in (
-            ("dur_us", STEP_TIME, "y"),
-            ("data_wait_us", DATA_WAIT, "y"),
-            ("memory_bytes", MEMORY, "y2"),
-        ):
-            points = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
-            if points:
-                figure.add_trace(_line(points, name + suffix, axis))
+    for (rank, key), (steps, values) in series.items():
+        suffix = f" (rank {rank})" if len(ranks) > 1 else ""
+        figure.add_trace(_line(steps, values, names[key] + suffix, axes[key]))
     figure.update_layout(
         xaxis={"title": {"text": "step"}},
         yaxis={"title": {"text": "time (µs)"}},
@@ -132,6 +134,54 @@ def step_metrics_figure(steps_rows: Sequence[Mapping[str, Any]]) -> go.Figure:
         margin={"t": 30},
     )
     return figure
+
+
+def step_series(
+    steps_rows: Sequence[Mapping[str, Any]],
+) -> dict[tuple[int, str], tuple[list[Any], list[Any]]]:
+    """The per-step lines' points: ``(rank, key) -> (steps, values)``, ranks in order, each
+    rank's rows by step, keys in :data:`STEP_SERIES` order; only lines with a point."""
+    by_rank: dict[int, list[Mapping[str, Any]]] = {}
+    for row in steps_rows:
+        by_rank.setdefault(int(row.get("rank", 0)), []).append(row)
+    series: dict[tuple[int, str], tuple[list[Any], list[Any]]] = {}
+    for rank, rows in sorted(by_rank.items()):
+        rows = sorted(rows, key=lambda r: r["step"])
+        for key, _, _ in STEP_SERIES:
+            points = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
+            if points:
+                steps, values = zip(*points, strict=True)
+                series[(rank, key)] = (list(steps), list(values))
+    return series
+
+
+def series_ids(steps_rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The ids (``<rank>:<key>``) of :func:`step_metrics_figure`'s traces, in trace order."""
+    return [f"{rank}:{key}" for rank, key in step_series(steps_rows)]
+
+
+def step_metrics_extension(
+    new_rows: Sequence[Mapping[str, Any]], shown: Sequence[str]
+) -> tuple[dict[str, list[list[Any]]], list[int]] | None:
+    """What ``dcc.Graph``'s ``extendData`` needs to add ``new_rows`` to a figure of
+    :func:`step_metrics_figure` whose traces are ``shown`` (:func:`series_ids`).
+
+    Returns:
+        ``(update, trace indices)``: for each trace with new points, its new x and y values;
+        ``({"x": [], "y": []}, [])`` when there is nothing new; None when a new row needs a
+        trace the figure does not have (a new rank, a value first recorded now): the figure
+        must then be drawn again.
+    """
+    update: dict[str, list[list[Any]]] = {"x": [], "y": []}
+    indices: list[int] = []
+    for (rank, key), (steps, values) in step_series(new_rows).items():
+        series = f"{rank}:{key}"
+        if series not in shown:
+            return None
+        indices.append(list(shown).index(series))
+        update["x"].append(steps)
+        update["y"].append(values)
+    return update, indices
 
 
 def empty_figure(note: str) -> go.Figure:
@@ -154,9 +204,8 @@ def empty_figure(note: str) -> go.Figure:
     return figure
 
 
-def _line(points: Iterable[tuple[Any, Any]], name: str, axis: str) -> go.Scatter:
-    steps, values = zip(*points, strict=True)
-    return go.Scatter(x=list(steps), y=list(values), name=name, mode="lines", yaxis=axis)
+def _line(steps: list[Any], values: list[Any], name: str, axis: str) -> go.Scatter:
+    return go.Scatter(x=steps, y=values, name=name, mode="lines", yaxis=axis)
 
 
 def _step_labels(rows: Sequence[Mapping[str, Any]]) -> list[str]:

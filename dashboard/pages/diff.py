@@ -17,6 +17,7 @@ from dash import Input, Output, State, dcc, html
 from dashboard.app import BASE_PARAM, run_from_search
 from dashboard.components.grid import Column, data_grid
 from dashboard.components.messages import error_banner, notice, page_data
+from dashboard.components.page import page_layout, register_body
 from dashboard.data.diff import RunDiff, other_runs, run_diff
 from dashboard.data.fetch import Problem, fetch
 from dashboard.data.runs import current_root
@@ -42,7 +43,7 @@ def diff_href(run: str, base: str | None) -> str:
     return "/diff?" + urlencode(query, safe="/")
 
 
-def layout(run: str | None = None, base: str | None = None, **_query: Any) -> html.Div:
+def content(run: str | None = None, base: str | None = None, **_query: Any) -> html.Div:
     """``run`` (the first run when none is named) against run ``base``, once one is picked."""
     loaded = page_data(run, other_runs)
     if isinstance(loaded, html.Div):
@@ -57,6 +58,10 @@ def layout(run: str | None = None, base: str | None = None, **_query: Any) -> ht
         return html.Div([title, picker, base_problem(base, diff)])
     heading = [html.H3(f"Diff of run {run} against {base}"), picker, error_banner(diff.errors)]
     return html.Div([*heading, *diff_sections(diff)])
+
+
+layout = page_layout("diff", [dcc.Dropdown(id="diff-base")])
+register_body("diff", content)
 
 
 def base_problem(base: str, problem: Problem) -> html.Div:

@@ -15,6 +15,7 @@ from dash import dcc, html
 
 from dashboard.components.grid import Column, data_grid
 from dashboard.components.messages import error_banner, notice, page_data
+from dashboard.components.page import page_layout, register_body
 from dashboard.data.distributed import RunDistributed, run_distributed
 from dashboard.figures.distributed import overlap_figure, rank_breakdown_figure, rank_step_figure
 
@@ -36,7 +37,7 @@ COLUMNS = (
 )
 
 
-def layout(run: str | None = None, **_query: Any) -> html.Div:
+def content(run: str | None = None, **_query: Any) -> html.Div:
     """The ranks of ``run`` (the first run when none is named)."""
     loaded = page_data(run, run_distributed)
     if isinstance(loaded, html.Div):
@@ -60,6 +61,10 @@ def layout(run: str | None = None, **_query: Any) -> html.Div:
             data_grid("rank-table", COLUMNS, data.ranks),
         ]
     )
+
+
+layout = page_layout("distributed")
+register_body("distributed", content)
 
 
 def rank_count_text(ranks: Sequence[Mapping[str, Any]]) -> str:

@@ -12,6 +12,7 @@ from dash import dcc, html
 
 from dashboard.components.grid import Column, data_grid
 from dashboard.components.messages import error_banner, page_data
+from dashboard.components.page import page_layout, register_body
 from dashboard.data.tables import run_kernels, run_table_errors
 from dashboard.figures.tables import kernel_type_figure, top_bar_figure
 
@@ -30,7 +31,7 @@ COLUMNS = (
 )
 
 
-def layout(run: str | None = None, **_query: Any) -> html.Div:
+def content(run: str | None = None, **_query: Any) -> html.Div:
     """The kernels of ``run`` (the first run when none is named)."""
     loaded = page_data(
         run, lambda root, name: (run_kernels(root, name), run_table_errors(root, name))
@@ -42,6 +43,10 @@ def layout(run: str | None = None, **_query: Any) -> html.Div:
     if not kernels:
         return html.Div([*heading, html.Div(NO_KERNELS, id="no-kernels")])
     return html.Div([*heading, *kernel_sections(kernels, types)])
+
+
+layout = page_layout("kernels")
+register_body("kernels", content)
 
 
 def kernel_sections(kernels: list[dict[str, Any]], types: list[dict[str, Any]]) -> list[Any]:

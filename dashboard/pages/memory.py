@@ -18,6 +18,7 @@ from dashboard.components.messages import (
     notice,
     page_data,
 )
+from dashboard.components.page import page_layout, register_body
 from dashboard.data.memory import run_memory
 from dashboard.figures.memory import NO_SAMPLES, format_bytes, memory_figure
 
@@ -36,7 +37,7 @@ COLUMNS = (
 )
 
 
-def layout(run: str | None = None, **_query: Any) -> html.Div:
+def content(run: str | None = None, **_query: Any) -> html.Div:
     """The memory of ``run`` (the first run when none is named)."""
     loaded = page_data(run, run_memory)
     if isinstance(loaded, html.Div):
@@ -54,6 +55,10 @@ def layout(run: str | None = None, **_query: Any) -> html.Div:
             data_grid("module-memory-table", COLUMNS, memory.modules),
         ]
     )
+
+
+layout = page_layout("memory")
+register_body("memory", content)
 
 
 def peak_summary(peak: dict[str, Any] | None) -> str:

@@ -17,6 +17,7 @@ from dashboard.components.messages import (
     notice,
     page_data,
 )
+from dashboard.components.page import page_layout, register_body
 from dashboard.data.memory import run_modules
 from dashboard.figures.memory import NO_MODULES, module_tree_figure
 
@@ -32,7 +33,7 @@ COLUMNS = (
 )
 
 
-def layout(run: str | None = None, **_query: Any) -> html.Div:
+def content(run: str | None = None, **_query: Any) -> html.Div:
     """The module tree of ``run`` (the first run when none is named)."""
     loaded = page_data(run, run_modules)
     if isinstance(loaded, html.Div):
@@ -51,3 +52,7 @@ def layout(run: str | None = None, **_query: Any) -> html.Div:
             data_grid("modules-table", COLUMNS, rows),
         ]
     )
+
+
+layout = page_layout("modules")
+register_body("modules", content)

@@ -15,6 +15,7 @@ from dash.development.base_component import Component
 from dashboard.app import run_from_search
 from dashboard.components.grid import Column, column_defs, data_grid
 from dashboard.components.messages import error_banner, page_data, pick_run
+from dashboard.components.page import page_layout, register_body
 from dashboard.data.fetch import Problem, fetch
 from dashboard.data.runs import current_root
 from dashboard.data.tables import run_ops, run_table_errors
@@ -27,7 +28,7 @@ dash.register_page(
 BY_SHAPE = "shape"
 
 
-def layout(run: str | None = None, **_query: Any) -> html.Div:
+def content(run: str | None = None, **_query: Any) -> html.Div:
     """The operators of ``run`` (the first run when none is named)."""
     loaded = page_data(
         run, lambda root, name: (run_ops(root, name, by_shape=False), run_table_errors(root, name))
@@ -87,3 +88,9 @@ def regroup(grouping: list[str] | None, search: str | None) -> tuple[Any, Any]:
     if isinstance(rows, Problem):  # the page's banner already says why
         return dash.no_update, dash.no_update
     return rows, column_defs(ops_columns(by_shape=by_shape))
+
+
+layout = page_layout(
+    "operators", [dcc.Checklist(id="group-by-shape"), ops_table([], by_shape=False)]
+)
+register_body("operators", content)

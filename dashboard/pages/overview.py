@@ -6,16 +6,25 @@ Dash escapes, never as HTML.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import dash
-from dash import dcc, html
+from dash import Input, Output, State, dcc, html
 
 from dashboard.app import run_href
 from dashboard.components.messages import error_banner, page_data
+from dashboard.components.page import page_layout, register_body
+from dashboard.data.fetch import Problem, fetch
+from dashboard.data.live import StepChunk, new_steps
 from dashboard.data.overview import RunData, run_summary
-from dashboard.data.runs import run_status
-from dashboard.figures.overview import step_breakdown_figure, step_metrics_figure
+from dashboard.data.runs import current_root, run_status
+from dashboard.figures.overview import (
+    step_breakdown_figure,
+    step_metrics_extension,
+    step_metrics_figure,
+    step_series,
+)
 
 dash.register_page(__name__, path="/", name="Overview", title="trainprof: overview", order=0)
 
@@ -28,23 +37,87 @@ GPU_METRICS = (
 ENVIRONMENT_KEYS = ("torch", "device", "cuda", "hip", "python", "hostname", "world_size")
 
 
-def layout(run: str | None = None, **_query: Any) -> html.Div:
+def content(run: str | None = None, **_query: Any) -> html.Div:
     """The overview of ``run`` (the first run when none is named)."""
-    loaded = page_data(run, run_summary)
+    loaded = page_data(run, lambda root, name: (run_summary(root, name), new_steps(root, name)))
     if isinstance(loaded, html.Div):
         return loaded
-    _, data = loaded
-    return html.Div([html.H3(f"Run {data.name}"), *overview_sections(data)])
+    _, (data, steps) = loaded
+    return html.Div([html.H3(f"Run {data.name}"), *overview_sections(data, steps)])
 
 
-def overview_sections(data: RunData) -> list[Any]:
-    """The page's sections for one run's data."""
+layout = page_layout("overview", [dcc.Graph(id="step-metrics"), dcc.Store(id="step-cursor")])
+register_body("overview", content)
+
+
+def step_cursor(run: str, rows: Sequence[Mapping[str, Any]], steps: StepChunk | None) -> Any:
+    """What the client has of the step logs: the run, the offset read to in each log, the
+    per-step figure's traces (:func:`series_ids`) and how many points each has."""
+    series = step_series(rows)
+    return {
+        "run": run,
+        "offsets": {} if steps is None else steps.offsets,
+        "series": [f"{rank}:{key}" for rank, key in series],
+        "points": [len(xs) for xs, _ in series.values()],
+    }
+
+
+@dash.callback(
+    Output("step-metrics", "extendData"),
+    Output("step-metrics", "figure"),
+    Output("step-cursor", "data"),
+    Input("refresh", "n_intervals"),
+    State("step-cursor", "data"),
+    prevent_initial_call=True,
+)
+def extend_steps(_tick: int | None, cursor: Any) -> tuple[Any, Any, Any]:
+    """Send the steps logged since the last poll, and only those: the server reads the logs
+    from the offsets in ``cursor`` on, and the figure is extended, not sent again. A log
+    rewritten, or a new rank or value, draws the figure again from the whole logs."""
+    nothing = (dash.no_update,) * 3
+    if not isinstance(cursor, dict) or not isinstance(cursor.get("run"), str):
+        return nothing
+    run, offsets = cursor["run"], cursor.get("offsets")
+    offsets = (
+        {k: v for k, v in offsets.items() if type(v) is int} if isinstance(offsets, dict) else {}
+    )
+    chunk = fetch(current_root(), run, lambda root, name: new_steps(root, name, offsets))
+    if isinstance(chunk, Problem):  # the page's banner says why when it is drawn again
+        return nothing
+    shown = [s for s in cursor.get("series") or [] if isinstance(s, str)]
+    extension = None if chunk.restarted else step_metrics_extension(chunk.rows, shown)
+    if extension is None:
+        whole = fetch(current_root(), run, new_steps)
+        if isinstance(whole, Problem):
+            return nothing
+        redrawn = step_metrics_figure(whole.rows)
+        return dash.no_update, redrawn, step_cursor(run, whole.rows, whole)
+    update, indices = extension
+    if not indices:
+        moved = chunk.offsets != offsets
+        return (
+            dash.no_update,
+            dash.no_update,
+            {**cursor, "offsets": chunk.offsets} if moved else dash.no_update,
+        )
+    points = list(cursor.get("points") or [0] * len(shown))
+    for index, xs in zip(indices, update["x"], strict=True):
+        points[index] += len(xs)
+    return (update, indices), dash.no_update, {**cursor, "offsets": chunk.offsets, "points": points}
+
+
+def overview_sections(data: RunData, steps: StepChunk | None = None) -> list[Any]:
+    """The page's sections for one run's data, and its step logs as read now (the per-step
+    figure is drawn from them, then extended with each poll's new lines: :func:`extend_steps`);
+    without them, from ``data.steps``."""
+    rows = data.steps if steps is None else steps.rows
     return [
         error_banner(data.errors),
         html.H4("Step-time breakdown"),
         dcc.Graph(id="step-breakdown", figure=step_breakdown_figure(data.breakdown)),
         html.H4("Per-step metrics over the whole run"),
-        dcc.Graph(id="step-metrics", figure=step_metrics_figure(data.steps)),
+        dcc.Graph(id="step-metrics", figure=step_metrics_figure(rows)),
+        dcc.Store(id="step-cursor", data=step_cursor(data.name, rows, steps)),
         html.H4("GPU"),
         _gpu_section(data.summary["traces"]),
         html.H4("Recommendations"),

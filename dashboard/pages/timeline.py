@@ -16,6 +16,7 @@ from dash import Input, Output, State, ctx, dcc, html
 
 from dashboard.app import run_from_search
 from dashboard.components.messages import error_banner, notice, page_data, pick_run
+from dashboard.components.page import page_layout, register_body
 from dashboard.components.timeline import WHOLE, details_panel, status_text, x_window
 from dashboard.data.fetch import Problem, fetch
 from dashboard.data.runs import current_root
@@ -29,7 +30,7 @@ dash.register_page(
 CLICK_HINT = "Click an event for its details."
 
 
-def layout(run: str | None = None, file: str | None = None, **_query: Any) -> html.Div:
+def content(run: str | None = None, file: str | None = None, **_query: Any) -> html.Div:
     """The timeline of ``file`` of ``run`` (the first run, the first file, when not named)."""
     loaded = page_data(run, run_trace_files)
     if isinstance(loaded, html.Div):
@@ -55,6 +56,19 @@ def layout(run: str | None = None, file: str | None = None, **_query: Any) -> ht
             *_view_parts(view, chosen),
         ]
     )
+
+
+layout = page_layout(
+    "timeline",
+    [
+        dcc.Dropdown(id="timeline-file"),
+        html.P(id="timeline-status"),
+        dcc.Graph(id="timeline"),
+        dcc.Store(id="timeline-zoom"),
+        html.Div(id="event-details"),
+    ],
+)
+register_body("timeline", content)
 
 
 def _file_problem(run: str, file: Any, problem: Problem) -> html.Div:

@@ -120,9 +120,43 @@ def meta_only(run: Path) -> None:
     shutil.copy(SAMPLE / STEPS, run / STEPS)
 
 
+#: Each page's body, which its fill callback draws (dashboard.components.page).
+BODIES = {
+    "/": "overview-body",
+    "/timeline": "timeline-body",
+    "/operators": "operators-body",
+    "/kernels": "kernels-body",
+    "/memory": "memory-body",
+    "/modules": "modules-body",
+    "/distributed": "distributed-body",
+    "/diff": "diff-body",
+}
+
+
 def router(client: Any, path: str, search: str) -> Any:
-    """POST the Dash pages router callback for ``path?search``, as the browser does."""
-    body = {
+    """POST what the browser does to draw ``path?search``: the Dash pages router callback (the
+    page's skeleton), then the page's fill callback (its content); the first answer that is
+    not a 200, or the fill's answer."""
+    skeleton = client.post("/_dash-update-component", json=_router_body(path, search))
+    if skeleton.status_code != 200:
+        return skeleton
+    body = BODIES[path]
+    fill = {
+        "output": f"{body}.children",
+        "outputs": {"id": body, "property": "children"},
+        "inputs": [
+            {"id": "run-version", "property": "data", "value": None},
+            {"id": "url", "property": "search", "value": search},
+            {"id": "_pages_store", "property": "data", "value": None},
+        ],
+        "changedPropIds": ["url.search"],
+        "state": [],
+    }
+    return client.post("/_dash-update-component", json=fill)
+
+
+def _router_body(path: str, search: str) -> dict[str, Any]:
+    return {
         "output": ".._pages_content.children..._pages_store.data..",
         "outputs": [
             {"id": "_pages_content", "property": "children"},
@@ -135,12 +169,12 @@ def router(client: Any, path: str, search: str) -> Any:
         "changedPropIds": ["_pages_location.pathname"],
         "state": [],
     }
-    return client.post("/_dash-update-component", json=body)
 
 
 def page_content(response: Any) -> Any:
-    """The page layout in a router response, as JSON."""
-    return response.get_json()["response"]["_pages_content"]["children"]
+    """The page's content in a fill callback's response, as JSON."""
+    (answer,) = response.get_json()["response"].values()
+    return answer["children"]
 
 
 def element(tree: Any, element_id: str) -> Any:

@@ -68,10 +68,10 @@ def diff_page() -> dict[str, Any]:
 
 
 def page_layout(root: Path, **query: str) -> html.Div:
-    """The page's layout for ``query``, called directly inside the app's context."""
+    """The page's content for ``query``, called directly inside the app's context."""
     app = create_app(root)
     with app.server.app_context():
-        return diff_page()["layout"](**query)
+        return sys.modules[diff_page()["module"]].content(**query)
 
 
 # Data -------------------------------------------------------------------------------------------

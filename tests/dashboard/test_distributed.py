@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -48,11 +49,11 @@ def root(tmp_path: Path, reference_traces: Path) -> Path:
 
 
 def page_layout(root: Path, **query: str) -> html.Div:
-    """The page's layout for ``query``, called directly inside the app's context."""
+    """The page's content for ``query``, called directly inside the app's context."""
     app = create_app(root)
     page = next(p for p in dash.page_registry.values() if p["path"] == "/distributed")
     with app.server.app_context():
-        return page["layout"](**query)
+        return sys.modules[page["module"]].content(**query)
 
 
 def element(tree: Any, element_id: str) -> Any:

@@ -220,7 +220,7 @@ def test_a_page_that_raises_shows_the_banner_and_logs(
         next(p for p in dash.page_registry.values() if p["path"] == "/")["module"]
     ]
 
-    def broken(_: Any) -> Any:
+    def broken(*_: Any) -> Any:
         raise RuntimeError("a bug in a figure")
 
     monkeypatch.setattr(overview, "overview_sections", broken)

@@ -225,9 +225,9 @@ def _as_callback(triggered: str, callback: Callable[..., Any], *args: Any) -> An
 
 def every_view(run: str) -> list[Any]:
     """Every page's layout of ``run`` and its data callbacks' answers; each must serialise."""
-    views = [_page(path).layout(run=run) for path in PAGES if path != "/diff"]
+    views = [_page(path).content(run=run) for path in PAGES if path != "/diff"]
     diff = _page("/diff")
-    views += [diff.layout(run=run, base="plain"), diff.layout(run="plain", base=run)]
+    views += [diff.content(run=run, base="plain"), diff.content(run="plain", base=run)]
     search = f"?run={run}"
     views.append(_page("/operators").regroup(["shape"], search))
     timeline = _page("/timeline")
@@ -282,6 +282,6 @@ def test_the_overview_draws_any_run_metadata(
         assert run_version(root, run.name, with_meta=True)
         assert all(type(row["step"]) is int for row in rows)
         with app.server.app_context():
-            to_json(_page("/").layout(run=run.name))
+            to_json(_page("/").content(run=run.name))
     finally:
         shutil.rmtree(run)

@@ -67,7 +67,7 @@ def _environment(root: Path) -> str:
     app = create_app(root)
     page = next(p for p in dash.page_registry.values() if p["path"] == "/")
     with app.server.app_context():
-        tree = json.loads(to_json(sys.modules[page["module"]].layout(run="sample")))
+        tree = json.loads(to_json(sys.modules[page["module"]].content(run="sample")))
     return text(element(tree, "environment"))
 
 

@@ -245,7 +245,7 @@ def _element(tree: Any, element_id: str) -> Any:
 def test_layout_refuses_files_outside_the_run(root: Path, file: str, notice: str) -> None:
     app, page = _page_module(root)
     with app.server.app_context():
-        tree = page.layout(run="sample", file=file)
+        tree = page.content(run="sample", file=file)
     assert file in _element(tree, notice).children
     assert _element(tree, "timeline") is None
 
@@ -254,7 +254,7 @@ def test_layout_shows_the_picked_file(root: Path) -> None:
     files = run_trace_files(root, "sample")
     app, page = _page_module(root)
     with app.server.app_context():
-        tree = page.layout(run="sample", file=files[1])
+        tree = page.content(run="sample", file=files[1])
     assert _element(tree, "timeline-file").value == files[1]
     assert _element(tree, "timeline-file").options == list(files)
     events = load_trace(root / "sample" / files[1]).events
@@ -266,7 +266,7 @@ def test_layout_of_an_unreadable_file_shows_the_banner(root: Path) -> None:
     (root / "broken" / "w.1.pt.trace.json.gz").write_bytes(b"\x1f\x8b <b>not gzip</b>")
     app, page = _page_module(root)
     with app.server.app_context():
-        tree = page.layout(run="broken")
+        tree = page.content(run="broken")
     banner = _element(tree, "error-banner")
     assert getattr(banner, "hidden", False) is False
     assert "w.1.pt.trace.json.gz" in str(banner.children)
