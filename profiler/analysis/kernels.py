@@ -87,7 +87,6 @@ def _kernel_type(name: str) -> str:
     return OTHER if NOT_COMPUTE_KERNEL_RE.match(name) else COMPUTATION
 
 
-@per_trace
 def analysis_window(trace: TraceTable, *, include_last_step: bool = False) -> pd.DataFrame:
     """The events HTA analyses: all of them unless the trace has two or more profiler steps.
 
@@ -99,12 +98,25 @@ def analysis_window(trace: TraceTable, *, include_last_step: bool = False) -> pd
     ``TraceAnalysis(include_last_profiler_step=...)``). HTA decides "two or more" over every
     rank of a directory; we decide per trace.
     """
+    mask = analysis_window_mask(trace, include_last_step=include_last_step)
+    return trace.events if mask is None else trace.events[mask]
+
+
+@per_trace
+def analysis_window_mask(
+    trace: TraceTable, *, include_last_step: bool = False
+) -> np.ndarray | None:
+    """Which events :func:`analysis_window` keeps (None: all of them); computed once per trace.
+
+    The mask is kept rather than the window itself: one byte per event, where a kept copy of
+    the events would double a loaded trace's memory.
+    """
     events = trace.events
     gpu = events["kind"].isin(GPU_KINDS).to_numpy()
     host = ~gpu & (events["kind"] != "gpu_user_annotation").to_numpy()
     steps = host & _names_where(events["name"], lambda name: name.startswith(PROFILER_STEP_PREFIX))
     if events["name"][steps].nunique() < 2:
-        return events
+        return None
     ts = events["ts_us"].to_numpy()
     if include_last_step:
         host = ~gpu & (ts <= events["end_us"].to_numpy()[steps].max())
@@ -112,7 +124,8 @@ def analysis_window(trace: TraceTable, *, include_last_step: bool = False) -> pd
         host = ~gpu & (ts < ts[steps].max())
     correlation = events["correlation"]
     launched = correlation.isin(correlation[host]).to_numpy() & (correlation >= 0).to_numpy()
-    return events[host | (gpu & launched)]
+    mask: np.ndarray = host | (gpu & launched)
+    return mask
 
 
 def _names_where(names: pd.Series, test: Callable[[str], bool]) -> np.ndarray:

@@ -157,8 +157,7 @@ def read_steps(
         run_dir: the run directory.
         root: files resolving outside it are not read (default: no confinement).
     """
-    found = {rank: read_step_file(path, rank) for rank, path in step_logs(run_dir, root)}
-    return dict(sorted(found.items()))
+    return {rank: read_step_file(path, rank) for rank, path in step_logs(run_dir, root)}
 
 
 def step_logs(

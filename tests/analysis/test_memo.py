@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import profiler.analysis.steps as steps_module
-from profiler.analysis.kernels import analysis_window
+from profiler.analysis.kernels import analysis_window_mask
 from profiler.analysis.steps import step_table
 from profiler.analysis.summary import trace_summary
 from profiler.analysis.table import load_trace
@@ -37,10 +37,10 @@ def test_one_summary_computes_each_derived_table_once(monkeypatch: pytest.Monkey
 def test_results_are_shared_per_trace_and_keyed_by_arguments() -> None:
     trace = load_trace(SAMPLE, cache=False)
     assert step_table(trace) is step_table(trace)
-    window = analysis_window(trace)
-    assert analysis_window(trace) is window
-    analysis_window(trace, include_last_step=True)
-    windows = [key for key in trace.derived if key[0].endswith(".analysis_window")]
+    window = analysis_window_mask(trace)
+    assert analysis_window_mask(trace) is window
+    analysis_window_mask(trace, include_last_step=True)
+    windows = [key for key in trace.derived if key[0].endswith(".analysis_window_mask")]
     assert len(windows) == 2  # one per include_last_step
 
 
@@ -54,5 +54,6 @@ def test_a_replaced_trace_starts_afresh() -> None:
 
 def test_spelling_an_argument_out_shares_the_result() -> None:
     trace = load_trace(SAMPLE, cache=False)
-    window = analysis_window(trace)
-    assert analysis_window(trace, include_last_step=False) is window
+    analysis_window_mask(trace)
+    analysis_window_mask(trace, include_last_step=False)
+    assert len(trace.derived) == 1

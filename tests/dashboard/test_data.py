@@ -148,4 +148,4 @@ def test_one_overview_derives_each_table_once_per_trace(
     assert len(files) == 2 and calls["_host_steps"] == 2  # step_table's work, once per file
     assert max(stored.values()) == 1
     tables = {name for _, name, _ in stored}
-    assert {"step_table", "analysis_window", "step_breakdown", "gpu_metrics"} <= tables
+    assert {"step_table", "analysis_window_mask", "step_breakdown", "gpu_metrics"} <= tables
