@@ -71,6 +71,7 @@ BENCHES: tuple[Bench, ...] = (
     Bench("load_summary", Path("bench/load_summary.py"), ("--quick",), (), 120, 1800),
     Bench("scaling", Path("bench/scaling.py"), ("--quick",), (), 90, 1800),
     Bench("dashboard", Path("bench/dashboard.py"), ("--quick", "--warm-reps", "2"), (), 150, 1800),
+    Bench("payload", Path("bench/payload.py"), ("--quick",), (), 300, 1800),
 )
 
 
