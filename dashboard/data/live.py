@@ -4,28 +4,23 @@ An open Overview polls every couple of seconds while a run appends to ``meta/ste
 Re-reading the whole log each time costs CPU in proportion to the run's length (a core at 100k
 steps); :func:`new_steps` reads only the bytes past each file's last offset, so a poll costs in
 proportion to the steps added since the last one. The line rules are the store's
-(``profiler.store.run_files``): a line is a step record when it is a JSON object with an integer
-``step`` and a finite ``dur_us``; other lines are skipped and counted. A last line without its
-newline is being written: it is left for the next poll, its bytes unread.
+(``profiler.store.run_files``), the same as for a whole read: a line is a step record when it is
+a JSON object with an integer ``step``, and a measured value that is not a finite number is
+dropped from its row; other lines are skipped and counted. A last line without its newline is
+being written: it is left for the next poll, its bytes unread.
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dashboard.data.runs import existing_run, inside, read_run_meta, run_status, run_version
-from profiler.store.run_files import MAX_STEP_LINE_BYTES, _record_or_problem
+from dashboard.data.runs import existing_run, open_run, run_version
+from profiler.store.run_files import MAX_STEP_LINE_BYTES, record_or_problem, step_logs
 
-META_DIR = "meta"
-_STEPS_FILE = re.compile(r"^steps\.(\d{1,9})\.jsonl$")
-#: The per-step values the Overview plots; a value of another type is dropped from its row.
-PLOTTED = ("dur_us", "data_wait_us", "memory_bytes")
 #: The most bytes one poll reads from one file: a log with no newline in that much is no step
 #: log, and is read past rather than held (step lines are ~400 bytes).
 MAX_READ_BYTES = 64 * MAX_STEP_LINE_BYTES
@@ -72,7 +67,7 @@ def new_steps(root: str | Path, name: str, offsets: Mapping[str, int] | None = N
     new_offsets: dict[str, int] = {}
     read = lines = skipped = 0
     restarted = False
-    for rank, path in _step_logs(run_dir, root):
+    for rank, path in step_logs(run_dir, root):
         start = seen.get(path.name, 0)
         try:
             if path.stat().st_size < start:
@@ -102,21 +97,10 @@ def overview_version(root: str | Path, name: str) -> str | None:
     if traces is None:
         return None
     try:
-        status = run_status(read_run_meta(existing_run(root, name), root)[0])
+        status = open_run(root, name).status()
     except (LookupError, ValueError, OSError):  # gone, or refused, since run_version
         return None
     return hashlib.blake2b(f"{traces}|{status}".encode(), digest_size=8).hexdigest()
-
-
-def _step_logs(run_dir: Path, root: str | Path) -> list[tuple[int, Path]]:
-    meta = run_dir / META_DIR
-    try:
-        names = sorted(p.name for p in meta.iterdir())
-    except OSError:  # no meta/ (a plain torch.profiler run), or unreadable
-        return []
-    found = [(_STEPS_FILE.match(n), meta / n) for n in names]
-    logs = [(int(m[1]), p) for m, p in found if m is not None and p.is_file()]
-    return sorted((rank, p) for rank, p in logs if inside(p, root))
 
 
 def _read_from(path: Path, offset: int) -> bytes:
@@ -137,16 +121,8 @@ def _add_record(line: bytes, rank: int, rows: list[dict[str, Any]]) -> int:
     """Append the line's record (with ``rank``) to ``rows``; 1 when it is not a record."""
     records: list[dict[str, Any]] = []
     # The store's reader yields None for a line past its limit, never holding it.
-    why = _record_or_problem(line if len(line) <= MAX_STEP_LINE_BYTES else None, records)
+    why = record_or_problem(line if len(line) <= MAX_STEP_LINE_BYTES else None, records)
     if not records:
         return int(why is not None)
-    record = records[0]
-    bad = [key for key in PLOTTED if key in record and not _finite(record[key])]
-    rows.append({**{k: v for k, v in record.items() if k not in bad}, "rank": rank})
+    rows.append({**records[0], "rank": rank})  # non-finite values already dropped
     return 0
-
-
-def _finite(value: Any) -> bool:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return value is None
-    return math.isfinite(value) and abs(value) < 2**63

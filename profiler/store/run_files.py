@@ -217,7 +217,7 @@ def read_step_file(path: str | os.PathLike[str], rank: int = 0) -> StepFile:
         with path.open("rb") as file:
             for number, line in enumerate(_lines(file), 1):
                 whole = line is None or line.endswith(b"\n")
-                why = _record_or_problem(line, records)
+                why = record_or_problem(line, records)
                 if why is not None:
                     bad.append((number, why))
     except OSError as exc:
@@ -238,9 +238,15 @@ def _lines(file: BinaryIO) -> Iterator[bytes | None]:
         yield None
 
 
-def _record_or_problem(line: bytes | None, records: list[dict[str, Any]]) -> str | None:
+def record_or_problem(line: bytes | None, records: list[dict[str, Any]]) -> str | None:
     """Add the line's record to ``records``; or say what is wrong with it (None: nothing, or
-    a blank line)."""
+    a blank line). The one step-line rule, for whole reads and for readers going on from an
+    offset (the dashboard's live Overview).
+
+    Args:
+        line: one line, with its newline; None for one past :data:`MAX_STEP_LINE_BYTES`.
+        records: where the record goes (less values that are not finite numbers).
+    """
     if line is None:
         return f"is longer than {MAX_STEP_LINE_BYTES >> 20} MiB: not a step record"
     if not line.strip():
