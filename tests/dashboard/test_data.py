@@ -13,6 +13,8 @@ import profiler.analysis.steps as steps_module
 from dashboard.data import cache, overview
 from dashboard.data.overview import run_summary
 from dashboard.data.runs import list_runs, resolve_run
+from dashboard.figures.overview import CATEGORY_COLORS, CATEGORY_LABELS
+from profiler.analysis.steps import CATEGORIES
 from profiler.analysis.table import TraceTable, load_trace
 from tests.dashboard.runs import SAMPLE
 
@@ -149,3 +151,9 @@ def test_one_overview_derives_each_table_once_per_trace(
     assert max(stored.values()) == 1
     tables = {name for _, name, _ in stored}
     assert {"step_table", "analysis_window_mask", "step_breakdown", "gpu_metrics"} <= tables
+
+
+def test_the_figures_show_the_analysis_categories_in_its_order() -> None:
+    """dashboard.figures may not import profiler (import-linter), so it names the categories
+    for their labels and colours; this holds them to the one list, steps.CATEGORIES."""
+    assert tuple(CATEGORY_LABELS) == tuple(CATEGORY_COLORS) == CATEGORIES
