@@ -75,8 +75,9 @@ class Profile:
             kept in ``meta/run.json`` under ``config.metadata``.
         tensorboard_logdir: also write the run where TensorBoard reads it, ``<logdir>/<run>/``:
             per-step scalars at each ~1 s flush, then at stop the full export (window scalars,
-            recommendations, traces for the profiler plugin), as ``trainprof
-            export-tensorboard`` writes it. Rank 0 only; export other ranks' runs afterwards.
+            recommendations, traces for the profiler plugin) by ``trainprof
+            export-tensorboard`` in a child process (its failure is a warning). Rank 0 only;
+            export other ranks' runs afterwards.
 
     The session starts when the ``with`` block is entered (or at :meth:`start`). Inside the
     block use ``prof.loader(iterable)`` to time data waits and call ``prof.step()`` once per
