@@ -135,29 +135,21 @@ def _nav_links(run: str | None) -> list[Any]:
 
 
 def _register_shell_callbacks(app: dash.Dash, root: Path) -> None:
+    # Two callbacks, not one: Dash drops the answer of a request still in flight when the same
+    # callback is asked again, so a refresh tick arriving while a pick was answered lost the
+    # pick. Ticks only list the runs; picks and URL changes alone move the run shown.
     @app.callback(
         Output("url", "search"),
         Output("run-picker", "value"),
-        Output("run-picker", "options"),
         Output("nav", "children"),
         Input("url", "search"),
         Input("run-picker", "value"),
-        Input("refresh", "n_intervals"),
-        State("run-picker", "options"),
     )
-    def sync_run(
-        search: str | None, picked: str | None, _tick: int | None, listed: Any
-    ) -> tuple[Any, ...]:
+    def sync_run(search: str | None, picked: str | None) -> tuple[Any, ...]:
         """Keep the picker, the links and the URL's ``?run=`` on the same run."""
         names = [run.name for run in list_runs(root)]
-        # A tick and a pick (or a URL change) can arrive in one call: only a tick alone may skip.
-        triggered = set(ctx.triggered_prop_ids)
-        if triggered == {"refresh.n_intervals"} and names == listed:
-            # Nothing new under the root: resending the options would redraw an open picker
-            # menu (and the nav links) under the user's pointer every tick.
-            return (dash.no_update,) * 4
         wanted = run_from_search(search)
-        if "run-picker.value" in triggered and picked:
+        if "run-picker.value" in set(ctx.triggered_prop_ids) and picked:
             wanted = picked
         elif wanted is None and names:
             wanted = names[0]  # a bare URL shows the first run, as a deep link
@@ -165,7 +157,18 @@ def _register_shell_callbacks(app: dash.Dash, root: Path) -> None:
         if wanted is not None and wanted != run_from_search(search):
             new_search = run_href("", wanted)
         shown = wanted if wanted in names else None
-        return new_search, shown, names, _nav_links(wanted)
+        return new_search, shown, _nav_links(wanted)
+
+    @app.callback(
+        Output("run-picker", "options"),
+        Input("refresh", "n_intervals"),
+        State("run-picker", "options"),
+    )
+    def list_options(_tick: int | None, listed: Any) -> Any:
+        """The runs under the root, sent only when they changed: resending the same options
+        would redraw an open picker menu under the user's pointer every tick."""
+        names = [run.name for run in list_runs(root)]
+        return dash.no_update if names == listed else names
 
 
 def _register_live_callbacks(app: dash.Dash, root: Path) -> None:
