@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from profiler.analysis.run import Run, RunNotFound, RunRefused, RunSet
+from profiler.analysis.run import Run, RunNotFound, RunRefused, RunSet, status_label
 from profiler.events import META_DIR, RUN_META_FILE
-from profiler.store.liveness import run_state
 from profiler.store.run_files import Fingerprint, fingerprint, inside
 
 __all__ = [
@@ -121,14 +120,8 @@ def run_version(
     return hashlib.blake2b(stamp.encode(), digest_size=8).hexdigest()
 
 
-def run_status(meta: dict[str, Any] | None, *, now: float | None = None) -> str | None:
-    """The run's status as a reader sees it, from its ``run.json`` (None when it has none):
-    ``profiler.store.liveness.run_state``'s label, as :meth:`Run.status` gives it.
-
-    Looked up here at each call (not bound at import), so a page drawn later sees a heartbeat
-    that stopped since, and tests can fix the clock.
-    """
-    return None if meta is None else run_state(meta, now=now).label
+# The Overview asks at each draw (never cached): a heartbeat stops without any file changing.
+run_status = status_label
 
 
 def current_root() -> Path:

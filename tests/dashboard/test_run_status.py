@@ -14,8 +14,8 @@ import pytest
 from dash._utils import to_json
 
 from dashboard.app import create_app
-from dashboard.data import runs
 from dashboard.data.runs import run_status, run_version
+from profiler.analysis import run as run_module
 from profiler.store import liveness
 from tests.dashboard.malformed import RUN_JSON, element, text
 from tests.dashboard.runs import SAMPLE
@@ -93,7 +93,7 @@ def test_the_status_is_read_when_the_page_is_drawn_not_cached(
     _write_meta(root, status="running", heartbeat_unix_s=BEAT)
     clock = [BEAT + 5]
     monkeypatch.setattr(
-        runs, "run_state", lambda meta, now=None: liveness.run_state(meta, now=clock[0])
+        run_module, "run_state", lambda meta, now=None: liveness.run_state(meta, now=clock[0])
     )
     assert "running" in _environment(root) and "interrupted" not in _environment(root)
 
