@@ -97,12 +97,18 @@ def broken_event(draw: st.DrawFn) -> Any:
     return event
 
 
+def _among_templates(draw: st.DrawFn, event: st.SearchStrategy[Any], *, most: int) -> list[Any]:
+    """Fresh copies of the sound template events with 1 to ``most`` drawn events put among them."""
+    events: list[Any] = [json.loads(json.dumps(e)) for e in TEMPLATES]
+    for _ in range(draw(st.integers(1, most))):
+        events.insert(draw(st.integers(0, len(events))), draw(event))
+    return events
+
+
 @st.composite
 def broken_document(draw: st.DrawFn) -> bytes:
     """A trace's JSON text: sound events and a few broken ones, meta keys maybe broken too."""
-    events: list[Any] = [json.loads(json.dumps(e)) for e in TEMPLATES]
-    for _ in range(draw(st.integers(1, 3))):
-        events.insert(draw(st.integers(0, len(events))), draw(broken_event()))
+    events = _among_templates(draw, broken_event(), most=3)
     meta = dict(META)
     if draw(st.booleans()):
         meta[draw(st.sampled_from([*META, "traceName", "trainprof"]))] = draw(
@@ -184,9 +190,7 @@ def odd_event(draw: st.DrawFn) -> dict[str, Any]:
 @st.composite
 def odd_document(draw: st.DrawFn) -> bytes:
     """A trace that loads, with a few events of odd content among sound ones."""
-    events: list[Any] = [json.loads(json.dumps(e)) for e in TEMPLATES]
-    for _ in range(draw(st.integers(1, 6))):
-        events.insert(draw(st.integers(0, len(events))), draw(odd_event()))
+    events = _among_templates(draw, odd_event(), most=6)
     meta = dict(META)
     memory = draw(st.sampled_from([1, 0, -5, 2**63, 10**30, 16 * 1024**3]))
     major = draw(st.integers(-1, 12))
