@@ -46,6 +46,5 @@ class ProfiledLoader(Generic[T]):
                 waited = time.perf_counter_ns() - start
                 if handle is not None:
                     range_exit(handle)
-                if session._metrics is not None:
-                    session._metrics.add_data_wait(waited)
+                session.add_data_wait(waited)
             yield item

@@ -245,6 +245,16 @@ class Profile:
         """
         return ProfiledLoader(iterable, self)
 
+    def add_data_wait(self, ns: int) -> None:
+        """Count ``ns`` nanoseconds of the current step as waiting for input data.
+
+        For loops whose iterator cannot be wrapped with :meth:`loader` (a framework's own
+        fetch loop): time the wait yourself and hand it here. Ignored outside a session.
+        """
+        metrics = self._metrics
+        if metrics is not None and self._started:
+            metrics.add_data_wait(ns)
+
     def stop(self, error: BaseException | None = None) -> None:
         """Write what was captured, remove every hook and record how the run ended.
 
