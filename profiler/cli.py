@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
 from profiler.store.chrome_trace import TraceFormatError
+
+if TYPE_CHECKING:  # the analysis is imported when a command needs it: `--help` starts fast
+    from profiler.analysis.diff import RunFigures
+    from profiler.analysis.gate import Gate
 
 app = typer.Typer(
     name="trainprof",
@@ -29,6 +34,7 @@ def _flag(*names: str, help: str) -> Any:
 
 # Exit status 1 is kept for a tripped gate (``--fail-above``), so a CI job can tell "slower"
 # from "could not tell": every other failure is 2.
+EXIT_GATE_TRIPPED = 1
 EXIT_BAD_INPUT = 2
 
 
@@ -120,20 +126,58 @@ def _load_reporting(path: Path, *, cache: bool, side: str = "") -> Any:
     return traces
 
 
+FailAbove = Annotated[
+    float | None,
+    typer.Option(
+        "--fail-above",
+        min=0,
+        metavar="PCT",
+        help="Gate: exit 1 when the figure is more than PCT percent worse (larger) than the "
+        "baseline's; the verdict is one 'gate: ...' line on stderr.",
+    ),
+]
+Metric = Annotated[
+    str | None,
+    typer.Option(
+        "--metric",
+        metavar="NAME",
+        help="What the gate compares (with --fail-above): step_time (the mean, default), "
+        "step_time_p50, step_time_p90, step_time_max, data_wait, forward, backward, optimizer, "
+        "a step category (kernel, memcpy, dataloader, cpu_exec...), peak_memory.",
+    ),
+]
+
+
 @app.command()
 def summary(
     paths: Annotated[list[Path], typer.Argument(help="Trace files, run directories or roots.")],
     json: Annotated[bool, _flag("--json", help="Print trainprof.summary/1 JSON.")] = False,
     no_cache: NoCache = False,
+    baseline: Annotated[
+        Path | None,
+        typer.Option(
+            "--baseline", metavar="BASE", help="Gate against this run (with --fail-above)."
+        ),
+    ] = None,
+    fail_above: FailAbove = None,
+    metric: Metric = None,
 ) -> None:
     """Report the bottlenecks of traces: step breakdown, GPU, top ops and kernels, advice.
 
-    Exit status 2 if any file could not be read or analysed (the others are still reported,
-    each bad one named on stderr as ``error: <file>: <problem>``).
+    With --baseline and --fail-above, also gate the PATHs (pooled, as one run) against BASE:
+    exit status 1 when past the threshold. Exit status 2 if any file could not be read or
+    analysed (the others are still reported, each bad one named on stderr as
+    ``error: <file>: <problem>``), or if the gate could not compare.
     """
     from profiler.analysis.summary import summarize_traces
     from profiler.analysis.table import TraceSet
 
+    if (baseline is None) != (fail_above is None):
+        missing = "--fail-above PCT" if fail_above is None else "--baseline BASE"
+        given = "--baseline" if fail_above is None else "--fail-above"
+        raise typer.BadParameter(f"a gate needs both: add {missing}", param_hint=given)
+    metric_name = _gate_metric(fail_above, metric)
+    base, bad_base = (None, False) if baseline is None else _gate_base(baseline, cache=not no_cache)
     groups = [_load_reporting(path, cache=not no_cache) for path in paths]
     loaded = [trace for group in groups if group is not None for trace in group.traces]
     report, errors = summarize_traces(TraceSet(traces=tuple(loaded)))
@@ -141,9 +185,64 @@ def summary(
         _error(error)
     if not report["traces"]:
         _fail(f"no readable trace under {', '.join(map(str, paths))}")
+    gate = None
+    if base is not None and fail_above is not None:
+        from profiler.analysis.diff import run_figures
+        from profiler.analysis.gate import check_gate
+        from profiler.analysis.run import Run
+
+        # The traces the summary could analyse, as one run.
+        analysed = {entry["path"] for entry in report["traces"]}
+        ours = TraceSet(traces=tuple(t for t in loaded if str(t.path) in analysed))
+        new = run_figures(ours, [Run(path) for path in paths])
+        gate = check_gate(base, new, threshold_pct=fail_above, metric=metric_name)
+        report["gate"] = gate.to_dict()
     _emit(report, json, "render_summary")
-    if errors or any(group is None or group.errors for group in groups):
+    bad = bad_base or bool(errors) or any(group is None or group.errors for group in groups)
+    _finish(gate, bad_input=bad)
+
+
+def _gate_metric(fail_above: float | None, metric: str | None) -> str:
+    """The metric to gate on; a usage error (exit 2) for one unknown, or without --fail-above."""
+    from profiler.analysis.gate import DEFAULT_METRIC, METRICS
+
+    if metric is not None and fail_above is None:
+        raise typer.BadParameter("a gate needs --fail-above PCT", param_hint="--metric")
+    if metric is not None and metric not in METRICS:
+        known = ", ".join(METRICS)
+        raise typer.BadParameter(
+            f"unknown metric {metric!r}; known: {known}", param_hint="--metric"
+        )
+    if fail_above is not None and not math.isfinite(fail_above):
+        raise typer.BadParameter(f"{fail_above} is no percentage", param_hint="--fail-above")
+    return metric or DEFAULT_METRIC
+
+
+def _gate_base(baseline: Path, *, cache: bool) -> tuple[RunFigures, bool]:
+    """The baseline run's figures for ``summary``'s gate, and whether a file of it could not be
+    read (each named on stderr); exit 2 when it has no readable trace."""
+    from profiler.analysis.diff import run_figures
+    from profiler.analysis.run import Run
+
+    traces = _load_reporting(baseline, cache=cache, side="baseline")
+    if traces is None or not traces.traces:
+        _fail(f"{baseline}: no readable trace (the baseline run)")
+    try:
+        return run_figures(traces, [Run(baseline)]), bool(traces.errors)
+    except TraceFormatError as exc:
+        _fail(f"{exc} (in the baseline run)")
+
+
+def _finish(gate: Gate | None, *, bad_input: bool) -> None:
+    """Say the gate's verdict in one line on stderr, then exit: 2 for input that could not be
+    read (or a gate that could not compare), 1 for a tripped gate, else 0."""
+    if gate is not None:
+        style = "yellow" if not gate.decided else "bold red" if gate.tripped else "green"
+        console.print(f"[{style}]gate:[/]", escape(gate.reason), highlight=False, soft_wrap=True)
+    if bad_input or (gate is not None and not gate.decided):
         raise typer.Exit(EXIT_BAD_INPUT)
+    if gate is not None and gate.tripped:
+        raise typer.Exit(EXIT_GATE_TRIPPED)
 
 
 @app.command()
@@ -152,15 +251,22 @@ def diff(
     new: Annotated[Path, typer.Argument(help="The trace or run to compare with it.")],
     json: Annotated[bool, _flag("--json", help="Print trainprof.diff/1 JSON.")] = False,
     no_cache: NoCache = False,
+    fail_above: FailAbove = None,
+    metric: Metric = None,
 ) -> None:
-    """Compare two traces or runs: step time, categories, ops and kernels, per step.
+    """Compare two traces or runs: step time, categories, ops and kernels, per step, and the
+    always-on step logs (every step) when both runs have them.
 
-    Exit status 2 if a file of either run could not be read (each is named on stderr with the
-    run it belongs to; the diff is still printed from the files that could), or if a run has
-    no readable trace at all.
+    With --fail-above, exit status 1 when NEW's --metric is more than PCT percent worse than
+    BASE's. Exit status 2 if a file of either run could not be read (each is named on stderr
+    with the run it belongs to; the diff is still printed from the files that could), if a run
+    has no readable trace at all, or if the gate could not compare.
     """
-    from profiler.analysis.diff import diff_runs
+    from profiler.analysis.diff import diff_figures, run_figures
+    from profiler.analysis.gate import check_gate
+    from profiler.analysis.run import Run
 
+    metric_name = _gate_metric(fail_above, metric)
     sides = {"base": base, "new": new}
     loaded = {
         side: _load_reporting(path, cache=not no_cache, side=side) for side, path in sides.items()
@@ -170,14 +276,21 @@ def diff(
         _error(f"{sides[side]}: no readable trace (the {side} run of the diff)")
     if empty:
         raise typer.Exit(EXIT_BAD_INPUT)
-    try:
-        result = diff_runs(loaded["base"], loaded["new"])
-    except TraceFormatError as exc:
-        side = next(s for s, t in loaded.items() if any(str(x.path) == exc.path for x in t.traces))
-        _fail(f"{exc} (in the {side} run)")
+    figures: dict[str, RunFigures] = {}
+    for side, traces in loaded.items():
+        try:
+            figures[side] = run_figures(traces, [Run(sides[side])])
+        except TraceFormatError as exc:
+            _fail(f"{exc} (in the {side} run)")
+    result = diff_figures(figures["base"], figures["new"])
+    gate = None
+    if fail_above is not None:
+        gate = check_gate(
+            figures["base"], figures["new"], threshold_pct=fail_above, metric=metric_name
+        )
+        result["gate"] = gate.to_dict()
     _emit(result, json, "render_diff")
-    if any(traces.errors for traces in loaded.values()):
-        raise typer.Exit(EXIT_BAD_INPUT)
+    _finish(gate, bad_input=any(traces.errors for traces in loaded.values()))
 
 
 @app.command("export-tensorboard")

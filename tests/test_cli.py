@@ -141,3 +141,17 @@ def test_summary_writes_the_columnar_cache_unless_told_not_to(tmp_path: Path) ->
     assert any((run / "meta" / "cache").glob("*.parquet"))
     again = CliRunner().invoke(app, ["summary", str(run), "--json"])  # read from the cache
     assert orjson.loads(again.output) == orjson.loads(cached.output) == orjson.loads(plain.output)
+
+
+def test_the_gate_sets_the_real_process_exit_status(reference_traces: Path) -> None:
+    """As CI runs it: a fresh interpreter's exit status and the one verdict line on stderr."""
+    hta = reference_traces / "hta"
+    args = [sys.executable, "-m", "profiler.cli", "diff", str(hta / "two_ranks_rank-0.json.gz"),
+            str(hta / "two_ranks_rank-1.json.gz"), "--json", "--fail-above"]  # fmt: skip
+    tripped = subprocess.run([*args, "0"], capture_output=True, text=True, timeout=300)
+    assert tripped.returncode == 1, tripped.stderr
+    gate = orjson.loads(tripped.stdout)["gate"]
+    assert tripped.stderr.splitlines() == [f"gate: {gate['reason']}"]
+    passed = subprocess.run([*args, "100"], capture_output=True, text=True, timeout=300)
+    assert passed.returncode == 0, passed.stderr
+    assert not orjson.loads(passed.stdout)["gate"]["tripped"]

@@ -25,6 +25,10 @@ One point per capture window, at the window's last training step (plain traces: 
 
 Text: ``trainprof/recommendations`` (Markdown), at the run's last step.
 
+Traces: a copy of each, gzipped, with our forward module ranges made the ``python_function``
+module events the plugin's Module view reads (:mod:`profiler.export.tensorboard_modules`); the
+run's own files stay as they are, and a trace without our ranges is copied byte for byte.
+
 An export is built in a staging directory beside the logdir and swapped in for
 ``<logdir>/<run>/`` at once, so re-exporting never duplicates points and a failure leaves the
 previous export as it was.
@@ -41,8 +45,10 @@ from typing import Any
 
 from profiler.analysis.steps import CATEGORIES
 from profiler.export.live import EventWriter, LiveWriter, rank_dir, step_scalars, write_steps
-from profiler.export.tensorboard_files import copy_trace, replace_dir, staging_dir
+from profiler.export.tensorboard_files import copy_trace, replace_dir, staging_dir, write_gzip
 from profiler.export.tensorboard_input import ExportError, RunInput, read_run
+from profiler.export.tensorboard_modules import plan_module_events, rewrite_module_events
+from profiler.export.tensorboard_trace import Unstreamable, trace_parts
 
 __all__ = [
     "ExportError",
@@ -145,8 +151,30 @@ def _write_export(run: RunInput, directory: Path) -> tuple[int, list[str]]:
         for writer in writers.values():
             writer.close()
     for window in run.windows:
-        copy_trace(window.path, directory / window.target_name)
+        place_trace(window.path, directory / window.target_name)
     return steps, [w.target_name for w in run.windows]
+
+
+def place_trace(source: Path, target: Path) -> int:
+    """Put a copy of a trace where the profiler plugin reads it, our forward module ranges made
+    the module events its Module view reads (:mod:`profiler.export.tensorboard_modules`).
+
+    The trace is read twice, a piece at a time: once to find the ranges and nest them, once to
+    write the copy. A trace with none of our ranges, or with module events of torch's own, is
+    copied as it is.
+
+    Returns:
+        How many ranges were made module events.
+    """
+    try:
+        added = plan_module_events(trace_parts(source))
+    except Unstreamable:  # not Kineto's layout, so not one of ours: copied as it is
+        added = {}
+    if not added:
+        copy_trace(source, target)
+        return 0
+    write_gzip(rewrite_module_events(trace_parts(source), added), target)
+    return len(added)
 
 
 def _last_point(run: RunInput) -> tuple[int, float]:

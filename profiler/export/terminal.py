@@ -14,6 +14,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from profiler.analysis.guards import size_text
 from profiler.analysis.rules import SEVERITIES
 
 #: A style per severity, worst first as :data:`SEVERITIES` orders them.
@@ -120,7 +121,54 @@ def render_diff(diff: dict[str, Any]) -> list[RenderableType]:
     out.append(_changes("Ops that changed most (self time per step)", diff["ops"], "name"))
     if diff["kernels"]:
         out.append(_changes("Kernels that changed most (time per step)", diff["kernels"], "name"))
+    if diff.get("step_logs"):
+        out.append(_step_logs(diff["step_logs"]))
     return out
+
+
+#: The step-log figures the diff shows, in words, and how each is written.
+_STEP_LOG_ROWS = (
+    ("steps", "steps", "count"),
+    ("mean_us", "mean step", "us"),
+    ("p50_us", "median step", "us"),
+    ("p90_us", "p90 step", "us"),
+    ("max_us", "longest step", "us"),
+    ("data_wait_us", "data wait per step", "us"),
+    ("data_wait_pct", "data wait share", "pct"),
+    ("forward_us", "forward (timed steps)", "us"),
+    ("backward_us", "backward (timed steps)", "us"),
+    ("optimizer_us", "optimizer (timed steps)", "us"),
+    ("peak_memory_bytes", "peak memory", "bytes"),
+)
+
+
+def _step_logs(logs: dict[str, Any]) -> Table:
+    """The always-on step logs of both runs side by side: every step, not only deep windows."""
+    table = Table(title="Step logs (every step)", title_justify="left", show_edge=False)
+    table.add_column("figure")
+    for column in ("base", "new", "%"):
+        table.add_column(column, justify="right")
+    base, new, change = logs["base"], logs["new"], logs["change_pct"]
+    for key, label, unit in _STEP_LOG_ROWS:
+        moved = change.get(key)
+        style = "" if not moved else "red" if moved > 0 else "green"
+        table.add_row(
+            label,
+            _figure(base.get(key), unit),
+            _figure(new.get(key), unit),
+            Text("-" if moved is None else f"{moved:+.1f}%", style=style),
+        )
+    return table
+
+
+def _figure(value: float | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    if unit == "bytes":
+        return size_text(int(value))
+    if unit == "pct":
+        return f"{value:.1f}%"
+    return f"{value:,}" if unit == "count" else _us(value)
 
 
 def _signed_pct(row: dict[str, Any]) -> str:
