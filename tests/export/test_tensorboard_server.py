@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import socket
 import subprocess
@@ -15,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from profiler.analysis.modules import module_table
 from profiler.analysis.summary import trace_summary
 from profiler.analysis.table import load_trace
 from profiler.events import TRACE_SUFFIX
@@ -64,7 +66,10 @@ class Server:
         if query:
             url += "?" + urllib.parse.urlencode(query)
         with urllib.request.urlopen(url, timeout=30) as response:
-            return json.loads(response.read())
+            body = response.read()
+            if response.headers.get("Content-Encoding") == "gzip":  # the plugin's larger views
+                body = gzip.decompress(body)
+            return json.loads(body)
 
     def wait_for_run(self, run: str) -> None:
         deadline = time.monotonic() + STARTUP_S
@@ -136,3 +141,29 @@ def test_scalars_and_text_tabs_serve_the_export(server: Server) -> None:
         assert value == pytest.approx(record["data_wait_us"] / 1000, rel=1e-6)
     texts = server.get("/data/plugin/text/text", run="sample", tag="trainprof/recommendations")
     assert "dataloader_bound" in texts[0]["text"]
+
+
+def test_module_view_lists_our_modules(server: Server) -> None:
+    traces = sorted(SAMPLE_RUN.glob(f"*{TRACE_SUFFIX}"))  # span n is the n-th window
+    assert "Module" in server.get(f"{PLUGIN}/views", run="sample")
+    for span, trace in zip(("1", "2"), traces, strict=True):
+        view = server.get(f"{PLUGIN}/module", run="sample", worker="vm_12830", span=span)
+        shown = {row["name"]: row for row in _rows(view["data"])}
+        ours = module_table(load_trace(trace)).set_index("path")
+        assert sorted(shown) == sorted(
+            f"{path} ({row.class_name})" for path, row in ours.iterrows()
+        )
+        for path, row in ours.iterrows():
+            plugin = shown[f"{path} ({row.class_name})"]
+            assert plugin["occurences"] == row.calls == 3
+            # One microsecond is far above the error of adding ends and starts at the trace's
+            # magnitude (an ulp, ~0.001 us, per call), and far below a module's time.
+            assert plugin["host_duration"] == pytest.approx(row.forward_us, abs=1.0)
+        (root,) = view["data"]
+        assert root["name"] == "model (SmallCNN)"
+        children = [child["name"] for child in root["children"]]
+        assert children == ["features (Sequential)", "classifier (Sequential)"]  # as they ran
+
+
+def _rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [found for row in rows for found in (row, *_rows(row["children"]))]
