@@ -246,3 +246,34 @@ def test_a_trace_with_torchs_own_module_events_is_left_as_it_is(train, tmp_path:
     (profile,) = plugin_profiles(tmp_path).values()
     names = [name for _, name, _ in module_rows(profile.get_module_view())]
     assert "Sequential_0" in names and "model (Sequential)" not in names
+
+
+@pytest.mark.cuda
+def test_a_gpu_runs_modules_carry_their_device_time(tmp_path: Path) -> None:
+    import torch
+    from torch import nn
+
+    import profiler
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(256, 512), nn.ReLU(), nn.Linear(512, 10)).cuda()
+    batches = [(torch.randn(64, 256).cuda(), torch.randint(0, 10, (64,)).cuda()) for _ in range(6)]
+    schedule = profiler.schedule(wait=1, warmup=1, active=2)
+    with profiler.profile(
+        model, out_dir=tmp_path / "runs", run_name="gpu", schedule=schedule
+    ) as prof:
+        for x, y in batches:
+            nn.functional.cross_entropy(model(x), y).backward()
+            prof.step()
+    (stored,) = prof.trace_files
+    events = read_trace(stored)["traceEvents"]
+    assert any(e.get("cat") == "gpu_user_annotation" for e in events)  # ranges on the GPU too
+    result = export_tensorboard(prof.run_dir, tmp_path / "tb")
+    (placed,) = result.trace_files
+    exported = assert_only_module_ranges_changed(stored, placed)
+    assert len(exported) == 8  # four modules, two steps
+    (profile,) = plugin_profiles(result.run_dir).values()
+    assert assert_module_view_is_ours(profile, stored) == 4
+    rows = {name: row for _, name, row in module_rows(profile.get_module_view())}
+    for name in ("model (Sequential)", "0 (Linear)", "2 (Linear)"):
+        assert rows[name]["device_duration"] > 0, name  # kernels of the ops inside
