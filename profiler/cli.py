@@ -255,23 +255,29 @@ def diff(
     metric: Metric = None,
 ) -> None:
     """Compare two traces or runs: step time, categories, ops and kernels, per step, and the
-    always-on step logs (every step) when both runs have them.
+    always-on step logs (every step) when both runs have them (runs recorded with step logs
+    only are compared by those).
 
     With --fail-above, exit status 1 when NEW's --metric is more than PCT percent worse than
     BASE's. Exit status 2 if a file of either run could not be read (each is named on stderr
     with the run it belongs to; the diff is still printed from the files that could), if a run
-    has no readable trace at all, or if the gate could not compare.
+    has neither a readable trace nor a step log, if the two share nothing to compare, or if
+    the gate could not compare.
     """
     from profiler.analysis.diff import diff_figures, run_figures
     from profiler.analysis.gate import check_gate
     from profiler.analysis.run import Run
+    from profiler.analysis.table import TraceSet
 
     metric_name = _gate_metric(fail_above, metric)
     sides = {"base": base, "new": new}
+    runs = {side: Run(path) for side, path in sides.items()}
     loaded = {
         side: _load_reporting(path, cache=not no_cache, side=side) for side, path in sides.items()
     }
-    empty = [side for side, traces in loaded.items() if traces is None or not traces.traces]
+    loaded = {side: TraceSet(traces=()) if t is None else t for side, t in loaded.items()}
+    # A run recorded with --light-only / schedule=None has step logs and no trace.
+    empty = [side for side, t in loaded.items() if not t.traces and not runs[side].steps()]
     for side in empty:
         _error(f"{sides[side]}: no readable trace (the {side} run of the diff)")
     if empty:
@@ -279,9 +285,12 @@ def diff(
     figures: dict[str, RunFigures] = {}
     for side, traces in loaded.items():
         try:
-            figures[side] = run_figures(traces, [Run(sides[side])])
+            figures[side] = run_figures(traces, [runs[side]])
         except TraceFormatError as exc:
             _fail(f"{exc} (in the {side} run)")
+    traced = all(f.totals.steps for f in figures.values())
+    if not traced and any(f.step_log is None for f in figures.values()):
+        _fail("nothing to compare: one run has no trace steps and one has no step logs")
     result = diff_figures(figures["base"], figures["new"])
     gate = None
     if fail_above is not None:

@@ -200,3 +200,31 @@ def test_the_step_time_gate_reads_the_step_logs_when_both_runs_have_them(train) 
         assert gate_line(tripped).startswith("gate: mean step time (step logs) ")
         within = invoke(*command(kind, base, new, "--fail-above", f"{change + 1:g}"))
         assert within.exit_code == 0, within.output
+
+
+def test_runs_with_step_logs_only_are_diffed_and_gated_by_them(train, tmp_path: Path) -> None:
+    """Runs recorded without deep capture (schedule=None, `trainprof run --light-only`)."""
+    first, second = (train(steps=4, schedule=None, run_name=n).run_dir for n in ("l1", "l2"))
+    assert not list(first.glob("*.json.gz"))
+
+    result = invoke("diff", first, second, "--json", "--fail-above", "1000")
+    assert result.exit_code == 0, result.output
+    report = orjson.loads(result.stdout)
+    assert report["steps"] == {"base": 0, "new": 0}
+    assert report["step_logs"]["base"]["steps"] == report["step_logs"]["new"]["steps"] == 4
+    assert report["gate"]["source"] == "step_logs" and report["gate"]["decided"]
+    text = invoke("diff", first, second)
+    assert text.exit_code == 0 and "no trace steps in the base and new run" in text.stdout
+    assert "Step logs (every step)" in text.stdout and "Per category" not in text.stdout
+
+    # A trace-only figure cannot be had; nor can anything against a run with neither.
+    kernel = invoke("diff", first, second, "--fail-above", "10", "--metric", "kernel")
+    assert kernel.exit_code == EXIT_BAD_INPUT
+    assert gate_line(kernel).endswith("neither run has any kernel time per step in its traces: "
+                                      "cannot compare")  # fmt: skip
+    against_trace = invoke("diff", RANK0, first)
+    assert against_trace.exit_code == EXIT_BAD_INPUT
+    assert "error: nothing to compare" in against_trace.stderr
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert invoke("diff", empty, first).exit_code == EXIT_BAD_INPUT

@@ -108,19 +108,28 @@ def _top(title: str, rows: list[dict[str, Any]], columns: tuple[str, ...]) -> Ta
 
 
 def render_diff(diff: dict[str, Any]) -> list[RenderableType]:
-    """The diff as tables: step time, categories, then the ops and kernels that moved most."""
-    step = diff["step_us"]
-    head = Text(
-        f"step time {_us(step['base'])} -> {_us(step['new'])} ({_signed_pct(step)})",
-        style="bold",
-    )
-    out: list[RenderableType] = [
-        head,
-        _changes("Per category (per step)", diff["categories"], "category"),
-    ]
-    out.append(_changes("Ops that changed most (self time per step)", diff["ops"], "name"))
-    if diff["kernels"]:
-        out.append(_changes("Kernels that changed most (time per step)", diff["kernels"], "name"))
+    """The diff as tables: step time, categories, then the ops and kernels that moved most, and
+    the step logs of every step when both runs have them.
+
+    A run without trace steps (recorded with step logs only) leaves out the trace tables.
+    """
+    out: list[RenderableType] = []
+    untraced = [side for side, count in diff.get("steps", {}).items() if not count]
+    if untraced:
+        out.append(Text(f"no trace steps in the {' and '.join(untraced)} run: step logs only"))
+    else:
+        step = diff["step_us"]
+        out.append(
+            Text(
+                f"step time {_us(step['base'])} -> {_us(step['new'])} ({_signed_pct(step)})",
+                style="bold",
+            )
+        )
+        out.append(_changes("Per category (per step)", diff["categories"], "category"))
+        out.append(_changes("Ops that changed most (self time per step)", diff["ops"], "name"))
+        if diff["kernels"]:
+            title = "Kernels that changed most (time per step)"
+            out.append(_changes(title, diff["kernels"], "name"))
     if diff.get("step_logs"):
         out.append(_step_logs(diff["step_logs"]))
     return out
