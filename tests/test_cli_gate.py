@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from profiler.analysis.diff import diff_runs
 from profiler.analysis.gate import METRICS
+from profiler.analysis.steps import CATEGORIES
 from profiler.analysis.table import load
 from profiler.cli import EXIT_BAD_INPUT, EXIT_GATE_TRIPPED, app
 from tests.conftest import REFERENCE_TRACES
@@ -228,3 +229,13 @@ def test_runs_with_step_logs_only_are_diffed_and_gated_by_them(train, tmp_path: 
     empty = tmp_path / "empty"
     empty.mkdir()
     assert invoke("diff", empty, first).exit_code == EXIT_BAD_INPUT
+
+
+@pytest.mark.parametrize("kind", ["diff", "summary"])
+def test_help_names_every_metric_but_the_categories(kind: str) -> None:
+    # The categories are named by example ("a step category (kernel, ...)"); the rest one by one.
+    text = " ".join(
+        CliRunner().invoke(app, [kind, "--help"], env={"COLUMNS": "200"}).stdout.split()
+    )
+    for name in set(METRICS) - set(CATEGORIES):
+        assert name in text, name
