@@ -22,7 +22,6 @@ from profiler.analysis.columns import (
     FLOW_COLUMNS,
     FLOW_PHASES,
     GPU_KINDS,
-    KIND_BY_CATEGORY,
     ArgsError,
     Columns,
     compact_text,
@@ -32,6 +31,7 @@ from profiler.analysis.columns import (
     values,
 )
 from profiler.analysis.decode import MISSING_INT, Event
+from profiler.analysis.devices import KIND_BY_CATEGORY
 from profiler.analysis.rows import Rows
 from profiler.events import PHASE_COMPLETE
 

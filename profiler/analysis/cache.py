@@ -37,7 +37,7 @@ except ImportError:  # pragma: no cover - the cache needs pyarrow; without it, l
     pa = pq = pa_types = None
 
 # Bump whenever the tables a load builds change (a column, a dtype, a vocabulary's order).
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 META_DIR = "meta"  # a run's side files (run.json, steps); never read as traces
 CACHE_DIR = (META_DIR, "cache")
 CACHE_ENV = "TRAINPROF_CACHE"

@@ -20,29 +20,12 @@ import numpy as np
 import pandas as pd
 
 from profiler.analysis.decode import MISSING_INT
+from profiler.analysis.devices import DEVICE_KINDS
 from profiler.analysis.guards import validation_problem
 from profiler.events import PHASE_FLOW_END, PHASE_FLOW_START
 
-# Kinds: one vocabulary over both schema generations and both vendors.
-KIND_BY_CATEGORY = {
-    "cpu_op": "cpu_op",
-    "operator": "cpu_op",
-    "user_annotation": "user_annotation",
-    "gpu_user_annotation": "gpu_user_annotation",
-    "python_function": "python_function",
-    "python": "python_function",
-    "cuda_runtime": "runtime",
-    "runtime": "runtime",
-    "cuda_driver": "driver",
-    "kernel": "kernel",
-    "gpu_memcpy": "memcpy",
-    "memcpy": "memcpy",
-    "gpu_memset": "memset",
-    "memset": "memset",
-    "cuda_sync": "sync",
-    "trace": "trace",
-}
-GPU_KINDS = ("kernel", "memcpy", "memset")
+# Kinds: one vocabulary over both schema generations and every device (profiler.analysis.devices).
+GPU_KINDS = DEVICE_KINDS
 FLOW_PHASES = (PHASE_FLOW_START, PHASE_FLOW_END, "t")
 
 

@@ -27,15 +27,16 @@ from typing import Final
 import numpy as np
 import pandas as pd
 
+from profiler.analysis.devices import DEVICE_KINDS
 from profiler.analysis.kernels import (
     COMMUNICATION,
     COMPUTATION,
     analysis_window,
-    classify_kernels,
     merge_intervals,
+    work_types,
 )
 from profiler.analysis.steps import CATEGORIES, step_breakdown
-from profiler.analysis.table import GPU_KINDS, TraceTable
+from profiler.analysis.table import TraceTable
 
 #: A rank is a straggler when its mean step time is more than this many percent above the
 #: median of the other ranks' mean step times. Step times of healthy data-parallel ranks agree
@@ -98,7 +99,7 @@ def comm_comp_overlap(trace: TraceTable, *, include_last_step: bool = False) -> 
     """HTA's communication/computation overlap of one trace (one rank, one window).
 
     The COMMUNICATION kernels' intervals are merged, and so are the COMPUTATION kernels' (HTA's
-    kernel types, :func:`profiler.analysis.kernels.classify_kernels`); the overlap is the time
+    kernel types, :func:`profiler.analysis.kernels.work_types`); the overlap is the time
     in both unions (hta/analyzers/communication_analysis.py, ``get_comm_comp_overlap``).
 
     Args:
@@ -109,8 +110,8 @@ def comm_comp_overlap(trace: TraceTable, *, include_last_step: bool = False) -> 
         The communication time and the part of it overlapped; both 0 without communication.
     """
     events = analysis_window(trace, include_last_step=include_last_step)
-    gpu = events.loc[events["kind"].isin(GPU_KINDS), ["name", "ts_us", "end_us"]]
-    types = classify_kernels(gpu["name"]).to_numpy()
+    gpu = events.loc[events["kind"].isin(DEVICE_KINDS), ["name", "kind", "ts_us", "end_us"]]
+    types = work_types(gpu)
     start, end = gpu["ts_us"].to_numpy(), gpu["end_us"].to_numpy()
     comm = merge_intervals(start[types == COMMUNICATION], end[types == COMMUNICATION])
     comp = merge_intervals(start[types == COMPUTATION], end[types == COMPUTATION])

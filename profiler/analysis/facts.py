@@ -5,12 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from profiler.analysis.devices import DEVICE_KINDS, KERNEL, device_model
 from profiler.analysis.gpu import GpuMetrics
 from profiler.analysis.kernels import analysis_window, classify_kernels, merge_intervals
 from profiler.analysis.memory import MemoryPeak
 from profiler.analysis.ops import HOST_KINDS, nest_parents, op_table
 from profiler.analysis.rules import SHORT_KERNEL_US, TraceFacts
-from profiler.analysis.table import GPU_KINDS, TraceTable
+from profiler.analysis.table import TraceTable
 from profiler.analysis.temporal import HOST_WAIT, idle_time_breakdown
 
 # Ops that tensor cores can run, as TensorBoard's plugin lists them (torch_tb_profiler/profiler/
@@ -30,8 +31,6 @@ TC_ELIGIBLE_OPS = frozenset({
     "aten::cudnn_convolution_transpose_backward_input", "AddmmBackward",
     "aten::cudnn_convolution_backward_input", "AddbmmBackward", "aten::cudnn_convolution_backward",
 })  # fmt: skip
-# Runtime calls that block the host until the device catches up (CUDA and HIP spellings).
-SYNC_CALLS = ("DeviceSynchronize", "StreamSynchronize", "EventSynchronize")
 OPTIMIZER_STEP_PREFIX = "Optimizer.step#"
 PAGEABLE_MARK = "Pageable"
 _MAX_COMPUTE_MAJOR = 1000  # NVIDIA's are single digits: anything past this is not one
@@ -49,8 +48,10 @@ def trace_facts(
     events = trace.events
     total_us = float(steps["dur_us"].sum()) if len(steps) else 0.0
     count = max(len(steps), 1)
-    kernels = events[events["kind"] == "kernel"]
+    kernels = events[events["kind"] == KERNEL]
     props = trace.device_properties
+    model = device_model(trace.device)
+    syncs = _sync_calls(events, model.sync_calls)
     return TraceFacts(
         device=trace.device,
         step_us=total_us / count,
@@ -61,13 +62,13 @@ def trace_facts(
         gpu_utilization_pct=gpu.utilization_pct if gpu else None,
         tensor_core_pct=gpu.tensor_core_pct if gpu else None,
         # Tensor-core kernel names and compute capabilities are NVIDIA's; ROCm's differ.
-        compute_major=_compute_major(props) if trace.device == "cuda" else None,
+        compute_major=_compute_major(props) if model.tensor_core_names else None,
         tc_eligible_kernel_pct=_tc_eligible_pct(trace) if gpu else None,
         short_kernel_share=float((kernels["dur_us"] < SHORT_KERNEL_US).mean()) if gpu else None,
         kernels_per_step=len(kernels) / count if gpu else None,
         host_wait_pct=_host_wait_pct(trace) if gpu else None,
-        sync_pct=_share_pct(_sync_calls(events), total_us) if gpu else None,
-        sync_calls_per_step=len(_sync_calls(events)) / count if gpu else None,
+        sync_pct=_share_pct(syncs, total_us) if gpu else None,
+        sync_calls_per_step=len(syncs) / count if gpu else None,
         pageable_copy_share=_pageable_share(events) if gpu else None,
         peak_memory_bytes=peak.allocated_bytes if peak and peak.capacity_bytes else None,
         memory_capacity_bytes=peak.capacity_bytes if peak else None,
@@ -114,10 +115,11 @@ def _communication_pct(
     return max(breakdown_pct.get("communication", 0.0), _share_pct(comm, total_us, steps))
 
 
-def _sync_calls(events: pd.DataFrame) -> pd.DataFrame:
+def _sync_calls(events: pd.DataFrame, calls: tuple[str, ...]) -> pd.DataFrame:
+    """Runtime calls that block the host (the device model's ``sync_calls``)."""
     runtime = events[events["kind"] == "runtime"]
     names = runtime["name"].astype(str)
-    return runtime[names.str.endswith(SYNC_CALLS)]
+    return runtime[names.str.endswith(calls)] if calls else runtime.iloc[0:0]
 
 
 def _optimizer_steps(events: pd.DataFrame) -> pd.DataFrame:
@@ -139,7 +141,7 @@ def _host_wait_pct(trace: TraceTable) -> float | None:
     idle = idle_time_breakdown(trace)
     # The idle breakdown's own window: HTA's, all GPU work (kernels, copies, sets).
     work = analysis_window(trace)
-    work = work[work["kind"].isin(GPU_KINDS)]
+    work = work[work["kind"].isin(DEVICE_KINDS)]
     if idle.empty or work.empty:
         return None
     span = float(work["end_us"].max() - work["ts_us"].min())

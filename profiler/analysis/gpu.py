@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from profiler.analysis.devices import Device, device_model
 from profiler.analysis.memo import per_trace
 from profiler.analysis.steps import step_table
 from profiler.analysis.table import MISSING_INT, TraceTable
@@ -55,18 +56,21 @@ class DeviceGpuMetrics:
         utilization_pct: time with at least one kernel running, over the steps' span.
         sm_efficiency_pct: estimated SM efficiency: at each instant, the running kernels'
             blocks per SM summed and capped at 1, averaged over the steps' span. None when no
-            kernel in the span reports blocks per SM (ROCm traces).
+            kernel in the span reports blocks per SM, or the device has no such figure
+            (:attr:`profiler.analysis.devices.Device.kernel_metrics`: ROCm, MTIA, XPU).
         achieved_occupancy_pct: the kernels' estimated achieved occupancy, averaged weighted
-            by each kernel's time inside the span. None when no kernel there reports it.
+            by each kernel's time inside the span. None when no kernel there reports it, or
+            the device has no such figure.
         tensor_core_pct: share of kernel time spent in kernels whose names mark them as
-            Tensor Core kernels (``TENSOR_CORE_KERNEL_PATTERNS``).
+            Tensor Core kernels (``TENSOR_CORE_KERNEL_PATTERNS``). None on devices whose
+            kernel names do not tell (:attr:`~profiler.analysis.devices.Device.tensor_core_names`).
     """
 
     device: int
     utilization_pct: float
     sm_efficiency_pct: float | None
     achieved_occupancy_pct: float | None
-    tensor_core_pct: float
+    tensor_core_pct: float | None
 
 
 @dataclass(frozen=True)
@@ -88,7 +92,7 @@ class GpuMetrics:
     utilization_pct: float
     sm_efficiency_pct: float | None
     achieved_occupancy_pct: float | None
-    tensor_core_pct: float
+    tensor_core_pct: float | None
     per_device: Mapping[int, DeviceGpuMetrics] = field(default_factory=dict)
 
 
@@ -103,6 +107,8 @@ def gpu_metrics(trace: TraceTable) -> GpuMetrics | None:
     Args:
         trace: a loaded trace.
 
+    Figures a device does not have (:class:`profiler.analysis.devices.Device`) are None.
+
     Returns:
         The metrics, or None when the trace ran no kernels (CPU-only, or memcpy only).
     """
@@ -111,11 +117,12 @@ def gpu_metrics(trace: TraceTable) -> GpuMetrics | None:
     if kernels.empty or steps.empty:
         return None
     span = (float(steps["ts_us"].iloc[0]), float(steps["end_us"].iloc[-1]))
+    model = device_model(trace.device)
     per_device = {
-        int(device): _device_metrics(int(device), group, span)
+        int(device): _device_metrics(int(device), group, span, model)
         for device, group in kernels.groupby("gpu", sort=True)
     }
-    return _combine(per_device, kernels, span)
+    return _combine(per_device, kernels, span, model)
 
 
 def _kernels(events: pd.DataFrame) -> pd.DataFrame:
@@ -141,27 +148,30 @@ def _kernels(events: pd.DataFrame) -> pd.DataFrame:
 
 
 def _device_metrics(
-    device: int, kernels: pd.DataFrame, span: tuple[float, float]
+    device: int, kernels: pd.DataFrame, span: tuple[float, float], model: Device
 ) -> DeviceGpuMetrics:
     return DeviceGpuMetrics(
         device=device,
         utilization_pct=100.0 * _busy_us(kernels, span) / _length(span),
-        sm_efficiency_pct=_sm_efficiency_pct(kernels, span),
-        achieved_occupancy_pct=_occupancy_pct(kernels, span),
-        tensor_core_pct=_tensor_core_pct(kernels),
+        sm_efficiency_pct=_sm_efficiency_pct(kernels, span) if model.kernel_metrics else None,
+        achieved_occupancy_pct=_occupancy_pct(kernels, span) if model.kernel_metrics else None,
+        tensor_core_pct=_tensor_core_pct(kernels) if model.tensor_core_names else None,
     )
 
 
 def _combine(
-    per_device: dict[int, DeviceGpuMetrics], kernels: pd.DataFrame, span: tuple[float, float]
+    per_device: dict[int, DeviceGpuMetrics],
+    kernels: pd.DataFrame,
+    span: tuple[float, float],
+    model: Device,
 ) -> GpuMetrics:
     devices = list(per_device.values())
     efficiencies = [d.sm_efficiency_pct for d in devices if d.sm_efficiency_pct is not None]
     return GpuMetrics(
         utilization_pct=float(np.mean([d.utilization_pct for d in devices])),
         sm_efficiency_pct=float(np.mean(efficiencies)) if efficiencies else None,
-        achieved_occupancy_pct=_occupancy_pct(kernels, span),
-        tensor_core_pct=_tensor_core_pct(kernels),
+        achieved_occupancy_pct=_occupancy_pct(kernels, span) if model.kernel_metrics else None,
+        tensor_core_pct=_tensor_core_pct(kernels) if model.tensor_core_names else None,
         per_device=per_device,
     )
 

@@ -19,8 +19,11 @@ from typing import Final
 import numpy as np
 import pandas as pd
 
+from profiler.analysis.devices import COMMUNICATION as COMMUNICATION_KIND
+from profiler.analysis.devices import DEVICE_KINDS, LAUNCH_KINDS, MEMCPY, MEMSET
+from profiler.analysis.devices import LAUNCH_CALLS as DEVICE_LAUNCH_CALLS
 from profiler.analysis.memo import per_trace
-from profiler.analysis.table import GPU_KINDS, TraceTable
+from profiler.analysis.table import TraceTable
 from profiler.events import PROFILER_STEP_PREFIX
 
 # Kernel types, as HTA names them (hta/utils/utils.py, KernelType).
@@ -37,35 +40,19 @@ NOT_COMPUTE_KERNEL_RE: Final = re.compile(r"(^nccl.*Kernel)|(.*(Memcpy)|(Memset)
 # The order HTA gives the types in an overlap label ("COMPUTATION overlapping COMMUNICATION").
 BREAKDOWN_TYPES: Final = (COMPUTATION, COMMUNICATION, MEMORY)
 
-# Launch calls whose GPU work gets a launch delay. HTA 0.5.0 (cuda_kernel_launch_stats) takes
-# cudaLaunchKernel, cudaLaunchKernelExC, cudaMemcpyAsync and cudaMemsetAsync (and MTIA's
-# runFunction); we add their driver-API and ROCm counterparts, which HTA does not know, so
-# Triton's cuLaunchKernel and AMD traces get launch statistics too. Synchronous copies and graph
-# launches (one call, many kernels) stay out, as in HTA.
-LAUNCH_CALLS: Final = frozenset(
-    {
-        "cudaLaunchKernel",
-        "cudaLaunchKernelExC",
-        "cudaMemcpyAsync",
-        "cudaMemsetAsync",
-        "runFunction - job_prep_and_submit_for_execution",
-        "cuLaunchKernel",
-        "cuLaunchKernelEx",
-        "hipLaunchKernel",
-        "hipExtLaunchKernel",
-        "hipModuleLaunchKernel",
-        "hipExtModuleLaunchKernel",
-        "hipMemcpyAsync",
-        "hipMemsetAsync",
-    }
-)
+# Launch calls whose GPU work gets a launch delay: every device's (the device model's
+# ``launch_calls``). HTA 0.5.0 (cuda_kernel_launch_stats) takes cudaLaunchKernel,
+# cudaLaunchKernelExC, cudaMemcpyAsync and cudaMemsetAsync (and MTIA's runFunction); we add their
+# driver-API, ROCm and XPU counterparts, which HTA does not know, so Triton's cuLaunchKernel and
+# AMD traces get launch statistics too. Synchronous copies and graph launches (one call, many
+# kernels) stay out, as in HTA.
+LAUNCH_CALLS: Final = DEVICE_LAUNCH_CALLS
 # HTA's defaults for get_cuda_kernel_launch_stats (hta/trace_analysis.py): a launch call longer
 # than runtime_cutoff is an outlier; a kernel that runs for less than its launch call took (a
 # call no longer than runtime_cutoff) is a "short GPU kernel"; launch_delay_cutoff marks long
 # launch delays (visualize_cuda_launch_kernel_info).
 SLOW_LAUNCH_CALL_US: Final = 50.0
 LONG_LAUNCH_DELAY_US: Final = 100.0
-_HOST_LAUNCH_KINDS = ("runtime", "driver")
 
 
 def classify_kernels(names: pd.Series) -> pd.Series:
@@ -77,6 +64,21 @@ def classify_kernels(names: pd.Series) -> pd.Series:
     codes, unique = pd.factorize(names)  # one regex test per distinct name, not per event
     types = np.array([_kernel_type(str(name)) for name in unique] + [OTHER], dtype=object)
     return pd.Series(types[codes], index=names.index, dtype=str)
+
+
+def work_types(work: pd.DataFrame) -> np.ndarray:
+    """HTA's kernel type of each piece of device work (``name`` and ``kind`` columns).
+
+    By name (:func:`classify_kernels`), as HTA types every device event, except where the
+    device model's kind says more: copies and sets are MEMORY and device-side collectives
+    COMMUNICATION whatever their names (on CUDA, whose copies are all named "Memcpy ..." and
+    "Memset ...", this is HTA's typing exactly).
+    """
+    types = classify_kernels(work["name"]).to_numpy(dtype=object, copy=True)
+    kinds = work["kind"]
+    types[kinds.isin((MEMCPY, MEMSET)).to_numpy()] = MEMORY
+    types[(kinds == COMMUNICATION_KIND).to_numpy()] = COMMUNICATION
+    return types
 
 
 def _kernel_type(name: str) -> str:
@@ -112,7 +114,7 @@ def analysis_window_mask(
     the events would double a loaded trace's memory.
     """
     events = trace.events
-    gpu = events["kind"].isin(GPU_KINDS).to_numpy()
+    gpu = events["kind"].isin(DEVICE_KINDS).to_numpy()
     host = ~gpu & (events["kind"] != "gpu_user_annotation").to_numpy()
     steps = host & _names_where(events["name"], lambda name: name.startswith(PROFILER_STEP_PREFIX))
     if events["name"][steps].nunique() < 2:
@@ -228,7 +230,7 @@ def kernel_type_breakdown(trace: TraceTable, *, include_last_step: bool = False)
 
 def _type_edges(gpu: pd.DataFrame) -> pd.DataFrame:
     """Starts (+bit) and ends (-bit) of each type's merged intervals, one bit per type."""
-    types = classify_kernels(gpu["name"]).to_numpy()
+    types = work_types(gpu)
     times, steps = [], []
     for bit, kernel_type in enumerate(BREAKDOWN_TYPES):
         mask = types == kernel_type
@@ -244,7 +246,7 @@ def _overlap_label(mask: int) -> str:
 
 
 def _gpu_work(events: pd.DataFrame) -> pd.DataFrame:
-    return events[events["kind"].isin(GPU_KINDS)]
+    return events[events["kind"].isin(DEVICE_KINDS)]
 
 
 def launch_stats(trace: TraceTable) -> pd.DataFrame:
@@ -279,7 +281,7 @@ def launch_links(
 ) -> pd.DataFrame:
     """Host launch calls paired with the GPU work they launched, by ``correlation``.
 
-    A launch call is a CUDA/HIP runtime or driver event with a correlation id, named in
+    A launch call is a runtime or driver event (any device's) with a correlation id, named in
     ``calls`` (any name when None: synchronous copies and graph launches too); its GPU work is
     the kernels, memcpy and memset with the same id.
 
@@ -292,10 +294,10 @@ def launch_links(
         ``events``) and ``correlation``.
     """
     correlation = events["correlation"].to_numpy()
-    is_call = events["kind"].isin(_HOST_LAUNCH_KINDS).to_numpy() & (correlation >= 0)
+    is_call = events["kind"].isin(LAUNCH_KINDS).to_numpy() & (correlation >= 0)
     if calls is not None:
         is_call &= _names_where(events["name"], frozenset(calls).__contains__)
-    is_work = events["kind"].isin(GPU_KINDS).to_numpy()
+    is_work = events["kind"].isin(DEVICE_KINDS).to_numpy()
     host = pd.DataFrame({"call": events.index[is_call], "correlation": correlation[is_call]})
     work = pd.DataFrame({"work": events.index[is_work], "correlation": correlation[is_work]})
     return host.merge(work, on="correlation")[["call", "work", "correlation"]]

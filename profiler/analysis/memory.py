@@ -13,9 +13,10 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from profiler.analysis.devices import DEVICE_KINDS
 from profiler.analysis.memo import per_trace
 from profiler.analysis.modules import module_ranges
-from profiler.analysis.table import GPU_KINDS, MISSING_INT, TraceTable
+from profiler.analysis.table import MISSING_INT, TraceTable
 from profiler.events import COUNTER_MEMORY, PROFILER_STEP_PREFIX
 
 SOURCE_KINETO = "kineto"  # allocator totals at every allocation and free
@@ -290,7 +291,7 @@ def _counter_device(trace: TraceTable) -> str:
     """trainprof's CUDA counters read the current device, which the file does not name: the one
     device the trace's GPU work and Kineto's GPU memory samples name, when there is exactly one."""
     events, memory = trace.events, trace.memory
-    kernels = events.loc[events["kind"].isin(GPU_KINDS), "device"]
+    kernels = events.loc[events["kind"].isin(DEVICE_KINDS), "device"]
     allocations = memory.loc[memory["device_type"] == CUDA_DEVICE_TYPE, "device_id"]
     indices = {int(i) for i in pd.concat([kernels, allocations]).unique() if i >= 0}
     return f"cuda:{indices.pop()}" if len(indices) == 1 else "cuda"

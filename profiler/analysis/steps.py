@@ -24,8 +24,9 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
+from profiler.analysis.devices import COMMUNICATION, DEVICE_KINDS, KERNEL, LAUNCH_KINDS
 from profiler.analysis.memo import per_trace
-from profiler.analysis.table import GPU_KINDS, MISSING_INT, TraceTable
+from profiler.analysis.table import MISSING_INT, TraceTable
 from profiler.events import DATALOADER_PREFIX, DATALOADER_SUFFIX, PROFILER_STEP_PREFIX
 
 #: The breakdown's categories, in the plugin's priority order (``ProfileRole``): where two
@@ -52,8 +53,9 @@ COLLECTIVE_NAMES: frozenset[str] = frozenset(
 )
 #: DataPipe iteration ranges, DataLoader time too (event_parser.py, ``_parse_step``).
 DATAPIPE_PREFIX = "enumerate(DataPipe)#"
-#: Host calls that launch GPU work: ours counts driver calls too (Triton launches with cuLaunch*).
-RUNTIME_KINDS: tuple[str, ...] = ("runtime", "driver")
+#: Host calls that launch GPU work: ours counts driver calls too (Triton launches with cuLaunch*),
+#: and every device's runtime (the device model's: ``mtia_runtime``, ``xpu_runtime``...).
+RUNTIME_KINDS: tuple[str, ...] = LAUNCH_KINDS
 #: Host-side ranges that can be steps, DataLoader waits or collectives.
 HOST_RANGE_KINDS: tuple[str, ...] = ("cpu_op", "user_annotation")
 #: The plugin reads a 2021 ``Python`` category as CPU work; the table folds it into
@@ -113,9 +115,10 @@ def step_breakdown(trace: TraceTable) -> pd.DataFrame:
 
     Every event with a role marks its time span: kernels (communication when launched by a
     collective op), memcpy, memset, runtime calls, DataLoader waits, collective ranges and
-    host operators (cpu_exec). Each instant of a step goes to the first category in
-    ``CATEGORIES`` order active then; "other" is the rest of the step. So per step the
-    categories add up to its duration.
+    device-side collectives, and host operators (cpu_exec). Kernels, copies and runtime calls
+    are every device's, as the device model kinds them (:mod:`profiler.analysis.devices`).
+    Each instant of a step goes to the first category in ``CATEGORIES`` order active then;
+    "other" is the rest of the step. So per step the categories add up to its duration.
 
     Args:
         trace: a loaded trace.
@@ -185,9 +188,10 @@ def _event_roles(events: pd.DataFrame) -> np.ndarray:
     host = kind.isin(HOST_RANGE_KINDS).to_numpy()
     cpu = (kind == "cpu_op").to_numpy() | _legacy_python(events)
     collective = _names_where(names, lambda n: n.isin(COLLECTIVE_NAMES))
-    is_kernel = (kind == "kernel").to_numpy()
+    is_kernel = (kind == KERNEL).to_numpy()
     conditions = [
-        is_kernel & _launched_by_collective(events, collective),
+        (kind == COMMUNICATION).to_numpy()
+        | is_kernel & _launched_by_collective(events, collective),
         is_kernel,
         (kind == "memcpy").to_numpy(),
         (kind == "memset").to_numpy(),
@@ -250,7 +254,7 @@ def _launched_work(events: pd.DataFrame, steps: pd.DataFrame) -> pd.DataFrame:
     # The plugin keeps the last runtime call seen per correlation id.
     step_of = pd.Series(np.where(inside, index, -1), index=runtime["correlation"].to_numpy())
     step_of = step_of[~step_of.index.duplicated(keep="last")]
-    device = events[events["kind"].isin(GPU_KINDS)]
+    device = events[events["kind"].isin(DEVICE_KINDS)]
     step = device["correlation"].map(step_of).fillna(-1).astype(np.int64)
     columns = {"ts_us": device["ts_us"].to_numpy(), "end_us": device["end_us"].to_numpy()}
     return pd.DataFrame({"step": step.to_numpy(), **columns})

@@ -2,7 +2,7 @@
 
 Any trace in Kineto's layout loads: ours, plain torch.profiler's, and other tools', across schema
 generations (2021's ``Operator``/``Runtime``/``Kernel`` categories to 2025's ``cpu_op``/
-``cuda_runtime``/``kernel``...), CUDA, ROCm and CPU-only.
+``cuda_runtime``/``kernel``...), CUDA, ROCm, MTIA, XPU and CPU-only.
 
 A load streams the file (:mod:`profiler.analysis.decode`), builds the tables a piece at a time
 (:mod:`profiler.analysis.build`), and leaves a columnar copy of them beside the run
@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import numpy as np
 import pandas as pd
 
 from profiler.analysis.build import TableBuilder, Tables
@@ -33,14 +32,9 @@ from profiler.analysis.cache import (
     source_key,
     write_cache,
 )
-from profiler.analysis.columns import (
-    EVENT_COLUMNS,
-    FLOW_COLUMNS,
-    GPU_KINDS,
-    KIND_BY_CATEGORY,
-    EventError,
-)
+from profiler.analysis.columns import EVENT_COLUMNS, FLOW_COLUMNS, GPU_KINDS, EventError
 from profiler.analysis.decode import META_KEYS, MISSING_INT, EventStream
+from profiler.analysis.devices import KIND_BY_CATEGORY, detect_device
 from profiler.analysis.guards import MAX_TEXT_BYTES, text_limit
 from profiler.analysis.rows import COUNTER_COLUMNS, MEMORY_COLUMNS
 from profiler.events import TRAINPROF_KEY
@@ -78,7 +72,8 @@ class TraceTable:
     Attributes:
         path: the file.
         rank: from ``distributedInfo`` (0 when absent).
-        device: ``cuda``, ``rocm`` or ``cpu``: what the GPU events and device properties say.
+        device: ``cuda``, ``rocm``, ``mtia``, ``xpu`` or ``cpu``: what its categories, device
+            activity and device properties say (:func:`profiler.analysis.devices.detect_device`).
         meta: the file's top-level keys that trainprof reads (:data:`META_KEYS`).
         events: complete events, sorted by start: ``name``, ``cat``, ``kind``, ``pid``, ``tid``,
             ``ts_us``, ``dur_us``, ``end_us`` and the args analyses use as columns
@@ -354,7 +349,7 @@ def _trace_table(path: Path, tables: Tables, meta: dict[str, Any]) -> TraceTable
     return TraceTable(
         path=path,
         rank=_rank(meta),
-        device=_device_kind(tables.events, meta),
+        device=detect_device(tables.events, meta),
         meta=meta,
         events=tables.events,
         counters=tables.counters,
@@ -370,21 +365,3 @@ def _rank(meta: dict[str, Any]) -> int:
     info = meta.get("distributedInfo")
     rank = info.get("rank") if isinstance(info, dict) else None
     return rank if type(rank) is int and 0 <= rank <= _MAX_RANK else 0
-
-
-def _device_kind(events: pd.DataFrame, meta: dict[str, Any]) -> str:
-    gpu_work = events["kind"].isin(GPU_KINDS).any()
-    if not gpu_work and not meta.get("deviceProperties"):
-        return "cpu"
-    if "roctracer_version" in meta or _any_runtime_call(events, "hip"):
-        return "rocm"
-    return "cuda" if gpu_work or meta.get("deviceProperties") else "cpu"
-
-
-def _any_runtime_call(events: pd.DataFrame, prefix: str) -> bool:
-    """Whether a runtime call's name starts with ``prefix``, looking at each distinct name
-    once (not each event's: a string copy of the column cost a quarter of a load's memory)."""
-    names = events["name"].array
-    runtime = (events["kind"] == "runtime").to_numpy()
-    codes = np.unique(names.codes[runtime])
-    return any(str(name).startswith(prefix) for name in names.categories[codes[codes >= 0]])

@@ -1,17 +1,23 @@
-"""GPU time over a trace: HTA's temporal breakdown (idle, compute, non-compute) and idle time.
+"""Device time over a trace: HTA's temporal breakdown (idle, compute, non-compute) and idle time.
 
 Definitions follow Holistic Trace Analysis (HTA) 0.5.0,
 ``hta/analyzers/breakdown_analysis.py``: ``get_temporal_breakdown`` and
 ``get_idle_time_breakdown``, over the same window of the trace HTA analyses (every profiler step
 but the last: :func:`profiler.analysis.kernels.analysis_window`). One trace is one rank; a caller
-iterates ranks.
+iterates ranks. Every device with a timeline of its own gets them: its device activity is what
+the device model says (:mod:`profiler.analysis.devices`: CUDA's and ROCm's kernels, copies and
+sets, MTIA's ``mtia_ccp_events``, ...), as HTA takes MTIA's ``mtia_ccp_events`` for kernels.
 
 Where ours differs from HTA, on purpose:
 
-* GPU work is kernels, memcpy and memset. HTA's temporal breakdown takes every event that has a
-  ``stream`` arg, so it also counts ``cuda_sync`` records ("Stream Sync", "Context Sync": host
-  waits that Kineto draws on the GPU lanes) as non-compute GPU time, and Triton's launcher op
-  (a CPU op with a ``stream`` arg) as compute; both stretch its span over time the GPU was idle.
+* GPU work is the device activity kinds (:data:`profiler.analysis.devices.DEVICE_KINDS`:
+  kernels, memcpy, memset, device-side collectives). HTA's temporal breakdown takes every
+  event that has a ``stream`` arg, so it also counts ``cuda_sync`` records ("Stream Sync",
+  "Context Sync": host waits that Kineto draws on the GPU lanes) as non-compute GPU time, and
+  Triton's launcher op (a CPU op with a ``stream`` arg) as compute; both stretch its span over
+  time the GPU was idle. Copies and collectives never compute here whatever their names
+  (:func:`profiler.analysis.kernels.work_types`); HTA types them by name, which comes to the
+  same on CUDA.
   HTA's own idle-time breakdown already leaves ``cuda_sync`` out.
 * Times keep the trace's precision. HTA rounds nanosecond-precision traces to whole
   microseconds, each event's start up and its end down (hta/common/trace_parser.py,
@@ -26,14 +32,10 @@ from typing import Final
 import numpy as np
 import pandas as pd
 
-from profiler.analysis.kernels import (
-    COMPUTATION,
-    analysis_window,
-    classify_kernels,
-    merge_intervals,
-)
+from profiler.analysis.devices import DEVICE_KINDS, LAUNCH_KINDS
+from profiler.analysis.kernels import COMPUTATION, analysis_window, merge_intervals, work_types
 from profiler.analysis.memo import per_trace
-from profiler.analysis.table import GPU_KINDS, TraceTable
+from profiler.analysis.table import TraceTable
 
 # HTA's default consecutive_kernel_delay (hta/trace_analysis.py, get_idle_time_breakdown): a gap
 # shorter than this between two kernels on a stream is launch overhead ("kernel wait"). HTA's
@@ -44,7 +46,6 @@ HOST_WAIT: Final = "host_wait"
 KERNEL_WAIT: Final = "kernel_wait"
 OTHER_WAIT: Final = "other"
 IDLE_CATEGORIES: Final = (HOST_WAIT, KERNEL_WAIT, OTHER_WAIT)
-_LAUNCH_KINDS = ("runtime", "driver")
 
 
 @dataclass(frozen=True)
@@ -91,14 +92,14 @@ def temporal_breakdown(
         0.5.0 raises IndexError there), or GPU work that spans no time.
     """
     events = analysis_window(trace, include_last_step=include_last_step)
-    gpu = events.loc[events["kind"].isin(GPU_KINDS), ["name", "ts_us", "end_us"]]
+    gpu = events.loc[events["kind"].isin(DEVICE_KINDS), ["name", "kind", "ts_us", "end_us"]]
     start, end = gpu["ts_us"].to_numpy(), gpu["end_us"].to_numpy()
     busy_start, busy_end = merge_intervals(start, end)
     total = float(busy_end[-1] - busy_start[0]) if len(busy_start) else 0.0
     if total <= 0:
         return None
     busy = float((busy_end - busy_start).sum())
-    compute = (classify_kernels(gpu["name"]) == COMPUTATION).to_numpy()
+    compute = work_types(gpu) == COMPUTATION
     compute_start, compute_end = merge_intervals(start[compute], end[compute])
     compute_us = float((compute_end - compute_start).sum())
     idle_us, non_compute_us = total - busy, busy - compute_us
@@ -168,9 +169,9 @@ def idle_time_breakdown(
 def _with_launch_start(events: pd.DataFrame) -> pd.DataFrame:
     """GPU work with ``launch_ts_us``: when its launch call (runtime or driver) started."""
     columns = ["stream", "correlation", "ts_us", "end_us"]
-    gpu = events.loc[events["kind"].isin(GPU_KINDS), columns]
+    gpu = events.loc[events["kind"].isin(DEVICE_KINDS), columns]
     launches = events.loc[
-        events["kind"].isin(_LAUNCH_KINDS) & (events["correlation"] >= 0), ["correlation", "ts_us"]
+        events["kind"].isin(LAUNCH_KINDS) & (events["correlation"] >= 0), ["correlation", "ts_us"]
     ]
     launch_ts = launches.drop_duplicates("correlation").set_index("correlation")["ts_us"]
     return gpu.assign(launch_ts_us=gpu["correlation"].map(launch_ts))

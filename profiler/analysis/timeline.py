@@ -24,15 +24,16 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from profiler.analysis.devices import DEVICE_KINDS, device_model
 from profiler.analysis.ops import nest_parents
-from profiler.analysis.table import GPU_KINDS, MISSING_INT, TraceTable
+from profiler.analysis.table import MISSING_INT, TraceTable
 from profiler.analysis.timeline_bins import LaneRanges, bin_lane, lane_ranges
 
 DEFAULT_MAX_SHAPES = 50_000
 # More bins than a screen has pixels across show nothing more.
 MAX_BINS_PER_LANE = 2_000
 # Kinds drawn on a GPU stream's lane: GPU work and what Kineto writes on streams beside it.
-STREAM_KINDS = (*GPU_KINDS, "gpu_user_annotation", "sync")
+STREAM_KINDS = (*DEVICE_KINDS, "gpu_user_annotation", "sync")
 SHAPE_COLUMNS = [
     "row", "lane", "depth", "start_us", "end_us", "name", "kind", "busy_us", "events",
 ]  # fmt: skip
@@ -43,7 +44,8 @@ class Lane:
     """One row of the timeline.
 
     Attributes:
-        label: ``<process> [pid] <thread>`` for a host thread, ``GPU d stream s`` for a stream.
+        label: ``<process> [pid] <thread>`` for a host thread, ``GPU d stream s`` for a stream
+            (``MTIA d stream s``... on other devices).
         gpu: whether it is a GPU stream.
         pid, tid: the host thread (-1 on a stream's lane).
         device, stream: the GPU stream (-1 on a thread's lane).
@@ -297,10 +299,11 @@ def _label_maker(trace: TraceTable) -> Callable[[bool, int, int], Lane]:
         (pid, tid): name
         for pid, tid, name in trace.threads[["pid", "tid", "thread_name"]].itertuples(False)
     }
+    device = device_model(trace.device).label  # "GPU", "MTIA"...
 
     def lane(gpu: bool, a: int, b: int) -> Lane:
         if gpu:
-            return Lane(f"GPU {a} stream {b}", True, -1, -1, a, b)
+            return Lane(f"{device} {a} stream {b}", True, -1, -1, a, b)
         if a == MISSING_INT and b == MISSING_INT:  # Kineto's "Spans" lane: pid and tid are text
             return Lane("spans", False, a, b, -1, -1)
         process = str(processes.get(a, "")).strip()

@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from profiler.analysis.devices import DEVICE_KINDS
 from profiler.analysis.kernels import launch_links
-from profiler.analysis.table import GPU_KINDS, MISSING_INT, TraceTable
+from profiler.analysis.table import MISSING_INT, TraceTable
 from profiler.analysis.timeline import TimelineIndex, prepare_timeline
 
 # The most linked events listed; the count says how many there are in all.
@@ -89,7 +90,7 @@ def event_details(
         raise LookupError(f"no event {row} in {trace.path.name}")
     index = prepare_timeline(trace) if index is None else index
     at = int(events.index.get_loc(row))
-    on_gpu = str(events["kind"].iat[at]) in GPU_KINDS
+    on_gpu = str(events["kind"].iat[at]) in DEVICE_KINDS
     callers = _callers(events, at) if on_gpu else np.empty(0, np.int64)
     work = np.empty(0, np.int64) if on_gpu else _launched(events, index, at)
     return EventDetails(

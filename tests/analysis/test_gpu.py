@@ -188,19 +188,26 @@ def test_reference_against_plugin_reading_everything(reference_traces: Path, nam
 
     # Its tensor-core share leaves out kernels it cannot tie to an operator's runtime call; on
     # two_ranks and diff_* it ties none and shows none. Ours counts every kernel.
-    assert theirs == pytest.approx({k: v for k, v in ours.items() if k in theirs}, abs=ROUNDING_PCT)
-    assert {k for k in ours if k not in theirs} <= {
-        (device, PLUGIN_TITLES["tensor_core_pct"]) for device, _ in ours
-    }
+    tensor_cores = PLUGIN_TITLES["tensor_core_pct"]
+    # On AMD it matches NVIDIA's tensor-core kernel names and finds 0%; ours has no such figure
+    # there (n/a): AMD's matrix-core kernels are named otherwise.
+    only_theirs = {k: v for k, v in theirs.items() if k not in ours}
+    assert all(title == tensor_cores and v == 0.0 for (_, title), v in only_theirs.items())
+    assert {k: v for k, v in theirs.items() if k in ours} == pytest.approx(
+        {k: v for k, v in ours.items() if k in theirs}, abs=ROUNDING_PCT
+    )
+    assert all(title == tensor_cores for _, title in set(ours) - set(theirs))
 
 
 @pytest.mark.parametrize("name", GPU_REFERENCES)
 def test_tensor_core_share_against_plugins_kernel_table(reference_traces: Path, name: str) -> None:
     path = reference_traces / "hta" / name
+    ours = _metrics(path).tensor_core_pct
 
-    assert _metrics(path).tensor_core_pct == pytest.approx(
-        _plugin_all_kernels_tc_pct(path), abs=1e-6
-    )
+    if load_trace(path).device != "cuda":  # NVIDIA's kernel names, which AMD's never match
+        assert ours is None and _plugin_all_kernels_tc_pct(path) == 0.0
+        return
+    assert ours == pytest.approx(_plugin_all_kernels_tc_pct(path), abs=1e-6)
 
 
 def test_reference_numbers(reference_traces: Path) -> None:

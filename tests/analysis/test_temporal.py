@@ -122,11 +122,13 @@ REFERENCES = {
     "triton": ("triton.json.gz",),
     "diff_control": ("diff_control.json.gz",),
     "diff_test": ("diff_test.json.gz",),
+    # MTIA: device activity in mtia_ccp_events, launches in mtia_runtime (the device model).
+    "mtia": ("mtia_inference.json.gz",),
 }
 SLOW = {"diff_control", "diff_test"}
 # Traces whose timestamps HTA rounds (nanosecond precision): their numbers match HTA only to
 # within the rounding, 2 us per event.
-NS_PRECISION = {"amd_mi250", "nccl", "triton"}
+NS_PRECISION = {"amd_mi250", "nccl", "triton", "mtia"}
 # Integer-microsecond traces with no cuda_sync or stream-tagged CPU events: HTA sees exactly the
 # GPU work we do, so the temporal breakdown must match to the microsecond.
 EXACT = {"two_ranks", "diff_control", "diff_test"}
