@@ -24,7 +24,7 @@ from torch import nn
 
 from profiler.capture.clock import Clock
 from profiler.capture.environment import device_kind, distributed_info, environment
-from profiler.capture.faults import Faults, describe
+from profiler.capture.faults import Faults
 from profiler.capture.guard import (
     SIGNAL_WRITE_BUDGET_S,
     ProfilerStateError,
@@ -36,27 +36,19 @@ from profiler.capture.guard import (
 from profiler.capture.kineto import write_window
 from profiler.capture.loader import ProfiledLoader
 from profiler.capture.memory import MemoryProbe
+from profiler.capture.module_hooks import ModuleTracer
 from profiler.capture.schedule import Schedule
 from profiler.capture.step_metrics import StepMetrics
+from profiler.capture.step_sinks import StepSinks
 from profiler.capture.system import SystemSampler
-from profiler.capture.tensorboard_live import LiveTensorBoard
+from profiler.capture.watching import as_models, rewire
 from profiler.capture.windows import DeepCapture, Window
 from profiler.events import STEP_FORMAT, TRACE_FORMAT
-from profiler.store import RunStore, StepLog, remove_stale_scratch
+from profiler.store import RunStore, remove_stale_scratch
 
 __all__ = ["DEFAULT_SCHEDULE", "Profile", "ProfiledLoader", "ProfilerStateError", "profile"]
 T = TypeVar("T")
 DEFAULT_SCHEDULE = Schedule(wait=1, warmup=1, active=3, repeat=1)
-
-
-def _as_models(model: nn.Module | Sequence[nn.Module] | None) -> list[nn.Module]:
-    if model is None:
-        return []
-    models = [model] if isinstance(model, nn.Module) else list(model)
-    for item in models:
-        if not isinstance(item, nn.Module):
-            raise TypeError(f"model must be an nn.Module or a list of them, got {type(item)!r}")
-    return models
 
 
 class Profile:
@@ -108,7 +100,7 @@ class Profile:
     ) -> None:
         if schedule is not None and not isinstance(schedule, Schedule):
             raise TypeError("schedule must come from profiler.schedule(...) or be None")
-        self.models = _as_models(model)
+        self.models = as_models(model)
         self.schedule = schedule
         self.kineto_options = {
             "record_shapes": bool(record_shapes),
@@ -130,8 +122,7 @@ class Profile:
         self._metrics: StepMetrics | None = None
         self._deep: DeepCapture | None = None  # None: light metrics only (or no longer deep)
         self._sampler: SystemSampler | None = None
-        self._steps: StepLog | None = None
-        self._tensorboard: LiveTensorBoard | None = None
+        self._sinks: StepSinks | None = None  # the step log, TensorBoard
         self._watch: Watch | None = None  # signal handlers and heartbeat while running
         self._faults = Faults(self.store)
         self._held: BaseException | None = None  # a KeyboardInterrupt from inside Kineto
@@ -184,16 +175,17 @@ class Profile:
         self._started = True
         try:
             self._memory = MemoryProbe("cuda" if self.device != "cpu" else "cpu")
-            self._steps = StepLog(self.store.steps_path)
+            self._sinks = StepSinks(
+                self.store,
+                self._faults,
+                self._degrade,
+                tensorboard_logdir=self.tensorboard_logdir,
+            )
             self._metrics = StepMetrics(
-                self.models, self._memory, self._write_steps, self._clock, cuda=self.device != "cpu"
+                self.models, self._memory, self._sinks.write, self._clock, cuda=self.device != "cpu"
             )
             self._metrics.extra = self._step_extra
             self._watch = Watch(self._on_signal, self._beat)
-            if self.tensorboard_logdir is not None and self.rank == 0:
-                self._tensorboard = LiveTensorBoard(
-                    self.tensorboard_logdir, self.run_name, rank=self.rank
-                )
             if self.system_metrics:
                 self._sampler = SystemSampler()
                 self._sampler.start()
@@ -255,6 +247,27 @@ class Profile:
         if metrics is not None and self._started:
             metrics.add_data_wait(ns)
 
+    def watch(self, *models: nn.Module) -> None:
+        """Hook more models: those a script trains, when they are found after :meth:`start`.
+
+        Their forwards count towards each step's forward phase, and they get module ranges,
+        from now on (a capture window in progress keeps what it recorded). A model watched
+        already is skipped; with two or more models, ranges are named ``model0.``,
+        ``model1.``... (see ``module_hooks.root_names``).
+
+        Raises:
+            TypeError: an argument is not an ``nn.Module``.
+        """
+        new = [m for m in as_models(list(models)) if all(m is not w for w in self.models)]
+        if not new:
+            return
+        self.models.extend(new)
+        if self._started:
+            self._guarded(
+                "hook the new models",
+                lambda: rewire(self.models, self._metrics, self._deep, self._module_tracer),
+            )
+
     def stop(self, error: BaseException | None = None) -> None:
         """Write what was captured, remove every hook and record how the run ended.
 
@@ -269,8 +282,8 @@ class Profile:
         self._started = False
         try:
             self._finish(error)
-            if self._tensorboard is not None:
-                self._tensorboard_export()
+            if self._sinks is not None:
+                self._sinks.export()
         finally:
             release(self)
         if error is None:
@@ -292,6 +305,17 @@ class Profile:
             write=self._write_window,
             on_window_start=metrics.install_now,  # beneath the tracer's wrapper of the roots
             on_error=self._degrade,
+        )
+
+    def _module_tracer(self, models: Sequence[nn.Module]) -> ModuleTracer:
+        """A module tracer as :class:`DeepCapture` builds its own (for :meth:`watch`)."""
+        assert self._memory is not None
+        return ModuleTracer(
+            models,
+            self._memory,
+            self._clock.now_ns,
+            memory_per_module=not self.kineto_options["profile_memory"],
+            user_ranges=self.device != "cpu",
         )
 
     def _end_deep(self, *, last_step: int) -> None:
@@ -335,12 +359,10 @@ class Profile:
             ]
         if self._sampler is not None:
             steps.append(("stop the system sampler", self._sampler.stop))
-        if self._steps is not None:
-            steps.append(("write the step log", self._steps.close))
         if self._memory is not None:
             steps.append(("close the memory probe", self._memory.close))
-        if self._tensorboard is not None:
-            steps.append(("close the TensorBoard writer", self._tensorboard.close))
+        if self._sinks is not None:
+            steps += self._sinks.closers()
         return steps
 
     def _degrade(self, what: str, exc: BaseException) -> None:
@@ -380,19 +402,6 @@ class Profile:
             deep.write_budget_s = SIGNAL_WRITE_BUDGET_S
             self._end_deep(last_step=self._step)
 
-    def _write_steps(self, records: list[dict[str, Any]]) -> None:
-        """The step metrics' sink, about once a second: the step log, then TensorBoard."""
-        if self._steps is not None:
-            try:
-                self._steps.write(records)
-            except Exception as exc:
-                self._degrade(f"could not write the step log {self.store.steps_path.name}", exc)
-        if self._tensorboard is not None:
-            try:
-                self._tensorboard.add_steps(records)
-            except Exception as exc:
-                self._degrade("could not write TensorBoard scalars", exc)
-
     def _write_window(self, prof: Any, window: Window) -> None:
         """Write one window (DeepCapture's writer; ``write_window`` is looked up per call)."""
         now = self._clock.now_ns()
@@ -416,19 +425,6 @@ class Profile:
             distributed_info=self.distributed,
             pid=os.getpid(),
         )
-
-    def _tensorboard_export(self) -> None:
-        """The full export, once the run is recorded. A failure is one warning and leaves the
-        run's status alone: its files are whole, and the export can be run again."""
-        assert self._tensorboard is not None
-        try:
-            self._tensorboard.export(self.run_dir)
-        except Exception as exc:
-            self._faults.warn(
-                f"could not export the run to TensorBoard ({describe(exc)}); its live per-step "
-                f"scalars stay; retry with `trainprof export-tensorboard {self.run_dir} "
-                f"--logdir {self._tensorboard.logdir}`"
-            )
 
     def _step_extra(self) -> dict[str, float] | None:
         # The sampler replaces (never mutates) its latest dict, so keeping a reference is safe.
