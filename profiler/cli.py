@@ -302,6 +302,58 @@ def diff(
     _finish(gate, bad_input=any(traces.errors for traces in loaded.values()))
 
 
+@app.command(
+    context_settings={
+        "allow_extra_args": True,
+        "ignore_unknown_options": True,
+        "allow_interspersed_args": False,
+    }
+)
+def run(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Option(help="Trace store root.")] = Path("traces"),
+    run_name: Annotated[
+        str | None, typer.Option(help="Run name; every rank writes into it (default: a timestamp).")
+    ] = None,
+    schedule: Annotated[
+        str | None,
+        typer.Option(
+            metavar="WAIT,WARMUP,ACTIVE[,REPEAT]",
+            help="Deep-capture windows, as profiler.schedule (default: 1,1,3,1).",
+        ),
+    ] = None,
+    light_only: Annotated[
+        bool, _flag("--light-only", help="Per-step metrics only: no deep capture, no trace.")
+    ] = False,
+) -> None:
+    """Profile an unmodified training script: trainprof run [OPTIONS] -- python train.py ARGS.
+
+    Every Python process of the command profiles itself from its first DataLoader batch or
+    optimizer step (torchrun's ranks each into the run, one step log and trace per rank). The
+    command's output and exit status are its own (127: not found); trainprof adds one line on
+    stderr, where the run went. Exit status 2: bad options.
+    """
+    from profiler.launch import LaunchError, launch, plan_run
+
+    command = list(ctx.args)
+    if not command:
+        _fail("no command to run: trainprof run [OPTIONS] -- python train.py ARGS...")
+    try:
+        config = plan_run(out, run_name, schedule=schedule, light_only=light_only)
+    except (ValueError, OSError) as exc:
+        _fail(exc)
+    try:
+        outcome = launch(command, config)
+    except LaunchError as exc:
+        _fail(exc, code=exc.exit_status)
+    if outcome.run_dir is None:
+        line = "no process trained (no optimizer step, no DataLoader batch): nothing recorded"
+    else:
+        line = f"run {outcome.state or 'unknown'}: {outcome.run_dir}"
+    console.print(f"trainprof: {escape(line)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(outcome.exit_status)
+
+
 @app.command("export-tensorboard")
 def export_tensorboard(
     run_dir: Annotated[
