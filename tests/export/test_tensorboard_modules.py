@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import logging
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +20,7 @@ from profiler.export.tensorboard_modules import (
     PYTHON_ID_KEY,
     PYTHON_MODULE_ID_KEY,
     PYTHON_PARENT_ID_KEY,
-    ForwardRange,
+    ThreadNodes,
     module_args,
     plan_module_events,
     rewrite_module_events,
@@ -63,9 +64,25 @@ def module_rows(view: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]
     yield from walk(view["data"], "")
 
 
+class _Errors(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
 def plugin_profiles(run_dir: Path) -> dict[str, Any]:
-    """span -> the plugin's profile of the run's one worker."""
-    run = peers.tb_plugin_load_run(run_dir)
+    """span -> the plugin's profile of the run's one worker, which it read without an error
+    (such as "ranges on the same thread should not intersect": it then drops one of them)."""
+    errors, logger = _Errors(), logging.getLogger("pytorch_profiler")  # the plugin's
+    logger.addHandler(errors)
+    try:
+        run = peers.tb_plugin_load_run(run_dir)
+    finally:
+        logger.removeHandler(errors)
+    assert errors.messages == []
     return {span: profile for (worker, span), profile in run.profiles.items() if worker != "All"}
 
 
@@ -94,29 +111,53 @@ def assert_module_view_is_ours(profile: Any, trace: Path) -> int:
 # The transform, on ranges given by hand
 
 
-def _range(ordinal: int, ts: float, end: float, path: str, cls: str, tid: int = 1) -> ForwardRange:
-    return ForwardRange(ordinal, (7, tid), ts, end, path, cls)
+def _nodes(*spans: tuple[int, float, float]) -> ThreadNodes:
+    nodes = ThreadNodes()
+    for ordinal, ts, end in spans:
+        nodes.add(ordinal, ts, end)
+    return nodes
 
 
-def test_ranges_nest_per_thread_and_modules_are_numbered_per_class() -> None:
-    ranges = [
-        _range(0, 0, 100, "model", "Sequential"),
-        _range(1, 10, 50, "0", "Linear"),
-        _range(2, 20, 30, "0.act", "ReLU"),
-        _range(3, 50, 90, "1", "Linear"),  # starts where "0" ends: its sibling
-        _range(4, 80, 120, "2", "ReLU"),  # crosses "1" and the root: left out
-        _range(5, 0, 10, "0", "Linear", tid=2),  # another thread: a root there
-        _range(6, 200, 260, "model", "Sequential"),  # the next step
-        _range(7, 200, 260, "0", "Linear"),  # same span as its parent, later in the file
-    ]
-    added = module_args(reversed(ranges), first_id=11)  # the order given does not matter
-    parents = {o: a[PYTHON_PARENT_ID_KEY] for o, a in added.items()}
+def test_ranges_nest_as_the_plugins_tree_and_modules_are_numbered_per_class() -> None:
+    modules = {
+        0: ("model", "Sequential"), 1: ("0", "Linear"), 2: ("0.act", "ReLU"), 3: ("1", "Linear"),
+        4: ("2", "ReLU"), 5: ("0", "Linear"), 6: ("model", "Sequential"), 7: ("0", "Linear"),
+    }  # fmt: skip
+    main = _nodes(
+        (7, 200, 260),  # the next step's: same span as its parent, later in the file
+        (6, 200, 260),
+        (4, 80, 120),  # crosses "1" and the root: left out
+        (3, 50, 90),  # starts where "0" ends: its sibling
+        (2, 20, 30),
+        (101, 12, 40),  # an operator between "0" and "0.act"
+        (1, 10, 50),
+        (0, 0, 100),
+        (100, 0, 300),  # ProfilerStep#1
+    )
+    other = _nodes((5, 0, 10))  # another thread: a root there
+    added = module_args({1: main, 2: other}, modules, first_id=11)
     ids = {o: a[PYTHON_ID_KEY] for o, a in added.items()}
+    parents = {o: a[PYTHON_PARENT_ID_KEY] for o, a in added.items()}
     assert sorted(added) == [0, 1, 2, 3, 5, 6, 7]
     assert sorted(ids.values()) == list(range(11, 18))
     assert parents == {0: None, 1: ids[0], 2: ids[1], 3: ids[0], 5: None, 6: None, 7: ids[6]}
-    modules = {o: a[PYTHON_MODULE_ID_KEY] for o, a in added.items()}
-    assert modules == {0: 0, 1: 0, 2: 0, 3: 1, 5: 0, 6: 0, 7: 0}  # "2" never ran whole
+    numbers = {o: a[PYTHON_MODULE_ID_KEY] for o, a in added.items()}
+    assert numbers == {0: 0, 1: 0, 2: 0, 3: 1, 5: 0, 6: 0, 7: 0}  # "2" never became one
+
+
+def test_a_range_overlapping_an_operator_without_nesting_is_left_out() -> None:
+    modules = {0: ("model", "Net"), 1: ("a", "Linear"), 2: ("a.b", "ReLU"), 3: ("c", "Linear")}
+    nodes = _nodes(
+        (0, 0, 100),
+        (1, 10, 50),  # an operator starts in it and ends past it
+        (2, 12, 20),  # so its child's parent is the next module out
+        (10, 40, 60),
+        (11, 65, 80),
+        (3, 70, 95),  # starts in an operator and ends past it
+    )
+    added = module_args({1: nodes}, modules)
+    assert sorted(added) == [0, 2]
+    assert added[2][PYTHON_PARENT_ID_KEY] == added[0][PYTHON_ID_KEY]
 
 
 def _trace_text(events: list[dict[str, Any]]) -> bytes:
@@ -204,6 +245,28 @@ def test_the_sample_runs_windows_in_the_plugin(tmp_path: Path) -> None:
     assert sorted(profiles) == ["1", "2"]  # span n is the n-th window
     for span, trace in zip(("1", "2"), stored, strict=True):
         assert assert_module_view_is_ours(profiles[span], trace) == 15
+
+
+def test_a_module_that_would_cost_the_plugin_its_tree_is_left_out(tmp_path: Path) -> None:
+    stored = sorted(SAMPLE_RUN.glob(f"*{TRACE_SUFFIX}"))[0]
+    document = read_trace(stored)
+    events = document["traceEvents"]
+    convs = [e for e in events if e["name"] == "aten::conv2d"]
+    for event in events:  # start each features.0 range inside its first operator
+        if event["name"] == "nn.Module: features.0 (Conv2d)" and event["cat"] == "user_annotation":
+            end = event["ts"] + event["dur"]
+            op = min((o for o in convs if event["ts"] <= o["ts"] < end), key=lambda o: o["ts"])
+            event["ts"] = op["ts"] + op["dur"] / 2
+            event["dur"] = end - event["ts"]
+    source = tmp_path / "run" / stored.name
+    source.parent.mkdir()
+    source.write_bytes(gzip.compress(orjson.dumps(document)))
+    # Made module events, these would be dropped from the plugin's tree at every call, and
+    # the module view would fail with a KeyError: the plugin would then drop the whole worker.
+    result = export_tensorboard(source.parent, tmp_path / "tb")
+    (profile,) = plugin_profiles(result.run_dir).values()
+    names = [name for _, name, _ in module_rows(profile.get_module_view())]
+    assert len(names) == 14 and "features.0 (Conv2d)" not in names
 
 
 def test_a_plain_torch_profiler_trace_is_copied_as_it_is(tmp_path: Path) -> None:
