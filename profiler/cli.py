@@ -303,11 +303,12 @@ def diff(
 
 
 @app.command(
-    context_settings={
+    context_settings={  # everything from the command's first word on is the command's
         "allow_extra_args": True,
         "ignore_unknown_options": True,
         "allow_interspersed_args": False,
-    }
+    },
+    options_metavar="[OPTIONS] -- COMMAND [ARGS]...",
 )
 def run(
     ctx: typer.Context,
