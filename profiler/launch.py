@@ -34,7 +34,7 @@ EXIT_NOT_FOUND = 127
 EXIT_NOT_EXECUTABLE = 126
 # The parent passes these on to the child; SIGINT it leaves alone, as a shell does: the
 # terminal sends Ctrl+C to the child too.
-_FORWARDED = (signal.SIGTERM, signal.SIGHUP)
+_FORWARDED = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
 class LaunchError(Exception):
