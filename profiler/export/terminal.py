@@ -14,6 +14,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from profiler.analysis.devices import device_model
 from profiler.analysis.guards import size_text
 from profiler.analysis.rules import SEVERITIES
 
@@ -24,6 +25,12 @@ NAME_WIDTH = 70
 
 def _short(name: str, width: int = NAME_WIDTH) -> str:
     return name if len(name) <= width else name[: width - 1] + "…"
+
+
+def pct(value: float | None, digits: int = 1) -> str:
+    """A percentage as text; ``n/a`` for a figure the trace's device does not have (null in the
+    summary), never "None%"."""
+    return "n/a" if value is None else f"{value:.{digits}f}%"
 
 
 def _us(value: float | None) -> str:
@@ -45,22 +52,23 @@ def _trace_panel(trace: dict[str, Any]) -> Panel:
         f"{steps['count']} steps, mean {_us(steps['mean_us'])}, max {_us(steps['max_us'])}",
     )
     parts: list[RenderableType] = [head, _breakdown(trace["step_breakdown_pct"])]
+    label = device_model(str(trace["device"])).label  # "GPU", "MTIA"...
     if trace["gpu"]:
         gpu = trace["gpu"]
         parts.append(
             Text(
-                "GPU: utilization {utilization_pct}% · SM efficiency {sm_efficiency_pct}% · "
-                "occupancy {achieved_occupancy_pct}% · tensor cores {tensor_core_pct}%".format(
-                    **gpu
-                )
+                f"{label}: utilization {pct(gpu['utilization_pct'], 2)} · "
+                f"SM efficiency {pct(gpu['sm_efficiency_pct'], 2)} · "
+                f"occupancy {pct(gpu['achieved_occupancy_pct'], 2)} · "
+                f"tensor cores {pct(gpu['tensor_core_pct'], 2)}"
             )
         )
     if trace["temporal_breakdown_pct"]:
         t = trace["temporal_breakdown_pct"]
         parts.append(
             Text(
-                f"GPU time (HTA): idle {t['idle']}% · compute {t['compute']}% · "
-                f"non-compute {t['non_compute']}%"
+                f"{label} time (HTA): idle {pct(t['idle'], 2)} · "
+                f"compute {pct(t['compute'], 2)} · non-compute {pct(t['non_compute'], 2)}"
             )
         )
     parts.append(_recommendations(trace["recommendations"]))
@@ -70,12 +78,12 @@ def _trace_panel(trace: dict[str, Any]) -> Panel:
     return Panel(Group(*parts), title=escape(trace["path"]), title_align="left")
 
 
-def _breakdown(pct: dict[str, float]) -> Table:
+def _breakdown(shares: dict[str, float | None]) -> Table:
     table = Table(title="Step time breakdown", title_justify="left", show_edge=False)
-    shown = {key: value for key, value in pct.items() if value > 0}
+    shown = {key: value for key, value in shares.items() if value is not None and value > 0}
     for key in shown:
         table.add_column(key, justify="right")
-    table.add_row(*(f"{value:.1f}%" for value in shown.values()))
+    table.add_row(*(pct(value) for value in shown.values()))
     return table
 
 
