@@ -85,12 +85,13 @@ class TraceSummary:
     Attributes:
         path: the trace file.
         rank: its rank.
-        device: ``cuda``, ``rocm`` or ``cpu``.
+        device: ``cuda``, ``rocm``, ``mtia``, ``xpu`` or ``cpu`` (:mod:`profiler.analysis.devices`).
         events: how many events the file holds.
         steps: step time figures.
         step_breakdown_pct: category (``profiler.analysis.steps.CATEGORIES``, in order) to
             its share of step time.
-        gpu: GPU figures; None on a trace without GPU work.
+        gpu: the accelerator's figures; None on a trace without kernels, and each figure
+            the device does not have (SM efficiency, occupancy, tensor cores off CUDA) None.
         temporal_breakdown_pct: idle/compute/non-compute; None without GPU work.
         top_ops: CPU ops with the most self time.
         top_kernels: kernels with the most GPU time.
