@@ -134,7 +134,10 @@ def test_evaluation_between_steps_is_no_data_wait(
 ) -> None:
     clock = use_jumping_clock(monkeypatch)
     cb = callback(tmp_path, run_name="eval", schedule=None)
-    train(tmp_path, cb, on_eval_batch=clock.jump, eval_strategy="steps", eval_steps=3)
+    # transformers < 4.41 spells it evaluation_strategy (the extra allows 4.40).
+    fields = transformers.TrainingArguments.__dataclass_fields__
+    strategy = "eval_strategy" if "eval_strategy" in fields else "evaluation_strategy"
+    train(tmp_path, cb, on_eval_batch=clock.jump, **{strategy: "steps"}, eval_steps=3)
     assert clock.jumps >= 2  # evaluation ran during training, at least after steps 3 and 6
     records = read_steps(tmp_path / "traces" / "eval" / "meta" / "steps.0.jsonl")
     assert len(records) == 8
