@@ -152,22 +152,13 @@ class AutoProfiler:
         if torch.utils.data.get_worker_info() is not None:  # a DataLoader worker never trains
             self.enabled = False
             return False
-        from profiler.capture.schedule import Schedule
-        from profiler.capture.session import DEFAULT_SCHEDULE, Profile
+        from profiler.capture.session import Profile
 
-        config = self.config
-        schedule = config.schedule
         try:
             self.session = Profile(
-                run_name=config.run_name,
-                out_dir=config.out_dir,
-                schedule=(
-                    DEFAULT_SCHEDULE
-                    if schedule == DEFAULT
-                    else None
-                    if schedule is None
-                    else Schedule(**schedule_fields(tuple(schedule)))
-                ),
+                run_name=self.config.run_name,
+                out_dir=self.config.out_dir,
+                schedule=_schedule(self.config),
                 metadata={"launched_by": "trainprof run"},
             ).start()
         except Exception as exc:
@@ -210,3 +201,15 @@ class AutoProfiler:
         if session is not None:
             with contextlib.suppress(Exception):  # told already; the script goes on
                 session.stop()
+
+
+def _schedule(config: AutorunConfig) -> Any:
+    """The run's deep-capture schedule: ``profile()``'s default, none, or the one given."""
+    from profiler.capture.schedule import Schedule
+    from profiler.capture.session import DEFAULT_SCHEDULE
+
+    if config.schedule == DEFAULT:
+        return DEFAULT_SCHEDULE
+    if config.schedule is None:
+        return None
+    return Schedule(**schedule_fields(tuple(config.schedule)))
