@@ -12,12 +12,14 @@ import pytest
 import torch
 
 import profiler
+from profiler.events import TrainprofWarning
 from tests.conftest import read_steps
 from tests.integrations.checks import (
     check_complete_run,
     check_failed_run,
     forward_modules,
     ranges,
+    run_meta,
     use_jumping_clock,
     within,
 )
@@ -172,3 +174,23 @@ def test_without_run_epoch_each_training_step_is_watched() -> None:
     assert [str(e) for e in failures] == ["boom"]
     unwatch()
     assert "training_step" not in trainer.__dict__
+
+
+def test_outside_a_trainer_it_warns_and_a_run_left_open_is_closed_as_failed(
+    tmp_path: Path,
+) -> None:
+    """Hooks called with no Trainer on the stack: no watch (told once), and a run whose
+    training never reached on_train_end is marked failed when the next one begins."""
+    cb = callback(tmp_path, run_name="bare", schedule=None)
+    model = torch.nn.Linear(2, 2)
+    with pytest.warns(TrainprofWarning, match="could not find the Trainer"):
+        cb.on_train_begin(None, None, None, model=model)
+    cb.on_step_begin(None, None, None)
+    cb.on_step_end(None, None, None)
+    with pytest.warns(TrainprofWarning):
+        cb.on_train_begin(None, None, None, model=model)  # the first run never ended
+    cb.on_train_end(None, None, None)
+    first, second = (run_meta(tmp_path / "traces" / name) for name in ("bare", "bare-2"))
+    assert first["status"] == "failed" and first["steps"] == 1
+    assert first["error"]["message"] == "training ended without on_train_end"
+    assert second["status"] == "complete" and not cb.session.live
