@@ -30,7 +30,7 @@ from profiler.analysis.table import TraceSet
 SCHEMA = "trainprof.diff/1"
 TOP_N = 20
 #: The step phases the always-on path times on a sample of the steps.
-_PHASES = ("forward", "backward", "optimizer")
+PHASES = ("forward", "backward", "optimizer")
 #: The step-log figures compared in percent (``step_logs.change_pct``): not the counts.
 STEP_LOG_CHANGED = (
     "mean_us", "p50_us", "p90_us", "max_us", "data_wait_us", "data_wait_pct",
@@ -171,15 +171,15 @@ def step_log_stats(records: Iterable[Mapping[str, Any]]) -> StepLogStats | None:
     Returns:
         None when no record is a finished step with a ``dur_us``.
     """
-    done = [r for r in records if r.get("completed", True) is not False and _number(r, "dur_us")]
+    done = finished_steps(records)
     if not done:
         return None
     stats = duration_stats(float(r["dur_us"]) for r in done)
-    waited = [r for r in done if _number(r, "data_wait_us")]
+    waited = [r for r in done if has_figure(r, "data_wait_us")]
     wait_us = sum(float(r["data_wait_us"]) for r in waited)
     waited_step_us = sum(float(r["dur_us"]) for r in waited)
-    timed = {phase: [r for r in done if _number(r, f"{phase}_us")] for phase in _PHASES}
-    peaks = [int(r["peak_memory_bytes"]) for r in done if _number(r, "peak_memory_bytes")]
+    timed = {phase: [r for r in done if has_figure(r, f"{phase}_us")] for phase in PHASES}
+    peaks = [int(r["peak_memory_bytes"]) for r in done if has_figure(r, "peak_memory_bytes")]
     return StepLogStats(
         steps=stats.count,
         ranks=len({r.get("rank", 0) for r in done}),
@@ -192,7 +192,7 @@ def step_log_stats(records: Iterable[Mapping[str, Any]]) -> StepLogStats | None:
         forward_us=_mean(timed["forward"], "forward_us"),
         backward_us=_mean(timed["backward"], "backward_us"),
         optimizer_us=_mean(timed["optimizer"], "optimizer_us"),
-        timed_steps=sum(any(_number(r, f"{phase}_us") for phase in _PHASES) for r in done),
+        timed_steps=sum(any(has_figure(r, f"{phase}_us") for phase in PHASES) for r in done),
         peak_memory_bytes=max(peaks) if peaks else None,
     )
 
@@ -222,7 +222,15 @@ def _recorded_device(run: Run) -> str | None:
     return device if isinstance(device, str) and device else None
 
 
-def _number(record: Mapping[str, Any], key: str) -> bool:
+def finished_steps(records: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The step records :class:`StepLogStats` counts: finished (not ``completed: false``), with
+    a ``dur_us``."""
+    return [r for r in records if r.get("completed", True) is not False
+            and has_figure(r, "dur_us")]  # fmt: skip
+
+
+def has_figure(record: Mapping[str, Any], key: str) -> bool:
+    """Whether a step record holds a finite number (not a bool) at ``key``."""
     value = record.get(key)
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
