@@ -162,14 +162,17 @@ def summary(
     fail_above: FailAbove = None,
     metric: Metric = None,
 ) -> None:
-    """Report the bottlenecks of traces: step breakdown, GPU, top ops and kernels, advice.
+    """Report the bottlenecks of traces: step breakdown, GPU, top ops and kernels, advice; and
+    the runs' step logs (every step: step time, data wait, phase split, memory), which is all
+    a run recorded without deep capture (schedule=None, --light-only) has.
 
     With --baseline and --fail-above, also gate the PATHs (pooled, as one run) against BASE:
     exit status 1 when past the threshold. Exit status 2 if any file could not be read or
     analysed (the others are still reported, each bad one named on stderr as
-    ``error: <file>: <problem>``), or if the gate could not compare.
+    ``error: <file>: <problem>``), if there is neither a readable trace nor a step log, or if
+    the gate could not compare.
     """
-    from profiler.analysis.summary import summarize_traces
+    from profiler.analysis.summary import step_log_runs, summarize_traces
     from profiler.analysis.table import TraceSet
 
     if (baseline is None) != (fail_above is None):
@@ -180,21 +183,21 @@ def summary(
     base, bad_base = (None, False) if baseline is None else _gate_base(baseline, cache=not no_cache)
     groups = [_load_reporting(path, cache=not no_cache) for path in paths]
     loaded = [trace for group in groups if group is not None for trace in group.traces]
-    report, errors = summarize_traces(TraceSet(traces=tuple(loaded)))
+    runs = step_log_runs(paths)
+    report, errors = summarize_traces(TraceSet(traces=tuple(loaded)), runs=runs)
     for error in errors:
         _error(error)
-    if not report["traces"]:
+    if not report["traces"] and report["step_logs"] is None:
         _fail(f"no readable trace under {', '.join(map(str, paths))}")
     gate = None
     if base is not None and fail_above is not None:
         from profiler.analysis.diff import run_figures
         from profiler.analysis.gate import check_gate
-        from profiler.analysis.run import Run
 
-        # The traces the summary could analyse, as one run.
+        # The traces the summary could analyse and the step logs, as one run.
         analysed = {entry["path"] for entry in report["traces"]}
         ours = TraceSet(traces=tuple(t for t in loaded if str(t.path) in analysed))
-        new = run_figures(ours, [Run(path) for path in paths])
+        new = run_figures(ours, runs)
         gate = check_gate(base, new, threshold_pct=fail_above, metric=metric_name)
         report["gate"] = gate.to_dict()
     _emit(report, json, "render_summary")
@@ -220,15 +223,16 @@ def _gate_metric(fail_above: float | None, metric: str | None) -> str:
 
 def _gate_base(baseline: Path, *, cache: bool) -> tuple[RunFigures, bool]:
     """The baseline run's figures for ``summary``'s gate, and whether a file of it could not be
-    read (each named on stderr); exit 2 when it has no readable trace."""
+    read (each named on stderr); exit 2 when it has neither a readable trace nor a step log."""
     from profiler.analysis.diff import run_figures
-    from profiler.analysis.run import Run
+    from profiler.analysis.summary import step_log_runs
 
     traces = _load_reporting(baseline, cache=cache, side="baseline")
-    if traces is None or not traces.traces:
+    runs = step_log_runs([baseline])
+    if traces is None or not (traces.traces or any(run.steps() for run in runs)):
         _fail(f"{baseline}: no readable trace (the baseline run)")
     try:
-        return run_figures(traces, [Run(baseline)]), bool(traces.errors)
+        return run_figures(traces, runs), bool(traces.errors)
     except TraceFormatError as exc:
         _fail(f"{exc} (in the baseline run)")
 

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from profiler.analysis.rules import Recommendation
+
+if TYPE_CHECKING:  # diff.py imports this module: the step-log figures are only named here
+    from profiler.analysis.diff import StepLogStats
 
 ROUND_DIGITS = 2
 
@@ -116,6 +119,53 @@ class TraceSummary:
         """The ``trainprof.summary/1`` form: plain dicts and lists, keys in field order."""
         result: dict[str, Any] = _builtins(self)
         return result
+
+
+@dataclass(frozen=True)
+class SlowStep:
+    """One of the slowest steps in the step logs."""
+
+    rank: int
+    step: int
+    dur_us: float | None
+    data_wait_us: float | None
+
+
+@dataclass(frozen=True)
+class StepLogReport:
+    """The always-on step logs of the runs summarised: every step, not only deep windows.
+
+    Attributes:
+        stats: the figures ``trainprof diff`` compares (every rank and run pooled).
+        phase_pct: forward, backward and optimizer time as a percent of the step time of the
+            steps where that phase was timed (a sample of the steps); None where none was.
+        slowest_steps: the longest steps, longest first.
+        per_rank: each rank's figures; None when the logs are of one rank.
+        recommendations: findings from the step logs alone (a long wait for data).
+        runs: the run directories whose step logs were read.
+    """
+
+    stats: StepLogStats
+    phase_pct: dict[str, float | None]
+    slowest_steps: tuple[SlowStep, ...]
+    per_rank: tuple[tuple[int, StepLogStats], ...] | None
+    recommendations: tuple[Recommendation, ...]
+    runs: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``step_logs`` object of ``trainprof.summary/1``: the :class:`StepLogStats`
+        figures at its top level, as ``trainprof diff`` writes each side, then the rest."""
+        per_rank = self.per_rank
+        return {
+            **self.stats.to_dict(),
+            "phase_pct": {key: rounded(value) for key, value in self.phase_pct.items()},
+            "slowest_steps": _builtins(self.slowest_steps),
+            "per_rank": None
+            if per_rank is None
+            else [{"rank": rank, **stats.to_dict()} for rank, stats in per_rank],
+            "recommendations": _builtins(self.recommendations),
+            "runs": list(self.runs),
+        }
 
 
 def rounded(value: float | None, digits: int = ROUND_DIGITS) -> float | None:

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from profiler.analysis.diff import (
+    PHASES,
+    StepLogStats,
+    finished_steps,
+    has_figure,
+    step_log_stats,
+)
 from profiler.analysis.facts import trace_facts
 from profiler.analysis.gpu import gpu_metrics
 from profiler.analysis.guards import analysis_error
@@ -17,6 +25,8 @@ from profiler.analysis.ops import top_ops
 from profiler.analysis.report import (
     GpuSummary,
     MemorySummary,
+    SlowStep,
+    StepLogReport,
     StepStats,
     TemporalSummary,
     TopKernel,
@@ -24,7 +34,14 @@ from profiler.analysis.report import (
     TraceSummary,
     rounded,
 )
-from profiler.analysis.rules import recommend, severity_rank
+from profiler.analysis.rules import (
+    DATALOADER_PCT,
+    HIGH_SEVERITY_PCT,
+    Recommendation,
+    recommend,
+    severity_rank,
+)
+from profiler.analysis.run import Run, RunSet
 from profiler.analysis.steps import CATEGORIES, average_breakdown_pct, step_table
 from profiler.analysis.table import TraceSet, TraceTable, load
 from profiler.analysis.temporal import temporal_breakdown
@@ -36,19 +53,27 @@ TOP_OP_COLUMNS = ("name", "calls", "self_us", "total_us")
 TOP_KERNEL_COLUMNS = ("name", "calls", "total_us", "mean_us")
 #: The summary's ``step_breakdown_pct`` keys: the breakdown's categories, in their order.
 BREAKDOWN_KEYS = CATEGORIES
+#: How many of the longest steps the step-log report lists.
+SLOWEST_STEPS = 5
 
 
 def summarize(path: str | Path, *, progress: bool = False) -> dict[str, Any]:
-    """Load every trace at ``path`` and summarise each (the ``trainprof.summary/1`` dict).
+    """Load every trace at ``path`` and summarise each, with the step logs of the runs there
+    (the ``trainprof.summary/1`` dict).
 
     Files that fail to load or to be analysed are left out; :func:`summarize_traces` with
     :func:`load` gives access to their errors.
+
+    Args:
+        path: a trace file, a run directory or a root of runs.
+        progress: show a progress bar while loading.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
         TraceFormatError: ``path`` is a single file that cannot be loaded.
     """
-    return summarize_set(load(path, progress=progress))
+    traces = load(path, progress=progress)
+    return summarize_traces(traces, runs=step_log_runs([path]))[0]
 
 
 def summarize_set(traces: TraceSet) -> dict[str, Any]:
@@ -56,9 +81,16 @@ def summarize_set(traces: TraceSet) -> dict[str, Any]:
     return summarize_traces(traces)[0]
 
 
-def summarize_traces(traces: TraceSet) -> tuple[dict[str, Any], tuple[TraceFormatError, ...]]:
+def summarize_traces(
+    traces: TraceSet, *, runs: Sequence[Run] = ()
+) -> tuple[dict[str, Any], tuple[TraceFormatError, ...]]:
     """The summary dict of the traces that can be analysed, and an error per file that cannot
-    be loaded (``traces.errors``) or analysed, each naming the file."""
+    be loaded (``traces.errors``) or analysed, each naming the file.
+
+    Args:
+        traces: the loaded traces.
+        runs: the runs whose step logs make the summary's ``step_logs`` (None without any).
+    """
     entries: list[dict[str, Any]] = []
     errors = list(traces.errors)
     for trace in traces.traces:
@@ -66,7 +98,9 @@ def summarize_traces(traces: TraceSet) -> tuple[dict[str, Any], tuple[TraceForma
             entries.append(trace_summary(trace))
         except TraceFormatError as exc:
             errors.append(exc)
-    return {"schema": SCHEMA, "traces": entries}, tuple(errors)
+    logs = step_log_report(runs)
+    step_logs = None if logs is None else logs.to_dict()
+    return {"schema": SCHEMA, "traces": entries, "step_logs": step_logs}, tuple(errors)
 
 
 def trace_summary(trace: TraceTable) -> dict[str, Any]:
@@ -185,3 +219,78 @@ def _rows(frame: pd.DataFrame, columns: tuple[str, ...]) -> list[tuple[Any, ...]
         (str(name), int(calls), *(rounded(v) for v in figures))
         for name, calls, *figures in frame[list(columns)].itertuples(index=False)
     ]
+
+
+def step_log_runs(paths: Iterable[str | Path]) -> list[Run]:
+    """The runs at ``paths`` (run directories, or roots of runs) that have step logs; a trace
+    file has none."""
+    return [run for path in paths if Path(path).is_dir() for run in RunSet(path) if run.step_files]
+
+
+def step_log_report(runs: Sequence[Run]) -> StepLogReport | None:
+    """The step logs of ``runs``, every rank and run pooled: :class:`StepLogReport`.
+
+    The figures are :func:`profiler.analysis.diff.step_log_stats`'s, the ones ``trainprof
+    diff`` and the gate compare. None when no run has a finished step with a ``dur_us``.
+    """
+    records = [record for run in runs for record in run.steps()]
+    stats = step_log_stats(records)
+    if stats is None:
+        return None
+    done = finished_steps(records)
+    by_rank: dict[int, list[Mapping[str, Any]]] = {}
+    for record in done:
+        by_rank.setdefault(int(record.get("rank", 0)), []).append(record)
+    per_rank = None
+    if len(by_rank) > 1:
+        ranked = {rank: step_log_stats(steps) for rank, steps in sorted(by_rank.items())}
+        per_rank = tuple((rank, s) for rank, s in ranked.items() if s is not None)
+    return StepLogReport(
+        stats=stats,
+        phase_pct={phase: _phase_pct(done, phase) for phase in PHASES},
+        slowest_steps=_slowest(done),
+        per_rank=per_rank,
+        recommendations=_step_log_advice(stats),
+        runs=tuple(str(run.path) for run in runs),
+    )
+
+
+def _phase_pct(done: Sequence[Mapping[str, Any]], phase: str) -> float | None:
+    timed = [r for r in done if has_figure(r, f"{phase}_us")]
+    step_us = sum(float(r["dur_us"]) for r in timed)
+    return 100.0 * sum(float(r[f"{phase}_us"]) for r in timed) / step_us if step_us > 0 else None
+
+
+def _slowest(done: Sequence[Mapping[str, Any]]) -> tuple[SlowStep, ...]:
+    longest = sorted(done, key=lambda r: float(r["dur_us"]), reverse=True)[:SLOWEST_STEPS]
+    return tuple(
+        SlowStep(
+            rank=int(r.get("rank", 0)),
+            step=int(r["step"]),
+            dur_us=rounded(r["dur_us"]),
+            data_wait_us=rounded(r["data_wait_us"]) if has_figure(r, "data_wait_us") else None,
+        )
+        for r in longest
+    )
+
+
+def _step_log_advice(stats: StepLogStats) -> tuple[Recommendation, ...]:
+    """The dataloader-bound finding from the step logs: the rule's own threshold, applied to the
+    share of step time spent waiting for a batch over every logged step."""
+    pct = stats.data_wait_pct
+    if pct is None or pct <= DATALOADER_PCT:
+        return ()
+    message = (
+        f"{pct:.1f}% of step time, over {stats.steps} logged steps, waits for the next batch: "
+        "use DataLoader(num_workers=N, pin_memory=True, persistent_workers=True) or move "
+        "preprocessing off the loop"
+    )
+    return (
+        Recommendation(
+            id="dataloader_bound",
+            severity="high" if pct >= HIGH_SEVERITY_PCT else "medium",
+            message=message,
+            evidence={"data_wait_pct": rounded(pct), "source": "step_logs"},
+            saving_us_per_step=rounded(stats.data_wait_us),
+        ),
+    )

@@ -40,8 +40,12 @@ def _us(value: float | None) -> str:
 
 
 def render_summary(summary: dict[str, Any]) -> list[RenderableType]:
-    """One panel per trace: steps, breakdown, GPU, top ops/kernels, recommendations."""
-    return [_trace_panel(trace) for trace in summary["traces"]]
+    """One panel per trace: steps, breakdown, GPU, top ops/kernels, recommendations; then one
+    for the step logs (every step) when the runs have them."""
+    panels: list[RenderableType] = [_trace_panel(trace) for trace in summary["traces"]]
+    if summary.get("step_logs"):
+        panels.append(_step_log_panel(summary["step_logs"]))
+    return panels
 
 
 def _trace_panel(trace: dict[str, Any]) -> Panel:
@@ -76,6 +80,55 @@ def _trace_panel(trace: dict[str, Any]) -> Panel:
     if trace["top_kernels"]:
         parts.append(_top("Top kernels", trace["top_kernels"], ("calls", "total_us", "mean_us")))
     return Panel(Group(*parts), title=escape(trace["path"]), title_align="left")
+
+
+def _step_log_panel(logs: dict[str, Any]) -> Panel:
+    """The runs' step logs: every step's figures, the slowest steps, the advice they give."""
+    head = Text.assemble(
+        (f"{logs['steps']:,} steps", "bold"),
+        f" · {logs['ranks']} rank(s) · {logs['timed_steps']:,} with the phases timed",
+    )
+    figures = Table(show_edge=False, show_header=False)
+    figures.add_column("figure")
+    figures.add_column("value", justify="right")
+    figures.add_column("share", justify="right")
+    shares = {"data_wait_us": logs["data_wait_pct"]}
+    shares |= {f"{phase}_us": value for phase, value in logs["phase_pct"].items()}
+    for key, label, unit in _STEP_LOG_ROWS[1:]:  # the count is in the head line
+        if key == "data_wait_pct":
+            continue  # the data wait's share column says it
+        share = f"{pct(shares[key])} of step" if key in shares else ""
+        figures.add_row(label, _figure(logs.get(key), unit), share)
+    parts: list[RenderableType] = [head, figures, _slowest(logs["slowest_steps"])]
+    if logs.get("per_rank"):
+        parts.append(_per_rank(logs["per_rank"]))
+    if logs["recommendations"]:
+        parts.append(_recommendations(logs["recommendations"]))
+    title = "Step logs (every step): " + ", ".join(logs["runs"])
+    return Panel(Group(*parts), title=escape(title), title_align="left")
+
+
+def _slowest(steps: list[dict[str, Any]]) -> Table:
+    table = Table(title="Slowest steps", title_justify="left", show_edge=False)
+    for column in ("rank", "step", "time", "data wait"):
+        table.add_column(column, justify="right")
+    for step in steps:
+        table.add_row(
+            str(step["rank"]), str(step["step"]), _us(step["dur_us"]), _us(step["data_wait_us"])
+        )
+    return table
+
+
+def _per_rank(ranks: list[dict[str, Any]]) -> Table:
+    table = Table(title="Per rank", title_justify="left", show_edge=False)
+    for column in ("rank", "steps", "mean", "p90", "max", "data wait"):
+        table.add_column(column, justify="right")
+    for rank in ranks:
+        table.add_row(
+            str(rank["rank"]), f"{rank['steps']:,}", _us(rank["mean_us"]), _us(rank["p90_us"]),
+            _us(rank["max_us"]), pct(rank["data_wait_pct"]),
+        )  # fmt: skip
+    return table
 
 
 def _breakdown(shares: dict[str, float | None]) -> Table:

@@ -10,7 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 import profiler
-from profiler.analysis.summary import merged_recommendations
+from profiler.analysis.run import Run
+from profiler.analysis.summary import merged_recommendations, step_log_report
 from profiler.cli import app
 
 TOP_KEYS = {
@@ -172,3 +173,67 @@ def test_merged_recommendations_rank_severity_before_saving() -> None:
     assert (merged[0]["severity"], merged[0]["path"], merged[0]["rank"]) == ("high", "b", 1)
     assert merged[0]["ranks"] == [0, 1] and merged[0]["evidence_range"] == {"pct": [10.0, 30.0]}
     assert merged[1]["evidence_range"] == {}
+
+
+def write_steps(run_dir: Path, rank: int, records: list[dict]) -> None:
+    meta = run_dir / "meta"
+    meta.mkdir(parents=True, exist_ok=True)
+    (meta / f"steps.{rank}.jsonl").write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records))
+
+
+def _step(step: int, dur: float, wait: float | None = None, **more: float) -> dict:
+    return {"step": step, "dur_us": dur, "data_wait_us": wait, **more}
+
+
+def test_step_log_report_of_two_ranks_by_hand(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    timed = {"forward_us": 20.0, "backward_us": 50.0, "optimizer_us": 10.0}
+    write_steps(run, 0, [
+        _step(0, 100.0, 10.0, **timed, peak_memory_bytes=1000),
+        _step(1, 300.0, 30.0, peak_memory_bytes=3000),
+        {**_step(2, 900.0, 900.0), "completed": False},  # cut short: not counted
+    ])  # fmt: skip
+    write_steps(run, 1, [_step(0, 200.0), _step(1, 400.0, 40.0, forward_us=40.0)])
+    (run / "meta" / "run.json").write_bytes(orjson.dumps({"status": "complete"}))
+
+    logs = profiler.summarize(run)["step_logs"]
+
+    assert (logs["steps"], logs["ranks"], logs["timed_steps"]) == (4, 2, 2)
+    assert (logs["mean_us"], logs["p50_us"], logs["max_us"]) == (250.0, 250.0, 400.0)
+    assert logs["p90_us"] == 370.0  # between 300 and 400, linearly
+    assert logs["data_wait_us"] == pytest.approx(80 / 3, abs=0.005)
+    assert logs["data_wait_pct"] == 10.0  # 80 us of the 800 us of the steps that record one
+    assert (logs["forward_us"], logs["backward_us"]) == (30.0, 50.0)
+    # forward: 60 us of the 500 us of the two steps that timed it; the others, step 0 alone.
+    assert logs["phase_pct"] == {"forward": 12.0, "backward": 50.0, "optimizer": 10.0}
+    assert logs["peak_memory_bytes"] == 3000
+    assert [(s["rank"], s["step"], s["dur_us"], s["data_wait_us"]) for s in
+            logs["slowest_steps"]] == [(1, 1, 400.0, 40.0), (0, 1, 300.0, 30.0),
+                                       (1, 0, 200.0, None), (0, 0, 100.0, 10.0)]  # fmt: skip
+    per_rank = {row["rank"]: row for row in logs["per_rank"]}
+    assert (per_rank[0]["steps"], per_rank[0]["mean_us"]) == (2, 200.0)
+    assert (per_rank[1]["steps"], per_rank[1]["data_wait_pct"]) == (2, 10.0)
+    assert logs["recommendations"][0]["severity"] == "medium"  # 10% > DATALOADER_PCT
+    assert logs["runs"] == [str(run)]
+
+
+@pytest.mark.parametrize(("wait", "severity"), [(5.0, None), (5.01, "medium"), (30.0, "high")])
+def test_step_log_dataloader_advice_uses_the_rules_thresholds(
+    tmp_path: Path, wait: float, severity: str | None
+) -> None:
+    from profiler.analysis.rules import DATALOADER_PCT, HIGH_SEVERITY_PCT
+
+    assert (DATALOADER_PCT, HIGH_SEVERITY_PCT) == (5.0, 30.0)  # what the cases are made for
+    write_steps(tmp_path, 0, [_step(0, 100.0, wait)])
+
+    report = step_log_report([Run(tmp_path)])
+
+    assert report is not None
+    found = [(rec.id, rec.severity) for rec in report.recommendations]
+    assert found == ([] if severity is None else [("dataloader_bound", severity)])
+
+
+def test_no_step_logs_is_none(tmp_path: Path, reference_traces: Path) -> None:
+    write_steps(tmp_path, 0, [{"step": 0, "dur_us": None}, {**_step(1, 5.0), "completed": False}])
+    assert step_log_report([Run(tmp_path)]) is None
+    assert profiler.summarize(reference_traces / "hta" / "cpu_only.json.gz")["step_logs"] is None
