@@ -161,6 +161,9 @@ def summary(
     ] = None,
     fail_above: FailAbove = None,
     metric: Metric = None,
+    by_shape: Annotated[
+        bool, _flag("--by-shape", help="Top ops per name and input shapes (record_shapes=True).")
+    ] = False,
 ) -> None:
     """Report the bottlenecks of traces: step breakdown, GPU, top ops and kernels, advice; and
     the runs' step logs (every step: step time, data wait, phase split, memory), which is all
@@ -184,7 +187,7 @@ def summary(
     groups = [_load_reporting(path, cache=not no_cache) for path in paths]
     loaded = [trace for group in groups if group is not None for trace in group.traces]
     runs = step_log_runs(paths)
-    report, errors = summarize_traces(TraceSet(traces=tuple(loaded)), runs=runs)
+    report, errors = summarize_traces(TraceSet(traces=tuple(loaded)), runs=runs, by_shape=by_shape)
     for error in errors:
         _error(error)
     if not report["traces"] and report["step_logs"] is None:

@@ -1,5 +1,6 @@
 """Runs recorded without deep capture (``schedule=None``, ``trainprof run --light-only``):
-``trainprof summary`` reports them from their step logs, and gates on them.
+``trainprof summary`` reports them from their step logs, and gates on them; and
+``summary --by-shape``.
 
 Every expected figure is computed here from the step log itself (``statistics``), never taken
 from the module under test; no assertion depends on how fast the machine runs.
@@ -20,6 +21,7 @@ from typer.testing import CliRunner
 import profiler
 from profiler.analysis.rules import DATALOADER_PCT
 from profiler.cli import EXIT_BAD_INPUT, EXIT_GATE_TRIPPED, app
+from profiler.export.terminal import NO_SHAPES_NOTE
 from tests.conftest import read_steps
 
 #: Two decimals, as the summary rounds; and a hair for the float sums' last bits.
@@ -186,3 +188,84 @@ def test_a_run_with_neither_traces_nor_step_logs_exits_2(tmp_path: Path, light: 
     against = invoke("summary", light, "--baseline", empty, "--fail-above", "10")
     assert against.exit_code == EXIT_BAD_INPUT
     assert f"error: {empty}: no readable trace (the baseline run)" in against.stderr
+
+
+def two_linears() -> Any:
+    """Two Linear layers of different sizes: one op name, two sets of input shapes."""
+    from torch import nn
+
+    return nn.Sequential(nn.Linear(8, 16), nn.Linear(16, 64))
+
+
+def two_linear_run(tmp_path: Path, *, record_shapes: bool) -> Path:
+    import torch
+
+    torch.manual_seed(0)
+    model = two_linears()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    schedule = profiler.schedule(wait=0, warmup=1, active=2)
+    options = {"schedule": schedule, "record_shapes": record_shapes, "system_metrics": False}
+    with profiler.profile(model, out_dir=tmp_path, run_name="linears", **options) as prof:
+        for _ in range(3):
+            model(torch.randn(4, 8)).sum().backward()
+            opt.step()
+            opt.zero_grad()
+            prof.step()
+    return prof.run_dir
+
+
+def test_by_shape_lists_each_shape_of_an_op(tmp_path: Path) -> None:
+    run_dir = two_linear_run(tmp_path, record_shapes=True)
+
+    result = invoke("summary", run_dir, "--by-shape", "--json")
+
+    assert result.exit_code == 0, result.output
+    (trace,) = orjson.loads(result.stdout)["traces"]
+    addmm = {
+        str(row["input_dims"]): row for row in trace["top_ops"] if row["name"] == "aten::addmm"
+    }
+    # bias, input, weight.T: one row per layer, one call per active step each.
+    assert set(addmm) == {
+        str([[16], [4, 8], [8, 16], [], []]),
+        str([[64], [4, 16], [16, 64], [], []]),
+    }
+    assert all(row["calls"] == 2 for row in addmm.values())
+    assert all("input_dims" in row for row in trace["top_ops"])
+    without = orjson.loads(invoke("summary", run_dir, "--json").stdout)["traces"][0]
+    assert all("input_dims" not in row for row in without["top_ops"])
+
+    text = invoke("summary", run_dir, "--by-shape").stdout
+    assert "Top ops by input shapes" in text
+    assert "[[16],[4,8],[8,16],[],[]]" in text and "[[64],[4,16],[16,64],[],[]]" in text
+    assert NO_SHAPES_NOTE not in text
+
+
+def test_by_shape_counts_match_torch_key_averages(tmp_path: Path) -> None:
+    import torch
+
+    model = two_linears()
+    with torch.no_grad(), torch.profiler.profile(record_shapes=True) as prof:
+        for _ in range(3):
+            model(torch.randn(4, 8))
+    path = tmp_path / "plain.pt.trace.json"
+    prof.export_chrome_trace(str(path))
+
+    (trace,) = profiler.summarize(path, by_shape=True)["traces"]
+
+    theirs = {(e.key, str(e.input_shapes)): e.count
+              for e in prof.key_averages(group_by_input_shape=True)}  # fmt: skip
+    assert trace["top_ops"]
+    for row in trace["top_ops"]:
+        assert row["calls"] == theirs[(row["name"], str(row["input_dims"]))], row
+    assert sum(row["name"] == "aten::addmm" for row in trace["top_ops"]) == 2
+
+
+def test_by_shape_on_a_trace_without_shapes_says_so_in_one_line(tmp_path: Path) -> None:
+    run_dir = two_linear_run(tmp_path, record_shapes=False)
+
+    result = invoke("summary", run_dir, "--by-shape")
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout.count(NO_SHAPES_NOTE) == 1
+    (trace,) = orjson.loads(invoke("summary", run_dir, "--by-shape", "--json").stdout)["traces"]
+    assert all(row["input_dims"] is None for row in trace["top_ops"])

@@ -59,6 +59,18 @@ class TopOp:
 
 
 @dataclass(frozen=True)
+class TopOpByShape(TopOp):
+    """A CPU op at one set of input shapes (``summary --by-shape``).
+
+    Attributes:
+        input_dims: Kineto's ``Input Dims`` of the op, decoded (one list of sizes per input);
+            None where the trace recorded no shapes (profiled without ``record_shapes=True``).
+    """
+
+    input_dims: Any
+
+
+@dataclass(frozen=True)
 class TopKernel:
     """A kernel among those with the most GPU time."""
 
@@ -96,7 +108,8 @@ class TraceSummary:
         gpu: the accelerator's figures; None on a trace without kernels, and each figure
             the device does not have (SM efficiency, occupancy, tensor cores off CUDA) None.
         temporal_breakdown_pct: idle/compute/non-compute; None without GPU work.
-        top_ops: CPU ops with the most self time.
+        top_ops: CPU ops with the most self time (:class:`TopOpByShape` rows, one per name and
+            input shapes, when the summary groups by shape).
         top_kernels: kernels with the most GPU time.
         memory: the memory peak; None without memory events.
         recommendations: findings, most severe first.

@@ -6,6 +6,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pandas as pd
 
 from profiler.analysis.diff import (
@@ -31,6 +32,7 @@ from profiler.analysis.report import (
     TemporalSummary,
     TopKernel,
     TopOp,
+    TopOpByShape,
     TraceSummary,
     rounded,
 )
@@ -57,7 +59,9 @@ BREAKDOWN_KEYS = CATEGORIES
 SLOWEST_STEPS = 5
 
 
-def summarize(path: str | Path, *, progress: bool = False) -> dict[str, Any]:
+def summarize(
+    path: str | Path, *, progress: bool = False, by_shape: bool = False
+) -> dict[str, Any]:
     """Load every trace at ``path`` and summarise each, with the step logs of the runs there
     (the ``trainprof.summary/1`` dict).
 
@@ -67,13 +71,14 @@ def summarize(path: str | Path, *, progress: bool = False) -> dict[str, Any]:
     Args:
         path: a trace file, a run directory or a root of runs.
         progress: show a progress bar while loading.
+        by_shape: group the top ops by name and input shapes.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
         TraceFormatError: ``path`` is a single file that cannot be loaded.
     """
     traces = load(path, progress=progress)
-    return summarize_traces(traces, runs=step_log_runs([path]))[0]
+    return summarize_traces(traces, runs=step_log_runs([path]), by_shape=by_shape)[0]
 
 
 def summarize_set(traces: TraceSet) -> dict[str, Any]:
@@ -82,7 +87,7 @@ def summarize_set(traces: TraceSet) -> dict[str, Any]:
 
 
 def summarize_traces(
-    traces: TraceSet, *, runs: Sequence[Run] = ()
+    traces: TraceSet, *, runs: Sequence[Run] = (), by_shape: bool = False
 ) -> tuple[dict[str, Any], tuple[TraceFormatError, ...]]:
     """The summary dict of the traces that can be analysed, and an error per file that cannot
     be loaded (``traces.errors``) or analysed, each naming the file.
@@ -90,12 +95,13 @@ def summarize_traces(
     Args:
         traces: the loaded traces.
         runs: the runs whose step logs make the summary's ``step_logs`` (None without any).
+        by_shape: group the top ops by name and input shapes.
     """
     entries: list[dict[str, Any]] = []
     errors = list(traces.errors)
     for trace in traces.traces:
         try:
-            entries.append(trace_summary(trace))
+            entries.append(trace_summary(trace, by_shape=by_shape))
         except TraceFormatError as exc:
             errors.append(exc)
     logs = step_log_report(runs)
@@ -103,30 +109,34 @@ def summarize_traces(
     return {"schema": SCHEMA, "traces": entries, "step_logs": step_logs}, tuple(errors)
 
 
-def trace_summary(trace: TraceTable) -> dict[str, Any]:
+def trace_summary(trace: TraceTable, *, by_shape: bool = False) -> dict[str, Any]:
     """One trace's entry in the summary: :func:`trace_report`'s JSON form.
 
     Raises:
         TraceFormatError: see :func:`trace_report`.
     """
-    return trace_report(trace).to_dict()
+    return trace_report(trace, by_shape=by_shape).to_dict()
 
 
 @per_trace
-def trace_report(trace: TraceTable) -> TraceSummary:
-    """One trace's summary, typed; computed once per loaded trace.
+def trace_report(trace: TraceTable, by_shape: bool = False) -> TraceSummary:
+    """One trace's summary, typed; computed once per loaded trace (and grouping).
+
+    Args:
+        trace: a loaded trace.
+        by_shape: top ops per name and input shapes (:class:`TopOpByShape`), not per name.
 
     Raises:
         TraceFormatError: the trace's content is beyond what the analyses take (say, times
             that overflow); names the file, as a load error would.
     """
     try:
-        return _trace_report(trace)
+        return _trace_report(trace, by_shape)
     except Exception as exc:  # noqa: BLE001 - one trace's problem, not the whole summary's
         raise analysis_error(trace.path, exc) from exc
 
 
-def _trace_report(trace: TraceTable) -> TraceSummary:
+def _trace_report(trace: TraceTable, by_shape: bool) -> TraceSummary:
     steps = step_table(trace)
     breakdown = average_breakdown_pct(trace)
     gpu = gpu_metrics(trace)
@@ -148,7 +158,7 @@ def _trace_report(trace: TraceTable) -> TraceSummary:
             rounded(temporal.idle_pct), rounded(temporal.compute_pct),
             rounded(temporal.non_compute_pct),
         ),
-        top_ops=tuple(TopOp(*row) for row in _rows(top_ops(trace, n=TOP_N), TOP_OP_COLUMNS)),
+        top_ops=_top_ops(trace, by_shape),
         top_kernels=tuple(
             TopKernel(*row) for row in _rows(top_kernels(trace, n=TOP_N), TOP_KERNEL_COLUMNS)
         ),
@@ -158,6 +168,29 @@ def _trace_report(trace: TraceTable) -> TraceSummary:
         ),
         recommendations=tuple(recommend(facts)),
     )  # fmt: skip
+
+
+def _top_ops(trace: TraceTable, by_shape: bool) -> tuple[TopOp, ...]:
+    frame = top_ops(trace, n=TOP_N, group_by_shape=by_shape)
+    rows = _rows(frame, TOP_OP_COLUMNS)
+    if not by_shape:
+        return tuple(TopOp(*row) for row in rows)
+    dims = frame["input_dims"]
+    return tuple(
+        TopOpByShape(name, calls, self_us, total_us, _decoded(text))
+        for (name, calls, self_us, total_us), text in zip(rows, dims, strict=True)
+    )
+
+
+def _decoded(input_dims: str) -> Any:
+    """Kineto's ``Input Dims`` text as JSON values; None where no shapes were recorded (the
+    text is kept as it is if it is not JSON)."""
+    if not input_dims:
+        return None
+    try:
+        return orjson.loads(input_dims)
+    except orjson.JSONDecodeError:
+        return input_dims
 
 
 def _step_stats(durations: pd.Series) -> StepStats:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+import orjson
 from rich.console import Group, RenderableType
 from rich.markup import escape
 from rich.panel import Panel
@@ -76,10 +77,31 @@ def _trace_panel(trace: dict[str, Any]) -> Panel:
             )
         )
     parts.append(_recommendations(trace["recommendations"]))
-    parts.append(_top("Top ops (self time)", trace["top_ops"], ("calls", "self_us", "total_us")))
+    parts.extend(_top_ops(trace["top_ops"]))
     if trace["top_kernels"]:
         parts.append(_top("Top kernels", trace["top_kernels"], ("calls", "total_us", "mean_us")))
     return Panel(Group(*parts), title=escape(trace["path"]), title_align="left")
+
+
+#: What ``summary --by-shape`` says of a trace recorded without shapes.
+NO_SHAPES_NOTE = "shapes were not recorded: profile with record_shapes=True"
+
+
+def _top_ops(rows: list[dict[str, Any]]) -> list[RenderableType]:
+    """The top-ops table; grouped by shape (rows with ``input_dims``), a column of the shapes,
+    or one line saying the trace has none."""
+    columns = ("calls", "self_us", "total_us")
+    if not any("input_dims" in row for row in rows):
+        return [_top("Top ops (self time)", rows, columns)]
+    if all(row["input_dims"] is None for row in rows):
+        return [Text(NO_SHAPES_NOTE, style="yellow"), _top("Top ops (self time)", rows, columns)]
+    return [_top("Top ops by input shapes (self time)", rows, ("input_dims", *columns))]
+
+
+def _dims(input_dims: Any) -> str:
+    if input_dims is None:
+        return "-"
+    return input_dims if isinstance(input_dims, str) else orjson.dumps(input_dims).decode()
 
 
 def _step_log_panel(logs: dict[str, Any]) -> Panel:
@@ -149,7 +171,8 @@ def _recommendations(recs: Iterable[dict[str, Any]]) -> RenderableType:
     table.add_column("finding", overflow="fold")
     for rec in recs:
         saving = rec.get("saving_us_per_step")
-        tail = f" (up to {_us(saving)} per step)" if saving else ""
+        # The time per step the cause costs in the trace; None: no honest figure (rules.py).
+        tail = f" (saves up to {_us(saving)} per step)" if saving is not None else ""
         table.add_row(
             Text(rec["severity"], style=SEVERITY_STYLE[rec["severity"]]),
             Text(f"{rec['id']}: {rec['message']}{tail}"),
@@ -161,11 +184,16 @@ def _top(title: str, rows: list[dict[str, Any]], columns: tuple[str, ...]) -> Ta
     table = Table(title=title, title_justify="left", show_edge=False)
     table.add_column("name", overflow="fold")
     for column in columns:
-        table.add_column(column, justify="right")
+        table.add_column(column, justify="left" if column == "input_dims" else "right")
     for row in rows:
-        cells = [f"{row[c]:,}" if c == "calls" else _us(row[c]) for c in columns]
-        table.add_row(Text(_short(row["name"])), *cells)
+        table.add_row(Text(_short(row["name"])), *(_cell(row, column) for column in columns))
     return table
+
+
+def _cell(row: dict[str, Any], column: str) -> str:
+    if column == "input_dims":
+        return _dims(row[column])
+    return f"{row[column]:,}" if column == "calls" else _us(row[column])
 
 
 def render_diff(diff: dict[str, Any]) -> list[RenderableType]:
