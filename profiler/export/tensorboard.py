@@ -203,4 +203,6 @@ def recommendations_markdown(run: RunInput) -> str:
     for rec in run.recommendations:
         seen = f"seen in {len(rec['seen_in'])} of {len(run.windows)} window(s)"
         lines.append(f"- **{rec['severity']}** `{rec['id']}`: {rec['message']} ({seen})")
+    for rec in run.step_log_advice:
+        lines.append(f"- **{rec['severity']}** `{rec['id']}`: {rec['message']} (step logs)")
     return "\n".join(lines)

@@ -15,7 +15,7 @@ from typing import Any
 
 from profiler.analysis.run import Run
 from profiler.analysis.steps import WHOLE_TRACE_NAME, step_table
-from profiler.analysis.summary import merged_recommendations, trace_summary
+from profiler.analysis.summary import merged_recommendations, step_log_report, trace_summary
 from profiler.analysis.table import load_trace
 from profiler.events import BASE_TIME_KEY, TRACE_SUFFIX
 
@@ -62,6 +62,8 @@ class RunInput:
         steps: rank to that rank's per-step records, in file order.
         windows: the capture windows, in file-name order.
         recommendations: the run's findings, once per rule (``merged_recommendations``).
+        step_log_advice: the findings of the step logs alone (every step; see
+            :func:`profiler.analysis.summary.step_log_report`).
     """
 
     source: Path
@@ -70,6 +72,7 @@ class RunInput:
     steps: dict[int, tuple[dict[str, Any], ...]]
     windows: tuple[Window, ...]
     recommendations: tuple[dict[str, Any], ...]
+    step_log_advice: tuple[dict[str, Any], ...] = ()
 
 
 def read_run(source: str | os.PathLike[str], run_name: str | None = None) -> RunInput:
@@ -100,9 +103,16 @@ def read_run(source: str | os.PathLike[str], run_name: str | None = None) -> Run
         raise ExportError(f"{source}: no trace files and no meta/steps.<rank>.jsonl: not a run")
     windows = _windows(files, steps)
     summary = {"traces": [w.summary for w in windows]}
-    return RunInput(
-        source, name, meta, steps, tuple(windows), tuple(merged_recommendations(summary))
-    )
+    merged = tuple(merged_recommendations(summary))
+    return RunInput(source, name, meta, steps, tuple(windows), merged, _advice(run, merged))
+
+
+def _advice(run: Run, merged: tuple[dict[str, Any], ...]) -> tuple[dict[str, Any], ...]:
+    """The step logs' findings that the windows did not already give."""
+    logs = step_log_report([run])
+    found = {rec["id"] for rec in merged}
+    recs = () if logs is None else logs.recommendations
+    return tuple(rec.as_dict() for rec in recs if rec.id not in found)
 
 
 def _stem(file_name: str) -> str:
