@@ -5,14 +5,20 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from profiler.analysis.devices import DEVICE_KINDS, KERNEL, device_model
+from profiler.analysis.devices import (
+    COMMUNICATION,
+    DEVICE_KINDS,
+    KERNEL,
+    LAUNCH_KINDS,
+    Device,
+    device_model,
+)
 from profiler.analysis.gpu import GpuMetrics
 from profiler.analysis.kernels import analysis_window, classify_kernels, merge_intervals
 from profiler.analysis.memory import MemoryPeak
 from profiler.analysis.ops import HOST_KINDS, nest_parents, op_table
 from profiler.analysis.rules import SHORT_KERNEL_US, TraceFacts
 from profiler.analysis.table import TraceTable
-from profiler.analysis.temporal import HOST_WAIT, idle_time_breakdown
 
 # Ops that tensor cores can run, as TensorBoard's plugin lists them (torch_tb_profiler/profiler/
 # tensor_core.py, TC_OP_Allowlist, itself taken from autocast's fp16 list in autocast_mode.cpp).
@@ -33,6 +39,10 @@ TC_ELIGIBLE_OPS = frozenset({
 })  # fmt: skip
 OPTIMIZER_STEP_PREFIX = "Optimizer.step#"
 PAGEABLE_MARK = "Pageable"
+# Kineto's records of the host blocking on the device (category ``cuda_sync``, named after
+# CUPTI's CUpti_ActivitySynchronizationType); the fourth, "Stream Wait Event", is one stream
+# waiting on another inside the device and blocks no host thread.
+HOST_BLOCKING_SYNC_RECORDS = ("Context Sync", "Stream Sync", "Event Sync")
 _MAX_COMPUTE_MAJOR = 1000  # NVIDIA's are single digits: anything past this is not one
 
 
@@ -52,6 +62,7 @@ def trace_facts(
     props = trace.device_properties
     model = device_model(trace.device)
     syncs = _sync_calls(events, model.sync_calls)
+    window = _steps_span(steps)
     return TraceFacts(
         device=trace.device,
         step_us=total_us / count,
@@ -60,6 +71,7 @@ def trace_facts(
             "communication": _communication_pct(trace, steps, total_us, breakdown_pct),
         },
         gpu_utilization_pct=gpu.utilization_pct if gpu else None,
+        gpu_idle_us_per_step=_idle_per_step(gpu, window, count),
         tensor_core_pct=gpu.tensor_core_pct if gpu else None,
         # Tensor-core kernel names and compute capabilities are NVIDIA's; ROCm's differ.
         compute_major=_compute_major(props) if model.tensor_core_names else None,
@@ -69,6 +81,11 @@ def trace_facts(
         host_wait_pct=_host_wait_pct(trace) if gpu else None,
         sync_pct=_share_pct(syncs, total_us) if gpu else None,
         sync_calls_per_step=len(syncs) / count if gpu else None,
+        sync_idle_pct=_pct(_sync_idle_us(events, model, window), total_us) if gpu else None,
+        exposed_comm_pct=max(
+            breakdown_pct.get("communication", 0.0),
+            _pct(_exposed_comm_kernel_us(trace, window), total_us),
+        ),
         pageable_copy_share=_pageable_share(events) if gpu else None,
         peak_memory_bytes=peak.allocated_bytes if peak and peak.capacity_bytes else None,
         memory_capacity_bytes=peak.capacity_bytes if peak else None,
@@ -99,6 +116,95 @@ def _share_pct(frame: pd.DataFrame, total_us: float, steps: pd.DataFrame | None 
             (frame["ts_us"] >= steps["ts_us"].min()) & (frame["ts_us"] < steps["end_us"].max())
         ]
     return 100.0 * _union_us(frame) / total_us
+
+
+def _idle_per_step(gpu: GpuMetrics | None, window: tuple[float, float], count: int) -> float | None:
+    """Time with no kernel running over the steps' span (the utilization's), per step."""
+    if gpu is None or not np.isfinite(window[1] - window[0]):
+        return None
+    return round((window[1] - window[0]) * (100.0 - gpu.utilization_pct) / 100.0 / count, 1)
+
+
+def _pct(part_us: float, total_us: float) -> float:
+    return 100.0 * part_us / total_us if total_us > 0 else 0.0
+
+
+def _steps_span(steps: pd.DataFrame) -> tuple[float, float]:
+    """From the first step's start to the last one's end (everything for a trace without)."""
+    if not len(steps):
+        return (-np.inf, np.inf)
+    return float(steps["ts_us"].min()), float(steps["end_us"].max())
+
+
+def _clip(
+    start: np.ndarray, end: np.ndarray, window: tuple[float, float]
+) -> tuple[np.ndarray, np.ndarray]:
+    start, end = np.maximum(start, window[0]), np.minimum(end, window[1])
+    keep = end > start
+    return start[keep], end[keep]
+
+
+def _overlap_us(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> float:
+    """Time covered by both unions of disjoint sorted intervals ``a`` and ``b``."""
+    if not len(a[0]) or not len(b[0]):
+        return 0.0
+    bounds = np.unique(np.concatenate([*a, *b]))
+    mid = (bounds[:-1] + bounds[1:]) / 2
+    inside = _inside(mid, a) & _inside(mid, b)
+    return float(np.diff(bounds)[inside].sum())
+
+
+def _inside(points: np.ndarray, merged: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    index = np.searchsorted(merged[0], points, side="right") - 1
+    return (index >= 0) & (points < merged[1][np.maximum(index, 0)])
+
+
+def _sync_idle_us(events: pd.DataFrame, model: Device, window: tuple[float, float]) -> float:
+    """Device idle time following host syncs, inside ``window``.
+
+    A sync returns once the device has drained, and nothing runs on the device until the host
+    enqueues the next work: for each sync, the time from its start to the start of the next
+    device work (on any stream) after it returns, less the time the device was busy then (its
+    draining). Overlapping syncs (MTIA's ``synchronize`` inside ``synchronizeStream``) count
+    once; a sync after the last device work counts nothing (no next work to wait for).
+    """
+    busy = merge_intervals(*_clip(*_device_work(events), window))
+    syncs = pd.concat([_sync_calls(events, model.sync_calls), _sync_records(events)])
+    start, end = _clip(syncs["ts_us"].to_numpy(), syncs["end_us"].to_numpy(), window)
+    if not len(busy[0]) or not len(start):
+        return 0.0
+    following = np.searchsorted(busy[0], end, side="left")
+    waited = following < len(busy[0])
+    start = start[waited]
+    next_work = busy[0][following[waited]]
+    waits = merge_intervals(start, next_work)
+    return float((waits[1] - waits[0]).sum()) - _overlap_us(waits, busy)
+
+
+def _device_work(events: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    work = events[events["kind"].isin(DEVICE_KINDS)]
+    return work["ts_us"].to_numpy(dtype=np.float64), work["end_us"].to_numpy(dtype=np.float64)
+
+
+def _sync_records(events: pd.DataFrame) -> pd.DataFrame:
+    """Kineto's ``cuda_sync`` records of the host blocking (:data:`HOST_BLOCKING_SYNC_RECORDS`)."""
+    records = events[events["kind"] == "sync"]
+    return records[records["name"].astype(str).isin(HOST_BLOCKING_SYNC_RECORDS)]
+
+
+def _exposed_comm_kernel_us(trace: TraceTable, window: tuple[float, float]) -> float:
+    """Time inside ``window`` with communication running on the device (HTA's communication
+    kernels, device-side collectives) and no other kernel: what overlapping it would save."""
+    events = trace.events
+    kernels = events[events["kind"].isin((KERNEL, COMMUNICATION))]
+    is_comm = (kernels["kind"] == COMMUNICATION).to_numpy() | (
+        classify_kernels(kernels["name"]) == "COMMUNICATION"
+    ).to_numpy()
+    start = kernels["ts_us"].to_numpy(dtype=np.float64)
+    end = kernels["end_us"].to_numpy(dtype=np.float64)
+    comm = merge_intervals(*_clip(start[is_comm], end[is_comm], window))
+    compute = merge_intervals(*_clip(start[~is_comm], end[~is_comm], window))
+    return float((comm[1] - comm[0]).sum()) - _overlap_us(comm, compute)
 
 
 def _communication_pct(
@@ -138,16 +244,39 @@ def _pageable_share(events: pd.DataFrame) -> float | None:
 
 
 def _host_wait_pct(trace: TraceTable) -> float | None:
-    idle = idle_time_breakdown(trace)
-    # The idle breakdown's own window: HTA's, all GPU work (kernels, copies, sets).
-    work = analysis_window(trace)
-    work = work[work["kind"].isin(DEVICE_KINDS)]
-    if idle.empty or work.empty:
+    """The device's host-wait idle time as a share of its work's span, in HTA's window.
+
+    HTA's host-wait test (``_analyze_idle_time_for_stream``: the next work's launch call began
+    after the previous work ended) applied to the device as a whole rather than per stream: a
+    gap with no work on any stream is host wait when the work that ends it was launched only
+    after the gap began. Per stream, a side stream (NCCL's, a copy stream) launched once a step
+    "waits for the host" nearly all the time while the compute stream is busy: diff_control's
+    busiest such stream waits 90% of the span where the device idles 16%, MTIA's 51% where it
+    idles 4%.
+    """
+    work = _launch_starts(analysis_window(trace))
+    if work.empty:
         return None
-    span = float(work["end_us"].max() - work["ts_us"].min())
-    # The stream that waited on the host longest (usually the one stream doing the compute).
-    host_wait = float(idle.loc[idle["idle_category"] == HOST_WAIT, "idle_us"].max())
-    return min(100.0, 100.0 * host_wait / span) if span > 0 else None
+    busy_start, busy_end = merge_intervals(work["ts_us"].to_numpy(), work["end_us"].to_numpy())
+    span = float(busy_end[-1] - busy_start[0])
+    if span <= 0:
+        return None
+    gap_start, gap_end = busy_end[:-1], busy_start[1:]
+    # The work that ends each gap starts exactly at the next busy interval's start.
+    launched = work.groupby("ts_us")["launch_ts_us"].min().reindex(gap_end).to_numpy()
+    host_wait = float(np.where(launched > gap_start, gap_end - gap_start, 0.0).sum())
+    return min(100.0, 100.0 * host_wait / span)
+
+
+def _launch_starts(events: pd.DataFrame) -> pd.DataFrame:
+    """Device work (``ts_us``, ``end_us``) with ``launch_ts_us``, its launch call's start (NaN
+    where no launch call is in the trace: such work never counts as host wait)."""
+    work = events.loc[events["kind"].isin(DEVICE_KINDS), ["correlation", "ts_us", "end_us"]]
+    launches = events.loc[
+        events["kind"].isin(LAUNCH_KINDS) & (events["correlation"] >= 0), ["correlation", "ts_us"]
+    ]
+    launch_ts = launches.drop_duplicates("correlation").set_index("correlation")["ts_us"]
+    return work.assign(launch_ts_us=work["correlation"].map(launch_ts))
 
 
 def _tc_eligible_pct(trace: TraceTable) -> float | None:

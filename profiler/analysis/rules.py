@@ -3,6 +3,12 @@
 Each rule reads :class:`TraceFacts` (figures the analyses computed for one trace) and returns a
 :class:`Recommendation` or None. A new recommendation is one new class added to ``RULES``.
 Thresholds are named constants; each says where its number comes from.
+
+Each rule also estimates what fixing its cause would save per step (``saving_us_per_step``): the
+time per step the cause visibly costs in the trace, so an upper bound on what the advice can win.
+Its docstring says how; rules where the trace shows the cost but not what the fix would leave
+of it estimate None and say why. tests/analysis/test_rules_real.py checks each estimate on a
+real trace against a figure computed there independently.
 """
 
 from __future__ import annotations
@@ -27,8 +33,8 @@ TENSOR_CORE_MIN_MAJOR = 7  # tensor cores exist from compute capability 7.0 (Vol
 HIGH_SEVERITY_PCT = 30.0  # a third of the step lost to one cause is the first thing to fix
 SHORT_KERNEL_US = 10.0  # a CUDA launch costs ~5-10 us of host time, so shorter kernels starve
 LAUNCH_BOUND_SHORT_SHARE = 0.5  # ...and when most kernels are that short, the host sets the pace
-LAUNCH_BOUND_HOST_WAIT_PCT = 30.0  # GPU idle waiting for the host for a third of the span
-SYNC_PCT = 5.0  # explicit syncs block the host; 5% matches the DataLoader bar above
+LAUNCH_BOUND_HOST_WAIT_PCT = 30.0  # device idle waiting for the host a third of the span
+SYNC_PCT = 5.0  # device idle after syncs; 5% of the step, as the DataLoader bar above
 MEMCPY_PCT = 10.0  # host<->device copies worth a tenth of the step
 PAGEABLE_SHARE = 0.5  # most copied bytes from pageable memory: pin_memory=True would help
 OPTIMIZER_PCT = 25.0  # a quarter of the step in optimizer.step: fused/foreach optimizers help
@@ -40,13 +46,23 @@ class TraceFacts:
     """Figures about one trace that rules read. Percentages are of the mean step time.
 
     None means "not known for this trace" (e.g. GPU figures on a CPU-only trace); rules that
-    need a missing figure do not fire.
+    need a missing figure do not fire. Among them:
+
+    Attributes:
+        host_wait_pct: device idle waiting for the host (the next work not yet being launched),
+            as a share of the device work's span in HTA's window (not of the step).
+        sync_pct: the host's time inside blocking sync calls.
+        sync_idle_pct: device idle time following host syncs, until the next device work.
+        exposed_comm_pct: communication with no kernel running beside it (what overlap hides).
+        gpu_idle_us_per_step: time with no kernel running over the steps' span (where
+            ``gpu_utilization_pct`` is measured), divided by the number of steps.
     """
 
     device: str
     step_us: float
     breakdown_pct: dict[str, float]
     gpu_utilization_pct: float | None = None
+    gpu_idle_us_per_step: float | None = None
     tensor_core_pct: float | None = None
     compute_major: int | None = None
     tc_eligible_kernel_pct: float | None = None
@@ -55,6 +71,8 @@ class TraceFacts:
     host_wait_pct: float | None = None
     sync_pct: float | None = None
     sync_calls_per_step: float | None = None
+    sync_idle_pct: float | None = None
+    exposed_comm_pct: float | None = None
     pageable_copy_share: float | None = None
     peak_memory_bytes: int | None = None
     memory_capacity_bytes: int | None = None
@@ -116,6 +134,12 @@ class Rule(ABC):
 
 
 class DataloaderBound(Rule):
+    """Fires when the DataLoader share of the step passes :data:`DATALOADER_PCT`.
+
+    Saving: the data wait per step, the step breakdown's ``dataloader`` time (only what no
+    kernel, copy or runtime call overlaps) averaged over the steps.
+    """
+
     id = "dataloader_bound"
     description = "The step waits on the input pipeline."
     page = "/timeline"
@@ -133,6 +157,12 @@ class DataloaderBound(Rule):
 
 
 class LowGpuUtilization(Rule):
+    """Fires when the plugin's GPU utilization is under :data:`LOW_GPU_UTIL_PCT`.
+
+    Saving: the time per step with no kernel running (:attr:`TraceFacts.gpu_idle_us_per_step`:
+    the utilization's complement over the steps' span, divided by the number of steps).
+    """
+
     id = "low_gpu_utilization"
     description = "The GPU is idle for much of each step."
     page = "/kernels"
@@ -145,11 +175,18 @@ class LowGpuUtilization(Rule):
             f"The GPU is busy only {util:.1f}% of the step: look at what the host does between "
             "kernels (data loading, syncs, launches) or raise the batch size"
         )
-        idle = facts.per_step_us(100.0 - util)
+        idle = facts.gpu_idle_us_per_step
         return self.make("high", message, {"gpu_utilization_pct": round(util, 2)}, idle)
 
 
 class LaunchBound(Rule):
+    """Fires when most kernels are short and the compute stream waits on the host.
+
+    Saving: the host-wait idle per step: the time no device work runs and the next work's launch
+    call had not yet begun (HTA's host-wait test, over the whole device:
+    :attr:`TraceFacts.host_wait_pct` of the device work's span), applied to the mean step.
+    """
+
     id = "launch_bound"
     description = "Many tiny kernels: the GPU waits for the host to launch them."
     page = "/kernels"
@@ -174,24 +211,44 @@ class LaunchBound(Rule):
 
 
 class SyncHeavy(Rule):
+    """Fires when the device idles after host syncs for more than :data:`SYNC_PCT` of the step.
+
+    A sync costs what the device idles while the host drains it and then enqueues new work;
+    time the host spends blocked while the device computes costs nothing (an inference loop
+    synchronises for 94% of the step on a 94%-busy MTIA: no finding). Saving: that idle time
+    per step (:attr:`TraceFacts.sync_idle_pct` of the mean step).
+    """
+
     id = "sync_heavy"
     description = "Explicit synchronisations (.item(), cudaDeviceSynchronize) stall the host."
     page = "/timeline"
 
     def check(self, facts: TraceFacts) -> Recommendation | None:
-        pct = facts.sync_pct
+        pct = facts.sync_idle_pct
         if pct is None or pct <= SYNC_PCT:
             return None
         message = (
-            f"{pct:.1f}% of each step is spent in synchronisation calls "
+            f"The device idles {pct:.1f}% of each step after synchronisation calls "
             f"({facts.sync_calls_per_step or 0:.0f} per step): avoid .item()/.cpu()/print of "
             "tensors in the loop, and log metrics every N steps"
         )
-        evidence = {"sync_pct": round(pct, 2), "sync_calls_per_step": facts.sync_calls_per_step}
+        evidence = {
+            "sync_idle_pct": round(pct, 2),
+            "sync_pct": None if facts.sync_pct is None else round(facts.sync_pct, 2),
+            "sync_calls_per_step": facts.sync_calls_per_step,
+        }
         return self.make(_severity(pct), message, evidence, facts.per_step_us(pct))
 
 
 class MemcpyHeavy(Rule):
+    """Fires when copies take more than :data:`MEMCPY_PCT` of the step (or mostly pageable
+    copies take any real share).
+
+    Saving: the memcpy time not overlapped by compute per step, the step breakdown's
+    ``memcpy`` time (kernels take precedence there) averaged over the steps: what pinned,
+    asynchronous copies overlapping compute could hide.
+    """
+
     id = "memcpy_heavy"
     description = "Host-device copies take a large share of the step."
     page = "/timeline"
@@ -208,10 +265,17 @@ class MemcpyHeavy(Rule):
             hint = f"{pageable:.0%} of copied bytes come from pageable memory: " + hint
         message = f"{pct:.1f}% of each step is host<->device copies: {hint}"
         evidence = {"memcpy_pct": round(pct, 2), "pageable_copy_share": pageable}
-        return self.make(_severity(pct), message, evidence, None)
+        return self.make(_severity(pct), message, evidence, facts.per_step_us(pct))
 
 
 class AmpEligible(Rule):
+    """Fires on tensor-core hardware that runs eligible work without tensor cores.
+
+    Saving: None. The trace shows the eligible kernels' time, not what they would take in
+    bf16/fp16/TF32: that speed-up depends on the shapes, the dtype and the card (from nothing to
+    several times), so any number would be invented.
+    """
+
     id = "amp_eligible"
     description = "Tensor-core-eligible work runs without tensor cores."
     page = "/kernels"
@@ -235,6 +299,14 @@ class AmpEligible(Rule):
 
 
 class CommHeavy(Rule):
+    """Fires when communication passes :data:`COMM_PCT` of the step.
+
+    Saving: the communication not overlapped by compute per step
+    (:attr:`TraceFacts.exposed_comm_pct` of the mean step): the larger of the step breakdown's
+    communication time (kernels take precedence there) and the time communication kernels run
+    with no other kernel. Overlapping (bucketing, prefetch) can hide at most that.
+    """
+
     id = "comm_heavy"
     description = "Collective communication takes a large share of the step."
     page = "/distributed"
@@ -247,10 +319,22 @@ class CommHeavy(Rule):
             f"{pct:.1f}% of each step is communication: overlap it with compute (DDP buckets, "
             "FSDP prefetch), compress gradients, or accumulate gradients over more steps"
         )
-        return self.make(_severity(pct), message, {"communication_pct": round(pct, 2)}, None)
+        exposed = facts.exposed_comm_pct
+        evidence = {
+            "communication_pct": round(pct, 2),
+            "exposed_communication_pct": None if exposed is None else round(exposed, 2),
+        }
+        saving = None if exposed is None else facts.per_step_us(exposed)
+        return self.make(_severity(pct), message, evidence, saving)
 
 
 class MemoryNearCapacity(Rule):
+    """Fires when peak device memory passes :data:`MEMORY_CAPACITY_SHARE` of the capacity.
+
+    Saving: None. Memory near the limit costs no time in the trace (it risks an out-of-memory
+    error and caps the batch); checkpointing even adds recompute time. What it buys is room.
+    """
+
     id = "memory_near_capacity"
     description = "Peak device memory is close to the device's capacity."
     page = "/memory"
@@ -269,6 +353,14 @@ class MemoryNearCapacity(Rule):
 
 
 class OptimizerHeavy(Rule):
+    """Fires when ``optimizer.step()`` passes :data:`OPTIMIZER_PCT` of the step.
+
+    Saving: None. The trace shows the time in ``optimizer.step``, not the part a fused or
+    foreach implementation removes (per-parameter launches and Python, not the arithmetic);
+    that part depends on the parameter count and the device, so claiming all of it would
+    overstate the gain.
+    """
+
     id = "optimizer_heavy"
     description = "optimizer.step() takes a large share of the step."
     page = "/operators"
@@ -285,6 +377,13 @@ class OptimizerHeavy(Rule):
 
 
 class SmallBatch(Rule):
+    """Fires when CPU ops average under :data:`SMALL_BATCH_OP_US` of self time and the GPU
+    (if any) is not busy.
+
+    Saving: None. A larger batch does more work per step, so the step gets longer, not shorter;
+    the gain is per sample, which a trace without the batch size cannot measure.
+    """
+
     id = "small_batch"
     description = "Each op does so little work that fixed per-op overhead dominates."
     page = "/operators"

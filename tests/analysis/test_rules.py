@@ -22,6 +22,9 @@ QUIET = TraceFacts(
     host_wait_pct=2.0,
     sync_pct=0.5,
     sync_calls_per_step=1.0,
+    sync_idle_pct=0.2,
+    exposed_comm_pct=1.0,
+    gpu_idle_us_per_step=800.0,
     pageable_copy_share=0.0,
     peak_memory_bytes=10 * 1024**3,
     memory_capacity_bytes=80 * 1024**3,
@@ -46,7 +49,11 @@ CASES = [
         {"short_kernel_share": 0.8, "host_wait_pct": 45.0},
         {"short_kernel_share": 0.8, "host_wait_pct": 29.0},
     ),
-    ("sync_heavy", {"sync_pct": 12.0, "sync_calls_per_step": 30.0}, {"sync_pct": rules.SYNC_PCT}),
+    (
+        "sync_heavy",
+        {"sync_idle_pct": 12.0, "sync_calls_per_step": 30.0},
+        {"sync_idle_pct": rules.SYNC_PCT, "sync_pct": 90.0},  # blocked while the device works
+    ),
     (
         "memcpy_heavy",
         {"breakdown_pct": {"kernel": 70.0, "memcpy": 25.0}},
@@ -113,3 +120,32 @@ def test_most_severe_first() -> None:
     facts = replace(QUIET, gpu_utilization_pct=20.0, mean_op_self_us=5.0, optimizer_pct=26.0)
     severities = [r.severity for r in recommend(facts)]
     assert severities == sorted(severities, key={"high": 0, "medium": 1, "low": 2}.get)
+
+
+# Saving per step: how each rule's estimate is made from the facts (on real traces:
+# test_rules_real.py).
+SAVINGS = [
+    ("dataloader_bound", {"breakdown_pct": {"dataloader": 40.0}}, 4000.0),
+    ("low_gpu_utilization", {"gpu_utilization_pct": 20.0, "gpu_idle_us_per_step": 8000.0}, 8000.0),
+    ("launch_bound", {"short_kernel_share": 0.8, "host_wait_pct": 45.0}, 4500.0),
+    ("sync_heavy", {"sync_idle_pct": 12.0}, 1200.0),
+    ("memcpy_heavy", {"breakdown_pct": {"memcpy": 25.0}}, 2500.0),
+    ("comm_heavy", {"breakdown_pct": {"communication": 35.0}, "exposed_comm_pct": 20.0}, 2000.0),
+    ("amp_eligible", {"tensor_core_pct": 0.0}, None),
+    ("memory_near_capacity", {"peak_memory_bytes": 79 * 1024**3}, None),
+    ("optimizer_heavy", {"optimizer_pct": 40.0}, None),
+    ("small_batch", {"mean_op_self_us": 6.0, "gpu_utilization_pct": 30.0}, None),
+]
+
+
+def test_every_rule_states_its_saving() -> None:
+    assert {case[0] for case in SAVINGS} == {rule.id for rule in RULES}
+    for rule in RULES:
+        assert "Saving:" in (type(rule).__doc__ or ""), rule.id
+
+
+@pytest.mark.parametrize(("rule_id", "fire", "saving"), SAVINGS, ids=[c[0] for c in SAVINGS])
+def test_saving_per_step(rule_id: str, fire: dict, saving: float | None) -> None:
+    (rec,) = [r for r in recommend(replace(QUIET, **fire)) if r.id == rule_id]
+    assert rec.saving_us_per_step == saving
+    assert rec.as_dict()["saving_us_per_step"] == saving
