@@ -215,6 +215,10 @@ def test_step_log_report_of_two_ranks_by_hand(tmp_path: Path) -> None:
     assert (per_rank[1]["steps"], per_rank[1]["data_wait_pct"]) == (2, 10.0)
     assert logs["recommendations"][0]["severity"] == "medium"  # 10% > DATALOADER_PCT
     assert logs["runs"] == [str(run)]
+    text = CliRunner().invoke(app, ["summary", str(run)], env={"COLUMNS": "200"})
+    assert text.exit_code == 0, text.output
+    assert "Per rank" in text.stdout and "dataloader_bound" in text.stdout
+    assert "10.0% of step" in text.stdout  # the data wait's share
 
 
 @pytest.mark.parametrize(("wait", "severity"), [(5.0, None), (5.01, "medium"), (30.0, "high")])
