@@ -1,26 +1,34 @@
 """Deep capture against torch.profiler on the same loop, side by side in one process.
 
-For each repetition (interleaved, the order alternating: trainprof first in odd repetitions,
-torch.profiler first in even ones; the same model and data):
+For every case (a setting a user picks, on a model), each repetition runs trainprof's
+``profile`` and ``torch.profiler.profile`` with the same schedule and Kineto options, one right
+after the other, the order alternating between repetitions (the same model and data):
 
-- step time in active steps: trainprof's ``profile`` (Kineto with the same options, plus module
-  ranges and memory counters) against ``torch.profiler.profile``; target ratio <= 1.05;
+- step time in active steps: trainprof (Kineto with the same options, plus module ranges and
+  memory counters) against torch.profiler; target ratio <= 1.05;
 - stop-to-disk: trainprof's window write (Kineto export, splice, gzip, rename) against torch's
   own ``export_chrome_trace`` of the same kind of window; target ratio <= 1.5;
 - bytes per event on disk: trainprof's file against torch's gzip file (tensorboard_trace_handler).
 
-    python bench/capture.py [--quick | --reps N] [--active N] [--json OUT]
+The settings are the defaults (no Kineto option on: the first rows), then ``record_shapes``,
+``profile_memory`` and ``with_stack``, each alone; the models are the small-op MLP and a small CNN.
+Cases run in a rotated order within each repetition.
+
+    python bench/capture.py [--quick | --reps N] [--active N] [--settings ...] [--models ...]
+                            [--json OUT]
 """
 
 from __future__ import annotations
 
 import argparse
 import gzip
+import importlib
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,18 +45,27 @@ if str(REPO) not in sys.path:  # run as `python bench/capture.py`
 
 import profiler  # noqa: E402
 from bench.common import Ratio, machine, write_ratios  # noqa: E402
-from profiler.capture import session as capture_session  # noqa: E402
+
+# Where the session looks ``write_window`` up at each window (its module's global): the bench
+# times the whole call there.
+WRITER_MODULES = ("profiler.capture.captures", "profiler.capture.session")
 
 STEP_RATIO_TARGET = 1.05
 DISK_RATIO_TARGET = 1.5
-QUICK_REPS, QUICK_ACTIVE = 5, 10  # --quick: a few seconds; the full run has 7 reps
-OPTIONS = {"record_shapes": True, "profile_memory": True, "with_stack": False}
+QUICK_REPS, QUICK_ACTIVE = 3, 6  # --quick: every case in ~15 s; the full run has 7 reps of 10
+DEFAULT_OPTIONS = {"record_shapes": False, "profile_memory": False, "with_stack": False}
+# The settings a user picks: the defaults first, then each Kineto option alone.
+SETTINGS: dict[str, dict[str, bool]] = {
+    "defaults": DEFAULT_OPTIONS,
+    **{option: {**DEFAULT_OPTIONS, option: True} for option in DEFAULT_OPTIONS},
+}
 
 
 Loop = tuple[nn.Module, Callable[[], None]]  # a model and one training step on it
 
 
 def make_loop(seed: int = 0) -> Loop:
+    """The small-op MLP: 8 x (Linear(256, 256) + ReLU), batch 64, SGD."""
     torch.manual_seed(seed)
     layers: list[nn.Module] = []
     for _ in range(8):
@@ -56,21 +73,66 @@ def make_loop(seed: int = 0) -> Loop:
     model = nn.Sequential(*layers)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3)
     x, y = torch.randn(64, 256), torch.randint(0, 256, (64,))
+    return model, _training_step(model, opt, x, y)
 
+
+def make_cnn_loop(seed: int = 0) -> Loop:
+    """A small CNN: 2 x (Conv 3x3 + BatchNorm + ReLU + MaxPool) + Linear, batch 32 of 3x32x32."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1, bias=False),
+        nn.BatchNorm2d(16),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1, bias=False),
+        nn.BatchNorm2d(32),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(32 * 8 * 8, 10),
+    )
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    x, y = torch.randn(32, 3, 32, 32), torch.randint(0, 10, (32,))
+    return model, _training_step(model, opt, x, y)
+
+
+def _training_step(
+    model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor
+) -> Callable[[], None]:
     def step() -> None:
         nn.functional.cross_entropy(model(x), y).backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    return model, step
+    return step
+
+
+MODELS: dict[str, Callable[[], Loop]] = {"mlp": make_loop, "cnn": make_cnn_loop}
+
+
+def writer_module() -> Any:
+    """The module whose ``write_window`` the session calls (it has moved between modules)."""
+    for name in WRITER_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        if hasattr(module, "write_window"):
+            return module
+    raise RuntimeError(f"no write_window in any of {WRITER_MODULES}")
 
 
 def run_trainprof(
-    out: Path, name: str, active: int, make: Callable[[], Loop] = make_loop
+    out: Path,
+    name: str,
+    active: int,
+    make: Callable[[], Loop] = make_loop,
+    options: Mapping[str, bool] = DEFAULT_OPTIONS,
 ) -> dict[str, Any]:
     """trainprof's deep window over ``active`` steps of a fresh ``make()`` loop."""
     model, step = make()
     writes: list[float] = []
+    capture_session = writer_module()
     original = capture_session.write_window
 
     def timed_write(*args: Any, **kwargs: Any) -> Path:
@@ -84,7 +146,7 @@ def run_trainprof(
     schedule = profiler.schedule(wait=1, warmup=1, active=active)
     try:
         with profiler.profile(
-            model, out_dir=out, run_name=name, schedule=schedule, system_metrics=False, **OPTIONS
+            model, out_dir=out, run_name=name, schedule=schedule, system_metrics=False, **options
         ) as prof:
             for index in range(2 + active + 1):
                 start = time.perf_counter()
@@ -104,6 +166,7 @@ def run_torch(
     active: int,
     make: Callable[[], Loop] = make_loop,
     activities: Sequence[tp.ProfilerActivity] = (tp.ProfilerActivity.CPU,),
+    options: Mapping[str, bool] = DEFAULT_OPTIONS,
 ) -> dict[str, Any]:
     """torch.profiler over the same schedule and options, exported by ``export_chrome_trace``."""
     model, step = make()
@@ -120,7 +183,12 @@ def run_torch(
     steps: list[float] = []
     schedule = tp.schedule(wait=1, warmup=1, active=active)
     with tp.profile(
-        activities=list(activities), schedule=schedule, on_trace_ready=export, **OPTIONS
+        activities=list(activities),
+        schedule=schedule,
+        on_trace_ready=export,
+        record_shapes=options["record_shapes"],
+        profile_memory=options["profile_memory"],
+        with_stack=options["with_stack"],
     ) as prof:
         for index in range(2 + active + 1):
             start = time.perf_counter()
@@ -138,78 +206,141 @@ def events_in(path: Path) -> int:
     return len(orjson.loads(data)["traceEvents"])
 
 
+KEYS = ("step", "write", "bytes_per_event")
+
+
+@dataclass
+class Case:
+    """One setting on one model, and what each repetition measured for either side."""
+
+    setting: str
+    model: str
+    ours: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in KEYS})
+    theirs: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in KEYS})
+
+    @property
+    def label(self) -> str:
+        return f"{self.setting}, {self.model}"
+
+    def median(self, key: str) -> tuple[float, float]:
+        """The medians over repetitions, trainprof's and torch.profiler's."""
+        return statistics.median(self.ours[key]), statistics.median(self.theirs[key])
+
+    def ratio(self, key: str) -> float:
+        """The ratio of the two medians."""
+        ours, theirs = self.median(key)
+        return ours / theirs
+
+    def per_rep(self, key: str) -> tuple[float, float]:
+        """The lowest and highest ratio taken within one repetition: how far one run moves."""
+        paired = [a / b for a, b in zip(self.ours[key], self.theirs[key], strict=True)]
+        return min(paired), max(paired)
+
+
+def measure_once(case: Case, out: Path, rep: int, active: int, *, keep: bool) -> None:
+    """One repetition of ``case``: both profilers, the order alternating with ``rep``."""
+    make, options = MODELS[case.model], SETTINGS[case.setting]
+    name = f"{case.setting}-{case.model}-{rep}"
+    runs = [
+        lambda: run_trainprof(out, f"t-{name}", active, make, options),
+        lambda: run_torch(out, f"p-{name}", active, make, options=options),
+    ]
+    if rep % 2 == 0:
+        runs.reverse()
+    results = [run() for run in runs]
+    a, b = results if rep % 2 else results[::-1]
+    if not keep:
+        return
+    torch_gz = b["path"].with_suffix(".json.gz")
+    torch_gz.write_bytes(gzip.compress(b["path"].read_bytes()))  # as use_gzip=True would
+    for result, into, file in ((a, case.ours, a["path"]), (b, case.theirs, torch_gz)):
+        into["step"].append(statistics.median(result["steps"]))
+        into["write"].append(result["write_s"])
+        into["bytes_per_event"].append(file.stat().st_size / events_in(file))
+
+
+def measure(cases: Sequence[Case], reps: int, active: int) -> None:
+    """Every case over ``reps`` repetitions, after one that warms everything up."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        for rep in range(reps + 1):  # the first repetition is not counted
+            shift = rep % len(cases)
+            for case in [*cases[shift:], *cases[:shift]]:
+                measure_once(case, out, rep, active, keep=rep > 0)
+
+
+ROWS = (  # (what, key, target)
+    ("step time in active steps", "step", STEP_RATIO_TARGET),
+    ("stop-to-disk", "write", DISK_RATIO_TARGET),
+)
+
+
+def print_table(cases: Sequence[Case], reps: int, active: int) -> None:
+    table = Table(
+        title=f"Deep capture vs torch.profiler, {reps} interleaved reps, {active} active steps"
+    )
+    columns: tuple[str, ...] = ("setting", "model", "step ms", "step ratio", "per rep", "met")
+    columns += ("write ms", "disk ratio", "per rep", "met", "B/event")
+    for column in columns:
+        table.add_column(column, justify="left" if column in {"setting", "model"} else "right")
+    for case in cases:
+        cells = [case.setting, case.model]
+        for _, key, target in ROWS:
+            ours, theirs = case.median(key)
+            low, high = case.per_rep(key)
+            ratio = case.ratio(key)
+            cells += [
+                f"{ours * 1e3:.2f} / {theirs * 1e3:.2f}",
+                f"{ratio:.3f}",
+                f"{low:.2f}..{high:.2f}",
+                f"{'yes' if ratio <= target else 'no'} (<= {target})",
+            ]
+        ours, theirs = case.median("bytes_per_event")
+        cells.append(f"{ours:.1f} / {theirs:.1f}")
+        table.add_row(*cells)
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
+    print("step ms, write ms, B/event: trainprof / torch.profiler (medians over repetitions)")
+
+
+def ratios(cases: Sequence[Case], reps: int, active: int) -> list[Ratio]:
+    """Step and stop-to-disk ratios of every case with their targets, then bytes per event."""
+    found = []
+    for case in cases:
+        for what, key, target in ROWS:
+            low, high = case.per_rep(key)
+            note = f"{reps} reps ({low:.2f}..{high:.2f} per rep), {active} active steps"
+            name = f"{what}, trainprof / torch.profiler, {case.label}"
+            found.append(Ratio(name, case.ratio(key), target, "<=", note=note))
+    for case in cases:
+        if case.setting == "defaults":
+            name = f"bytes per event on disk (gzip), trainprof / torch.profiler, {case.label}"
+            found.append(Ratio(name, case.ratio("bytes_per_event")))
+    return found
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--active", type=int, default=10)
     parser.add_argument(
         "--quick", action="store_true", help=f"{QUICK_REPS} reps, {QUICK_ACTIVE} active"
     )
+    parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
+    parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     if args.quick:
         args.reps, args.active = QUICK_REPS, QUICK_ACTIVE
     torch.set_num_threads(1)
-    ours: dict[str, list[float]] = {"step": [], "write": [], "bytes_per_event": []}
-    theirs: dict[str, list[float]] = {"step": [], "write": [], "bytes_per_event": []}
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp)
-        for rep in range(args.reps + 1):  # the first repetition warms both up, not counted
-            if rep % 2:
-                a = run_trainprof(out, f"t{rep}", args.active)
-                b = run_torch(out, f"p{rep}", args.active)
-            else:
-                b = run_torch(out, f"p{rep}", args.active)
-                a = run_trainprof(out, f"t{rep}", args.active)
-            if rep == 0:
-                continue
-            torch_gz = b["path"].with_suffix(".json.gz")
-            torch_gz.write_bytes(gzip.compress(b["path"].read_bytes()))  # as use_gzip=True would
-            for result, into, file in ((a, ours, a["path"]), (b, theirs, torch_gz)):
-                into["step"].append(statistics.median(result["steps"]))
-                into["write"].append(result["write_s"])
-                into["bytes_per_event"].append(file.stat().st_size / events_in(file))
-    med = {k: (statistics.median(ours[k]), statistics.median(theirs[k])) for k in ours}
-    ratios = {k: a / b for k, (a, b) in med.items()}
-    # The spread of the same ratio taken within each repetition: how far one run's figure moves.
-    paired = {k: sorted(a / b for a, b in zip(ours[k], theirs[k], strict=True)) for k in ours}
-    table = Table(
-        title=f"Deep capture vs torch.profiler, {args.reps} interleaved reps, "
-        f"{args.active} active steps, record_shapes + profile_memory"
-    )
-    for column in ("what", "trainprof", "torch.profiler", "ratio", "per rep", "target", "met"):
-        table.add_column(column, justify="left" if column == "what" else "right")
-    rows = [
-        ("step time in active steps (ms)", "step", 1e3, STEP_RATIO_TARGET),
-        ("stop-to-disk (ms)", "write", 1e3, DISK_RATIO_TARGET),
-        ("bytes per event on disk (gzip)", "bytes_per_event", 1.0, None),
-    ]
-    for label, key, scale, target in rows:
-        a, b = med[key]
-        met = "-" if target is None else ("yes" if ratios[key] <= target else "no")
-        table.add_row(
-            label,
-            f"{a * scale:.2f}",
-            f"{b * scale:.2f}",
-            f"{ratios[key]:.3f}",
-            f"{paired[key][0]:.2f}..{paired[key][-1]:.2f}",
-            "-" if target is None else f"<= {target}",
-            met,
-        )
-    Console().print(table)
+    cases = [Case(setting, model) for setting in args.settings for model in args.models]
+    measure(cases, args.reps, args.active)
+    print_table(cases, args.reps, args.active)
     if args.json:
-        found = [
-            Ratio(
-                f"{label.rsplit(' (', 1)[0]}, trainprof / torch.profiler",
-                ratios[key],
-                target,
-                None if target is None else "<=",
-                note=f"{args.reps} reps ({paired[key][0]:.2f}..{paired[key][-1]:.2f} per rep), "
-                f"{args.active} active steps",
-            )
-            for label, key, _, target in rows
-        ]
-        write_ratios(args.json, found, machine(), medians=med, reps=args.reps, active=args.active)
+        medians = {case.label: {key: case.median(key) for key in KEYS} for case in cases}
+        found = ratios(cases, args.reps, args.active)
+        write_ratios(
+            args.json, found, machine(), medians=medians, reps=args.reps, active=args.active
+        )
 
 
 if __name__ == "__main__":
