@@ -23,11 +23,15 @@ events overlap the engine's own per-node ranges without nesting in them, so the 
 are written as our own complete events on a lane of their own (one per process), where they nest
 by construction.
 
-Memory: a reading at every module's forward boundaries and at each backward pass's start and end
-(raw, decoded when the window is written), unless Kineto records the allocator itself
+Memory: a sample at every module's forward boundaries and at each backward pass's start and end
+(raw readings, decoded when the window is written), unless Kineto records the allocator itself
 (``profile_memory=True``): its samples sit at every allocation and the analysis prefers them, so
-then only the root modules' forward boundaries are read, which keeps a coarse RSS /
-reserved-bytes series beside Kineto's for a fraction of the cost.
+then only the root modules' forward boundaries are sampled, which keeps a coarse RSS /
+reserved-bytes series beside Kineto's for a fraction of the cost. Memory is read only where it can
+have changed since the last reading: a plain ``nn.Sequential`` runs nothing between its children,
+so a child called from its loop (with no hook of its own or global one to run first) and the
+Sequential's own end take the last reading again instead of a system call (see
+:meth:`ModuleTracer._traced`); every boundary still gets its sample.
 
 Everything here is attached at the start of a deep window and removed at its end: outside windows
 no per-module wrapper or hook runs at all.
@@ -42,6 +46,7 @@ from typing import Any, NamedTuple
 
 import torch
 from torch import nn
+from torch.nn.modules import module as _torch_module
 
 from profiler.capture.memory import MemoryProbe, Reading
 from profiler.events import module_range_name
@@ -49,6 +54,7 @@ from profiler.events import module_range_name
 _user_enter = torch.ops.profiler._record_function_enter_new
 _user_exit = torch.ops.profiler._record_function_exit._RecordFunction
 _Fast = getattr(torch._C._profiler, "_RecordFunctionFast", None)  # torch >= 2.2
+_NO_OPS = "_trainprof_runs_no_ops"
 
 
 def user_range_enter(name: str) -> Any:
@@ -83,12 +89,62 @@ def ranges_are_ops() -> bool:
     return _Fast is not None
 
 
+class UserRange:
+    """``with UserRange(name):`` a ``user_annotation`` range (see :func:`user_range_enter`)."""
+
+    __slots__ = ("_handle", "_name")
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __enter__(self) -> None:
+        self._handle = _user_enter(self._name, None)
+
+    def __exit__(self, *exc: object) -> None:
+        _user_exit(self._handle)
+
+
+def only_forward_runs(module: nn.Module) -> bool:
+    """Whether calling ``module`` runs its ``forward`` and nothing else: no hook of its own or
+    global one (``nn.Module._call_impl``'s fast path, the same test)."""
+    return not (
+        module._backward_hooks
+        or module._backward_pre_hooks
+        or module._forward_hooks
+        or module._forward_pre_hooks
+        or _torch_module._global_backward_pre_hooks
+        or _torch_module._global_backward_hooks
+        or _torch_module._global_forward_hooks
+        or _torch_module._global_forward_pre_hooks
+    )
+
+
+def runs_no_ops(wrapper: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark a forward wrapper of ours that runs no tensor op around the forward it wraps (the
+    step metrics' clock readings), so a Sequential under it still counts as plain."""
+    wrapper.__dict__[_NO_OPS] = True
+    return wrapper
+
+
+def plain_sequential(module: nn.Module) -> bool:
+    """Whether ``module`` is an ``nn.Sequential`` whose forward is the stock loop over its
+    children (not a subclass's, nor an instance-level one other than ours)."""
+    if type(module).forward is not nn.Sequential.forward:
+        return False
+    instance = module.__dict__.get("forward")
+    return instance is None or bool(getattr(instance, "__dict__", {}).get(_NO_OPS))
+
+
 @dataclass(frozen=True)
 class _ModuleInfo:
     forward_name: str
     backward_name: str
     ancestors: frozenset[int]
-    sampled: bool  # memory is read at this module's boundaries
+    sampled: bool  # memory is sampled at this module's boundaries
+    # The key of its parent when that is a plain Sequential whose children are all sampled: called
+    # from the parent's loop, nothing ran since the last reading (None: no such parent).
+    loop_parent: int | None = None
+    sequential: bool = False  # a plain Sequential whose children are all sampled
 
 
 class BackwardRange(NamedTuple):
@@ -217,10 +273,12 @@ class ModuleTracer:
         user_ranges: bool = False,
     ):
         self._read = memory.reader()
-        self._enter, self._exit = (
-            (user_range_enter, user_range_exit) if user_ranges else (range_enter, range_exit)
-        )
         self._forward_as_ops = not user_ranges and ranges_are_ops()
+        fast = _Fast if self._forward_as_ops else None
+        self._range: Callable[[str], Any] = UserRange if fast is None else fast
+        # The key of the plain Sequential whose loop runs now, with nothing run since the last
+        # memory reading (see _traced); None otherwise.
+        self._quiet: int | None = None
         self._now_ns = now_ns
         self._modules = _module_infos(models, memory_per_module=memory_per_module)
         self._info = {id(module): info for module, info in self._modules}
@@ -252,7 +310,7 @@ class ModuleTracer:
             return
         for module, info in self._modules:
             previous = module.__dict__.get("forward")
-            module.__dict__["forward"] = self._traced(module.forward, id(module), info)
+            module.__dict__["forward"] = self._traced(module, id(module), info)
             self._wrapped.append((module, previous))
 
     def detach(self) -> None:
@@ -267,6 +325,7 @@ class ModuleTracer:
 
     def end_step(self) -> None:
         """No module's backward of this step goes on past now."""
+        self._quiet = None
         self._end_backward(self._now_ns())
 
     def take(self) -> WindowRecord:
@@ -277,21 +336,41 @@ class ModuleTracer:
     def _new_record(self) -> WindowRecord:
         return WindowRecord(modules=self._info, forward_as_ops=self._forward_as_ops)
 
-    def _traced(self, inner: Callable[..., Any], key: int, info: _ModuleInfo) -> Callable[..., Any]:
-        enter, exit_, read, now_ns = self._enter, self._exit, self._read, self._now_ns
+    def _traced(self, module: nn.Module, key: int, info: _ModuleInfo) -> Callable[..., Any]:
+        """``module``'s forward in a range, with memory samples at its boundaries and its output
+        node noted.
+
+        Memory is read only where it can have changed. ``self._quiet`` holds a plain
+        Sequential's key from the reading at its start, and again from each reading at the end of
+        a child its loop called, until the next module starts: nothing runs in between (the
+        loop, no hook: see :func:`only_forward_runs`). A child that starts then, and the
+        Sequential's end, take the last reading again. A child called from anywhere else (its
+        parent's key is not in ``_quiet``) reads, and so does everything after an exception.
+        """
+        inner, opened, read, now_ns = module.forward, self._range, self._read, self._now_ns
         name, sampled, root = info.forward_name, info.sampled, not info.ancestors
+        parent, sequential = info.loop_parent, info.sequential
 
         @functools.wraps(inner)
         def traced_forward(*args: Any, **kwargs: Any) -> Any:
+            # Called from its parent's loop with nothing run since (its own hooks run in
+            # nn.Module.__call__, before this and after it).
+            from_loop = parent is not None and self._quiet == parent and only_forward_runs(module)
             if sampled:
-                self.record.memory.append((now_ns(), read()))
-            handle = enter(name)
+                memory = self.record.memory
+                memory.append((now_ns(), memory[-1][1] if from_loop and memory else read()))
+            self._quiet = key if sequential else None
             try:
-                output = inner(*args, **kwargs)
-            finally:
-                exit_(handle)
+                with opened(name):
+                    output = inner(*args, **kwargs)
+            except BaseException:
+                self._quiet = None
+                raise
             if sampled:
-                self.record.memory.append((now_ns(), read()))
+                memory = self.record.memory
+                again = sequential and self._quiet == key and memory
+                memory.append((now_ns(), memory[-1][1] if again else read()))
+            self._quiet = parent if from_loop else None
             if torch.is_grad_enabled():
                 node = first_grad_fn(output)
                 if node is not None:
@@ -323,10 +402,12 @@ class ModuleTracer:
 def _module_infos(
     models: Sequence[nn.Module], *, memory_per_module: bool
 ) -> list[tuple[nn.Module, _ModuleInfo]]:
-    """Every module with its range names, its ancestors and whether memory is read around it."""
+    """Every module with its range names, its ancestors and how memory is sampled around it."""
     parent: dict[int, int] = {}
+    plain: dict[int, bool] = {}
     for model in models:
         for module in model.modules():
+            plain[id(module)] = memory_per_module and plain_sequential(module)
             for child in module.children():
                 parent.setdefault(id(child), id(module))
     infos = []
@@ -336,11 +417,14 @@ def _module_infos(
             node = parent[node]
             ancestors.add(node)
         cls = type(module).__name__
+        up = parent.get(id(module))
         info = _ModuleInfo(
             forward_name=module_range_name(path, cls),
             backward_name=module_range_name(path, cls, backward=True),
             ancestors=frozenset(ancestors),
             sampled=memory_per_module or not ancestors,
+            loop_parent=up if up is not None and plain[up] else None,
+            sequential=plain[id(module)],
         )
         infos.append((module, info))
     return infos

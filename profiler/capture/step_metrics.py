@@ -37,6 +37,7 @@ from torch.utils.hooks import RemovableHandle
 
 from profiler.capture.clock import Clock
 from profiler.capture.memory import MemoryProbe
+from profiler.capture.module_hooks import runs_no_ops
 
 # RSS takes two system calls (~2-40 us right after tensor work); on CPU it is read at most every
 # 100 ms, and a step's figures are those of the latest reading.
@@ -188,7 +189,7 @@ class StepMetrics:
             finally:
                 self._forward_post(model, args, None)
 
-        return timed_forward
+        return runs_no_ops(timed_forward)  # clock readings (CUDA: events) and no tensor op
 
     def begin(self, index: int, start_ns: int | None = None, *, deep: bool = False) -> None:
         """Start timing step ``index`` (at ``start_ns``, default now); ``deep`` times its phases."""

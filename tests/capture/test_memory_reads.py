@@ -1,0 +1,105 @@
+"""Memory is read only where it can have changed; every module boundary still gets its sample."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+
+import pytest
+import torch
+from torch import nn
+
+from profiler.capture.module_hooks import ModuleTracer
+
+
+class CountingProbe:
+    """A memory probe whose readings are 1, 2, 3... so a reading taken again shows."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+
+    def reader(self) -> Callable[[], int]:
+        def read() -> int:
+            self.reads += 1
+            return self.reads
+
+        return read
+
+
+class Residual(nn.Module):
+    """Runs an op of its own between its children: its children must read."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 4), nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(self.a(x) + x)
+
+
+def traced(model: nn.Module) -> tuple[ModuleTracer, CountingProbe]:
+    probe = CountingProbe()
+    clock = itertools.count()
+    tracer = ModuleTracer([model], probe, lambda: next(clock))  # type: ignore[arg-type]
+    tracer.attach()
+    return tracer, probe
+
+
+def samples(tracer: ModuleTracer) -> list[int]:
+    return [int(reading) for _, reading in tracer.take().memory]  # type: ignore[call-overload]
+
+
+@pytest.fixture(autouse=True)
+def _no_grad_nodes() -> object:
+    with torch.no_grad():  # no backward lane needed here
+        yield
+
+
+def test_a_sequentials_children_take_the_last_reading_again() -> None:
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Sequential(nn.Linear(4, 4)))
+    tracer, probe = traced(model)
+    model(torch.randn(2, 4))
+    tracer.detach()
+    # Boundaries in order: root start, 0 start/end, 1 start/end, 2 start, 2.0 start/end, 2 end,
+    # root end: 2 per module, each read only after a child ran.
+    assert samples(tracer) == [1, 1, 2, 2, 3, 3, 3, 4, 4, 4]
+    assert probe.reads == 4
+
+
+def test_ops_between_children_are_read_around() -> None:
+    model = nn.Sequential(Residual())
+    tracer, probe = traced(model)
+    model(torch.randn(2, 4))
+    tracer.detach()
+    # root start, Residual start (again), a start/end (read: Residual is no Sequential),
+    # b start/end, Residual end (read), root end (again).
+    assert samples(tracer) == [1, 1, 2, 3, 4, 5, 6, 6]
+    assert probe.reads == 6
+
+
+def test_a_hook_or_a_call_from_outside_the_loop_reads() -> None:
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU())
+    handle = model[1].register_forward_pre_hook(lambda module, args: None)
+    tracer, probe = traced(model)
+    model(torch.randn(2, 4))
+    model[1](torch.randn(2, 4))  # not from the Sequential's loop
+    handle.remove()
+    tracer.detach()
+    # root start, 0 start (again), 0 end, 1 start (its pre-hook ran: read), 1 end, root end
+    # (read: a hooked child is not counted as the loop's); then 1 alone: start and end read.
+    assert samples(tracer) == [1, 1, 2, 3, 4, 5, 6, 7]
+
+
+def test_an_exception_leaves_no_quiet_state() -> None:
+    class Boom(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            raise RuntimeError("boom")
+
+    model = nn.Sequential(nn.Linear(4, 4), Boom())
+    tracer, _ = traced(model)
+    with pytest.raises(RuntimeError):
+        model(torch.randn(2, 4))
+    model[0](torch.randn(2, 4))  # after the exception, a child called alone reads
+    tracer.detach()
+    # root start, 0 start (again), 0 end, Boom start (again), no end; then 0 alone reads.
+    assert samples(tracer) == [1, 1, 2, 2, 3, 4]
