@@ -239,17 +239,28 @@ class Heartbeat:
         interval_s: seconds between beats.
         event: what the thread waits on, ``wait(timeout) -> bool`` and ``set()`` like a
             ``threading.Event`` (tests pass one they tick by hand).
+        name: the thread's name, after ``trainprof-``.
     """
 
-    def __init__(self, beat: Callable[[], None], interval_s: float, event: Any = None) -> None:
+    def __init__(
+        self,
+        beat: Callable[[], None],
+        interval_s: float,
+        event: Any = None,
+        *,
+        name: str = "heartbeat",
+    ) -> None:
         self.interval_s = interval_s
+        self.name = name
         self._beat = beat
         self._event = threading.Event() if event is None else event
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
         """Start the thread."""
-        self._thread = threading.Thread(target=self._run, name="trainprof-heartbeat", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name=f"trainprof-{self.name}", daemon=True
+        )
         self._thread.start()
 
     def stop(self) -> None:

@@ -75,8 +75,12 @@ class KinetoSession:
         """Whether the current step is an active (recorded) step of a window."""
         return self._prof.current_action in _RECORDING
 
-    def start(self) -> None:
-        """Start the session (Kineto is only enabled in warmup and active steps)."""
+    def start(self, step: int = 0) -> None:
+        """Start the session at the run's step ``step`` (Kineto is only enabled in warmup and
+        active steps). torch numbers its ``ProfilerStep#N`` ranges from there, so a window
+        opened mid-run names the run's steps; the schedule must say NONE at 0 and at ``step``
+        (torch asked it about step 0 when the profiler was built)."""
+        self._prof.step_num = step
         self._prof.start()
 
     def step(self) -> None:

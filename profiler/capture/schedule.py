@@ -50,6 +50,13 @@ class Schedule:
             skip_first=self.skip_first,
         )
 
+    @property
+    def end_step(self) -> int | None:
+        """The first step after the last window; None when windows go on (``repeat=0``)."""
+        if self.repeat == 0:
+            return None
+        return self.skip_first + self.repeat * (self.wait + self.warmup + self.active)
+
     def __call__(self, step: int) -> ProfilerAction:
         return self._torch_schedule(step)
 

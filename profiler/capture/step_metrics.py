@@ -210,6 +210,11 @@ class StepMetrics:
         if self._cuda:
             self._events = [None, None, None, None]
 
+    @property
+    def start_ns(self) -> int:
+        """The clock reading at the start of the step in progress."""
+        return self._start_ns
+
     def add_data_wait(self, duration_ns: int) -> None:
         """Add time spent waiting for the next batch to the current step."""
         self._data_wait_ns += duration_ns

@@ -92,8 +92,8 @@ class DeepCapture:
         return self._kineto.recording
 
     def start(self, step: int) -> None:
-        """Start Kineto at step ``step``."""
-        self._kineto.start()
+        """Start Kineto at step ``step`` (its ``ProfilerStep#N`` count starts there too)."""
+        self._kineto.start(step)
         self._sync(step, was_recording=False)
 
     def step(self, step: int, *, was_recording: bool) -> None:

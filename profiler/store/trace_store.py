@@ -309,6 +309,13 @@ class RunStore:
                 self._meta["status"] = RunStatus.DEGRADED.value
             self._write_meta()
 
+    def record_trigger(self, trigger: Mapping[str, Any]) -> None:
+        """List why a window opened outside the schedule (``triggers`` in ``run.json``)."""
+        with self._lock:
+            if self._meta:
+                self._meta.setdefault("triggers", []).append(dict(trigger))
+                self._write_meta()
+
     def mark_interrupted(self, signal_name: str, *, at_step: int) -> None:
         """Record that a signal is ending the run: status ``interrupted``, and which signal."""
         with self._lock:
