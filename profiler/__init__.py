@@ -12,6 +12,8 @@ Public API::
     report = profiler.summarize("traces/exp1")  # the trainprof.summary/1 dict
     for run in profiler.RunSet("traces"): ...   # the read side: each run's files, meta, steps
 
+``schedule=profiler.on_anomaly(factor=2.0)`` opens a window after a slow step instead.
+
 Capture imports torch; it is loaded only when ``profile`` or ``schedule`` is first used, so the
 CLI's reporting commands and the dashboard start without it.
 """
@@ -21,12 +23,22 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["Run", "RunSet", "load", "profile", "schedule", "summarize", "__version__"]
+__all__ = [
+    "Run",
+    "RunSet",
+    "load",
+    "on_anomaly",
+    "profile",
+    "schedule",
+    "summarize",
+    "__version__",
+]
 
 if TYPE_CHECKING:
     from profiler.analysis.run import Run, RunSet
     from profiler.analysis.summary import summarize
     from profiler.analysis.table import load
+    from profiler.capture.anomaly import on_anomaly
     from profiler.capture.schedule import schedule
     from profiler.capture.session import profile
 
@@ -35,6 +47,8 @@ _LAZY = {
     "schedule": "profiler.capture.schedule",
     "Profile": "profiler.capture.session",
     "Schedule": "profiler.capture.schedule",
+    "on_anomaly": "profiler.capture.anomaly",
+    "AnomalySchedule": "profiler.capture.anomaly",
     "load": "profiler.analysis.table",
     "summarize": "profiler.analysis.summary",
     "Run": "profiler.analysis.run",

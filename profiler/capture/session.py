@@ -22,6 +22,8 @@ from typing import Any, TypeVar
 
 from torch import nn
 
+from profiler.capture.anomaly import AnomalySchedule
+from profiler.capture.captures import Captures
 from profiler.capture.clock import Clock
 from profiler.capture.environment import device_kind, distributed_info, environment
 from profiler.capture.faults import Faults
@@ -33,17 +35,16 @@ from profiler.capture.guard import (
     kineto_busy,
     release,
 )
-from profiler.capture.kineto import write_window
 from profiler.capture.loader import ProfiledLoader
 from profiler.capture.memory import MemoryProbe
-from profiler.capture.module_hooks import ModuleTracer
+from profiler.capture.on_demand import triggers_for
 from profiler.capture.schedule import Schedule
 from profiler.capture.step_metrics import StepMetrics
 from profiler.capture.step_sinks import StepSinks
 from profiler.capture.system import SystemSampler
 from profiler.capture.watching import as_models, rewire
-from profiler.capture.windows import DeepCapture, Window
-from profiler.events import STEP_FORMAT, TRACE_FORMAT
+from profiler.capture.windows import DeepCapture
+from profiler.events import STEP_FORMAT
 from profiler.store import RunStore, remove_stale_scratch
 
 __all__ = ["DEFAULT_SCHEDULE", "Profile", "ProfiledLoader", "ProfilerStateError", "profile"]
@@ -58,7 +59,8 @@ class Profile:
         model: module(s) to hook for per-module ranges and the forward/backward split.
         run_name: the run's directory name under ``out_dir`` (default: a timestamp).
         out_dir: the trace store root.
-        schedule: which steps get a full Kineto capture; ``None`` for light metrics only.
+        schedule: which steps get a full Kineto capture, ``profiler.schedule`` or
+            ``on_anomaly`` (and those asked for, :mod:`on_demand`); None: light metrics only.
         record_shapes: passed to Kineto (input shapes of ops).
         profile_memory: passed to Kineto (allocator events).
         with_stack: passed to Kineto (Python stacks of ops).
@@ -90,7 +92,7 @@ class Profile:
         *,
         run_name: str | None = None,
         out_dir: str | os.PathLike[str] = "traces",
-        schedule: Schedule | None = DEFAULT_SCHEDULE,
+        schedule: Schedule | AnomalySchedule | None = DEFAULT_SCHEDULE,
         record_shapes: bool = False,
         profile_memory: bool = False,
         with_stack: bool = False,
@@ -98,8 +100,8 @@ class Profile:
         metadata: Mapping[str, Any] | None = None,
         tensorboard_logdir: str | os.PathLike[str] | None = None,
     ) -> None:
-        if schedule is not None and not isinstance(schedule, Schedule):
-            raise TypeError("schedule must come from profiler.schedule(...) or be None")
+        if schedule is not None and not isinstance(schedule, (Schedule, AnomalySchedule)):
+            raise TypeError("schedule must come from profiler.schedule or on_anomaly, or be None")
         self.models = as_models(model)
         self.schedule = schedule
         self.kineto_options = {
@@ -120,11 +122,14 @@ class Profile:
         self._clock = Clock()
         self._memory: MemoryProbe | None = None
         self._metrics: StepMetrics | None = None
-        self._deep: DeepCapture | None = None  # None: light metrics only (or no longer deep)
+        self._deep: DeepCapture | None = None  # None: light metrics only (or between windows)
+        self._deep_until: int | None = None  # the step at which self._deep has no window left
+        self._captures: Captures | None = None  # builds self._deep, writes its windows
         self._sampler: SystemSampler | None = None
         self._sinks: StepSinks | None = None  # the step log, TensorBoard
         self._watch: Watch | None = None  # signal handlers and heartbeat while running
         self._faults = Faults(self.store)
+        self._triggers = triggers_for(schedule, self.store, self._faults.warn)  # see on_demand
         self._held: BaseException | None = None  # a KeyboardInterrupt from inside Kineto
 
     # Public surface ----------------------------------------------------------------------------
@@ -190,9 +195,10 @@ class Profile:
                 self._sampler = SystemSampler()
                 self._sampler.start()
             self._metrics.attach()
-            if self.schedule is not None:
-                self._deep = self._deep_capture(self.schedule, self._memory, self._metrics)
-                self._deep.start(self._step)
+            self._captures = self._build_captures(self._memory, self._metrics)
+            self._triggers.start()
+            if isinstance(self.schedule, Schedule):
+                self._open(self.schedule, self._step, None)
             self._metrics.begin(self._step, deep=self._recording())
         except BaseException as exc:
             self.stop(error=exc)
@@ -214,13 +220,18 @@ class Profile:
         assert metrics is not None
         self._step += 1
         deep = self._deep
-        if deep is None:  # light metrics only: the next step starts where this one ended
-            metrics.begin(self._step, metrics.end(deep=False))
+        if deep is None:  # no Kineto: the next step starts where this one ended
+            start, end = metrics.start_ns, metrics.end(deep=False)
+            trigger = self._triggers.after_step(self._step - 1, end - start)
+            if trigger is None or not self._open_triggered(trigger):
+                metrics.begin(self._step, end)
+                return
+            metrics.begin(self._step, deep=self._recording())  # after Kineto's start
             return
         recording = deep.recording
         metrics.end(deep=recording)
         deep.step(self._step, was_recording=recording)
-        if deep.failed:  # a write failed: no deep capture from here on
+        if deep.failed or self._step == self._deep_until:  # a write failed, or no window left
             self._end_deep(last_step=self._step - 1)
             metrics.begin(self._step, deep=False)
             self._raise_held()
@@ -262,10 +273,11 @@ class Profile:
         if not new:
             return
         self.models.extend(new)
-        if self._started:
+        captures = self._captures
+        if self._started and captures is not None:
             self._guarded(
                 "hook the new models",
-                lambda: rewire(self.models, self._metrics, self._deep, self._module_tracer),
+                lambda: rewire(self.models, self._metrics, self._deep, captures.module_tracer),
             )
 
     def stop(self, error: BaseException | None = None) -> None:
@@ -294,28 +306,39 @@ class Profile:
     def _recording(self) -> bool:
         return self._deep is not None and self._deep.recording
 
-    def _deep_capture(self, schedule: Schedule, memory: MemoryProbe, metrics: Any) -> DeepCapture:
-        return DeepCapture(
+    def _open(self, schedule: Schedule, step: int, trigger: dict[str, Any] | None) -> None:
+        """Start Kineto at ``step`` under ``schedule``, ended when it has no window left."""
+        assert self._captures is not None
+        self._deep = self._captures.build(schedule, trigger)
+        self._deep_until = schedule.end_step
+        self._deep.start(step)
+
+    def _open_triggered(self, trigger: dict[str, Any]) -> bool:
+        """Open the window ``trigger`` asks for from the step beginning now (:mod:`on_demand`):
+        Kineto starts at the step just ended and moves on. Whether Kineto runs."""
+        if self._faults.degraded is not None:
+            return False
+        schedule = self._triggers.window(trigger, self._step)  # and listed in run.json
+        self._guarded("open a window", lambda: self._open(schedule, self._step - 1, trigger))
+        deep = self._deep
+        if deep is not None and not deep.failed:
+            deep.step(self._step, was_recording=False)
+        return deep is not None
+
+    def _build_captures(self, memory: MemoryProbe, metrics: StepMetrics) -> Captures:
+        return Captures(
             self.models,
             memory,
             self._clock,
-            schedule=schedule,
+            self.store,
+            self._sampler,
             options=self.kineto_options,
             user_ranges=self.device != "cpu",
-            write=self._write_window,
+            header={"run_name": self.run_name, "rank": self.rank, "device": self.device},
+            config=self._config,
+            distributed_info=self.distributed,
             on_window_start=metrics.install_now,  # beneath the tracer's wrapper of the roots
             on_error=self._degrade,
-        )
-
-    def _module_tracer(self, models: Sequence[nn.Module]) -> ModuleTracer:
-        """A module tracer as :class:`DeepCapture` builds its own (for :meth:`watch`)."""
-        assert self._memory is not None
-        return ModuleTracer(
-            models,
-            self._memory,
-            self._clock.now_ns,
-            memory_per_module=not self.kineto_options["profile_memory"],
-            user_ranges=self.device != "cpu",
         )
 
     def _end_deep(self, *, last_step: int) -> None:
@@ -357,6 +380,7 @@ class Profile:
                 ("remove the step hooks", self._metrics.detach),
                 ("flush the step metrics", self._metrics.flush),
             ]
+        steps.append(("stop watching for capture requests", self._triggers.close))
         if self._sampler is not None:
             steps.append(("stop the system sampler", self._sampler.stop))
         if self._memory is not None:
@@ -401,30 +425,6 @@ class Profile:
         if deep is not None and not kineto_busy(frame):
             deep.write_budget_s = SIGNAL_WRITE_BUDGET_S
             self._end_deep(last_step=self._step)
-
-    def _write_window(self, prof: Any, window: Window) -> None:
-        """Write one window (DeepCapture's writer; ``write_window`` is looked up per call)."""
-        now = self._clock.now_ns()
-        system = self._sampler.between(window.start_ns, now) if self._sampler else []
-        write_window(
-            prof,
-            self.store,
-            self._clock,
-            marker=window.marker,
-            record=window.record,
-            system=system,
-            metadata={
-                "format": TRACE_FORMAT,
-                "run_name": self.run_name,
-                "rank": self.rank,
-                "device": self.device,
-                "window": {"first_step": window.first_step, "last_step": window.last_step},
-                "modules": window.module_count,
-                "config": self._config(),
-            },
-            distributed_info=self.distributed,
-            pid=os.getpid(),
-        )
 
     def _step_extra(self) -> dict[str, float] | None:
         # The sampler replaces (never mutates) its latest dict, so keeping a reference is safe.

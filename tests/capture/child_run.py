@@ -12,6 +12,8 @@ Usage: ``python tests/capture/child_run.py '<json>'`` from the repository root, 
 - ``fault``: ``"enospc-trace"`` makes every trace write fail with ENOSPC; ``"sigint-in-window"``
   sends the process SIGINT from inside the first window's write (inside Kineto's callback);
 - ``flush_every_step``: hand each step to the step log at once (not once a second);
+- ``until_stdin``: print ``ready`` at ``ready_after`` but go on training (``step_sleep``
+  seconds a step, up to ``steps``) until a line arrives on stdin;
 - ``handler``: ``"flag"`` installs a Python SIGTERM handler first, which ends the loop;
 - ``nest``: ``"ours"`` starts a second trainprof session inside, ``"torch"`` runs inside a
   ``torch.profiler.profile``; ``leak``: return without ``stop()``.
@@ -25,6 +27,8 @@ import errno
 import json
 import signal
 import sys
+import threading
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -35,7 +39,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 import profiler  # noqa: E402
-from profiler.capture import session, step_metrics  # noqa: E402
+from profiler.capture import captures, step_metrics  # noqa: E402
 from profiler.store import trace_store  # noqa: E402
 
 
@@ -61,14 +65,24 @@ def interrupting(*args: Any, **kwargs: Any) -> None:
     raise AssertionError("SIGINT's handler should have raised KeyboardInterrupt")
 
 
+def stop_at_line(stopped: list[int]) -> None:
+    sys.stdin.readline()
+    stopped.append(0)
+
+
 def train(config: dict[str, Any], prof: Any, model: nn.Module, stopped: list[int]) -> int:
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    data = [(torch.randn(4, 3, 8, 8), torch.randint(0, 5, (4,))) for _ in range(config["steps"])]
+    batches = [(torch.randn(4, 3, 8, 8), torch.randint(0, 5, (4,))) for _ in range(16)]
+    data = (batches[i % len(batches)] for i in range(config["steps"]))
     done = 0
     for step, (x, y) in enumerate(prof.loader(data)):
         if step == config.get("ready_after"):
             print("ready", flush=True)
-            sys.stdin.readline()
+            if config.get("until_stdin"):
+                threading.Thread(target=stop_at_line, args=(stopped,), daemon=True).start()
+            else:
+                sys.stdin.readline()
+        time.sleep(config.get("step_sleep", 0))
         if step == config.get("fill_after"):
             fill(Path(config["out"]))
         if stopped:
@@ -86,7 +100,7 @@ def main(config: dict[str, Any]) -> None:
     if config.get("fault") == "enospc-trace":
         trace_store.RunStore.write_trace = no_space  # type: ignore[method-assign]
     if config.get("fault") == "sigint-in-window":
-        session.write_window = interrupting  # type: ignore[assignment]
+        captures.write_window = interrupting  # type: ignore[assignment]
     if config.get("flush_every_step"):
         step_metrics.FLUSH_INTERVAL_NS = 0
     stopped: list[int] = []
