@@ -392,6 +392,50 @@ def export_tensorboard(
 
 
 @app.command()
+def capture(
+    run_dir: Annotated[Path, typer.Argument(help="The live run's directory.")],
+    steps: Annotated[
+        int | None,
+        typer.Option(min=1, max=100, help="Steps to record (default 3), after a warmup step."),
+    ] = None,
+    rank: Annotated[
+        int | None, typer.Option(min=0, help="Only this rank (default: every rank).")
+    ] = None,
+) -> None:
+    """Ask a running session to capture its next steps now (a trace file, like any window).
+
+    Writes RUN_DIR/meta/capture (or capture.RANK); the session looks for it about once a
+    second and opens a window at its next step outside one. Exit status 2: not a live run,
+    or a run started with schedule=None (light metrics only), which never starts Kineto.
+    """
+    from profiler.store.capture_request import DEFAULT_REQUEST_STEPS, write_request
+    from profiler.store.liveness import run_state
+    from profiler.store.run_files import read_run_meta
+
+    found = read_run_meta(run_dir)
+    if found.meta is None:
+        _fail(f"{run_dir}: {found.problem or 'no meta/run.json: not a trainprof run'}")
+    state = run_state(found.meta)
+    if state.status != "running":
+        _fail(f"{run_dir}: the run is {state.status}, not running: nothing to capture")
+    config = found.meta.get("config")
+    if isinstance(config, dict) and config.get("schedule", {}) is None:
+        _fail(
+            f"{run_dir}: the run has schedule=None (light metrics only) and never starts "
+            "Kineto; start it with a schedule to capture on request"
+        )
+    try:
+        path = write_request(run_dir, steps=steps, rank=rank)
+    except (OSError, ValueError) as exc:
+        _fail(exc)
+    who = "every rank" if rank is None else f"rank {rank}"
+    console.print(
+        f"[green]asked[/] {who} to capture the next {steps or DEFAULT_REQUEST_STEPS} step(s) "
+        f"({path.name}); the trace lands in {run_dir}"
+    )
+
+
+@app.command()
 def dashboard(
     root: Annotated[Path, typer.Argument(help="Trace store root: every run under it.")] = Path(
         "traces"
