@@ -15,13 +15,17 @@ import numpy as np
 import pandas as pd
 
 from profiler.analysis.columns import (
-    ARG_COLUMNS,
     ARGS_LIST_DECODER,
     CATEGORY,
+    EMPTY_RAW,
     EVENT_COLUMNS,
     FLOW_COLUMNS,
     FLOW_PHASES,
+    GPU_ARG_COLUMNS,
     GPU_KINDS,
+    SPARSE_ARG_COLUMNS,
+    SPARSE_DEFAULTS,
+    SPARSE_GETTER,
     ArgsError,
     Columns,
     compact_text,
@@ -84,18 +88,19 @@ class TableBuilder:
             raise exc.event_error(events, first) from exc.error
 
     def _add(self, events: list[Event], fraction_read: float) -> None:
-        phases = np.array(list(map(attrgetter("ph"), events)), dtype=object)
-        complete = phases == PHASE_COMPLETE
-        if complete.all():
+        phases = list(map(attrgetter("ph"), events))
+        if phases.count(PHASE_COMPLETE) == len(phases):
             self._add_complete(events, fraction_read)
             return
+        kinds = np.array(phases)  # fixed-width text: compared in C, not an object per event
+        complete = kinds == PHASE_COMPLETE
         self._add_complete(select(events, complete), fraction_read)
-        flows = np.isin(phases, FLOW_PHASES)
+        flows = np.isin(kinds, FLOW_PHASES)
         if flows.any():
             self._add_flows(select(events, flows), fraction_read)
         others = ~(complete | flows)
         if others.any():
-            self._rows.add(select(events, others), phases[others], fraction_read)
+            self._rows.add(select(events, others), kinds[others], fraction_read)
 
     def finish(self) -> Tables:
         """The tables, events sorted by start (stable, so ties keep file order)."""
@@ -150,12 +155,7 @@ class TableBuilder:
     def _add_args(self, rows: slice, args: list[Any], gpu: np.ndarray) -> None:
         columns = self._events
         external = values(args, "external_id", np.int64)
-        external_2021 = values(args, "external_id_2021", np.int64)
-        columns.put("external_id", rows, np.maximum(external, external_2021))
         columns.put("correlation", rows, values(args, "correlation", np.int64))
-        stream = ids(args, "stream")
-        stream[stream == 0xFFFFFFFF] = MISSING_INT  # Kineto writes -1 as unsigned 32-bit there
-        columns.put("stream", rows, stream)
         # Launch and copy details exist only on GPU work, shapes only on host ops: read those
         # over the rows that can have them (a ninth of the events are GPU work, typically).
         gpu_at, host_at = np.flatnonzero(gpu), np.flatnonzero(~gpu)
@@ -163,26 +163,35 @@ class TableBuilder:
         self._texts(rows, "input_dims", host_args, host_at, "input_dims_2021")
         self._texts(rows, "grid", gpu_args, gpu_at)
         self._texts(rows, "block", gpu_args, gpu_at)
-        for column, field, dtype, gpu_only in ARG_COLUMNS:
-            if dtype == CATEGORY and not gpu_only:
-                columns.put_strings(column, rows, list(map(attrgetter(field), args)))
-            elif not gpu_only:
-                columns.put(column, rows, values(args, field, dtype))
+        for column, field, dtype, _ in GPU_ARG_COLUMNS:
+            target = columns.buffers[column][rows]
+            target[:] = np.nan if dtype is np.float64 else MISSING_INT
+            target[gpu_at] = values(gpu_args, field, dtype)
+        # The others most events lack: read over the rows that have any of them.
+        sparse = np.fromiter(map(SPARSE_DEFAULTS.__ne__, map(SPARSE_GETTER, args)), bool, len(args))
+        at = np.flatnonzero(sparse)
+        some = select(args, sparse)
+        external_2021 = np.full(len(args), MISSING_INT, np.int64)
+        external_2021[at] = values(some, "external_id_2021", np.int64)
+        columns.put("external_id", rows, np.maximum(external, external_2021))
+        stream = ids(some, "stream")
+        stream[stream == 0xFFFFFFFF] = MISSING_INT  # Kineto writes -1 as unsigned 32-bit there
+        columns.put_at("stream", rows, at, stream, MISSING_INT)
+        for column, field, dtype, _ in SPARSE_ARG_COLUMNS:
+            if dtype == CATEGORY:
+                columns.put_scattered(column, rows, at, list(map(attrgetter(field), some)))
             else:
-                target = columns.buffers[column][rows]
-                target[:] = np.nan if dtype is np.float64 else MISSING_INT
-                target[gpu_at] = values(gpu_args, field, dtype)
+                columns.put_at(column, rows, at, values(some, field, dtype), MISSING_INT)
 
     def _texts(
         self, rows: slice, column: str, args: list[Any], at: np.ndarray, fallback: str = ""
     ) -> None:
         """A list-valued arg (shapes, grid, block) as compact text, at rows ``at`` of ``rows``."""
-        raws = map(attrgetter(column), args)
-        if fallback:
-            fallbacks = map(attrgetter(fallback), args)
-            texts = [bytes(r or f) for r, f in zip(raws, fallbacks, strict=True)]
-        else:
-            texts = list(map(bytes, raws))
+        texts = list(map(bytes, map(attrgetter(column), args)))
+        if fallback:  # (an older spelling, which few traces have)
+            olds = list(map(attrgetter(fallback), args))
+            if olds.count(EMPTY_RAW) != len(olds):
+                texts = [t or bytes(o) for t, o in zip(texts, olds, strict=True)]
         # Normalise each distinct text once, not each event's: shapes repeat across many ops.
         self._events.put_scattered(column, rows, at, texts, compact_text)
 

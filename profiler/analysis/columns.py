@@ -8,7 +8,6 @@ categorical in the end, its categories in order of first appearance in the file)
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable
 from itertools import compress
@@ -19,8 +18,9 @@ import msgspec
 import numpy as np
 import pandas as pd
 
-from profiler.analysis.decode import MISSING_INT
+from profiler.analysis.decode import TypedEvent
 from profiler.analysis.devices import DEVICE_KINDS
+from profiler.analysis.event_args import MISSING_INT, CompleteArgs
 from profiler.analysis.guards import validation_problem
 from profiler.events import PHASE_FLOW_END, PHASE_FLOW_START
 
@@ -29,58 +29,9 @@ GPU_KINDS = DEVICE_KINDS
 FLOW_PHASES = (PHASE_FLOW_START, PHASE_FLOW_END, "t")
 
 
-class _Args(msgspec.Struct, gc=False, rename={
-    "external_id": "External id",
-    "external_id_2021": "external id",
-    "seq": "Sequence number",
-    "fwd_tid": "Fwd thread id",
-    "input_dims": "Input Dims",
-    "input_dims_2021": "Input dims",
-    "input_type": "Input type",
-    "occupancy": "est. achieved occupancy %",
-    "blocks_per_sm": "blocks per SM",
-    "warps_per_sm": "warps per SM",
-    "registers": "registers per thread",
-    "shared_memory": "shared memory",
-    "bandwidth": "memory bandwidth (GB/s)",
-    "collective": "Collective name",
-    "in_nelems": "In msg nelems",
-    "out_nelems": "Out msg nelems",
-    "group_size": "Group size",
-    "pg_name": "Process Group Name",
-    "sync_kind": "cuda_sync_kind",
-}):  # fmt: skip
-    external_id: int = MISSING_INT
-    external_id_2021: int = MISSING_INT
-    correlation: int = MISSING_INT
-    stream: int | str = MISSING_INT
-    device: int = MISSING_INT
-    seq: int = MISSING_INT
-    fwd_tid: int = MISSING_INT
-    input_dims: msgspec.Raw = msgspec.Raw(b"")
-    input_dims_2021: msgspec.Raw = msgspec.Raw(b"")
-    input_type: msgspec.Raw = msgspec.Raw(b"")
-    grid: msgspec.Raw = msgspec.Raw(b"")
-    block: msgspec.Raw = msgspec.Raw(b"")
-    occupancy: float = math.nan
-    blocks_per_sm: float = math.nan
-    warps_per_sm: float = math.nan
-    registers: int = MISSING_INT
-    shared_memory: int = MISSING_INT
-    bytes: int = MISSING_INT
-    bandwidth: float = math.nan
-    collective: str = ""
-    in_nelems: int = MISSING_INT
-    out_nelems: int = MISSING_INT
-    group_size: int = MISSING_INT
-    dtype: str = ""
-    pg_name: str = ""
-    sync_kind: str = ""
-
-
-ARGS_LIST_DECODER = msgspec.json.Decoder(list[_Args])
+ARGS_LIST_DECODER = msgspec.json.Decoder(list[CompleteArgs])
 CATEGORY = "category"
-# (column, _Args field, dtype, only on GPU work) for args copied as they are.
+# (column, CompleteArgs field, dtype, only on GPU work) for args copied as they are.
 ARG_COLUMNS: list[tuple[str, str, Any, bool]] = [
     ("device", "device", np.int64, True),
     ("seq", "seq", np.int64, False),
@@ -100,6 +51,16 @@ ARG_COLUMNS: list[tuple[str, str, Any, bool]] = [
     ("pg_name", "pg_name", CATEGORY, False),
     ("sync_kind", "sync_kind", CATEGORY, False),
 ]
+GPU_ARG_COLUMNS = [c for c in ARG_COLUMNS if c[3]]
+SPARSE_ARG_COLUMNS = [c for c in ARG_COLUMNS if not c[3]]
+# The args that most events lack (every one but the GPU work's and those read on every event):
+# one getter call per event tells which events have any (defaults are shared objects, so the
+# comparison is by identity, mostly).
+SPARSE_GETTER = attrgetter(
+    "external_id_2021", "stream", *(field for _, field, _, _ in SPARSE_ARG_COLUMNS)
+)
+SPARSE_DEFAULTS = SPARSE_GETTER(CompleteArgs())
+EMPTY_RAW = CompleteArgs().input_dims_2021
 # The events table's columns in order, and their types.
 EVENT_COLUMNS: dict[str, Any] = {
     "name": CATEGORY, "cat": CATEGORY, "kind": CATEGORY, "pid": np.int64, "tid": np.int64,
@@ -147,10 +108,13 @@ class ArgsError(Exception):
 
 def decode_args(decoder: msgspec.json.Decoder, items: list[Any]) -> list[Any]:
     """The args of ``items`` by ``decoder`` (of a list): one call over the piece, as an array.
+    Args decoded already (a piece of the typed pass, :class:`TypedEvent`) are handed back.
 
     Raises:
         ArgsError: they do not decode.
     """
+    if items and type(items[0]) is TypedEvent:  # a piece is all typed or all raw
+        return list(map(attrgetter("args"), items))
     raws = b",".join(map(attrgetter("args"), items))
     try:
         return decoder.decode(b"[" + raws + b"]")
@@ -288,11 +252,22 @@ class Columns:
         """A string column's values at ``rows``."""
         self.buffers[column][rows] = self.vocabularies[column].codes(values)
 
+    def put_at(
+        self, column: str, rows: slice, at: np.ndarray, values: np.ndarray, missing: Any
+    ) -> None:
+        """A column's ``values`` at rows ``at`` of ``rows``; ``missing`` elsewhere."""
+        target = self.buffers[column][rows]
+        target[:] = missing
+        target[at] = values
+
     def put_scattered(
         self, column: str, rows: slice, at: np.ndarray, values: Any, normalise: Any = None
     ) -> None:
         """A string column's ``values`` at rows ``at`` (sorted) of ``rows``; "" elsewhere."""
         vocabulary = self.vocabularies[column]
+        if not len(at):
+            self.buffers[column][rows] = vocabulary.code("")
+            return
         size = rows.stop - rows.start
         blank = _first_gap(at, size)
         if blank is None or "" in vocabulary.index:

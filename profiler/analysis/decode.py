@@ -6,9 +6,12 @@ a load's memory follows the tables it builds, not the size of the text (~320 byt
 A cut in the wrong place (inside a string that happens to hold ``},{``) leaves an unbalanced
 piece that no JSON parser accepts: the decoder says so and the piece grows to the next cut.
 
-Decoding is typed (msgspec): each event's envelope is decoded into a struct and its ``args`` kept
-as raw JSON; only complete events have their args decoded, by the column builder, into a struct
-that names just the keys analyses use; everything else is skipped without building objects.
+Decoding is typed (msgspec), in one pass per piece: each event into a struct, its ``args`` into a
+struct that names just the keys analyses use (:mod:`profiler.analysis.event_args`); everything
+else is skipped without building objects. A piece that holds counters or metadata (whose args
+are read whole), or args of other types than those, is decoded again with each event's ``args``
+kept as raw JSON, for the column builder to decode as it needs: the reference way, whose
+errors name the event.
 
 What a file may hold is bounded (:mod:`profiler.analysis.guards`): its text, one event, the
 head before the events, and how deep JSON nests; past a bound the file is refused with a
@@ -21,11 +24,13 @@ import math
 import re
 import sys
 from collections.abc import Iterator
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
+from profiler.analysis.event_args import MISSING_INT, EventArgs
 from profiler.analysis.guards import (
     MAX_DEPTH,
     MAX_EVENT_BYTES,
@@ -39,10 +44,9 @@ from profiler.analysis.guards import (
     validation_problem,
 )
 from profiler.analysis.text import READ_BYTES, TextReader
-from profiler.events import TRAINPROF_KEY
+from profiler.events import PHASE_COUNTER, PHASE_METADATA, TRAINPROF_KEY
 from profiler.store.chrome_trace import TraceFormatError
 
-MISSING_INT = -1
 # Text decoded per msgspec call: big enough that per-piece costs vanish, small enough that a
 # piece's text and its event structs stay small. Measured on a 109k-event trace: 2 MiB pieces
 # peaked at 300 bytes per event, 512 KiB ones at 210, at the same speed.
@@ -71,6 +75,17 @@ class Event(msgspec.Struct, gc=False):
     args: msgspec.Raw = msgspec.Raw(b"{}")
 
 
+class TypedEvent(Event, gc=False):
+    """One trace event with its ``args`` decoded (the typed pass)."""
+
+    args: EventArgs = EventArgs()  # type: ignore[valid-type]
+
+
+# Phases whose args are read whole (counters' series, metadata's names): a piece holding one is
+# decoded with raw args.
+_RAW_ARGS_PHASES = frozenset((PHASE_COUNTER, PHASE_METADATA))
+
+
 # Top-level keys kept in TraceTable.meta; any other is skipped while decoding.
 META_KEYS = (
     "schemaVersion", "deviceProperties", "distributedInfo", "displayTimeUnit",
@@ -86,6 +101,7 @@ _Document = msgspec.defstruct(
 )
 _DOCUMENT_DECODER = msgspec.json.Decoder(_Document)
 _EVENTS_DECODER = msgspec.json.Decoder(list[Event])
+_TYPED_DECODER = msgspec.json.Decoder(list[TypedEvent])
 ANY_DECODER = msgspec.json.Decoder()
 
 
@@ -112,6 +128,7 @@ class EventStream:
         # msgspec recurses per level of nesting and stops at the interpreter's recursion
         # limit; where an application raised it, the C stack may not hold that many levels.
         self._scan_all = sys.getrecursionlimit() > SAFE_RECURSION_LIMIT
+        self._typed = True  # try the typed pass first (off after a piece that needed raw args)
 
     def __iter__(self) -> Iterator[list[Event]]:
         """Yields each piece's events in file order.
@@ -237,7 +254,7 @@ class EventStream:
         replaced, text[end] = text[end], ord("]")
         view = memoryview(text)[: end + 1]
         try:
-            events = self._decode(_EVENTS_DECODER, view)
+            events = self._decode_events(view)
         except msgspec.ValidationError:
             raise
         except msgspec.DecodeError:
@@ -245,6 +262,26 @@ class EventStream:
             text[end] = replaced
             return None, text
         return events, bytearray(b"[") + text[last.end() - 1 :]
+
+    def _decode_events(self, text: memoryview) -> list[Event]:
+        """A piece's events: typed where they all fit, else with raw args.
+
+        The typed pass is tried again after a piece that needed raw args once the raw pass
+        finds a piece that would not have (counters come in runs: a run costs one pass more).
+        """
+        if self._typed:
+            try:
+                events: list[Event] = self._decode(_TYPED_DECODER, text)
+            except msgspec.ValidationError:
+                events = []
+            else:
+                if _RAW_ARGS_PHASES.isdisjoint(map(attrgetter("ph"), events)):
+                    return events
+            events.clear()
+            self._typed = False
+        events = self._decode(_EVENTS_DECODER, text)
+        self._typed = _RAW_ARGS_PHASES.isdisjoint(map(attrgetter("ph"), events))
+        return events
 
     def _last(self, text: bytearray) -> list[Event]:
         if self._bare:

@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 
 from profiler.analysis.columns import Columns, decode_args, ids, int_id, select, values
-from profiler.analysis.decode import ANY_DECODER, MISSING_INT, Event
+from profiler.analysis.decode import ANY_DECODER, Event
+from profiler.analysis.event_args import MemoryArgs
 from profiler.events import PHASE_COUNTER, PHASE_INSTANT, PHASE_METADATA
 
 MEMORY_EVENT = "[memory]"
@@ -25,24 +26,10 @@ MEMORY_COLUMNS: dict[str, Any] = {
 _INSTANT_PHASES = (PHASE_INSTANT, "I")
 
 
-class _MemoryArgs(msgspec.Struct, gc=False, rename={
-    "bytes": "Bytes",
-    "total_allocated": "Total Allocated",
-    "total_reserved": "Total Reserved",
-    "device_type": "Device Type",
-    "device_id": "Device Id",
-}):  # fmt: skip
-    bytes: int = 0
-    total_allocated: int = MISSING_INT
-    total_reserved: int = MISSING_INT
-    device_type: int = MISSING_INT
-    device_id: int = MISSING_INT
-
-
-_MEMORY_LIST_DECODER = msgspec.json.Decoder(list[_MemoryArgs])
-# (column, _MemoryArgs field) for the allocator's args.
+_MEMORY_LIST_DECODER = msgspec.json.Decoder(list[MemoryArgs])
+# (column, MemoryArgs field) for the allocator's args.
 _MEMORY_ARGS = [
-    ("bytes", "bytes"), ("total_allocated", "total_allocated"),
+    ("bytes", "alloc_bytes"), ("total_allocated", "total_allocated"),
     ("total_reserved", "total_reserved"), ("device_type", "device_type"),
     ("device_id", "device_id"),
 ]  # fmt: skip

@@ -1,0 +1,116 @@
+"""The fast ways of reading a trace give what the reference ways give: isal's inflate against
+zlib's (and zlib's words on a corrupt file), the typed pass against the raw-args pass."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from profiler.analysis import decode, text
+from profiler.analysis.table import load_trace
+from profiler.store.chrome_trace import TraceFormatError
+
+TABLES = ("events", "flows", "counters", "memory", "threads", "processes")
+
+
+def _events(count: int) -> list[dict[str, object]]:
+    """Complete events with args of every sort the tables read, flows, allocator events, and
+    counters and names (whose pieces need the raw pass) in the middle."""
+    events: list[dict[str, object]] = []
+    for i in range(count):
+        gpu = i % 3 == 0
+        args: dict[str, object] = {"External id": i, "correlation": i + 1}
+        if gpu:
+            args.update({"stream": 7, "grid": [1, 2, 1], "block": [32, 1, 1], "device": 0})
+        else:
+            args.update({"Input Dims": [[i % 4, 2]], "Sequence number": i})
+        if i % 50 == 7:
+            args.update({"Collective name": "allreduce", "In msg nelems": 8, "dtype": "Float"})
+        events.append(
+            {"ph": "X", "cat": "kernel" if gpu else "cpu_op", "name": f"op{i % 9}", "pid": 1,
+             "tid": 2, "ts": 1000 + i, "dur": 3, "args": args}
+        )  # fmt: skip
+        events.append({"ph": "s", "id": i, "pid": 1, "tid": 2, "ts": 1000 + i, "cat": "ac2g"})
+        if i % 10 == 0:
+            memory = {"Bytes": 512, "Total Allocated": i, "Device Id": 0}
+            events.append(
+                {"ph": "i", "name": "[memory]", "pid": 1, "tid": 2, "ts": 1000 + i, "args": memory}
+            )
+        if count // 2 <= i < count // 2 + 5:
+            events.append({"ph": "C", "name": "mem", "pid": 1, "ts": 1000 + i, "args": {"a": i}})
+            events.append({"ph": "M", "name": "thread_name", "pid": 1, "tid": i,
+                           "args": {"name": f"t{i}"}})  # fmt: skip
+    return events
+
+
+def _write(path: Path, events: list[dict[str, object]]) -> Path:
+    path.write_bytes(gzip.compress(json.dumps({"traceEvents": events}).encode()))
+    return path
+
+
+def _pieces_of_4k(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(decode, "CHUNK_BYTES", 4096)
+    monkeypatch.setattr(decode, "_READ_BYTES", 1024)
+
+
+def _assert_same(one, other) -> None:  # noqa: ANN001 - TraceTable both
+    for name in TABLES:
+        pd.testing.assert_frame_equal(getattr(one, name), getattr(other, name), obj=name)
+    assert one.event_count == other.event_count
+
+
+def test_the_typed_pass_gives_the_tables_of_the_raw_pass(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = _write(tmp_path / "t.pt.trace.json.gz", _events(600))
+    _pieces_of_4k(monkeypatch)
+    pieces = list(decode.EventStream(path))
+    kinds = {type(piece[0]) for piece in pieces if piece}
+    assert kinds == {decode.TypedEvent, decode.Event}  # both passes ran
+    typed = load_trace(path, cache=False)
+    monkeypatch.setattr(decode, "_RAW_ARGS_PHASES", frozenset(("X", "C", "M")))
+    raw = load_trace(path, cache=False)
+    _assert_same(typed, raw)
+    assert len(typed.counters) == 5 and len(typed.threads) == 5 and len(typed.memory) == 60
+    assert (typed.events["collective"] == "allreduce").sum() == 12
+
+
+def test_args_the_typed_pass_refuses_are_read_or_named_by_the_raw_pass(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _pieces_of_4k(monkeypatch)
+    events = _events(300)
+    # An allocator's key on a complete event is no column: the raw pass reads past it.
+    events[0]["args"] = {"External id": 1, "Bytes": "not a number"}  # type: ignore[index]
+    loaded = load_trace(_write(tmp_path / "ok.pt.trace.json.gz", events), cache=False)
+    assert loaded.events["external_id"].iloc[0] == 1
+    at = next(n for n, e in enumerate(events) if n > 100 and e["ph"] == "X")  # a typed piece's
+    events[at]["args"] = {"External id": "x"}
+    bad = _write(tmp_path / "bad.pt.trace.json.gz", events)
+    with pytest.raises(TraceFormatError, match=rf"traceEvents\[{at}\]\.args.External id is a s"):
+        load_trace(bad, cache=False)
+
+
+def test_a_corrupt_gzip_is_said_in_zlib_s_words(tmp_path: Path) -> None:
+    data = bytearray(gzip.compress(json.dumps({"traceEvents": _events(3000)}).encode()))
+    data[len(data) // 2 : len(data) // 2 + 64] = bytes(64)
+    path = tmp_path / "t.pt.trace.json.gz"
+    path.write_bytes(bytes(data))
+    with pytest.raises(TraceFormatError, match="corrupt or truncated gzip: Error -3 while"):
+        load_trace(path, cache=False)
+
+
+def test_the_text_is_the_same_through_either_inflater(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    body = json.dumps({"traceEvents": _events(2000)}).encode()
+    path = tmp_path / "t.json.gz"
+    half = len(body) // 2
+    path.write_bytes(gzip.compress(body[:half]) + gzip.compress(body[half:]))
+    fast = b"".join(text.TextReader(path, read_bytes=4096))
+    monkeypatch.setattr(text, "_INFLATE", text.zlib)
+    assert fast == b"".join(text.TextReader(path, read_bytes=4096)) == body
