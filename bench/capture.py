@@ -62,6 +62,11 @@ SETTINGS: dict[str, dict[str, bool]] = {
 
 
 Loop = tuple[nn.Module, Callable[[], None]]  # a model and one training step on it
+# wall: time.perf_counter. cpu: time.process_time, the CPU time of every thread of the process:
+# on a machine whose other work keeps more threads runnable than it has cores, the time either
+# profiler spends descheduled swamps a 5% difference; CPU time leaves that out (it still counts a
+# parallel gzip's threads, so it never flatters trainprof's write).
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
 def make_loop(seed: int = 0) -> Loop:
@@ -128,6 +133,7 @@ def run_trainprof(
     active: int,
     make: Callable[[], Loop] = make_loop,
     options: Mapping[str, bool] = DEFAULT_OPTIONS,
+    clock: str = "wall",
 ) -> dict[str, Any]:
     """trainprof's deep window over ``active`` steps of a fresh ``make()`` loop."""
     model, step = make()
@@ -136,9 +142,9 @@ def run_trainprof(
     original = capture_session.write_window
 
     def timed_write(*args: Any, **kwargs: Any) -> Path:
-        start = time.perf_counter()
+        start = CLOCKS[clock]()
         path = original(*args, **kwargs)
-        writes.append(time.perf_counter() - start)
+        writes.append(CLOCKS[clock]() - start)
         return path
 
     capture_session.write_window = timed_write  # type: ignore[assignment]
@@ -149,10 +155,10 @@ def run_trainprof(
             model, out_dir=out, run_name=name, schedule=schedule, system_metrics=False, **options
         ) as prof:
             for index in range(2 + active + 1):
-                start = time.perf_counter()
+                start = CLOCKS[clock]()
                 step()
                 if 2 <= index < 2 + active - 1:  # active, not the one whose step() writes
-                    steps.append(time.perf_counter() - start)
+                    steps.append(CLOCKS[clock]() - start)
                 prof.step()
     finally:
         capture_session.write_window = original  # type: ignore[assignment]
@@ -167,6 +173,7 @@ def run_torch(
     make: Callable[[], Loop] = make_loop,
     activities: Sequence[tp.ProfilerActivity] = (tp.ProfilerActivity.CPU,),
     options: Mapping[str, bool] = DEFAULT_OPTIONS,
+    clock: str = "wall",
 ) -> dict[str, Any]:
     """torch.profiler over the same schedule and options, exported by ``export_chrome_trace``."""
     model, step = make()
@@ -175,9 +182,9 @@ def run_torch(
 
     def export(prof: tp.profile) -> None:
         path = out / f"{name}.pt.trace.json"
-        start = time.perf_counter()
+        start = CLOCKS[clock]()
         prof.export_chrome_trace(str(path))
-        writes.append(time.perf_counter() - start)
+        writes.append(CLOCKS[clock]() - start)
         files.append(path)
 
     steps: list[float] = []
@@ -191,10 +198,10 @@ def run_torch(
         with_stack=options["with_stack"],
     ) as prof:
         for index in range(2 + active + 1):
-            start = time.perf_counter()
+            start = CLOCKS[clock]()
             step()
             if 2 <= index < 2 + active - 1:
-                steps.append(time.perf_counter() - start)
+                steps.append(CLOCKS[clock]() - start)
             prof.step()
     return {"steps": steps, "write_s": writes[0], "path": files[0]}
 
@@ -237,13 +244,15 @@ class Case:
         return min(paired), max(paired)
 
 
-def measure_once(case: Case, out: Path, rep: int, active: int, *, keep: bool) -> None:
+def measure_once(
+    case: Case, out: Path, rep: int, active: int, *, keep: bool, clock: str = "wall"
+) -> None:
     """One repetition of ``case``: both profilers, the order alternating with ``rep``."""
     make, options = MODELS[case.model], SETTINGS[case.setting]
     name = f"{case.setting}-{case.model}-{rep}"
     runs = [
-        lambda: run_trainprof(out, f"t-{name}", active, make, options),
-        lambda: run_torch(out, f"p-{name}", active, make, options=options),
+        lambda: run_trainprof(out, f"t-{name}", active, make, options, clock),
+        lambda: run_torch(out, f"p-{name}", active, make, options=options, clock=clock),
     ]
     if rep % 2 == 0:
         runs.reverse()
@@ -259,14 +268,14 @@ def measure_once(case: Case, out: Path, rep: int, active: int, *, keep: bool) ->
         into["bytes_per_event"].append(file.stat().st_size / events_in(file))
 
 
-def measure(cases: Sequence[Case], reps: int, active: int) -> None:
+def measure(cases: Sequence[Case], reps: int, active: int, clock: str = "wall") -> None:
     """Every case over ``reps`` repetitions, after one that warms everything up."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         for rep in range(reps + 1):  # the first repetition is not counted
             shift = rep % len(cases)
             for case in [*cases[shift:], *cases[:shift]]:
-                measure_once(case, out, rep, active, keep=rep > 0)
+                measure_once(case, out, rep, active, keep=rep > 0, clock=clock)
 
 
 ROWS = (  # (what, key, target)
@@ -275,9 +284,10 @@ ROWS = (  # (what, key, target)
 )
 
 
-def print_table(cases: Sequence[Case], reps: int, active: int) -> None:
+def print_table(cases: Sequence[Case], reps: int, active: int, clock: str = "wall") -> None:
     table = Table(
-        title=f"Deep capture vs torch.profiler, {reps} interleaved reps, {active} active steps"
+        title=f"Deep capture vs torch.profiler, {reps} interleaved reps, {active} active steps, "
+        f"{clock} clock"
     )
     columns: tuple[str, ...] = ("setting", "model", "step ms", "step ratio", "per rep", "met")
     columns += ("write ms", "disk ratio", "per rep", "met", "B/event")
@@ -302,13 +312,14 @@ def print_table(cases: Sequence[Case], reps: int, active: int) -> None:
     print("step ms, write ms, B/event: trainprof / torch.profiler (medians over repetitions)")
 
 
-def ratios(cases: Sequence[Case], reps: int, active: int) -> list[Ratio]:
+def ratios(cases: Sequence[Case], reps: int, active: int, clock: str = "wall") -> list[Ratio]:
     """Step and stop-to-disk ratios of every case with their targets, then bytes per event."""
     found = []
     for case in cases:
         for what, key, target in ROWS:
             low, high = case.per_rep(key)
             note = f"{reps} reps ({low:.2f}..{high:.2f} per rep), {active} active steps"
+            note += "" if clock == "wall" else f", {clock} time"
             name = f"{what}, trainprof / torch.profiler, {case.label}"
             found.append(Ratio(name, case.ratio(key), target, "<=", note=note))
     for case in cases:
@@ -327,19 +338,26 @@ def main() -> None:
     )
     parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
     parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
+    parser.add_argument("--clock", choices=list(CLOCKS), default="wall", help="see CLOCKS")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     if args.quick:
         args.reps, args.active = QUICK_REPS, QUICK_ACTIVE
     torch.set_num_threads(1)
     cases = [Case(setting, model) for setting in args.settings for model in args.models]
-    measure(cases, args.reps, args.active)
-    print_table(cases, args.reps, args.active)
+    measure(cases, args.reps, args.active, args.clock)
+    print_table(cases, args.reps, args.active, args.clock)
     if args.json:
         medians = {case.label: {key: case.median(key) for key in KEYS} for case in cases}
-        found = ratios(cases, args.reps, args.active)
+        found = ratios(cases, args.reps, args.active, args.clock)
         write_ratios(
-            args.json, found, machine(), medians=medians, reps=args.reps, active=args.active
+            args.json,
+            found,
+            machine(),
+            medians=medians,
+            reps=args.reps,
+            active=args.active,
+            clock=args.clock,
         )
 
 

@@ -67,7 +67,7 @@ class Bench:
 
 BENCHES: tuple[Bench, ...] = (
     Bench("overhead", Path("bench/overhead.py"), ("--quick", "--no-breakdown"), (), 120, 900),
-    Bench("capture", Path("bench/capture.py"), ("--quick",), (), 60, 600),
+    Bench("capture", Path("bench/capture.py"), ("--quick",), (), 120, 900),  # 8 cases
     Bench("load_summary", Path("bench/load_summary.py"), ("--quick",), (), 120, 1800),
     Bench("scaling", Path("bench/scaling.py"), ("--quick",), (), 90, 1800),
     Bench("dashboard", Path("bench/dashboard.py"), ("--quick", "--warm-reps", "2"), (), 150, 1800),
