@@ -179,6 +179,7 @@ class Vocabulary:
 
     def __init__(self) -> None:
         self.index: dict[str, int] = {}
+        self._normalised: dict[Any, str] = {}  # raw text -> its string, across pieces
 
     def codes(
         self,
@@ -194,8 +195,9 @@ class Vocabulary:
             blank_after: number "" right after the values of the first ``blank_after`` rows.
         """
         local, uniques = _factorize(values)
-        if normalise is not None:
-            uniques = [normalise(unique) for unique in uniques]
+        if normalise is not None:  # each distinct raw text once per file, not once per piece
+            known = self._normalised
+            uniques = [known.get(u) or known.setdefault(u, normalise(u)) for u in uniques]
         index = self.index
         if blank_after is not None:
             seen = int(local[:blank_after].max()) + 1 if blank_after else 0
