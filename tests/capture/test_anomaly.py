@@ -208,3 +208,17 @@ def test_real_slow_step_is_followed_by_a_window(tmp_path: Path) -> None:
     found = {w["trigger"]["step"]: w for w in windows(prof)}
     assert slow in found, found
     assert (found[slow]["first_step"], found[slow]["last_step"]) == (slow + 2, slow + 4)
+
+
+def test_without_warmup_the_window_starts_at_the_next_step(
+    tmp_path: Path, fake_clock: FakeClock
+) -> None:
+    with pytest.warns(UserWarning, match="warmup"):  # torch's own word on warmup=0
+        prof = run_loop(
+            tmp_path, profiler.on_anomaly(warmup=0, active=2), step_times(30, {15}), fake_clock
+        )
+    (found,) = windows(prof)
+    assert (found["first_step"], found["last_step"]) == (16, 17)
+    assert profiler_steps(prof.trace_files[0]) == [16, 17]
+    steps = read_steps(prof.run_dir / "meta" / "steps.0.jsonl")
+    assert [line["step"] for line in steps if line["deep"]] == [16, 17]
