@@ -199,11 +199,11 @@ def test_steady_run_writes_no_trace(tmp_path: Path, fake_clock: FakeClock) -> No
 
 
 def test_real_slow_step_is_followed_by_a_window(tmp_path: Path) -> None:
-    # Steps are a 2 ms sleep; step 25 sleeps 100 ms, 50x: a loaded machine cannot fake that,
-    # and at factor 10 it is unlikely to make a normal step look slow.
+    # Steps are a 2 ms sleep; step 25 sleeps 300 ms, 150x: a loaded machine cannot fake that,
+    # and at factor 30 a stall would need to pass 60 ms to make a normal step look slow.
     slow = 25
-    times = [100_000_000 if step == slow else 2_000_000 for step in range(40)]
-    schedule = profiler.on_anomaly(factor=10.0, active=3, max_windows=3, cooldown=0)
+    times = [300_000_000 if step == slow else 2_000_000 for step in range(40)]
+    schedule = profiler.on_anomaly(factor=30.0, active=3, max_windows=3, cooldown=0)
     prof = run_loop(tmp_path, schedule, times, None)
     found = {w["trigger"]["step"]: w for w in windows(prof)}
     assert slow in found, found
