@@ -123,4 +123,5 @@ class Captures:
             },
             distributed_info=self._distributed_info,
             pid=os.getpid(),
+            with_stack=self._options["with_stack"],
         )

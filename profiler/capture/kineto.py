@@ -18,6 +18,7 @@ from profiler.events import (
     BACKWARD_LANE_NAME,
     COUNTER_MEMORY,
     COUNTER_SYSTEM,
+    DATALOADER_PREFIX,
     MODULE_PREFIX,
     PHASE_COMPLETE,
     PHASE_COUNTER,
@@ -185,8 +186,14 @@ def write_window(
     metadata: Mapping[str, Any],
     distributed_info: Mapping[str, Any],
     pid: int,
+    with_stack: bool = False,
 ) -> Path:
-    """Export one window with Kineto's writer, add our events and metadata, store it atomically."""
+    """Export one window with Kineto's writer, add our events and metadata, store it atomically.
+
+    With ``with_stack`` Kineto records Python frames that cross our module and DataLoader ranges
+    (the calls that open and close them); those ranges are widened to nest (see
+    :func:`profiler.store.chrome_trace.nest_ranges`).
+    """
     path = store.trace_path()
     kineto_file = store.scratch_path(path)
     try:
@@ -205,6 +212,7 @@ def write_window(
         trace_name=path.name,
         source=kineto_file,
         annotations=(MODULE_PREFIX,) if record.forward_as_ops else (),
+        nest=(MODULE_PREFIX, DATALOADER_PREFIX) if with_stack else (),
     )
     store.write_trace(path, document)
     return path

@@ -82,6 +82,7 @@ def splice_kineto_trace(
     trace_name: str | None = None,
     source: str | Path = "<kineto output>",
     annotations: Sequence[str] = (),
+    nest: Sequence[str] = (),
 ) -> bytes:
     """Return Kineto's JSON with our top-level keys and events added.
 
@@ -94,6 +95,8 @@ def splice_kineto_trace(
         source: the file the bytes came from, for error messages.
         annotations: name prefixes of ranges recorded as ``cpu_op`` (the cheap way to record
             them) that are ``user_annotation``; they are written as such.
+        nest: name prefixes of ranges to widen until they nest with the other complete events
+            on their thread (see :func:`nest_ranges`); for traces with Python stacks.
 
     Returns:
         The new JSON document as bytes.
@@ -110,6 +113,7 @@ def splice_kineto_trace(
             trace_name=trace_name,
             source=source,
             annotations=annotations,
+            nest=nest,
         )
     )
 
@@ -123,6 +127,7 @@ def splice_parts(
     trace_name: str | None = None,
     source: str | Path = "<kineto output>",
     annotations: Sequence[str] = (),
+    nest: Sequence[str] = (),
 ) -> list[bytes | memoryview]:
     """:func:`splice_kineto_trace`'s document as pieces that concatenate to it.
 
@@ -141,6 +146,8 @@ def splice_parts(
     if next(find_all(raw, _DATALOADER_NAME), -1) != -1:  # the regex pass costs ms: only if needed
         raw = _DATALOADER_ANNOTATION.sub(_DATALOADER_AS_OP, raw)
     raw = _relabelled(raw, annotations)
+    if nest:
+        raw = nest_ranges(raw, nest)
     events_end = _events_array(raw, source).end()
     opening = raw.index(b"{") + 1
     encoded = orjson.dumps(list(events))[1:-1]  # one call, not one per event
@@ -179,6 +186,116 @@ def backward_starts(raw: bytes, wanted: Collection[int]) -> dict[int, float]:
             if ts is not None:
                 starts.setdefault(sequence, float(ts[1]))
     return starts
+
+
+def nest_ranges(raw: bytes, prefixes: Sequence[str]) -> bytes:
+    """``raw`` with the complete events named ``prefixes`` widened to nest on their thread.
+
+    A range opened from Python starts inside the frames of the call that opens it and ends inside
+    those of the call that closes it (``record_function.__enter__``, ``RecordFunctionFast``'s
+    ``__exit__``...), and with ``with_stack=True`` Kineto records those frames as
+    ``python_function`` events that cross the range. Perfetto drops one of two complete events
+    that overlap on a thread without nesting (docs/architecture.md, "Peers"), so each such range
+    is widened to the bounds of every event that crosses it: it then contains the calls that
+    opened and closed it, and nests in the frame that made them. Only those ranges' ``ts`` and
+    ``dur`` change; the text is parsed once (traces with stacks only: the caller decides).
+    """
+    if not prefixes:
+        return raw
+    head = rb'"name"\s*:\s*"((?:' + b"|".join(re.escape(p.encode()) for p in prefixes)
+    times = re.compile(
+        head + rb')[^"]*)",\s*"pid"\s*:\s*[^,]+,\s*"tid"\s*:\s*[^,]+,'
+        rb'\s*"ts"\s*:\s*([0-9.]+),\s*"dur"\s*:\s*([0-9.]+)'
+    )
+    if times.search(raw) is None:
+        return raw
+    moved = _widened(orjson.loads(raw).get("traceEvents", ()), tuple(prefixes))
+    if not moved:
+        return raw
+    parts: list[bytes] = []
+    done = 0
+    for match in times.finditer(raw):
+        start = round(float(match[2]) * 1000)
+        key = (match[1].decode(), start, start + round(float(match[3]) * 1000))
+        if key in moved:
+            new_start, new_end = moved[key]
+            parts += [
+                raw[done : match.start(2)],
+                _us(new_start),
+                raw[match.end(2) : match.start(3)],
+            ]
+            parts.append(_us(new_end - new_start))
+            done = match.end(3)
+    parts.append(raw[done:])
+    return b"".join(parts)
+
+
+_Span = tuple[int, int]
+
+
+def _widened(events: Iterable[Any], prefixes: tuple[str, ...]) -> dict[tuple[str, int, int], _Span]:
+    """The new (start, end) in ns of each range named ``prefixes`` that another complete event
+    on its thread crosses, keyed by (name, start, end)."""
+    threads: dict[tuple[Any, Any], tuple[list[_Span], list[tuple[str, int, int]]]] = {}
+    for event in events:
+        if not isinstance(event, dict) or event.get("ph") != "X":
+            continue
+        ts, dur, name = event.get("ts"), event.get("dur"), event.get("name")
+        if not isinstance(ts, (int, float)) or not isinstance(dur, (int, float)) or dur < 0:
+            continue
+        start = round(ts * 1000)
+        end = start + round(dur * 1000)
+        others, ours = threads.setdefault((event.get("pid"), event.get("tid")), ([], []))
+        if isinstance(name, str) and name.startswith(prefixes):
+            ours.append((name, start, end))
+        else:
+            others.append((start, end))
+    moved: dict[tuple[str, int, int], _Span] = {}
+    for others, ours in threads.values():
+        if not ours or not others:
+            continue
+        around = _containing(others, sorted({t for _, s, e in ours for t in (s, e)}))
+        for name, start, end in ours:
+            span = _widen((start, end), around[start] + around[end])
+            if span != (start, end):
+                moved[(name, start, end)] = span
+    return moved
+
+
+def _containing(spans: list[_Span], points: list[int]) -> dict[int, list[_Span]]:
+    """For each of the sorted ``points``, the spans that contain it strictly (a sweep: the open
+    spans at a point are as many as the stack is deep)."""
+    spans.sort()
+    result: dict[int, list[_Span]] = {}
+    active: list[_Span] = []
+    at = 0
+    for point in points:
+        while at < len(spans) and spans[at][0] < point:
+            active.append(spans[at])
+            at += 1
+        active = [span for span in active if span[1] > point]
+        result[point] = list(active)  # active grows on: keep this point's own copy
+    return result
+
+
+def _widen(span: _Span, candidates: list[_Span]) -> _Span:
+    """``span`` widened to the bounds of each candidate that crosses it, until none does (a
+    crossing frame's callers cross the widened span in turn)."""
+    start, end = span
+    changed = True
+    while changed:
+        changed = False
+        for first, last in candidates:
+            if first < start < last < end:
+                start, changed = first, True
+            elif start < first < end < last:
+                end, changed = last, True
+    return start, end
+
+
+def _us(ns: int) -> bytes:
+    """Integer nanoseconds as microseconds with three decimals, exactly (no float rounding)."""
+    return b"%d.%03d" % divmod(ns, 1000)
 
 
 def _relabelled(raw: bytes, annotations: Sequence[str]) -> bytes:
