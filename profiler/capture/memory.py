@@ -18,13 +18,45 @@ _PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 _STATM_BYTES = 64  # "size resident shared text lib data dt" in pages: well under 64 characters
 
 
+class StepPeak:
+    """The highest RSS the sampler thread read since the training thread last took it.
+
+    Lock-free, as the training thread's side runs on every step: each side writes one attribute
+    only. The training thread owns ``epoch`` (bumped by :meth:`take` at each step's end); the
+    sampler owns ``window``, an ``(epoch, highest reading)`` tuple replaced whole, so a reader
+    never sees half of it. A reading the sampler tags with an epoch that has already been taken
+    (it read the epoch just before the step ended) counts for neither step: at most one reading
+    in a step's last few microseconds is lost.
+    """
+
+    __slots__ = ("epoch", "window")
+
+    def __init__(self) -> None:
+        self.epoch = 0
+        self.window = (0, 0)
+
+    def feed(self, rss_bytes: int) -> None:
+        """Count a reading in the current window (the sampler thread)."""
+        epoch = self.epoch
+        seen, highest = self.window
+        self.window = (epoch, max(highest, rss_bytes) if seen == epoch else rss_bytes)
+
+    def take(self) -> int:
+        """The highest reading of the window now closing (0 if none), and start the next one."""
+        seen, highest = self.window
+        epoch = self.epoch
+        self.epoch = epoch + 1
+        return highest if seen == epoch else 0
+
+
 class MemoryProbe:
     """Current and peak memory of the training device.
 
     On CUDA: the caching allocator's allocated and reserved bytes (host-side counters, no sync).
     On CPU: the process's resident set size, read from /proc/self/statm where it exists (a
     pread: 1-3 us with warm caches, up to ~20 us right after heavy tensor work; psutil costs more)
-    and ``ru_maxrss`` as the peak, which covers the whole process life.
+    and ``ru_maxrss`` as the peak, which covers the whole process life (a step's own peak comes
+    from :class:`StepPeak`).
     """
 
     def __init__(self, device: DeviceKind) -> None:
@@ -94,8 +126,22 @@ class MemoryProbe:
         # The kernel updates ru_maxrss lazily; it can trail the RSS just read from statm.
         return max(peak, self.rss_bytes() if current is None else current)
 
+    def cuda_step_bytes(self) -> tuple[int, int]:
+        """CUDA's allocated bytes now and their peak since :meth:`reset_peak`, in one call.
+
+        ``torch.cuda.memory_allocated`` and ``max_memory_allocated`` each build and flatten the
+        allocator's whole statistics dict; the nested dict is one host-side call (no sync).
+        """
+        import torch
+
+        stats = torch.cuda.memory_stats_as_nested_dict().get("allocated_bytes", {}).get("all", {})
+        return int(stats.get("current", 0)), int(stats.get("peak", 0))
+
     def reset_peak(self) -> None:
-        """Start a new peak window (CUDA only; RSS has no resettable peak)."""
+        """Start a new peak window (CUDA only; RSS has no resettable peak).
+
+        The allocator's own counters, on the host: no synchronisation.
+        """
         if self.device == "cuda":
             import torch
 

@@ -192,7 +192,7 @@ class Profile:
             self._metrics.extra = self._step_extra
             self._watch = Watch(self._on_signal, self._beat)
             if self.system_metrics:
-                self._sampler = SystemSampler()
+                self._sampler = SystemSampler(step_peak=self._metrics.step_peak)
                 self._sampler.start()
             self._metrics.attach()
             self._captures = self._build_captures(self._memory, self._metrics)

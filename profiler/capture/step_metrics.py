@@ -36,11 +36,12 @@ from torch.optim.optimizer import (
 from torch.utils.hooks import RemovableHandle
 
 from profiler.capture.clock import Clock
-from profiler.capture.memory import MemoryProbe
+from profiler.capture.memory import MemoryProbe, StepPeak
 from profiler.capture.module_hooks import runs_no_ops
 
-# RSS takes two system calls (~2-40 us right after tensor work); on CPU it is read at most every
-# 100 ms, and a step's figures are those of the latest reading.
+# RSS takes two system calls (~2-40 us right after tensor work); on CPU it is read at a step's end
+# at most every 100 ms, and a step's memory is that of the latest reading. Its peak is the highest
+# of that reading, the one its start carried, and the sampler thread's readings in the step.
 RSS_INTERVAL_NS = 100_000_000
 FLUSH_INTERVAL_NS = 1_000_000_000
 # Timing the phase split costs about PHASE_COST_NS per timed step (measured in the CPU MLP loop of
@@ -106,6 +107,7 @@ class StepMetrics:
         self._last_flush = _now()
         self._memory_at = -RSS_INTERVAL_NS
         self._memory_now = self._peak = 0
+        self.step_peak = StepPeak()  # fed by the system sampler, when there is one
         self.extra: Callable[[], dict[str, float] | None] = lambda: None
         self._begin_state(0)
 
@@ -235,8 +237,15 @@ class StepMetrics:
         self._active = False
         if self._timed:
             self._next_timed = self._index + phase_every(end - self._start_ns)
-        if self._cuda or end - self._memory_at >= RSS_INTERVAL_NS:
-            self._read_memory(end)
+        if self._cuda:
+            self._memory_now, self._peak = self._memory.cuda_step_bytes()  # reset at begin
+        else:
+            start_rss = self._memory_now
+            if end - self._memory_at >= RSS_INTERVAL_NS:
+                self._read_memory(end)
+            now, peak = self._memory_now, self.step_peak.take()
+            peak = now if now > peak else peak  # not max(): its call costs more, every step
+            self._peak = start_rss if start_rss > peak else peak
         backward = self._first_opt - self._forward_end if self._forward_seen else -1
         # A plain tuple (a _Row's fields, in order): NamedTuple construction costs more per step.
         self._rows.append((
@@ -258,12 +267,9 @@ class StepMetrics:
         self._drain(block=block)
 
     def _read_memory(self, now: int) -> None:
+        """Read RSS (CPU; at most every ``RSS_INTERVAL_NS``)."""
         self._memory_at = now
-        if self._cuda:
-            self._memory_now, self._peak = self._memory.current_bytes(), self._memory.peak_bytes()
-            return
-        self._memory_now = self._memory.current_bytes()
-        self._peak = max(self._peak, self._memory.peak_bytes(current=self._memory_now))
+        self._memory_now = self._memory.rss_bytes()
 
     def _drain(self, *, block: bool) -> None:
         ready = len(self._rows)

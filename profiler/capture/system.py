@@ -9,6 +9,8 @@ from typing import Any
 
 import psutil
 
+from profiler.capture.memory import StepPeak
+
 SAMPLE_INTERVAL_S = 0.1  # 10 Hz: fine enough to see a stall between steps, ~0.1% of one core
 MAX_SAMPLES = 36_000  # an hour at 10 Hz; older samples are dropped
 
@@ -52,10 +54,17 @@ class SystemSampler:
     """Samples at ``interval_s`` on a daemon thread until :meth:`stop`.
 
     Samples are ``(perf_counter_ns, {name: value})``; :meth:`between` selects a window's worth.
+
+    Args:
+        interval_s: the time between samples.
+        step_peak: where each RSS reading also goes, for the steps' ``peak_memory_bytes``.
     """
 
-    def __init__(self, interval_s: float = SAMPLE_INTERVAL_S) -> None:
+    def __init__(
+        self, interval_s: float = SAMPLE_INTERVAL_S, *, step_peak: StepPeak | None = None
+    ) -> None:
         self.interval_s = interval_s
+        self._step_peak = step_peak
         self.samples: deque[tuple[int, dict[str, float]]] = deque(maxlen=MAX_SAMPLES)
         self.latest: dict[str, float] = {}
         self.step_view: dict[str, float] = {}  # the figures per-step records carry
@@ -80,9 +89,12 @@ class SystemSampler:
 
     def sample_once(self) -> dict[str, float]:
         """Take one sample now and keep it."""
+        rss = int(self._process.memory_info().rss)
+        if self._step_peak is not None:
+            self._step_peak.feed(rss)
         values = {
             "cpu_pct": self._process.cpu_percent(None),
-            "rss_bytes": float(self._process.memory_info().rss),
+            "rss_bytes": float(rss),
             **self._nvml.sample(),
         }
         self.samples.append((time.perf_counter_ns(), values))
