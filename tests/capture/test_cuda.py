@@ -79,3 +79,25 @@ def test_step_metrics_from_cuda_events(every_step_timed, tmp_path: Path) -> None
     for s in steps:
         assert s["forward_us"] > 0 and s["backward_us"] > 0 and s["optimizer_us"] > 0
         assert s["memory_bytes"] > 0 and s["peak_memory_bytes"] >= s["memory_bytes"]
+
+
+def test_peak_memory_is_each_steps_own(tmp_path: Path) -> None:
+    """The allocator's peak is reset at every step: one step's large buffer is its peak alone."""
+    buffer_bytes, big_step, steps = 256 * 1024**2, 3, 7
+    model = nn.Linear(256, 10).cuda()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with profiler.profile(model, out_dir=tmp_path, run_name="peak", schedule=None) as prof:
+        for step in range(steps):
+            model(torch.randn(64, 256, device="cuda")).sum().backward()
+            opt.step()
+            opt.zero_grad()
+            if step == big_step:
+                buffer = torch.empty(buffer_bytes, dtype=torch.uint8, device="cuda")
+                del buffer
+            prof.step()
+    peaks = [s["peak_memory_bytes"] for s in read_steps(prof.store.steps_path)]
+    others = peaks[:big_step] + peaks[big_step + 1 :]
+    # The buffer comes on top of the parameters; the other steps' peaks hold a few KB of
+    # activations and gradients more than that.
+    assert peaks[big_step] - max(others) > 0.9 * buffer_bytes, peaks
+    assert max(others) < buffer_bytes, peaks  # the steps after it did not keep the process peak
