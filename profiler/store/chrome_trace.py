@@ -49,6 +49,11 @@ _TRACE_NAME = re.compile(rb'"traceName"\s*:\s*"(?:[^"\\]|\\.)*"')
 _EVALUATE_FUNCTION = b'"autograd::engine::evaluate_function: '
 _SEQUENCE_NUMBER = re.compile(rb'"Sequence number"\s*:\s*(\d+)')
 _TS = re.compile(rb'"ts"\s*:\s*([0-9.]+)')
+# A complete event's name (from its opening quote), then Kineto's pid, tid, ts and dur.
+_RANGE_TIMES = re.compile(
+    rb'"([^"]*)",\s*"pid"\s*:\s*[^,]+,\s*"tid"\s*:\s*[^,]+,'
+    rb'\s*"ts"\s*:\s*([0-9.]+),\s*"dur"\s*:\s*([0-9.]+)'
+)
 
 
 class TraceFormatError(ValueError):
@@ -200,21 +205,19 @@ def nest_ranges(raw: bytes, prefixes: Sequence[str]) -> bytes:
     opened and closed it, and nests in the frame that made them. Only those ranges' ``ts`` and
     ``dur`` change; the text is parsed once (traces with stacks only: the caller decides).
     """
-    if not prefixes:
-        return raw
-    head = rb'"name"\s*:\s*"((?:' + b"|".join(re.escape(p.encode()) for p in prefixes)
-    times = re.compile(
-        head + rb')[^"]*)",\s*"pid"\s*:\s*[^,]+,\s*"tid"\s*:\s*[^,]+,'
-        rb'\s*"ts"\s*:\s*([0-9.]+),\s*"dur"\s*:\s*([0-9.]+)'
-    )
-    if times.search(raw) is None:
+    # Where each range's name starts: found by find_all's byte hops, not a regex scan of the text.
+    heads = sorted(at for p in prefixes for at in find_all(raw, b'"' + p.encode()))
+    if not heads:
         return raw
     moved = _widened(orjson.loads(raw).get("traceEvents", ()), tuple(prefixes))
     if not moved:
         return raw
     parts: list[bytes] = []
     done = 0
-    for match in times.finditer(raw):
+    for at in heads:
+        match = _RANGE_TIMES.match(raw, at)
+        if match is None:
+            continue  # the prefix inside some other string
         start = round(float(match[2]) * 1000)
         key = (match[1].decode(), start, start + round(float(match[3]) * 1000))
         if key in moved:
