@@ -18,6 +18,20 @@ import pytest
 REFERENCE_TRACES = Path(__file__).resolve().parent / "data"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Give SIGINT Python's own handler when the suite was started with it ignored.
+
+    A shell without job control starts a background job (``cmd &`` in a script, ``nohup``) with
+    SIGINT ignored, and every process started from it inherits that. The signal tests check what
+    a user's terminal gives a training job (Ctrl+C raising KeyboardInterrupt), so they start
+    from Python's default; the profiler leaving an ignored signal ignored has its own test.
+    """
+    import signal
+
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Skip `cuda` tests where no GPU is present (they run wherever one is)."""
     import torch
