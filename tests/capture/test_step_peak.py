@@ -17,7 +17,7 @@ from torch import nn
 
 import profiler
 from profiler.capture import session as session_module
-from profiler.capture.memory import StepPeak
+from profiler.capture.memory import MemoryProbe, StepPeak
 from profiler.capture.system import SystemSampler
 from tests.conftest import read_steps
 
@@ -121,3 +121,22 @@ def test_a_reading_from_a_closed_window_is_not_counted_in_the_next() -> None:
     # tagged with the old epoch, so the new window does not take it.
     peak.window = (epoch, 999)
     assert peak.take() == 0
+
+
+def test_cuda_step_bytes_reads_current_and_peak_from_one_stats_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The shape torch's _cuda_memoryStats returns (c10's DeviceStats, stat type "all").
+    stats = {"allocated_bytes": {"all": {"current": 5, "peak": 9, "allocated": 20, "freed": 15}}}
+    calls: list[None] = []
+
+    def nested(device: Any = None) -> dict[str, Any]:
+        calls.append(None)
+        return stats
+
+    monkeypatch.setattr(torch.cuda, "memory_stats_as_nested_dict", nested)
+    probe = MemoryProbe("cuda")
+    assert probe.cuda_step_bytes() == (5, 9)
+    assert len(calls) == 1
+    stats = {}  # CUDA not initialised yet: torch returns an empty dict
+    assert probe.cuda_step_bytes() == (0, 0)
