@@ -16,6 +16,7 @@ from profiler.capture.module_hooks import BackwardRange, WindowRecord
 from profiler.capture.schedule import Schedule
 from profiler.events import (
     BACKWARD_LANE_NAME,
+    CLOCK_SYNC_NAME,
     COUNTER_MEMORY,
     COUNTER_SYSTEM,
     DATALOADER_PREFIX,
@@ -190,9 +191,10 @@ def write_window(
 ) -> Path:
     """Export one window with Kineto's writer, add our events and metadata, store it atomically.
 
-    With ``with_stack`` Kineto records Python frames that cross our module and DataLoader ranges
-    (the calls that open and close them); those ranges are widened to nest (see
-    :func:`profiler.store.chrome_trace.nest_ranges`).
+    With ``with_stack`` Kineto records Python frames that cross our module, DataLoader and
+    clock-sync ranges (the calls that open and close them); those ranges are widened to nest (see
+    :func:`profiler.store.chrome_trace.nest_ranges`). The clock mapping reads the marker's ``ts``
+    before that, from Kineto's own text.
     """
     path = store.trace_path()
     kineto_file = store.scratch_path(path)
@@ -212,7 +214,7 @@ def write_window(
         trace_name=path.name,
         source=kineto_file,
         annotations=(MODULE_PREFIX,) if record.forward_as_ops else (),
-        nest=(MODULE_PREFIX, DATALOADER_PREFIX) if with_stack else (),
+        nest=(MODULE_PREFIX, DATALOADER_PREFIX, CLOCK_SYNC_NAME) if with_stack else (),
     )
     store.write_trace(path, document)
     return path

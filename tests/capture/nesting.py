@@ -77,10 +77,11 @@ class Violation:
 
 def is_ours(event: Mapping[str, Any]) -> bool:
     """Whether trainprof writes or rewrites ``event``: module ranges (forward and backward lane),
-    DataLoader waits, the clock-sync marker, anything carrying a ``trainprof`` arg."""
+    DataLoader waits, the clock-sync markers (``trainprof::clock_sync#<n>``), anything carrying a
+    ``trainprof`` arg."""
     name = event.get("name")
     if isinstance(name, str) and (
-        name.startswith((MODULE_PREFIX, DATALOADER_PREFIX)) or name == CLOCK_SYNC_NAME
+        name.startswith((MODULE_PREFIX, DATALOADER_PREFIX, CLOCK_SYNC_NAME))
     ):
         return True
     args = event.get("args")

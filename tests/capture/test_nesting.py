@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import profiler
-from profiler.events import DATALOADER_PREFIX, MODULE_PREFIX
+from profiler.events import CLOCK_SYNC_NAME, DATALOADER_PREFIX, MODULE_PREFIX
 from profiler.store.chrome_trace import nest_ranges
 from tests.capture.nesting import format_violations, nesting_violations
 from tests.conftest import read_trace
@@ -133,5 +133,6 @@ def test_captured_ranges_nest(tmp_path: Path, options: dict[str, bool], make: An
     names = [e["name"] for e in trace["traceEvents"] if e.get("ph") == "X"]
     assert any(name.startswith(MODULE_PREFIX) for name in names)
     assert any(name.startswith(DATALOADER_PREFIX) for name in names)
+    assert any(name.startswith(CLOCK_SYNC_NAME) for name in names)
     if options.get("with_stack"):  # the frames that opened the ranges are there, now inside
         assert any(e.get("cat") == "python_function" for e in trace["traceEvents"])
