@@ -45,6 +45,7 @@ if str(REPO) not in sys.path:  # run as `python bench/capture.py`
 
 import profiler  # noqa: E402
 from bench.common import Ratio, machine, write_ratios  # noqa: E402
+from bench.overhead import cnn_model, mlp_model  # noqa: E402
 
 # Where the session looks ``write_window`` up at each window (its module's global): the bench
 # times the whole call there.
@@ -72,10 +73,7 @@ CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time
 def make_loop(seed: int = 0) -> Loop:
     """The small-op MLP: 8 x (Linear(256, 256) + ReLU), batch 64, SGD."""
     torch.manual_seed(seed)
-    layers: list[nn.Module] = []
-    for _ in range(8):
-        layers += [nn.Linear(256, 256), nn.ReLU()]
-    model = nn.Sequential(*layers)
+    model = mlp_model()
     opt = torch.optim.SGD(model.parameters(), lr=1e-3)
     x, y = torch.randn(64, 256), torch.randint(0, 256, (64,))
     return model, _training_step(model, opt, x, y)
@@ -84,18 +82,7 @@ def make_loop(seed: int = 0) -> Loop:
 def make_cnn_loop(seed: int = 0) -> Loop:
     """A small CNN: 2 x (Conv 3x3 + BatchNorm + ReLU + MaxPool) + Linear, batch 32 of 3x32x32."""
     torch.manual_seed(seed)
-    model = nn.Sequential(
-        nn.Conv2d(3, 16, 3, padding=1, bias=False),
-        nn.BatchNorm2d(16),
-        nn.ReLU(inplace=True),
-        nn.MaxPool2d(2),
-        nn.Conv2d(16, 32, 3, padding=1, bias=False),
-        nn.BatchNorm2d(32),
-        nn.ReLU(inplace=True),
-        nn.MaxPool2d(2),
-        nn.Flatten(),
-        nn.Linear(32 * 8 * 8, 10),
-    )
+    model = cnn_model()
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     x, y = torch.randn(32, 3, 32, 32), torch.randint(0, 10, (32,))
     return model, _training_step(model, opt, x, y)

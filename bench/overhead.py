@@ -121,13 +121,35 @@ class Workload:
         return [self.pool[i % len(self.pool)] for i in range(count)]
 
 
-def make_mlp() -> Workload:
-    """Small-op MLP: 8 x (Linear(256, 256) + ReLU), batch 64."""
-    torch.manual_seed(0)
+def mlp_model() -> nn.Sequential:
+    """The small-op MLP every CPU bench uses: 8 x (Linear(256, 256) + ReLU)."""
     layers: list[nn.Module] = []
     for _ in range(8):
         layers += [nn.Linear(256, 256), nn.ReLU()]
-    model = nn.Sequential(*layers)
+    return nn.Sequential(*layers)
+
+
+def cnn_model() -> nn.Sequential:
+    """The small CNN every CPU bench uses: 2 x (Conv 3x3 + BatchNorm + ReLU + MaxPool) + Linear,
+    for 3x32x32 inputs and 10 classes."""
+    return nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1, bias=False),
+        nn.BatchNorm2d(16),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1, bias=False),
+        nn.BatchNorm2d(32),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(32 * 8 * 8, 10),
+    )
+
+
+def make_mlp() -> Workload:
+    """Small-op MLP: 8 x (Linear(256, 256) + ReLU), batch 64."""
+    torch.manual_seed(0)
+    model = mlp_model()
     pool = [(torch.randn(64, 256), torch.randint(0, 256, (64,))) for _ in range(32)]
     return Workload(
         name="mlp",
@@ -141,18 +163,7 @@ def make_mlp() -> Workload:
 def make_cnn() -> Workload:
     """Small CNN: 2 x (Conv 3x3 + BatchNorm + ReLU + MaxPool) + Linear head, batch 32 of 3x32x32."""
     torch.manual_seed(0)
-    model = nn.Sequential(
-        nn.Conv2d(3, 16, 3, padding=1, bias=False),
-        nn.BatchNorm2d(16),
-        nn.ReLU(inplace=True),
-        nn.MaxPool2d(2),
-        nn.Conv2d(16, 32, 3, padding=1, bias=False),
-        nn.BatchNorm2d(32),
-        nn.ReLU(inplace=True),
-        nn.MaxPool2d(2),
-        nn.Flatten(),
-        nn.Linear(32 * 8 * 8, 10),
-    )
+    model = cnn_model()
     pool = [(torch.randn(32, 3, 32, 32), torch.randint(0, 10, (32,))) for _ in range(16)]
     return Workload(
         name="cnn",
