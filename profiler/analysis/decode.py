@@ -242,12 +242,7 @@ class EventStream:
             The events before the cut and ``[`` + the text after it; or None and ``text``
             when no cut is found or the piece does not parse (a cut inside a string).
         """
-        last = None
-        for last in _BOUNDARY.finditer(text, max(1, len(text) - _SEARCH_WINDOW)):  # noqa: B007
-            pass
-        if last is None:
-            for last in _BOUNDARY.finditer(text, 1):  # noqa: B007
-                pass
+        last = last_event_boundary(text, 1)
         if last is None:
             return None, text
         end = last.start() + 1
@@ -348,6 +343,22 @@ class EventStream:
             raw = getattr(document, key)
             if raw:  # a copy: the raw view would keep the whole piece of text alive
                 self._raw_meta[key] = bytes(raw)
+
+
+def last_event_boundary(text: bytes | bytearray, start: int = 0) -> re.Match[bytes] | None:
+    """The last ``}``, comma, ``{`` between two events in ``text[start:]``, or None.
+
+    Looked for in the last :data:`_SEARCH_WINDOW` bytes first (events are rarely longer), then
+    in the whole text. It may lie inside a string: the caller finds out when the piece before it
+    does not decode.
+    """
+    last = None
+    for last in _BOUNDARY.finditer(text, max(start, len(text) - _SEARCH_WINDOW)):  # noqa: B007
+        pass
+    if last is None:
+        for last in _BOUNDARY.finditer(text, start):  # noqa: B007
+            pass
+    return last
 
 
 def _unstreamable() -> str:

@@ -18,14 +18,12 @@ from typing import NamedTuple
 
 import msgspec
 
+from profiler.analysis.decode import CHUNK_BYTES, last_event_boundary
 from profiler.analysis.guards import MAX_EVENT_BYTES, MAX_HEAD_BYTES, size_text
 from profiler.analysis.text import READ_BYTES, TextReader
 from profiler.store.chrome_trace import TraceFormatError
 
-CHUNK_BYTES = 512 * 1024
 _EVENTS_KEY = re.compile(rb'"traceEvents"\s*:\s*\[')
-_BOUNDARY = re.compile(rb"\}\s*,\s*\{")  # between two events of the array
-_SEARCH_WINDOW = 64 * 1024  # where the last cut is looked for: events are rarely longer
 _OPENING = b'{"traceEvents":['  # put before the text after the last cut
 _RAW_EVENTS = msgspec.json.Decoder(list[msgspec.Raw])
 _RAW_MEMBERS = msgspec.json.Decoder(dict[str, msgspec.Raw])
@@ -128,12 +126,7 @@ def _top_level(before: bytearray) -> bool:
 def _cut(text: bytearray) -> tuple[list[msgspec.Raw], int, int] | None:
     """The events before the last cut in ``text``, where they end and where the next begins;
     None when there is no cut, or it is inside a string (the piece does not decode)."""
-    last = None
-    for last in _BOUNDARY.finditer(text, max(0, len(text) - _SEARCH_WINDOW)):  # noqa: B007
-        pass
-    if last is None:
-        for last in _BOUNDARY.finditer(text):  # noqa: B007
-            pass
+    last = last_event_boundary(text)
     if last is None:
         return None
     end = last.start() + 1
