@@ -33,6 +33,8 @@ COLUMNS = (
     Column("delta_bytes", "mean Δ bytes", "bytes"),
     Column("peak_bytes", "peak bytes", "bytes"),
     Column("peak_delta_bytes", "peak Δ bytes", "bytes"),
+    Column("backward_delta_bytes", "backward mean Δ bytes", "bytes"),
+    Column("backward_peak_delta_bytes", "backward peak Δ bytes", "bytes"),
     Column("device", "device"),
 )
 
@@ -51,7 +53,7 @@ def content(run: str | None = None, **_query: Any) -> html.Div:
             *heading,
             html.P(peak_summary(memory.peak), id="memory-peak"),
             dcc.Graph(id="memory-timeline", figure=memory_figure(memory.series, memory.peak)),
-            html.H4("Memory per module forward"),
+            html.H4("Memory per module, forward and backward"),
             data_grid("module-memory-table", COLUMNS, memory.modules),
         ]
     )

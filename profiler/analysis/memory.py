@@ -1,4 +1,4 @@
-"""Memory over time, its peak and what was running then, and memory per module forward.
+"""Memory over time, its peak and what was running then, and memory per module.
 
 Two sources: Kineto's ``[memory]`` instants (``profile_memory=True``), which carry the allocator's
 totals after every allocation and free, and trainprof's ``trainprof.memory`` counters, sampled at
@@ -40,8 +40,16 @@ MODULE_MEMORY_COLUMNS = [
     "delta_bytes",
     "peak_bytes",
     "peak_delta_bytes",
+    "backward_delta_bytes",
+    "backward_peak_bytes",
+    "backward_peak_delta_bytes",
     "device",
 ]
+_PHASE_AGGREGATES = {
+    "delta_bytes": "mean",
+    "peak_bytes": "max",
+    "peak_delta_bytes": "max",
+}
 
 
 @dataclass(frozen=True)
@@ -163,39 +171,60 @@ def memory_peak(trace: TraceTable, device: str | None = None) -> MemoryPeak | No
 
 
 def module_memory(trace: TraceTable, device: str | None = None) -> pd.DataFrame:
-    """Memory allocated during each module's forward, per module path.
+    """Memory allocated during each module's forward and backward, per module path.
 
-    Per forward range: allocated bytes at its start (the last sample at or before it), at its
-    end, and the highest sample in between. trainprof's counters are taken by the module hooks
-    just outside the range (before it opens, after it closes), so with them the end is the first
-    sample at or after the range's end; Kineto's samples sit inside, so with them it is the last
-    sample at or before it. Calls with no sample before their start are left out of the means.
+    Per range: allocated bytes at its start (the last sample at or before it), at its end, and
+    the highest sample in between. trainprof's counters are taken by the module hooks just
+    outside the forward range (before it opens, after it closes), so with them the end is the
+    first sample at or after the range's end; Kineto's samples sit inside, so with them it is the
+    last sample at or before it. Calls with no sample before their start are left out of the
+    means.
+
+    Backward ranges (trainprof's backward lane, built when the window is written) are measured
+    from Kineto's samples only (``profile_memory=True``), taken at every allocation and free, so
+    each allocation falls in the range that was open then, at no cost while training. The hooks'
+    counters are read only at each backward pass's start and end (no hook runs at a module's
+    backward boundaries: see ``profiler/capture/module_hooks.py``), so without Kineto's samples
+    the backward columns are NaN.
 
     Args:
         trace: a loaded trace.
         device: as :func:`device_series`.
 
     Returns:
-        Per path, in first-run order: ``path``, ``class_name``, ``calls``, ``delta_bytes``
-        (mean of end minus start), ``peak_bytes`` (highest allocated inside any call),
-        ``peak_delta_bytes`` (highest rise over the start inside any call), ``device``.
+        Per path, in first-run order: ``path``, ``class_name``, ``calls`` (forward calls),
+        ``delta_bytes`` (mean of end minus start), ``peak_bytes`` (highest allocated inside any
+        call), ``peak_delta_bytes`` (highest rise over the start inside any call), the same three
+        for the backward ranges as ``backward_*``, and ``device``.
     """
     series = device_series(memory_timeline(trace), device)
     ranges = module_ranges(trace)
     forward = ranges[~ranges["backward"]]
     if series.empty or forward.empty:
         return pd.DataFrame({c: pd.Series(dtype=_dtype(c)) for c in MODULE_MEMORY_COLUMNS})
-    start, end, peak = _range_samples(series, forward)
-    calls = forward.assign(delta_bytes=end - start, peak_bytes=peak, peak_delta_bytes=peak - start)
-    table = calls.groupby("path", sort=False).agg(
-        class_name=("class_name", "first"),
-        calls=("dur_us", "size"),
-        delta_bytes=("delta_bytes", "mean"),
-        peak_bytes=("peak_bytes", "max"),
-        peak_delta_bytes=("peak_delta_bytes", "max"),
+    table = _phase_memory(series, forward).join(
+        forward.groupby("path", sort=False).agg(
+            class_name=("class_name", "first"), calls=("dur_us", "size")
+        )
     )
+    backward = ranges[ranges["backward"]]
+    if series["source"].iloc[0] == SOURCE_KINETO and not backward.empty:
+        measured = _phase_memory(series, backward).add_prefix("backward_")
+        table = table.join(measured, how="left")
+    else:
+        table = table.assign(**{f"backward_{c}": np.nan for c in _PHASE_AGGREGATES})
     table["device"] = str(series["device"].iloc[0])
     return table.reset_index()[MODULE_MEMORY_COLUMNS]
+
+
+def _phase_memory(series: pd.DataFrame, ranges: pd.DataFrame) -> pd.DataFrame:
+    """Per path, in first-run order: the mean delta and the highest peaks over its ranges."""
+    start, end, peak = _range_samples(series, ranges)
+    calls = pd.DataFrame(
+        {"delta_bytes": end - start, "peak_bytes": peak, "peak_delta_bytes": peak - start},
+        index=ranges.index,
+    ).assign(path=ranges["path"])
+    return calls.groupby("path", sort=False).agg(_PHASE_AGGREGATES)
 
 
 def _range_samples(

@@ -31,7 +31,10 @@ reserved-bytes series beside Kineto's for a fraction of the cost. Memory is read
 have changed since the last reading: a plain ``nn.Sequential`` runs nothing between its children,
 so a child called from its loop (with no hook of its own or global one to run first) and the
 Sequential's own end take the last reading again instead of a system call (see
-:meth:`ModuleTracer._traced`); every boundary still gets its sample.
+:meth:`ModuleTracer._traced`); every boundary still gets its sample. No reading is taken at a
+module's backward boundaries (that needs the hooks ruled out above): memory per module backward
+comes from Kineto's allocator samples inside each backward range, when the trace is read
+(``profiler.analysis.memory.module_memory``).
 
 Everything here is attached at the start of a deep window and removed at its end: outside windows
 no per-module wrapper or hook runs at all.

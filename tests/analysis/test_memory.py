@@ -174,14 +174,24 @@ def test_older_files_and_unnamed_counter_devices(tmp_path: Path) -> None:
 def test_module_memory_agrees_across_sources(
     gpu_trace: TraceTable, counters_only: TraceTable
 ) -> None:
-    """Kineto's samples sit inside the ranges, the hooks' just outside: same answer."""
+    """Kineto's samples sit inside the ranges, the hooks' just outside: same answer forward.
+    Backward only Kineto's samples measure (the hooks read none at module boundaries there)."""
     for trace in (gpu_trace, counters_only):
         table = module_memory(trace)
         assert list(table.columns) == MODULE_MEMORY_COLUMNS
-        assert table.values.tolist() == [
-            ["model", "Net", 1, 200.0, 400.0, 300.0, "cuda:0"],
-            ["fc", "Linear", 1, 300.0, 400.0, 300.0, "cuda:0"],
+        forward = ["path", "class_name", "calls", "delta_bytes", "peak_bytes", "peak_delta_bytes"]
+        assert table[forward].values.tolist() == [
+            ["model", "Net", 1, 200.0, 400.0, 300.0],
+            ["fc", "Linear", 1, 300.0, 400.0, 300.0],
         ]
+        assert set(table["device"]) == {"cuda:0"}
+    backward = ["backward_delta_bytes", "backward_peak_bytes", "backward_peak_delta_bytes"]
+    # model's backward 50-90: 300 before it, 900 at 57 (fc's backward, 55-70), 400 at 80.
+    assert module_memory(gpu_trace)[backward].values.tolist() == [
+        [100.0, 900.0, 600.0],
+        [600.0, 900.0, 600.0],
+    ]
+    assert module_memory(counters_only)[backward].isna().all().all()
 
 
 def test_traces_without_memory_samples(reference_traces: Path) -> None:
@@ -245,3 +255,60 @@ def test_cpu_run_with_profile_memory(train: Any, tmp_path: Path) -> None:
         "4": linear,
     }
     assert (table["calls"] == 2).all() and set(table["device"]) == {"cpu"}
+
+
+def test_module_backward_memory_in_a_real_run(tmp_path: Path) -> None:
+    """Two modules with the same forward, whose backwards keep 64 KiB and 256 KiB: each
+    backward range holds exactly its own allocation, the root's all of its children's."""
+    import torch
+    from torch import nn
+
+    import profiler
+
+    kept: list[torch.Tensor] = []
+
+    class Keep(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: Any, x: torch.Tensor, nbytes: int) -> torch.Tensor:
+            ctx.nbytes = nbytes
+            return x.clone()
+
+        @staticmethod
+        def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+            kept.append(torch.empty(ctx.nbytes, dtype=torch.uint8))
+            return grad, None  # passed on as it is: no allocation of its own
+
+    class Allocating(nn.Module):
+        def __init__(self, nbytes: int) -> None:
+            super().__init__()
+            self.nbytes = nbytes
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return Keep.apply(x, self.nbytes)
+
+    class Scale(nn.Module):  # a parameter to give the input its gradient
+        def __init__(self) -> None:
+            super().__init__()
+            self.weight = nn.Parameter(torch.ones(8))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x * self.weight
+
+    small, large = 1 << 16, 1 << 18
+    model = nn.Sequential(Scale(), Allocating(small), Allocating(large))
+    schedule = profiler.schedule(wait=0, warmup=1, active=2)
+    with profiler.profile(
+        model, out_dir=tmp_path, profile_memory=True, system_metrics=False, schedule=schedule
+    ) as prof:
+        for _ in range(3):
+            model(torch.randn(8)).sum().backward()
+            prof.step()
+    table = module_memory(load_trace(prof.trace_files[0])).set_index("path")
+    assert table.loc["1", "delta_bytes"] == table.loc["2", "delta_bytes"]  # the same forward
+    backward = table["backward_delta_bytes"]
+    assert (backward["1"], backward["2"]) == (small, large)
+    # Scale's backward frees what the Python side lets go of then, so only its share is known:
+    # the root's range holds its children's and nothing else.
+    assert backward["model"] == small + large + backward["0"]
+    assert table.loc["2", "backward_peak_delta_bytes"] == large
+    assert (table["calls"] == 2).all()

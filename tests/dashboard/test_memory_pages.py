@@ -86,6 +86,8 @@ def test_run_memory_module_rows_are_each_files_module_memory(root: Path) -> None
     assert [r["peak_bytes"] for r in rows] == pytest.approx(
         [v for f in expected for v in f["peak_bytes"]]
     )
+    backward = [None if pd.isna(v) else v for f in expected for v in f["backward_delta_bytes"]]
+    assert [r["backward_delta_bytes"] for r in rows] == backward
 
 
 def test_run_modules_sums_module_table_over_files(root: Path) -> None:
