@@ -24,6 +24,10 @@ from typing import Any
 # growth, autotuning) are slow for reasons of their own.
 DEFAULT_MIN_STEPS = 10
 DEFAULT_HISTORY = 50
+# A step must also take this much longer than the median: on steps of tens or hundreds of
+# microseconds, an interrupt or a page fault is "3x the median" and not worth a window. 1 ms is
+# below any slowdown worth profiling on a real training step, and above the scheduler's jitter.
+DEFAULT_MIN_EXCESS_MS = 1.0
 # The threshold is recomputed from the recent step times every this many steps (a sort of
 # `history` numbers, ~1-2 us, shared by the steps between).
 REFRESH_EVERY = 10
@@ -37,7 +41,8 @@ class AnomalySchedule:
     outside windows only: a profiled step is slower by the profiler's own cost) opens a window:
     ``warmup`` steps, then ``active`` recorded steps, starting at the next step. At most
     ``max_windows`` windows open, none before ``min_steps`` steps have been timed, and none in
-    the ``cooldown`` steps after a window, so one slow patch gives one window.
+    the ``cooldown`` steps after a window, so one slow patch gives one window. A step must also
+    exceed the median by ``min_excess_ms``, so jitter on tiny steps opens nothing.
     """
 
     factor: float = 2.0
@@ -47,6 +52,7 @@ class AnomalySchedule:
     cooldown: int = 20
     min_steps: int = DEFAULT_MIN_STEPS
     history: int = DEFAULT_HISTORY
+    min_excess_ms: float = DEFAULT_MIN_EXCESS_MS
 
     def __post_init__(self) -> None:
         factor = self.factor
@@ -56,6 +62,17 @@ class AnomalySchedule:
             raise ValueError(
                 f"on_anomaly factor must be a finite number > 1 (a step slower than factor x "
                 f"the median opens a window), got {factor!r}"
+            )
+        excess = self.min_excess_ms
+        if (
+            isinstance(excess, bool)
+            or not isinstance(excess, (int, float))
+            or not math.isfinite(excess)
+            or excess < 0
+        ):
+            raise ValueError(
+                f"on_anomaly min_excess_ms must be a finite number >= 0 (milliseconds a step "
+                f"must take beyond the median), got {excess!r}"
             )
         for field, least in (
             ("active", 1),
@@ -92,6 +109,7 @@ def on_anomaly(
     cooldown: int = 20,
     min_steps: int = DEFAULT_MIN_STEPS,
     history: int = DEFAULT_HISTORY,
+    min_excess_ms: float = DEFAULT_MIN_EXCESS_MS,
 ) -> AnomalySchedule:
     """A schedule that opens a deep window after a step slower than ``factor`` x the median.
 
@@ -111,6 +129,9 @@ def on_anomaly(
         cooldown: steps after a window during which no window opens (>= 0).
         min_steps: steps timed before a window may open (1 to ``history``).
         history: the median is that of the last ``history`` step times outside windows.
+        min_excess_ms: how many milliseconds beyond the median a step must also take (>= 0;
+            default 1 ms), so that on tiny steps a few microseconds of jitter, though
+            ``factor`` times the median, open nothing.
 
     Raises:
         ValueError: a value out of range (all are checked here, not at the first step).
@@ -123,6 +144,7 @@ def on_anomaly(
         cooldown=cooldown,
         min_steps=min_steps,
         history=history,
+        min_excess_ms=min_excess_ms,
     )
 
 
@@ -130,8 +152,8 @@ class AnomalyDetector:
     """The running median of recent step times, and the decision to open a window.
 
     :meth:`observe` runs on every step outside a window, so it costs a comparison and a list
-    write: the recent times sit in a ring, and ``factor`` x their median is recomputed every
-    :data:`REFRESH_EVERY` steps. A step above that is checked against the median of the ring
+    write: the recent times sit in a ring, and the threshold (``factor`` x their median, and at
+    least the median plus ``min_excess_ms``) is recomputed every :data:`REFRESH_EVERY` steps. A step above that is checked against the median of the ring
     as it is then, so a window opens on the exact rule; a slow step can go unseen only while the
     steps have just become much faster (for at most ``REFRESH_EVERY`` steps).
     """
@@ -140,7 +162,8 @@ class AnomalyDetector:
         self.config = config
         self.windows = 0
         self._factor = float(config.factor)  # inf once max_windows have opened
-        self._threshold = math.inf  # factor x the median, as of the last refresh
+        self._excess_ns = config.min_excess_ms * 1e6
+        self._threshold = math.inf  # _limit of the median, as of the last refresh
         self._times: list[int] = []  # the last `history` step times, a ring
         self._next = 0  # where the next time goes, once the ring is full
         self._due = 1  # observations to the next refresh of the threshold
@@ -167,12 +190,16 @@ class AnomalyDetector:
         self._due -= 1
         if not self._due:
             self._due = REFRESH_EVERY
-            self._threshold = self._factor * sorted(times)[len(times) // 2]
+            self._threshold = self._limit(sorted(times)[len(times) // 2])
         return trigger
+
+    def _limit(self, median_ns: int) -> float:
+        """The step time past which a step opens a window (inf once none may open)."""
+        return max(self._factor * median_ns, median_ns + self._excess_ns)
 
     def _confirm(self, step: int, step_ns: int) -> dict[str, Any] | None:
         median = sorted(self._times)[len(self._times) // 2]
-        if step_ns <= self._factor * median:
+        if step_ns <= self._limit(median):
             return None
         self.windows += 1
         self._quiet = self.config.cooldown

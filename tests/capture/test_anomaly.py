@@ -98,6 +98,29 @@ def test_a_slower_regime_moves_the_median() -> None:
     assert triggered(schedule, times) == [40]
 
 
+TINY_NS = 40_000  # 40 us: a step far too short for a window to be worth it
+
+
+def test_jitter_on_tiny_steps_opens_nothing() -> None:
+    """5x the median, but only 160 us beyond it: under the 1 ms floor."""
+    jitter = [5 * TINY_NS if step in {20, 45, 70} else TINY_NS for step in range(100)]
+    assert triggered(profiler.on_anomaly(cooldown=0), jitter) == []
+    assert triggered(profiler.on_anomaly(cooldown=0, min_excess_ms=0), jitter) == [20, 45, 70]
+    # The floor is in milliseconds beyond the median: 1.2 ms past 40 us passes it, 0.9 does not.
+    stalls = {20: TINY_NS + 1_200_000, 45: TINY_NS + 900_000}
+    times = [stalls.get(step, TINY_NS) for step in range(70)]
+    assert triggered(profiler.on_anomaly(cooldown=0), times) == [20]
+    assert triggered(profiler.on_anomaly(cooldown=0, min_excess_ms=0.5), times) == [20, 45]
+
+
+def test_the_floor_holds_in_a_session(tmp_path: Path, fake_clock: FakeClock) -> None:
+    jitter = [5 * TINY_NS if step == 25 else TINY_NS for step in range(40)]
+    assert run_loop(tmp_path / "a", profiler.on_anomaly(), jitter, fake_clock).trace_files == []
+    prof = run_loop(tmp_path / "b", profiler.on_anomaly(min_excess_ms=0.1), jitter, fake_clock)
+    assert [w["trigger"]["step"] for w in windows(prof)] == [25]
+    assert meta_of(prof.run_dir)["config"]["schedule"]["min_excess_ms"] == 0.1
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
@@ -111,6 +134,9 @@ def test_a_slower_regime_moves_the_median() -> None:
         ({"cooldown": 2.5}, "cooldown must be an int >= 0"),
         ({"min_steps": 0}, "min_steps must be an int >= 1"),
         ({"min_steps": 60, "history": 50}, "min_steps \\(60\\) cannot exceed history \\(50\\)"),
+        ({"min_excess_ms": -1}, "min_excess_ms must be a finite number >= 0"),
+        ({"min_excess_ms": float("inf")}, "min_excess_ms must be a finite number >= 0"),
+        ({"min_excess_ms": "1"}, "min_excess_ms must be a finite number >= 0"),
     ],
 )
 def test_config_errors_raise_when_built(kwargs: dict[str, Any], message: str) -> None:
