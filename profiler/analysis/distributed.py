@@ -15,7 +15,13 @@ computation kernel runs too, over the window HTA analyses
 * HTA keeps one file per rank; we pool every file (window) of a rank: overlap and
   communication time are summed over them before dividing.
 
-HTA has no straggler analysis; ours is :func:`find_stragglers`.
+Stragglers: :func:`find_stragglers` compares mean step times, which only tells ranks apart
+when they do not wait for each other. Under synchronous collectives every rank's step is as
+long as the slowest one's; :func:`analyze_ranks` (:mod:`profiler.analysis.stragglers`) aligns
+the ranks' clocks on collective ends and names the rank the others wait for, from the per-rank
+frames :func:`rank_steps` and :func:`collective_ends` (:mod:`profiler.analysis.rank_frames`).
+HTA's nearest figure is ``get_potential_stragglers``: the ranks whose dominant communication
+kernel starts latest.
 """
 
 from __future__ import annotations
@@ -35,14 +41,41 @@ from profiler.analysis.kernels import (
     merge_intervals,
     work_types,
 )
+from profiler.analysis.rank_frames import (
+    COLLECTIVE_COLUMNS,
+    STEP_COLUMNS,
+    collective_ends,
+    rank_steps,
+)
 from profiler.analysis.steps import CATEGORIES, step_breakdown
+from profiler.analysis.stragglers import (
+    STRAGGLER_PCT,
+    DistributedReport,
+    Straggler,
+    analyze_ranks,
+)
 from profiler.analysis.table import TraceTable
 
-#: A rank is a straggler when its mean step time is more than this many percent above the
-#: median of the other ranks' mean step times. Step times of healthy data-parallel ranks agree
-#: within a few percent (they wait for each other in every collective); a tenth of the step is
-#: well beyond that jitter and worth a look (the same bar as rules.COMM_PCT and MEMCPY_PCT).
-STRAGGLER_PCT: Final = 10.0
+__all__ = [
+    "COLLECTIVE_COLUMNS",
+    "RANK_COLUMNS",
+    "STEP_COLUMNS",
+    "STRAGGLER_COLUMNS",
+    "STRAGGLER_PCT",
+    "CommOverlap",
+    "DistributedReport",
+    "RankPart",
+    "Straggler",
+    "analyze_ranks",
+    "analyze_traces",
+    "collective_ends",
+    "comm_comp_overlap",
+    "find_stragglers",
+    "per_rank",
+    "rank_part",
+    "rank_steps",
+    "rank_table",
+]
 
 RANK_COLUMNS: Final = (
     "rank",
@@ -224,3 +257,13 @@ def find_stragglers(table: pd.DataFrame, *, threshold_pct: float = STRAGGLER_PCT
     found = found[found["excess_pct"] > threshold_pct]
     found = found.sort_values("excess_pct", ascending=False, kind="stable")
     return found.reset_index(drop=True)[list(STRAGGLER_COLUMNS)]
+
+
+def analyze_traces(
+    traces: Iterable[TraceTable], *, threshold_pct: float = STRAGGLER_PCT
+) -> DistributedReport:
+    """:func:`analyze_ranks` of loaded traces (every rank and window of one run)."""
+    loaded = list(traces)
+    steps = pd.concat([rank_steps(t) for t in loaded], ignore_index=True)
+    ends = pd.concat([collective_ends(t) for t in loaded], ignore_index=True)
+    return analyze_ranks(steps, ends, threshold_pct=threshold_pct)
