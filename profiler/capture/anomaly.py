@@ -153,9 +153,10 @@ class AnomalyDetector:
 
     :meth:`observe` runs on every step outside a window, so it costs a comparison and a list
     write: the recent times sit in a ring, and the threshold (``factor`` x their median, and at
-    least the median plus ``min_excess_ms``) is recomputed every :data:`REFRESH_EVERY` steps. A step above that is checked against the median of the ring
-    as it is then, so a window opens on the exact rule; a slow step can go unseen only while the
-    steps have just become much faster (for at most ``REFRESH_EVERY`` steps).
+    least the median plus ``min_excess_ms``) is recomputed every :data:`REFRESH_EVERY` steps. A
+    step above that is checked against the median of the ring as it is then, so a window opens
+    on the exact rule; a slow step can go unseen only while the steps have just become much
+    faster (for at most ``REFRESH_EVERY`` steps).
     """
 
     def __init__(self, config: AnomalySchedule) -> None:
