@@ -1,7 +1,9 @@
 """The read side of the trace store: :class:`Run` (one run directory) and :class:`RunSet` (a root).
 
-A run is read here and nowhere else: its trace files, ``meta/run.json``, its step logs, each
-file's fingerprint, the errors of files that cannot be read and its status label. The CLI
+A run is read here and nowhere else: its trace files (every rank's), ``meta/run.json`` with each
+rank's ``meta/rank.<rank>.json`` merged in, its step logs, each file's fingerprint, the errors
+of files that cannot be read and its status label, derived from every rank's
+(``profiler.store.liveness.merge_states``). The CLI
 (``profiler.load``/``summarize``), the TensorBoard export and the dashboard all ask a
 :class:`Run`. Derived tables are memoised on each loaded trace
 (:mod:`profiler.analysis.memo`), so a run's analyses share one computation per trace.
@@ -21,16 +23,18 @@ from typing import Any
 
 from profiler.analysis.table import TraceSet, is_trace_file, load_files
 from profiler.events import META_DIR, RUN_META_FILE
-from profiler.store.liveness import run_state
+from profiler.store.liveness import RunState, record_state, run_state
 from profiler.store.run_files import (
     MAX_LINE_PROBLEMS,
+    RANK_FILE,
+    RANKS_KEY,
     Fingerprint,
     RunMeta,
     StepFile,
     fingerprint,
     inside,
     meta_files,
-    read_run_meta,
+    read_run_record,
     read_steps,
 )
 
@@ -85,8 +89,22 @@ class Run:
 
     @cached_property
     def meta(self) -> RunMeta:
-        """``meta/run.json`` as read, with its problem (``meta.meta`` None when absent)."""
-        return read_run_meta(self.path, self.root)
+        """``meta/run.json`` with every rank's record merged in, as read with its problems
+        (``meta.meta`` None when there is neither): ``meta.meta["ranks"]`` holds each rank's
+        record by rank (as a string), ``meta.meta["trace_files"]`` every rank's trace files
+        (see ``profiler.store.run_files.read_run_record``)."""
+        return read_run_record(self.path, self.root)
+
+    @property
+    def ranks(self) -> dict[int, dict[str, Any]]:
+        """Each rank's record (host, pid, status, heartbeat, trace_files, steps...), by rank;
+        empty without metadata. A run written before rank files has rank 0's, run.json."""
+        ranks = (self.meta.meta or {}).get(RANKS_KEY) or {}
+        return {int(rank): record for rank, record in sorted(ranks.items(), key=_by_rank)}
+
+    def rank_states(self, *, now: float | None = None) -> dict[int, RunState]:
+        """Each rank's state as a reader sees it (a stale heartbeat reads ``interrupted``)."""
+        return {rank: record_state(record, now=now) for rank, record in self.ranks.items()}
 
     @cached_property
     def step_files(self) -> dict[int, StepFile]:
@@ -95,8 +113,9 @@ class Run:
 
     @property
     def has_meta(self) -> bool:
-        """Whether the run has a ``meta/run.json`` (readable or not)."""
-        return any(p.name == RUN_META_FILE for p in meta_files(self.path, self.root))
+        """Whether the run has a ``meta/run.json`` or a rank record (readable or not)."""
+        names = [p.name for p in meta_files(self.path, self.root)]
+        return any(name == RUN_META_FILE or RANK_FILE.match(name) for name in names)
 
     def fingerprints(self) -> tuple[Fingerprint, ...]:
         """``(path, size, mtime_ns)`` of each trace file, in :attr:`trace_paths` order.
@@ -115,9 +134,10 @@ class Run:
         return tuple(fingerprint(p) for p in meta_files(self.path, self.root))
 
     def status(self, *, now: float | None = None) -> str | None:
-        """The run's status as a reader sees it (None without a readable ``run.json``):
-        ``profiler.store.liveness.run_state``'s label, so a ``running`` run whose heartbeat
-        stopped reads ``interrupted (...)``. ``now``: the current unix time (tests fix it)."""
+        """The run's status as a reader sees it (None without readable metadata):
+        ``profiler.store.liveness.run_state``'s label over every rank, so a ``running`` run
+        whose heartbeat stopped reads ``interrupted (...)``, and a run with a failed rank
+        ``failed (rank N: ...)``. ``now``: the current unix time (tests fix it)."""
         return status_label(self.meta.meta, now=now)
 
     def steps(self) -> list[dict[str, Any]]:
@@ -131,6 +151,7 @@ class Run:
         most :data:`MAX_LINE_PROBLEMS` bad lines per step log. A last line cut short is none."""
         problem = self.meta.problem if meta else None
         found = [f"{META_DIR}/{RUN_META_FILE}: {problem}"] if problem else []
+        found += list(self.meta.rank_problems) if meta else []
         for steps in self.step_files.values():
             found += steps.problems(f"{META_DIR}/{steps.path.name}", MAX_LINE_PROBLEMS)
         return found
@@ -145,8 +166,13 @@ class Run:
         return load_files(self.trace_paths, cache=cache, max_text_bytes=max_text_bytes)
 
 
+def _by_rank(item: tuple[str, Any]) -> int:
+    return int(item[0])
+
+
 def status_label(meta: dict[str, Any] | None, *, now: float | None = None) -> str | None:
-    """A run's status as a reader sees it, from its decoded ``run.json`` (None without one).
+    """A run's status as a reader sees it, from its decoded ``run.json`` or merged record
+    (:attr:`Run.meta`; None without one).
 
     ``profiler.store.liveness.run_state``'s label: a ``running`` run whose heartbeat stopped
     reads ``interrupted (no heartbeat since ...)``, a degraded one carries its reason.

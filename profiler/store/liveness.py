@@ -6,6 +6,14 @@ machine that lost power) cannot mark its run, so readers decide: a run still ``r
 heartbeat is older than :data:`HEARTBEAT_STALE_S`, or whose process is gone from this host, is
 shown as ``interrupted (no heartbeat since ...)``. Nothing is written back: the reader may be
 wrong about a run on another host whose clock is off, and the writer may yet come back.
+
+Every rank beats its own ``meta/rank.<rank>.json``, so each rank is judged on its own, and the
+run's status is derived from all of them (:func:`merge_states`), worst news first:
+
+1. ``failed`` if any rank failed (or ``trainprof run`` recorded the command's failure);
+2. ``running`` if any rank is running and alive (the ranks that are not are named);
+3. ``interrupted`` if any rank was interrupted or stopped beating;
+4. ``degraded`` if any rank degraded; ``complete`` when every rank completed.
 """
 
 from __future__ import annotations
@@ -45,16 +53,76 @@ class RunState:
         return self.status if not self.reason else f"{self.status} ({self.reason})"
 
 
+# The order of merge_states: the first status any rank has is the run's.
+_PRECEDENCE = tuple(
+    s.value
+    for s in (
+        RunStatus.FAILED,
+        RunStatus.RUNNING,
+        RunStatus.INTERRUPTED,
+        RunStatus.DEGRADED,
+        RunStatus.COMPLETE,
+    )
+)
+#: Ranks named in a merged status's reason, at most (a 1,024-rank run would fill a page).
+MAX_NAMED_RANKS = 3
+
+
 def run_state(meta: Mapping[str, Any] | None, *, now: float | None = None) -> RunState:
-    """The state of the run whose ``run.json`` is ``meta``.
+    """The state of the run whose metadata is ``meta``.
 
     Args:
-        meta: the decoded ``run.json`` (``None`` or empty for a plain torch.profiler trace).
+        meta: the decoded ``run.json`` (``None`` or empty for a plain torch.profiler trace),
+            or the merged record of ``run_files.read_run_record``, whose ``ranks`` are each
+            judged on their own and merged (:func:`merge_states`).
         now: the current unix time (tests pass a fixed one).
 
     Returns:
         The recorded status, or ``interrupted`` for a ``running`` run whose heartbeat stopped.
     """
+    if not meta:
+        return RunState("unknown")
+    ranks = meta.get("ranks")
+    if isinstance(ranks, Mapping) and ranks:
+        states = {
+            f"rank {rank}": record_state(record, now=now)
+            for rank, record in ranks.items()
+            if isinstance(record, Mapping)
+        }
+        # trainprof run records a command's failure in run.json, where no rank could; it
+        # speaks for the run, so its reason is named without a rank.
+        failed = RunStatus.FAILED.value
+        if meta.get("status") == failed and all(s.status != failed for s in states.values()):
+            states[""] = record_state(meta, now=now)
+        return merge_states(states)
+    return record_state(meta, now=now)
+
+
+def merge_states(states: Mapping[str, RunState]) -> RunState:
+    """One status for the run from each rank's (``{"rank 1": state}``), worst news first.
+
+    The order is the module docstring's. The reason names the ranks behind the status
+    (at most :data:`MAX_NAMED_RANKS`; a state keyed ``""`` speaks for the whole run), and for
+    a run still running the ranks that are not; with a single rank, its state is the run's.
+    """
+    if not states:
+        return RunState("unknown")
+    if len(states) == 1:
+        return next(iter(states.values()))
+    order = {status: index for index, status in enumerate(_PRECEDENCE)}
+    status = min((s.status for s in states.values()), key=lambda s: order.get(s, len(order)))
+    if status == RunStatus.RUNNING.value:
+        notes = [f"{who} {s.label}" for who, s in states.items() if s.status != status]
+    else:
+        named = [(who, s.reason) for who, s in states.items() if s.status == status and s.reason]
+        notes = [f"{who}: {reason}" if who else reason for who, reason in named]
+    if len(notes) > MAX_NAMED_RANKS:
+        notes[MAX_NAMED_RANKS:] = [f"{len(notes) - MAX_NAMED_RANKS} more"]
+    return RunState(status, "; ".join(notes) or None)
+
+
+def record_state(meta: Mapping[str, Any], *, now: float | None = None) -> RunState:
+    """The state of one record: ``run.json`` of a single-rank run, or one rank's record."""
     if not meta:
         return RunState("unknown")
     status = str(meta.get("status") or "unknown")

@@ -1,4 +1,11 @@
-"""Read a run's side files, ``meta/run.json`` and ``meta/steps.<rank>.jsonl``, whatever they hold.
+"""Read a run's side files, ``meta/run.json``, ``meta/rank.<rank>.json`` and
+``meta/steps.<rank>.jsonl``, whatever they hold.
+
+Each rank writes its own facts (files, status, heartbeat, host, pid, steps) to
+``meta/rank.<rank>.json``; rank 0 also owns ``run.json`` (config, environment).
+:func:`read_run_record` merges them on read: ``run.json``'s object with ``ranks`` (every rank's
+record, by rank as a string) and ``trace_files`` (every rank's, in name order). A run written
+before rank files existed has run.json alone: it is read as rank 0's record.
 
 These files are written while the run goes on and read while it does: a run killed mid-write
 leaves a step log whose last line is cut short, and a disk or a person can leave anything
@@ -32,7 +39,14 @@ import orjson
 from profiler.events import META_DIR, RUN_META_FILE
 
 RUN_SCHEMA_PREFIX = "trainprof.run/"
+RANK_FORMAT = "trainprof.rank/1"
+RANK_SCHEMA_PREFIX = "trainprof.rank/"
 STEPS_FILE = re.compile(r"^steps\.(\d{1,9})\.jsonl$")
+RANK_FILE = re.compile(r"^rank\.(\d{1,9})\.json$")
+_META_FILE = re.compile(f"{STEPS_FILE.pattern}|{RANK_FILE.pattern}")
+#: The keys of a merged record that hold every rank's facts.
+RANKS_KEY = "ranks"
+TRACE_FILES_KEY = "trace_files"
 # run.json holds config, environment and a list of files: kilobytes.
 MAX_RUN_META_BYTES = 16 * 1024**2
 # A step line is ~400 bytes; a "line" of megabytes is no step record.
@@ -54,11 +68,14 @@ class RunMeta:
         path: the file.
         meta: its object; None when the file is absent or cannot be read as one.
         problem: why it could not be read, in words (None when it was, or is absent).
+        rank_problems: ``meta/rank.<n>.json: <why>`` for each rank file that could not be
+            read (only from :func:`read_run_record`).
     """
 
     path: Path
     meta: dict[str, Any] | None
     problem: str | None = None
+    rank_problems: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -115,7 +132,7 @@ class StepFile:
 def read_run_meta(
     run_dir: str | os.PathLike[str], root: str | os.PathLike[str] | None = None
 ) -> RunMeta:
-    """``meta/run.json`` of the run at ``run_dir``; never raises.
+    """``meta/run.json`` of the run at ``run_dir`` as written (no rank merged in); never raises.
 
     Args:
         run_dir: the run directory.
@@ -125,7 +142,49 @@ def read_run_meta(
         The object, or None with the problem (not readable, not JSON, not an object, not a
         ``trainprof.run/`` document, larger than :data:`MAX_RUN_META_BYTES`).
     """
-    path = Path(run_dir) / META_DIR / RUN_META_FILE
+    return _read_record(Path(run_dir) / META_DIR / RUN_META_FILE, root, RUN_SCHEMA_PREFIX)
+
+
+def read_rank_metas(
+    run_dir: str | os.PathLike[str], root: str | os.PathLike[str] | None = None
+) -> dict[int, RunMeta]:
+    """Every ``meta/rank.<rank>.json`` of the run at ``run_dir``, by rank; never raises."""
+    found = [(RANK_FILE.match(p.name), p) for p in meta_files(run_dir, root)]
+    ranks = sorted((int(match[1]), path) for match, path in found if match is not None)
+    return {rank: _read_record(path, root, RANK_SCHEMA_PREFIX) for rank, path in ranks}
+
+
+def read_run_record(
+    run_dir: str | os.PathLike[str], root: str | os.PathLike[str] | None = None
+) -> RunMeta:
+    """The run's metadata with every rank's facts merged in; never raises.
+
+    ``meta`` is ``run.json``'s object (or ``{}`` where only rank files exist) plus
+    ``"ranks": {"<rank>": record}``, each rank's ``meta/rank.<rank>.json`` (for a run written
+    before rank files, ``run.json`` itself as rank 0's), and ``"trace_files"``, every rank's
+    in name order. ``rank_problems`` names each rank file that could not be read.
+    """
+    run = read_run_meta(run_dir, root)
+    read = read_rank_metas(run_dir, root)
+    ranks = {str(rank): found.meta for rank, found in read.items() if found.meta is not None}
+    problems = tuple(
+        f"{META_DIR}/{found.path.name}: {found.problem}" for found in read.values() if found.problem
+    )
+    if not ranks and not problems:
+        if run.meta is None:
+            return run
+        ranks = {"0": run.meta}  # written before rank files existed: run.json is rank 0's
+    files = {name for record in ranks.values() for name in _names(record.get(TRACE_FILES_KEY))}
+    merged = {**(run.meta or {}), RANKS_KEY: ranks, TRACE_FILES_KEY: sorted(files)}
+    return RunMeta(run.path, merged, run.problem, problems)
+
+
+def _names(value: Any) -> list[str]:
+    return [name for name in value if isinstance(name, str)] if isinstance(value, list) else []
+
+
+def _read_record(path: Path, root: str | os.PathLike[str] | None, schema: str) -> RunMeta:
+    """One JSON object file of ``meta/`` whose ``schema`` starts with ``schema``."""
     if root is not None and path.exists() and not inside(path, root):
         return RunMeta(path, None)
     try:
@@ -136,15 +195,16 @@ def read_run_meta(
     except OSError as exc:
         return RunMeta(path, None, f"cannot read: {exc.strerror or exc}")
     if len(data) > MAX_RUN_META_BYTES:
-        return RunMeta(path, None, f"larger than {MAX_RUN_META_BYTES >> 20} MiB: not a run.json")
+        return RunMeta(path, None, f"larger than {MAX_RUN_META_BYTES >> 20} MiB: not a {path.name}")
     try:
         meta = orjson.loads(data)  # orjson stops at 1024 levels of nesting by itself
     except orjson.JSONDecodeError as exc:
         return RunMeta(path, None, f"corrupt run metadata: {exc}")
     if not isinstance(meta, dict):
         return RunMeta(path, None, "corrupt run metadata: not a JSON object")
-    if not str(meta.get("schema", "")).startswith(RUN_SCHEMA_PREFIX):
-        return RunMeta(path, None, f"not a trainprof run.json (no {RUN_SCHEMA_PREFIX} schema)")
+    if not str(meta.get("schema", "")).startswith(schema):
+        kind = "run.json" if schema == RUN_SCHEMA_PREFIX else "rank record"
+        return RunMeta(path, None, f"not a trainprof {kind} (no {schema} schema)")
     return RunMeta(path, meta)
 
 
@@ -173,14 +233,15 @@ def step_logs(
 def meta_files(
     run_dir: str | os.PathLike[str], root: str | os.PathLike[str] | None = None
 ) -> list[Path]:
-    """``meta/run.json`` and ``meta/steps.<rank>.jsonl`` of a run, those that exist (and lie
-    under ``root`` once symlinks are resolved, given one), in name order."""
+    """``meta/run.json``, ``meta/rank.<rank>.json`` and ``meta/steps.<rank>.jsonl`` of a run,
+    those that exist (and lie under ``root`` once symlinks are resolved, given one), in name
+    order."""
     meta = Path(run_dir) / META_DIR
     try:
         names = os.listdir(meta)
     except OSError:  # no meta/ (a plain torch.profiler run), or unreadable
         return []
-    found = [meta / n for n in names if n == RUN_META_FILE or STEPS_FILE.match(n)]
+    found = [meta / n for n in names if n == RUN_META_FILE or _META_FILE.match(n)]
     return sorted(p for p in found if p.is_file() and (root is None or inside(p, root)))
 
 

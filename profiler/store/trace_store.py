@@ -2,7 +2,8 @@
 
 ```
 <root>/<run>/<worker>.<unix_ms>.pt.trace.json.gz   one per capture window per rank
-<root>/<run>/meta/run.json                         config, environment, status
+<root>/<run>/meta/run.json                         config, environment, status (rank 0)
+<root>/<run>/meta/rank.<rank>.json                 each rank's files, status and heartbeat
 <root>/<run>/meta/steps.<rank>.jsonl               always-on per-step metrics
 ```
 Nothing else ending in .json or .gz may sit in ``<root>/<run>/``: HTA loads every such file there.
@@ -15,6 +16,10 @@ remove what a killed process left.
 ``run.json`` is created once, atomically (:meth:`RunStore.create`): of two processes starting a
 run of the same name at once, exactly one gets it. It carries ``host``, ``pid`` and a heartbeat
 (:mod:`profiler.store.liveness`), and ``degraded`` / ``interrupted`` entries when those happen.
+Every rank, rank 0 included, writes the same facts of its own (:data:`RANK_KEYS`) to
+``meta/rank.<rank>.json``, a file no other rank writes: no rank waits for another, and readers
+merge them (``run_files.read_run_record``). Rank 0's facts stay in ``run.json`` too, so readers
+of the first layout still find them.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ import orjson
 
 from profiler.events import META_DIR, RUN_FORMAT, RUN_META_FILE, TRACE_SUFFIX, RunStatus
 from profiler.store.liveness import HEARTBEAT_KEY
+from profiler.store.run_files import RANK_FORMAT
 from profiler.store.scratch import (
     PARTIAL_SUFFIX,
     memory_scratch_path,
@@ -68,6 +74,11 @@ _GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x04\xff"  # deflate, mtime 0, 
 # Failures of a new file that may leave the old one writable in place: no room for a second
 # copy, or a directory that lost its write permission.
 _NO_NEW_FILE = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM)
+#: What each rank records of itself in ``meta/rank.<rank>.json`` (and rank 0 in run.json too).
+RANK_KEYS = (
+    "host", "pid", "status", "started_unix_s", "ended_unix_s", HEARTBEAT_KEY, "trace_files",
+    "steps", "error", "degraded", "interrupted", "triggers",
+)  # fmt: skip
 __all__ = ["PARTIAL_SUFFIX", "RunStore", "StepLog", "atomic_write", "worker_name"]
 
 
@@ -164,10 +175,11 @@ def _deflate_module() -> ModuleType:
 class RunStore:
     """One rank's view of a run directory: trace files, ``meta/run.json`` and the step log.
 
-    Rank 0 owns ``meta/run.json``; every rank writes its own trace files and step log. The
-    methods that write ``run.json`` may be called from several threads (the heartbeat) and
-    from a signal handler: one re-entrant lock orders them, and nothing rewrites the file once
-    :meth:`finish` has recorded how the run ended, except a later degradation.
+    Rank 0 owns ``meta/run.json``; every rank writes its own trace files, step log and
+    ``meta/rank.<rank>.json``. The methods that write them may be called from several
+    threads (the heartbeat) and from a signal handler: one re-entrant lock orders them, and
+    nothing rewrites them once :meth:`finish` has recorded how the run ended, except a later
+    degradation.
     """
 
     def __init__(self, root: str | os.PathLike[str], run_name: str, *, rank: int = 0) -> None:
@@ -180,6 +192,7 @@ class RunStore:
         self.meta_dir = self.run_dir / META_DIR
         self.run_meta_path = self.meta_dir / RUN_META_FILE
         self.steps_path = self.meta_dir / f"steps.{rank}.jsonl"
+        self.rank_meta_path = self.meta_dir / f"rank.{rank}.json"
         self.trace_files: list[Path] = []
         self._meta: dict[str, Any] = {}
         self._largest_trace = 0  # bytes, before gzip
@@ -227,6 +240,7 @@ class RunStore:
         }
         if self.rank == 0:
             self._create_meta()
+        self._write_rank_meta()
 
     def _create_meta(self) -> None:
         data = orjson.dumps(self._meta, option=orjson.OPT_INDENT_2)
@@ -337,18 +351,28 @@ class RunStore:
             self._write_meta()
 
     def _write_meta(self) -> None:
-        if self.rank != 0:
-            return
+        """Rewrite this rank's record, and on rank 0 ``run.json``."""
         with self._lock:
-            data = orjson.dumps(self._meta, option=orjson.OPT_INDENT_2)
-            try:
-                atomic_write(self.run_meta_path, data)
-            except OSError as exc:
-                if exc.errno not in _NO_NEW_FILE:
-                    raise
-                # The old file's blocks may hold the new one (it grows by a few hundred bytes
-                # at most): not atomic, but the status of a run on a full disk is worth more.
-                _rewrite_in_place(self.run_meta_path, data)
+            self._write_rank_meta()
+            if self.rank == 0:
+                _replace(self.run_meta_path, orjson.dumps(self._meta, option=orjson.OPT_INDENT_2))
+
+    def _write_rank_meta(self) -> None:
+        record = {key: self._meta[key] for key in RANK_KEYS if key in self._meta}
+        record = {"schema": RANK_FORMAT, "run_name": self.run_name, "rank": self.rank, **record}
+        _replace(self.rank_meta_path, orjson.dumps(record, option=orjson.OPT_INDENT_2))
+
+
+def _replace(path: Path, data: bytes) -> None:
+    """Replace a small metadata file atomically; on a full disk, in place if it can be."""
+    try:
+        atomic_write(path, data)
+    except OSError as exc:
+        if exc.errno not in _NO_NEW_FILE:
+            raise
+        # The old file's blocks may hold the new one (it grows by a few hundred bytes at
+        # most): not atomic, but the status of a run on a full disk is worth more.
+        _rewrite_in_place(path, data)
 
 
 def _rewrite_in_place(path: Path, data: bytes) -> None:

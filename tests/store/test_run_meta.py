@@ -55,7 +55,13 @@ def test_of_two_processes_creating_one_run_exactly_one_wins(tmp_path: Path) -> N
         assert repr(name) in loser and "already exists" in loser
         meta = orjson.loads((tmp_path / name / "meta" / "run.json").read_bytes())
         assert meta["pid"] == winners[0] == meta["config"]["pid"]
-        assert [p.name for p in (tmp_path / name / "meta").iterdir()] == ["run.json"]
+        # The loser wrote nothing: its rank record comes after run.json, which it did not get.
+        assert sorted(p.name for p in (tmp_path / name / "meta").iterdir()) == [
+            "rank.0.json",
+            "run.json",
+        ]
+        rank = orjson.loads((tmp_path / name / "meta" / "rank.0.json").read_bytes())
+        assert rank["pid"] == winners[0] and rank["rank"] == 0
 
 
 def test_run_json_names_its_host_and_pid_and_beats(tmp_path: Path) -> None:
