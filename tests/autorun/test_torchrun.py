@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from profiler.analysis.run import Run
 from tests.autorun.helpers import finish, start
 from tests.conftest import read_trace
 
@@ -39,6 +40,13 @@ def test_each_torchrun_rank_is_profiled_into_one_run(tmp_path: Path) -> None:
     assert len({p.name.split(".")[0] for p in traces}) == 2
     assert sorted(read_trace(p)["distributedInfo"]["rank"] for p in traces) == [0, 1]
     assert all(p.name.startswith(socket.gethostname()) for p in traces)
+    # Each rank recorded its own window and end; the read side merges them.
+    run = Run(ran.run_dir)
+    assert sorted(run.ranks) == [0, 1] and run.status() == "complete"
+    assert sorted(name for r in run.ranks.values() for name in r["trace_files"]) == sorted(
+        p.name for p in traces
+    )
+    assert all(len(r["trace_files"]) == 1 and r["steps"] == 6 for r in run.ranks.values())
     for path in traces:
         names = ran.event_names(path)
         assert {"ProfilerStep#2", "nn.Module: model (DistributedDataParallel)"} <= names
