@@ -68,7 +68,8 @@ def plan_run(
     Args:
         out_dir: the trace store root.
         run_name: the run's name; default a timestamp (with ``-2``, ``-3``... if taken).
-        schedule: ``"WAIT,WARMUP,ACTIVE[,REPEAT]"``; default the profiler's default schedule.
+        schedule: ``"WAIT,WARMUP,ACTIVE[,REPEAT]"`` or ``"anomaly[:FACTOR]"``; default the
+            profiler's default schedule.
         light_only: no deep capture at all.
 
     Raises:

@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from torch.utils.data import dataloader
 
-from profiler.autorun.config import DEFAULT, AutorunConfig, schedule_fields
+from profiler.autorun.config import DEFAULT, AnomalyWindows, AutorunConfig, schedule_fields
 from profiler.autorun.cycle import OptimizerCycle
 
 _MARK = "_trainprof_autorun"
@@ -204,7 +204,9 @@ class AutoProfiler:
 
 
 def _schedule(config: AutorunConfig) -> Any:
-    """The run's deep-capture schedule: ``profile()``'s default, none, or the one given."""
+    """The run's deep-capture schedule: ``profile()``'s default, none, ``on_anomaly`` or the
+    windows given."""
+    from profiler.capture.anomaly import on_anomaly
     from profiler.capture.schedule import Schedule
     from profiler.capture.session import DEFAULT_SCHEDULE
 
@@ -212,4 +214,6 @@ def _schedule(config: AutorunConfig) -> Any:
         return DEFAULT_SCHEDULE
     if config.schedule is None:
         return None
+    if isinstance(config.schedule, AnomalyWindows):
+        return on_anomaly(factor=config.schedule.factor)
     return Schedule(**schedule_fields(tuple(config.schedule)))

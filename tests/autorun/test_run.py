@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 
 from profiler.cli import app
 from tests.autorun.helpers import Ran, finish, start
+from tests.conftest import read_trace
 
 # Each run imports torch: on a loaded 2-core machine the batch can take minutes.
 pytestmark = pytest.mark.timeout(600)
@@ -143,6 +144,23 @@ def test_light_only_logs_steps_and_writes_no_trace(runs: dict[str, Ran]) -> None
     assert not [line for line in ran.own_lines() if "not profiling" in line]
 
 
+def test_schedule_anomaly_opens_a_window_after_the_stall(tmp_path: Path) -> None:
+    """--schedule anomaly:20: steps of ~10 ms (5 ms of sleep per item), one of 500 ms at step
+    12: 50x the median, where a loaded machine would need to stall a normal step 200 ms to
+    open a window of its own. The window: warmup at 13, recorded 14-16."""
+    command = ["python", "train.py", "20", "--sleep-ms", "5", "--stall-at", "12"]
+    options = ["--schedule", "anomaly:20", "--run-name", "anomaly"]
+    ran = finish(start(options, command, tmp_path), tmp_path / "anomaly")
+    assert ran.returncode == 0, ran.stderr
+    schedule = ran.meta["config"]["schedule"]
+    assert (schedule["kind"], schedule["factor"]) == ("on_anomaly", 20.0)
+    triggers = {t["step"]: t for t in ran.meta["triggers"]}
+    assert 12 in triggers and triggers[12]["kind"] == "anomaly"
+    windows = [read_trace(path)["trainprof"]["window"] for path in ran.trace_files]
+    (window,) = [w for w in windows if w["trigger"]["step"] == 12]
+    assert (window["first_step"], window["last_step"]) == (14, 16)
+
+
 def test_a_process_that_never_trains_records_nothing(runs: dict[str, Ran]) -> None:
     ran = runs["idle"]
     assert ran.returncode == 0, ran.stderr
@@ -157,7 +175,8 @@ def test_a_process_that_never_trains_records_nothing(runs: dict[str, Ran]) -> No
 @pytest.mark.parametrize(
     "options",
     [["--schedule", "1,1"], ["--schedule", "1,1,0"], ["--schedule", "a,b,c"],
-     ["--schedule", "1,1,3", "--light-only"], ["--run-name", "a/b"]],
+     ["--schedule", "1,1,3", "--light-only"], ["--run-name", "a/b"],
+     ["--schedule", "anomaly:1"], ["--schedule", "anomaly", "--light-only"]],
 )  # fmt: skip
 def test_bad_options_exit_2(tmp_path: Path, options: list[str]) -> None:
     result = CliRunner().invoke(app, ["run", "--out", str(tmp_path), *options, "--", "true"])

@@ -15,10 +15,12 @@ import pytest
 import torch
 from torch import nn
 
+from profiler import on_anomaly as profiler_on_anomaly
 from profiler.autorun.config import (
     BOOTSTRAP_DIR,
     DEFAULT,
     ENV_VAR,
+    AnomalyWindows,
     AutorunConfig,
     parse_schedule,
 )
@@ -76,7 +78,26 @@ def test_parse_schedule() -> None:
             parse_schedule(bad)
 
 
-@pytest.mark.parametrize("schedule", [DEFAULT, None, (0, 1, 2, 3)])
+def test_parse_schedule_anomaly() -> None:
+    assert parse_schedule("anomaly") == AnomalyWindows(2.0)  # on_anomaly's default factor
+    assert parse_schedule(" anomaly:3.5 ") == AnomalyWindows(3.5)
+    for bad in ("anomaly:", "anomaly:1", "anomaly:0.5", "anomaly:x", "anomaly:inf"):
+        with pytest.raises(ValueError, match="anomaly:FACTOR takes a number > 1"):
+            parse_schedule(bad)
+    with pytest.raises(ValueError, match="or anomaly"):
+        parse_schedule("anomalous")
+
+
+def test_the_anomaly_schedule_is_on_anomaly_in_the_child() -> None:
+    from profiler.autorun.hooks import _schedule
+    from profiler.capture.anomaly import AnomalySchedule
+
+    schedule = _schedule(AutorunConfig("/tmp/out", "r", AnomalyWindows(4.0)))
+    assert isinstance(schedule, AnomalySchedule) and schedule.factor == 4.0
+    assert schedule == profiler_on_anomaly(factor=4.0)  # its other settings default
+
+
+@pytest.mark.parametrize("schedule", [DEFAULT, None, (0, 1, 2, 3), AnomalyWindows(3.0)])
 def test_the_settings_travel_in_one_environment_variable(schedule: object) -> None:
     config = AutorunConfig("/tmp/out", "run-1", schedule)  # type: ignore[arg-type]
     assert AutorunConfig.from_env(config.to_env()) == config

@@ -2,7 +2,8 @@
 
 Options (each ``--name value``): ``--sleep-ms`` per item in the dataset (default 0),
 ``--workers`` DataLoader workers (default 0), ``--optimizers`` 1 or 2, ``--fail-at`` raise
-ZeroDivisionError at that step, ``--exit`` sys.exit with that status after training; flag
+ZeroDivisionError at that step, ``--exit`` sys.exit with that status after training,
+``--stall-at`` sleep ``--stall-ms`` (default 500) in the training loop at that step; flag
 ``--spawn``: start the DataLoader workers with multiprocessing's spawn rather than fork.
 """
 
@@ -37,6 +38,8 @@ def main() -> None:
     parser.add_argument("--optimizers", type=int, default=1)
     parser.add_argument("--fail-at", type=int, default=-1)
     parser.add_argument("--exit", type=int, default=None)
+    parser.add_argument("--stall-at", type=int, default=-1)
+    parser.add_argument("--stall-ms", type=float, default=500.0)
     parser.add_argument("--spawn", action="store_true")
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -58,6 +61,8 @@ def main() -> None:
     for step, (x, y) in enumerate(loader):
         if step == args.fail_at:
             print(1 / 0)
+        if step == args.stall_at:
+            time.sleep(args.stall_ms / 1000)
         loss = nn.functional.cross_entropy(model(x), y)
         loss.backward()
         for optimizer in optimizers:
