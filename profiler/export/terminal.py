@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from profiler.analysis.devices import device_model
-from profiler.analysis.guards import size_text
+from profiler.analysis.guards import duration_text, size_text
 from profiler.analysis.rules import SEVERITIES
 
 #: A style per severity, worst first as :data:`SEVERITIES` orders them.
@@ -35,9 +35,7 @@ def pct(value: float | None, digits: int = 1) -> str:
 
 
 def _us(value: float | None) -> str:
-    if value is None:
-        return "-"
-    return f"{value / 1000:,.2f} ms" if value >= 1000 else f"{value:,.1f} us"
+    return "-" if value is None else duration_text(value)
 
 
 def render_summary(summary: dict[str, Any]) -> list[RenderableType]:
