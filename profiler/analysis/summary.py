@@ -16,6 +16,7 @@ from profiler.analysis.diff import (
     has_figure,
     step_log_stats,
 )
+from profiler.analysis.distributed import collective_ends, distributed_entry, rank_steps
 from profiler.analysis.facts import trace_facts
 from profiler.analysis.gpu import gpu_metrics
 from profiler.analysis.guards import analysis_error
@@ -99,14 +100,23 @@ def summarize_traces(
     """
     entries: list[dict[str, Any]] = []
     errors = list(traces.errors)
+    frames: list[tuple[Path, pd.DataFrame, pd.DataFrame]] = []
     for trace in traces.traces:
         try:
-            entries.append(trace_summary(trace, by_shape=by_shape))
+            entry = trace_summary(trace, by_shape=by_shape)
+            frame = (trace.path, rank_steps(trace), collective_ends(trace))
         except TraceFormatError as exc:
             errors.append(exc)
+            continue
+        except Exception as exc:  # noqa: BLE001 - one trace's problem, not the whole summary's
+            errors.append(analysis_error(trace.path, exc))
+            continue
+        entries.append(entry)
+        frames.append(frame)
     logs = step_log_report(runs)
     step_logs = None if logs is None else logs.to_dict()
-    return {"schema": SCHEMA, "traces": entries, "step_logs": step_logs}, tuple(errors)
+    summary = {"schema": SCHEMA, "traces": entries, "step_logs": step_logs}
+    return {**summary, "distributed": distributed_entry(frames)}, tuple(errors)
 
 
 def trace_summary(trace: TraceTable, *, by_shape: bool = False) -> dict[str, Any]:
