@@ -48,6 +48,7 @@ from profiler.analysis.run import Run, RunSet
 from profiler.analysis.steps import CATEGORIES, average_breakdown_pct, step_table
 from profiler.analysis.table import TraceSet, TraceTable, load
 from profiler.analysis.temporal import temporal_breakdown
+from profiler.analysis.triggers import window_trigger
 from profiler.store.chrome_trace import TraceFormatError
 
 SCHEMA = "trainprof.summary/1"
@@ -177,6 +178,7 @@ def _trace_report(trace: TraceTable, by_shape: bool) -> TraceSummary:
             rounded(peak.capacity_pct), peak.module, peak.op,
         ),
         recommendations=tuple(recommend(facts)),
+        trigger=window_trigger(trace),
     )  # fmt: skip
 
 

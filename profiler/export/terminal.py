@@ -18,6 +18,7 @@ from rich.text import Text
 from profiler.analysis.devices import device_model
 from profiler.analysis.guards import duration_text, size_text
 from profiler.analysis.rules import SEVERITIES
+from profiler.analysis.triggers import trigger_text
 
 #: A style per severity, worst first as :data:`SEVERITIES` orders them.
 SEVERITY_STYLE = dict(zip(SEVERITIES, ("bold red", "yellow", "cyan"), strict=True))
@@ -99,6 +100,8 @@ def _trace_panel(trace: dict[str, Any]) -> Panel:
         f"{steps['count']} steps, mean {_us(steps['mean_us'])}, max {_us(steps['max_us'])}",
     )
     parts: list[RenderableType] = [head, _breakdown(trace["step_breakdown_pct"])]
+    if trace.get("trigger"):  # a window on_anomaly or a capture request opened
+        parts.insert(1, Text(trigger_text(trace["trigger"]), style="cyan"))
     label = device_model(str(trace["device"])).label  # "GPU", "MTIA"...
     if trace["gpu"]:
         gpu = trace["gpu"]
