@@ -210,3 +210,25 @@ def _remove_other_versions(path: Path, files: dict[str, Path]) -> None:
         if stale not in keep:
             with contextlib.suppress(OSError):
                 stale.unlink()
+
+
+def write_frame(file: Path, frame: pd.DataFrame, metadata: dict[bytes, bytes]) -> None:
+    """Write ``frame`` to the Parquet ``file`` as the cache writes its tables (atomically,
+    categoricals as codes), with ``metadata`` in its schema; the folder must exist.
+
+    Raises:
+        Exception: whatever pyarrow or the filesystem raises; callers decide what a failed
+            write means.
+    """
+    _write(file, frame, metadata)
+
+
+def read_frame(file: Path) -> tuple[pd.DataFrame, dict[bytes, bytes]]:
+    """A frame :func:`write_frame` wrote, and its schema metadata.
+
+    Raises:
+        Exception: whatever pyarrow raises for a missing, corrupt or foreign file.
+    """
+    table = pq.ParquetFile(file).read()
+    metadata = dict(table.schema.metadata or {})
+    return _to_frame(table, msgspec.json.decode(metadata.get(_CATEGORIES, b"{}"))), metadata

@@ -25,7 +25,7 @@ from profiler.analysis.ops import top_ops
 from profiler.analysis.report import rounded
 from profiler.analysis.run import Run
 from profiler.analysis.steps import CATEGORIES, step_breakdown
-from profiler.analysis.table import TraceSet
+from profiler.analysis.table import TraceSet, TraceTable
 
 SCHEMA = "trainprof.diff/1"
 TOP_N = 20
@@ -130,23 +130,59 @@ class RunFigures:
     device: str | None
 
 
+@dataclass(frozen=True)
+class TraceTotals:
+    """One trace file's share of :class:`RunTotals`; what a per-rank summary keeps of it.
+
+    Attributes:
+        steps: :func:`profiler.analysis.steps.step_breakdown` of the file.
+        ops: every CPU op: ``name``, ``calls``, ``self_us``, ``total_us`` (whole file).
+        kernels: every kernel: ``name``, ``calls``, ``total_us`` (whole file).
+        memory_peak: the file's memory peak (None: no memory samples).
+    """
+
+    steps: pd.DataFrame
+    ops: pd.DataFrame
+    kernels: pd.DataFrame
+    memory_peak: MemoryPeak | None
+
+
+def trace_totals(trace: TraceTable) -> TraceTotals:
+    """:class:`TraceTotals` of one loaded trace.
+
+    Raises:
+        TraceFormatError: the trace's content is beyond what the analyses take; names the file.
+    """
+    try:
+        return TraceTotals(
+            steps=step_breakdown(trace),
+            ops=top_ops(trace, n=None)[["name", "calls", "self_us", "total_us"]],
+            kernels=top_kernels(trace, n=1_000_000)[["name", "calls", "total_us"]],
+            memory_peak=memory_peak(trace),
+        )
+    except Exception as exc:  # noqa: BLE001 - said as the file's error, never a crash
+        raise analysis_error(trace.path, exc) from exc
+
+
 def run_totals(traces: TraceSet) -> RunTotals:
     """Pool every trace of a run into per-step figures.
 
     Raises:
         TraceFormatError: a trace's content is beyond what the analyses take; names the file.
     """
+    return pool_totals(trace_totals(trace) for trace in traces.traces)
+
+
+def pool_totals(parts: Iterable[TraceTotals]) -> RunTotals:
+    """Pool the files of a run (:func:`trace_totals`, or per-rank summaries') per step."""
     steps, step_us = 0, 0.0
     categories = dict.fromkeys(CATEGORIES, 0.0)
     ops, kernels, durations, peaks = [], [], [], []
-    for trace in traces.traces:
-        try:
-            breakdown = step_breakdown(trace)
-            ops.append(top_ops(trace, n=None)[["name", "calls", "self_us", "total_us"]])
-            kernels.append(top_kernels(trace, n=1_000_000)[["name", "calls", "total_us"]])
-            peaks.append(memory_peak(trace))
-        except Exception as exc:  # noqa: BLE001 - said as the file's error, never a crash
-            raise analysis_error(trace.path, exc) from exc
+    for part in parts:
+        breakdown = part.steps
+        ops.append(part.ops)
+        kernels.append(part.kernels)
+        peaks.append(part.memory_peak)
         steps += len(breakdown)
         step_us += float(breakdown["dur_us"].sum())
         durations.append(breakdown["dur_us"].to_numpy(dtype=float))
@@ -208,11 +244,25 @@ def run_figures(traces: TraceSet, runs: Sequence[Run] = ()) -> RunFigures:
     Raises:
         TraceFormatError: a trace's content is beyond what the analyses take; names the file.
     """
-    devices = [_recorded_device(run) for run in runs] + [t.device for t in traces.traces]
+    totals = [trace_totals(trace) for trace in traces.traces]
+    return pooled_figures(totals, [t.device for t in traces.traces], runs)
+
+
+def pooled_figures(
+    totals: Sequence[TraceTotals], devices: Sequence[str], runs: Sequence[Run] = ()
+) -> RunFigures:
+    """:func:`run_figures` of files already reduced to their totals (per-rank summaries).
+
+    Args:
+        totals: each file's :class:`TraceTotals`.
+        devices: each file's device (``TraceTable.device``).
+        runs: where the step logs are (see :func:`run_figures`).
+    """
+    recorded = [_recorded_device(run) for run in runs] + list(devices)
     return RunFigures(
-        totals=run_totals(traces),
+        totals=pool_totals(totals),
         step_log=step_log_stats(record for run in runs for record in run.steps()),
-        device=next((device for device in devices if device), None),
+        device=next((device for device in recorded if device), None),
     )
 
 

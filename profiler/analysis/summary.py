@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import pandas as pd
@@ -16,7 +16,6 @@ from profiler.analysis.diff import (
     has_figure,
     step_log_stats,
 )
-from profiler.analysis.distributed import collective_ends, distributed_entry, rank_steps
 from profiler.analysis.facts import trace_facts
 from profiler.analysis.gpu import gpu_metrics
 from profiler.analysis.guards import analysis_error
@@ -46,10 +45,12 @@ from profiler.analysis.rules import (
 )
 from profiler.analysis.run import Run, RunSet
 from profiler.analysis.steps import CATEGORIES, average_breakdown_pct, step_table
-from profiler.analysis.table import TraceSet, TraceTable, load
+from profiler.analysis.table import TraceSet, TraceTable, find_trace_files
 from profiler.analysis.temporal import temporal_breakdown
-from profiler.analysis.triggers import window_trigger
 from profiler.store.chrome_trace import TraceFormatError
+
+if TYPE_CHECKING:  # rank_summary.py builds on this module
+    from profiler.analysis.rank_summary import RankSummary
 
 SCHEMA = "trainprof.summary/1"
 TOP_N = 10
@@ -62,25 +63,50 @@ SLOWEST_STEPS = 5
 
 
 def summarize(
-    path: str | Path, *, progress: bool = False, by_shape: bool = False
+    path: str | Path, *, progress: bool = False, by_shape: bool = False, dask: str | None = None
 ) -> dict[str, Any]:
-    """Load every trace at ``path`` and summarise each, with the step logs of the runs there
-    (the ``trainprof.summary/1`` dict).
+    """Summarise every trace at ``path``, with the step logs of the runs there (the
+    ``trainprof.summary/1`` dict).
 
-    Files that fail to load or to be analysed are left out; :func:`summarize_traces` with
-    :func:`load` gives access to their errors.
+    Each file is summarised on its own (:mod:`profiler.analysis.fanout`: in this process, or on
+    Dask workers for many files), and the report is built from those per-rank summaries: no
+    two traces are in memory at once. Files that fail to load or to be analysed are left out;
+    :func:`profiler.analysis.fanout.summarize_files` gives access to their errors.
 
     Args:
         path: a trace file, a run directory or a root of runs.
-        progress: show a progress bar while loading.
+        progress: show a progress bar while summarising.
         by_shape: group the top ops by name and input shapes.
+        dask: a Dask scheduler address, or ``"local"`` (see ``summarize_files``).
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
         TraceFormatError: ``path`` is a single file that cannot be loaded.
+        DaskUnavailable: ``dask`` was given and cannot be used.
     """
-    traces = load(path, progress=progress)
-    return summarize_traces(traces, runs=step_log_runs([path]), by_shape=by_shape)[0]
+    from profiler.analysis.fanout import summarize_files
+    from profiler.analysis.rank_summary import in_run_order
+
+    files = find_trace_files(path)
+    results = summarize_files(files, dask=dask, by_shape=by_shape, progress=progress)
+    if Path(path).is_file() and isinstance(results[0], TraceFormatError):
+        raise results[0]
+    summaries = in_run_order(r for r in results if not isinstance(r, TraceFormatError))
+    return summarize_ranks(summaries, runs=step_log_runs([path]))
+
+
+def summarize_ranks(
+    summaries: Sequence[RankSummary], *, runs: Sequence[Run] = ()
+) -> dict[str, Any]:
+    """The summary dict of per-rank summaries (:mod:`profiler.analysis.rank_summary`), in
+    their order, and the step logs of ``runs``: what :func:`summarize_traces` gives for the
+    traces they summarise, without the traces."""
+    logs = step_log_report(runs)
+    return {
+        "schema": SCHEMA,
+        "traces": [summary.entry for summary in summaries],
+        "step_logs": None if logs is None else logs.to_dict(),
+    }
 
 
 def summarize_set(traces: TraceSet) -> dict[str, Any]:
@@ -101,23 +127,14 @@ def summarize_traces(
     """
     entries: list[dict[str, Any]] = []
     errors = list(traces.errors)
-    frames: list[tuple[Path, pd.DataFrame, pd.DataFrame]] = []
     for trace in traces.traces:
         try:
-            entry = trace_summary(trace, by_shape=by_shape)
-            frame = (trace.path, rank_steps(trace), collective_ends(trace))
+            entries.append(trace_summary(trace, by_shape=by_shape))
         except TraceFormatError as exc:
             errors.append(exc)
-            continue
-        except Exception as exc:  # noqa: BLE001 - one trace's problem, not the whole summary's
-            errors.append(analysis_error(trace.path, exc))
-            continue
-        entries.append(entry)
-        frames.append(frame)
     logs = step_log_report(runs)
     step_logs = None if logs is None else logs.to_dict()
-    summary = {"schema": SCHEMA, "traces": entries, "step_logs": step_logs}
-    return {**summary, "distributed": distributed_entry(frames)}, tuple(errors)
+    return {"schema": SCHEMA, "traces": entries, "step_logs": step_logs}, tuple(errors)
 
 
 def trace_summary(trace: TraceTable, *, by_shape: bool = False) -> dict[str, Any]:
@@ -178,7 +195,6 @@ def _trace_report(trace: TraceTable, by_shape: bool) -> TraceSummary:
             rounded(peak.capacity_pct), peak.module, peak.op,
         ),
         recommendations=tuple(recommend(facts)),
-        trigger=window_trigger(trace),
     )  # fmt: skip
 
 
