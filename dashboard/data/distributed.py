@@ -1,4 +1,10 @@
-"""The Distributed page's data: per-rank step time, breakdown and overlap, and the stragglers."""
+"""The Distributed page's data: per-rank step time, breakdown and overlap (:func:`run_distributed`);
+and the ranks on one clock (:func:`run_alignment`, which the Timeline's all-ranks view reads too):
+which rank each file is, the clock offsets, each rank's wait and work per step, the stragglers.
+
+:func:`run_alignment` is the one place the dashboard takes the cross-rank analysis
+(``profiler.analysis.distributed.analyze_ranks``) from: from two small frames per file, cached
+per file, so a new window of one rank re-reads only that file."""
 
 from __future__ import annotations
 
@@ -7,15 +13,21 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from dashboard.data.cache import RUN_CACHE_SIZE, gather, per_trace, records
 from dashboard.data.runs import Fingerprint, trace_fingerprints
 from profiler.analysis.distributed import (
     STRAGGLER_PCT,
     RankPart,
-    find_stragglers,
+    Straggler,
+    analyze_ranks,
+    collective_ends,
     rank_part,
+    rank_steps,
     rank_table,
 )
+from profiler.analysis.rank_frames import wall_offset_us
 from profiler.analysis.table import TraceTable
 
 
@@ -26,15 +38,13 @@ class RunDistributed:
     Attributes:
         ranks: one row per rank, ranks ascending
             (``profiler.analysis.distributed.RANK_COLUMNS``; NaN as None).
-        stragglers: the straggling ranks, slowest first (``rank``, ``step_mean_us``,
-            ``others_median_us``, ``excess_pct``).
-        threshold_pct: how far above the other ranks' median a straggler's mean step time is.
         errors: one message per file that could not be read, naming the file.
+
+    The stragglers are :func:`run_alignment`'s: a rank's mean step time cannot tell them apart
+    under synchronous collectives (every rank's step is as long as the slowest one's).
     """
 
     ranks: tuple[dict[str, Any], ...]
-    stragglers: tuple[dict[str, Any], ...]
-    threshold_pct: float
     errors: tuple[str, ...]
 
 
@@ -51,12 +61,104 @@ def run_distributed(root: str | Path, name: str) -> RunDistributed:
 @lru_cache(maxsize=RUN_CACHE_SIZE)
 def _cached_run_distributed(files: tuple[Fingerprint, ...]) -> RunDistributed:
     parts, errors = gather(files, _trace_rank_part)
-    table = rank_table(parts)
-    return RunDistributed(
-        ranks=records(table),
-        stragglers=records(find_stragglers(table)),
+    return RunDistributed(ranks=records(rank_table(parts)), errors=tuple(errors))
+
+
+@dataclass(frozen=True, eq=False)
+class RunAlignment:
+    """Run ``name``'s ranks on one clock: which rank each file is, the offsets that align them,
+    each rank's wait and work per step, and the stragglers
+    (:func:`profiler.analysis.distributed.analyze_ranks`). Treat as read-only.
+
+    Attributes:
+        files: ``(rank, file name)`` of every readable trace file, by rank, then by name.
+        clock_offset_us: per rank, what the analysis added to its wall clock to align it.
+        file_offsets_us: per file name, what to add to its trace times (``ts``) to put them on
+            the common clock: its wall-clock base and its rank's clock offset.
+        method: ``collectives`` (aligned on collective ends) or ``wall_clock`` (some ranks
+            could not be aligned: ``warnings`` says which).
+        steps: per rank and step: ``rank``, ``step``, ``dur_us``, ``comm_wait_us`` (inside
+            collectives), ``work_us`` (the rest of the step), ``late_us`` (how long the others
+            waited for the rank) and ``excess_pct`` (that over its step).
+        stragglers: the ranks the others waited for, the largest share first.
+        threshold_pct: how much of its step the others must wait for a rank to name it.
+        warnings: what the alignment could not do.
+        errors: one message per file that could not be read, naming the file.
+    """
+
+    files: tuple[tuple[int, str], ...]
+    clock_offset_us: dict[int, float]
+    file_offsets_us: dict[str, float]
+    method: str
+    steps: pd.DataFrame
+    stragglers: tuple[Straggler, ...]
+    threshold_pct: float
+    warnings: tuple[str, ...]
+    errors: tuple[str, ...]
+
+    @property
+    def ranks(self) -> tuple[int, ...]:
+        """The ranks, ascending."""
+        return tuple(sorted({rank for rank, _ in self.files}))
+
+
+def run_alignment(root: str | Path, name: str) -> RunAlignment:
+    """Run ``name``'s ranks on one clock, from per-file frames cached per file and per run.
+
+    Raises:
+        RunRefused: the name leads outside the root (see :func:`resolve_run`).
+        RunNotFound: there is no run of that name.
+    """
+    return _cached_alignment(trace_fingerprints(root, name))
+
+
+@lru_cache(maxsize=RUN_CACHE_SIZE)
+def _cached_alignment(files: tuple[Fingerprint, ...]) -> RunAlignment:
+    parts, errors = gather(files, _trace_frames)
+    parts.sort(key=lambda part: (part.rank, part.file))
+    if parts:
+        report = analyze_ranks(
+            pd.concat([p.steps for p in parts], ignore_index=True),
+            pd.concat([p.collectives for p in parts], ignore_index=True),
+        )
+        offsets, method = dict(report.clock_offset_us), report.method
+        steps, stragglers, warnings = report.steps, report.stragglers, report.warnings
+    else:
+        offsets, method, steps, stragglers, warnings = {}, "wall_clock", _NO_STEPS, (), ()
+    return RunAlignment(
+        files=tuple((p.rank, p.file) for p in parts),
+        clock_offset_us=offsets,
+        file_offsets_us={p.file: p.wall_us + offsets.get(p.rank, 0.0) for p in parts},
+        method=method,
+        steps=steps.assign(work_us=steps["dur_us"] - steps["comm_wait_us"]),
+        stragglers=tuple(stragglers),
         threshold_pct=STRAGGLER_PCT,
+        warnings=tuple(warnings),
         errors=tuple(errors),
+    )
+
+
+_NO_STEPS = pd.DataFrame(
+    columns=["rank", "step", "dur_us", "comm_wait_us", "late_us", "excess_pct"]
+)
+
+
+@dataclass(frozen=True, eq=False)
+class _Frames:
+    """One trace file's part of the cross-rank analysis."""
+
+    rank: int
+    file: str
+    wall_us: float  # what to add to its ts for its rank's wall clock
+    steps: pd.DataFrame
+    collectives: pd.DataFrame
+
+
+@per_trace
+def _trace_frames(trace: TraceTable, file: Path) -> _Frames:
+    """One trace file's rank, wall-clock base, steps and collectives."""
+    return _Frames(
+        trace.rank, file.name, wall_offset_us(trace), rank_steps(trace), collective_ends(trace)
     )
 
 

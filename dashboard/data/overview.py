@@ -6,7 +6,7 @@ each time it is drawn, since a run whose heartbeat stopped changes status with n
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from profiler.analysis.run import Run
 from profiler.analysis.steps import step_breakdown
 from profiler.analysis.summary import SCHEMA, merged_recommendations, trace_report
 from profiler.analysis.table import TraceTable
+from profiler.analysis.triggers import trigger_text
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,8 @@ class RunData:
         recommendations: the summary's findings once per rule over all files
             (``profiler.analysis.summary.merged_recommendations``).
         errors: one message per file that could not be read, naming the file.
+        triggers: one line per trace file whose window a trigger opened (``on_anomaly``, a
+            capture request), naming the file.
     """
 
     name: str
@@ -49,6 +52,7 @@ class RunData:
     environment: dict[str, Any]
     recommendations: tuple[dict[str, Any], ...]
     errors: tuple[str, ...]
+    triggers: tuple[str, ...] = ()
 
 
 def run_summary(root: str | Path, name: str) -> RunData:
@@ -98,6 +102,11 @@ def _cached_run(
         environment=environment,
         recommendations=tuple(merged_recommendations(summary)),
         errors=tuple(errors + meta_errors),
+        triggers=tuple(
+            f"{Path(report.path).name}: {trigger_text(asdict(report.trigger))}"
+            for report in reports
+            if report.trigger is not None
+        ),
     )
 
 

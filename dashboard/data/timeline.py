@@ -1,4 +1,11 @@
-"""The Timeline page's data: one trace file of a run as lanes, at the level of detail asked for.
+"""The Timeline page's data: one trace file of a run as lanes, or a group of its ranks on their
+common clock, at the level of detail asked for.
+
+A rank group is at most :data:`RANKS_PER_VIEW` ranks' files of one capture window (a rank's
+files in name order: its first, second... window), each rank's lanes a group, each rank shifted
+by its clock offset (:func:`dashboard.data.distributed.run_alignment`). A run of 64 ranks has 8
+groups to pick from: the lanes drawn, the files indexed and the shapes sent stay bounded however
+many ranks the run has.
 
 Each file is indexed once (``profiler.analysis.timeline.prepare_timeline``, cached per file
 fingerprint), so a zoom costs binary searches plus the shapes it returns. A file is named by its
@@ -7,10 +14,12 @@ base name and must be one of the run's own trace files: nothing else is opened.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from dashboard.data.cache import per_trace, trace_or_message
+from dashboard.data.distributed import RunAlignment, run_alignment
 from dashboard.data.runs import Fingerprint, RunNotFound, RunRefused, trace_fingerprints
 from profiler.analysis.table import TraceTable
 from profiler.analysis.timeline import (
@@ -21,22 +30,67 @@ from profiler.analysis.timeline import (
     timeline_view,
 )
 from profiler.analysis.timeline_details import EventDetails, EventRef, event_details
+from profiler.analysis.timeline_ranks import LaneGroup, RanksView, RankTrace, ranks_view
 
 __all__ = [
     "DEFAULT_MAX_SHAPES",
     "EventDetails",
     "EventRef",
+    "LaneGroup",
+    "RANKS_PER_VIEW",
+    "RankGroup",
+    "RanksView",
     "TimelineView",
+    "is_rank_group",
+    "run_rank_groups",
+    "run_ranks_timeline",
     "run_event",
     "run_timeline",
     "run_trace_files",
     "trace_file",
 ]
 
+#: The most ranks the all-ranks view draws at once: 8 ranks of a GPU job are ~50 lanes, as many as
+#: a screen shows legibly, and 8 indexes fit in memory for traces of up to ~1M events each.
+RANKS_PER_VIEW = 8
 # Full-range views are what every page load and every zoom reset asks for: keep a few.
-# An index takes ~110 MB per 1M events: keep the latest few files' only.
-_INDEX_CACHE_SIZE = 4
+# An index takes ~110 MB per 1M events: keep the latest few files' only, but a rank group's
+# all (a zoom of the group asks each of them).
+_INDEX_CACHE_SIZE = RANKS_PER_VIEW
 _FULL_VIEW_CACHE_SIZE = 4
+
+
+RANK_GROUP_PREFIX = "ranks "  # Kineto's trace file names hold no space: no file is named so
+
+
+def is_rank_group(choice: str | None) -> bool:
+    """Whether the Timeline's ``choice`` (a file name or a group key) names a rank group."""
+    return isinstance(choice, str) and choice.startswith(RANK_GROUP_PREFIX)
+
+
+@dataclass(frozen=True)
+class RankGroup:
+    """A group of ranks drawn together: one capture window of up to :data:`RANKS_PER_VIEW`.
+
+    Attributes:
+        key: what names it in the page's picker and URL (``ranks 0-7``, ``ranks 0-7 window 2``).
+        window: which of each rank's files (0: its first, in name order).
+        files: ``(rank, file name)`` of each rank in it, ranks ascending.
+        shifts_us: what to add to each of those files' times for the common clock, in the same
+            order (its time base and its rank's clock offset).
+        clock_offsets_us: each of those ranks' clock offset, in the same order.
+    """
+
+    key: str
+    window: int
+    files: tuple[tuple[int, str], ...]
+    shifts_us: tuple[float, ...]
+    clock_offsets_us: tuple[float, ...]
+
+    @property
+    def label(self) -> str:
+        """The picker's words for it."""
+        return f"{self.key} on one clock"
 
 
 def run_trace_files(root: str | Path, name: str) -> tuple[str, ...]:
@@ -121,6 +175,99 @@ def run_event(root: str | Path, name: str, file: str | None, row: int) -> EventD
     if isinstance(trace, str):
         return trace
     return event_details(trace, int(row), index=index)
+
+
+def run_rank_groups(root: str | Path, name: str) -> tuple[RankGroup, ...]:
+    """The rank groups of run ``name``: none for a run of one rank.
+
+    Raises:
+        RunRefused: the run name leads outside the root.
+        RunNotFound: there is no run of that name.
+    """
+    alignment = run_alignment(root, name)
+    by_rank: dict[int, list[str]] = {}
+    for rank, file in alignment.files:
+        by_rank.setdefault(rank, []).append(file)
+    if len(by_rank) < 2:
+        return ()
+    windows = max(len(files) for files in by_rank.values())
+    groups = []
+    for window in range(windows):
+        ranks = [rank for rank in sorted(by_rank) if len(by_rank[rank]) > window]
+        for first in range(0, len(ranks), RANKS_PER_VIEW):
+            files = [
+                (rank, by_rank[rank][window]) for rank in ranks[first : first + RANKS_PER_VIEW]
+            ]
+            groups.append(_rank_group(files, window, windows, alignment))
+    return tuple(groups)
+
+
+def _rank_group(
+    files: list[tuple[int, str]], window: int, windows: int, alignment: RunAlignment
+) -> RankGroup:
+    """The group of ``files`` (``(rank, file name)``, ranks ascending) of capture ``window``."""
+    first, last = files[0][0], files[-1][0]
+    key = f"{RANK_GROUP_PREFIX}{first}" + (f"-{last}" if last != first else "")
+    return RankGroup(
+        key=key + (f" window {window + 1}" if windows > 1 else ""),
+        window=window,
+        files=tuple(files),
+        shifts_us=tuple(alignment.file_offsets_us[file] for _, file in files),
+        clock_offsets_us=tuple(alignment.clock_offset_us[rank] for rank, _ in files),
+    )
+
+
+def run_ranks_timeline(
+    root: str | Path,
+    name: str,
+    group: str,
+    start_us: float | None = None,
+    end_us: float | None = None,
+    *,
+    max_shapes: int = DEFAULT_MAX_SHAPES,
+) -> RanksView | str:
+    """``ranks_view`` of rank group ``group`` of run ``name`` over ``[start_us, end_us]`` on
+    the ranks' common clock.
+
+    Returns:
+        The view, or the one-line message why one of the group's files cannot be read.
+
+    Raises:
+        RunRefused: the run name leads outside the root.
+        RunNotFound: there is no such run, or it has no rank group called ``group``.
+    """
+    found = next((g for g in run_rank_groups(root, name) if g.key == group), None)
+    if found is None:
+        raise RunNotFound(f"run {name!r} has no rank group {group!r}")
+    fingerprints = tuple(trace_file(root, name, file) for _, file in found.files)
+    if start_us is None and end_us is None:
+        return _full_ranks_view(found, fingerprints, max_shapes)
+    return _ranks_view(found, fingerprints, start_us, end_us, max_shapes)
+
+
+@lru_cache(maxsize=_FULL_VIEW_CACHE_SIZE)
+def _full_ranks_view(
+    group: RankGroup, fingerprints: tuple[Fingerprint, ...], max_shapes: int
+) -> RanksView | str:
+    return _ranks_view(group, fingerprints, None, None, max_shapes)
+
+
+def _ranks_view(
+    group: RankGroup,
+    fingerprints: tuple[Fingerprint, ...],
+    start_us: float | None,
+    end_us: float | None,
+    max_shapes: int,
+) -> RanksView | str:
+    traces = []
+    for (rank, file), shift, offset, fingerprint in zip(
+        group.files, group.shifts_us, group.clock_offsets_us, fingerprints, strict=True
+    ):
+        index = _prepared(fingerprint)
+        if isinstance(index, str):
+            return index
+        traces.append(RankTrace(rank, f"rank {rank}", index, shift, file, offset))
+    return ranks_view(traces, start_us, end_us, max_shapes=max_shapes)
 
 
 @lru_cache(maxsize=_FULL_VIEW_CACHE_SIZE)

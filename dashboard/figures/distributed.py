@@ -1,10 +1,12 @@
-"""Figures of the Distributed page: per-rank step time, breakdown and communication overlap."""
+"""Figures of the Distributed page: per-rank step time, breakdown and communication overlap, and
+each rank's wait in collectives against its work, step by step."""
 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
+import pandas as pd
 import plotly.graph_objects as go
 
 from dashboard.figures.overview import CATEGORY_LABELS, empty_figure, stacked_categories
@@ -19,6 +21,12 @@ STEP_STATS: dict[str, str] = {
 }
 STRAGGLER_COLOR = "#e45756"
 RANK_COLOR = "#4c78a8"
+NO_STEPS = "No profiler steps in this run"
+#: Up to this many ranks, wait and work are bars side by side per step; beyond, one heatmap row
+#: per rank (64 ranks of bars per step would be slivers).
+MAX_BAR_RANKS = 8
+WORK_LABEL = "work"
+WAIT_LABEL = "wait in collectives"
 
 
 def rank_label(rank: Any) -> str:
@@ -54,13 +62,7 @@ def rank_step_figure(
                 hovertemplate=f"{name} step: %{{y:,.2f}} ms<extra>%{{x}}</extra>",
             )
         )
-    figure.update_layout(
-        barmode="group",
-        xaxis={"title": {"text": "rank"}, "type": "category"},
-        yaxis={"title": {"text": "step time (ms)"}},
-        margin={"t": 30},
-    )
-    return figure
+    return _grouped(figure, "rank", "step time (ms)")
 
 
 def rank_breakdown_figure(ranks: Sequence[Mapping[str, Any]]) -> go.Figure:
@@ -117,6 +119,94 @@ def overlap_figure(ranks: Sequence[Mapping[str, Any]]) -> go.Figure:
     figure.update_layout(
         xaxis={"title": {"text": "rank"}, "type": "category"},
         yaxis={"title": {"text": "communication overlapped by compute (%)"}, "range": [0, 100]},
+        margin={"t": 30},
+    )
+    return figure
+
+
+def wait_work_figure(steps: pd.DataFrame, stragglers: Collection[int] = ()) -> go.Figure:
+    """Each rank's step split into its work and its wait inside collectives, step by step.
+
+    Args:
+        steps: one row per rank and step: ``rank``, ``step``, ``work_us`` and ``comm_wait_us``.
+        stragglers: ranks to mark (their names get a ``(straggler)`` suffix).
+
+    Returns:
+        Up to :data:`MAX_BAR_RANKS` ranks: per step, a stacked bar per rank (work, then wait on
+        top; the traces ``rank r work``, ``rank r wait in collectives``), in ms. More ranks: one
+        heatmap, a row per rank and a column per step, of the wait's share of the step. An
+        empty figure saying :data:`NO_STEPS` without steps.
+    """
+    if steps.empty:
+        return empty_figure(NO_STEPS)
+    ranks = sorted(int(rank) for rank in steps["rank"].unique())
+    if len(ranks) > MAX_BAR_RANKS:
+        return _wait_heatmap(steps, ranks, stragglers)
+    figure = go.Figure()
+    for rank in ranks:
+        mine = steps[steps["rank"] == rank].sort_values("step")
+        x = [f"step {int(step)}" for step in mine["step"]]
+        work = (mine["work_us"] / 1000.0).tolist()
+        wait = (mine["comm_wait_us"] / 1000.0).tolist()
+        name = _marked_label(rank, stragglers)
+        for part, y, base, opacity in (
+            (WORK_LABEL, work, None, 1.0),
+            (WAIT_LABEL, wait, work, 0.4),
+        ):
+            figure.add_trace(
+                go.Bar(
+                    name=f"{name} {part}",
+                    x=x,
+                    y=y,
+                    base=base,
+                    offsetgroup=str(rank),
+                    legendgroup=str(rank),
+                    opacity=opacity,
+                    marker_color=STRAGGLER_COLOR if rank in stragglers else _rank_color(rank),
+                    hovertemplate=f"{part}: %{{y:,.2f}} ms<extra>{name}, %{{x}}</extra>",
+                )
+            )
+    return _grouped(figure, "step", "time (ms): work, then wait on top")
+
+
+def _wait_heatmap(steps: pd.DataFrame, ranks: list[int], stragglers: Collection[int]) -> go.Figure:
+    share = steps.assign(
+        pct=100.0 * steps["comm_wait_us"] / (steps["work_us"] + steps["comm_wait_us"])
+    ).pivot_table(index="rank", columns="step", values="pct", aggfunc="mean")
+    figure = go.Figure(
+        go.Heatmap(
+            z=share.to_numpy().tolist(),
+            x=[f"step {int(step)}" for step in share.columns],
+            y=[_marked_label(rank, stragglers) for rank in share.index],
+            zmin=0,
+            zmax=100,
+            colorscale="Blues",
+            colorbar={"title": {"text": "wait %"}},
+            hovertemplate="%{z:.1f}% of the step waiting in collectives<extra>%{y}, %{x}</extra>",
+        )
+    )
+    figure.update_layout(
+        xaxis={"title": {"text": "step"}, "type": "category"},
+        yaxis={"title": {"text": "rank"}, "type": "category", "autorange": "reversed"},
+        height=max(400, 60 + 12 * len(ranks)),
+        margin={"t": 30},
+    )
+    return figure
+
+
+_PALETTE = ("#4c78a8", "#54a24b", "#b279a2", "#9d755d", "#eeca3b", "#72b7b2", "#f58518")
+
+
+def _rank_color(rank: int) -> str:
+    return _PALETTE[rank % len(_PALETTE)]
+
+
+def _grouped(figure: go.Figure, x_title: str, y_title: str) -> go.Figure:
+    """Bars side by side in each category of the x axis."""
+    figure.update_layout(
+        barmode="group",
+        xaxis={"title": {"text": x_title}, "type": "category"},
+        yaxis={"title": {"text": y_title}},
         margin={"t": 30},
     )
     return figure

@@ -33,6 +33,8 @@ KIND_COLORS: dict[str, str] = {
     "sync": "#eeca3b",
 }
 OTHER_COLOR = "#bab0ac"
+GROUP_LINE_COLOR = "#555555"
+RANKS_AXIS = "time (ms) on the ranks' common clock, from the earliest rank's first event"
 # Aggregated bins: one band per busy fraction, darker when busier.
 BUSY_BANDS = (0.25, 0.5, 0.75, 1.0)
 _BAND_OPACITY = (0.3, 0.5, 0.75, 1.0)
@@ -71,6 +73,42 @@ def timeline_figure(view: Any, *, revision: str = "") -> dict[str, Any]:
     shapes = view.shapes
     traces = _bin_traces(view, shapes) if view.aggregated else _event_traces(view, shapes)
     return {"data": traces, "layout": _layout(view.lanes, revision)}
+
+
+def ranks_timeline_figure(ranks: Any, *, revision: str = "") -> dict[str, Any]:
+    """Several ranks' view (a ``RanksView``) as :func:`timeline_figure` draws one trace's, with a
+    line between ranks' lane groups and each group named at its first lane.
+
+    Times are milliseconds from the earliest rank's first event on the ranks' common clock; the
+    groups are ``ranks.groups`` (``label``, ``first_lane``, ``clock_offset_us``).
+    """
+    figure = timeline_figure(ranks.view, revision=revision)
+    if not ranks.view.lanes:
+        return figure
+    layout = figure["layout"]
+    layout["xaxis"]["title"]["text"] = RANKS_AXIS
+    layout["shapes"] = [
+        {
+            "type": "line", "xref": "paper", "x0": 0, "x1": 1, "yref": "y",
+            "y0": group.first_lane - 0.3, "y1": group.first_lane - 0.3,
+            "line": {"color": GROUP_LINE_COLOR, "width": 2},
+        }
+        for group in ranks.groups[1:]
+    ]  # fmt: skip
+    layout["annotations"] = [
+        {
+            "xref": "paper", "x": 1, "xanchor": "right", "yref": "y", "y": group.first_lane - 0.3,
+            "yanchor": "top", "showarrow": False, "text": plain(_group_note(group)),
+            "font": {"color": GROUP_LINE_COLOR}, "bgcolor": "rgba(255, 255, 255, 0.8)",
+        }
+        for group in ranks.groups
+    ]  # fmt: skip
+    return figure
+
+
+def _group_note(group: Any) -> str:
+    """A group's name and the clock offset applied to it."""
+    return f"{group.label} (clock offset {group.clock_offset_us:+,.1f} µs)"
 
 
 def _event_traces(view: Any, shapes: pd.DataFrame) -> list[dict[str, Any]]:

@@ -1,8 +1,10 @@
 """Distributed (``/distributed?run=NAME``): the run's ranks side by side.
 
-Per-rank step time (mean, median, max), the per-rank step breakdown, the stragglers, and how
-much of each rank's communication compute overlaps (HTA's definition). A run of one rank says
-so and still shows that rank.
+The stragglers in words (the rank the others wait for in collectives: which steps, how long,
+where its extra time went) and the clock offsets that put the ranks on one clock; each rank's
+wait in collectives against its work, step by step; per-rank step time (mean, median, max),
+the per-rank step breakdown, and how much of each rank's communication compute overlaps (HTA's
+definition). A run of one rank says so and still shows that rank.
 """
 
 from __future__ import annotations
@@ -16,16 +18,32 @@ from dash import dcc, html
 from dashboard.components.grid import Column, data_grid
 from dashboard.components.messages import error_banner, notice, page_data
 from dashboard.components.page import page_layout, register_body
-from dashboard.data.distributed import RunDistributed, run_distributed
-from dashboard.figures.distributed import overlap_figure, rank_breakdown_figure, rank_step_figure
+from dashboard.data.distributed import (
+    RunAlignment,
+    Straggler,
+    run_alignment,
+    run_distributed,
+)
+from dashboard.figures.distributed import (
+    overlap_figure,
+    rank_breakdown_figure,
+    rank_step_figure,
+    wait_work_figure,
+)
+from dashboard.figures.overview import CATEGORY_LABELS
 
 dash.register_page(
     __name__, path="/distributed", name="Distributed", title="trainprof: distributed", order=6
 )
 
 NO_RANKS = "No trace file of this run could be read: no ranks to show."
+#: The most steps a straggler's sentence lists (the rest are counted).
+LISTED_STEPS = 12
+#: The most ranks whose clock offsets are listed in words (the table has every rank's).
+LISTED_OFFSETS = 8
 COLUMNS = (
     Column("rank", "rank", "count"),
+    Column("clock_offset_us", "clock offset (µs)", "delta_us"),
     Column("files", "files", "count"),
     Column("steps", "steps", "count"),
     Column("step_mean_us", "mean step (ms)", "ms"),
@@ -39,26 +57,33 @@ COLUMNS = (
 
 def content(run: str | None = None, **_query: Any) -> html.Div:
     """The ranks of ``run`` (the first run when none is named)."""
-    loaded = page_data(run, run_distributed)
+    loaded = page_data(
+        run, lambda root, name: (run_distributed(root, name), run_alignment(root, name))
+    )
     if isinstance(loaded, html.Div):
         return loaded
-    run, data = loaded
+    run, (data, aligned) = loaded
     heading = [html.H3(f"Ranks of run {run}"), error_banner(data.errors)]
     if not data.ranks:
         return html.Div([*heading, notice("no-ranks", NO_RANKS)])
-    straggling = [int(row["rank"]) for row in data.stragglers]
+    straggling = [straggler.rank for straggler in aligned.stragglers]
+    offsets = aligned.clock_offset_us
+    rows = [{**row, "clock_offset_us": offsets.get(int(row["rank"]))} for row in data.ranks]
     return html.Div(
         [
             *heading,
             notice("rank-count", rank_count_text(data.ranks)),
-            notice("stragglers", stragglers_text(data)),
+            notice("stragglers", stragglers_text(aligned)),
+            notice("clock-offsets", offsets_text(aligned)),
+            html.H4("Wait in collectives and work, per rank and step"),
+            dcc.Graph(id="rank-wait-work", figure=wait_work_figure(aligned.steps, straggling)),
             html.H4("Step time per rank"),
             dcc.Graph(id="rank-step-time", figure=rank_step_figure(data.ranks, straggling)),
             html.H4("Step breakdown per rank"),
             dcc.Graph(id="rank-breakdown", figure=rank_breakdown_figure(data.ranks)),
             html.H4("Communication overlapped by compute"),
             dcc.Graph(id="rank-overlap", figure=overlap_figure(data.ranks)),
-            data_grid("rank-table", COLUMNS, data.ranks),
+            data_grid("rank-table", COLUMNS, rows),
         ]
     )
 
@@ -77,19 +102,51 @@ def rank_count_text(ranks: Sequence[Mapping[str, Any]]) -> str:
     return f"{len(ranks)} ranks: " + ", ".join(str(row["rank"]) for row in ranks) + "."
 
 
-def stragglers_text(data: RunDistributed) -> str:
-    """The stragglers, each with its mean step and the other ranks' median, or that none is."""
-    if len(data.ranks) < 2:
+def stragglers_text(aligned: RunAlignment) -> str:
+    """The stragglers in words: the rank the others waited for, in which steps, how long, and
+    where its extra time went; or that there is none."""
+    if len(aligned.ranks) < 2:
         return "Stragglers: none (a single rank)."
-    if not data.stragglers:
+    if not aligned.stragglers:
         return (
-            f"No stragglers: no rank's mean step time is more than {data.threshold_pct:.0f}% "
-            "above the median of the other ranks'."
+            "No stragglers: in no step did the other ranks wait in collectives for one rank "
+            f"more than {aligned.threshold_pct:.0f}% of its step."
         )
-    found = [
-        f"rank {row['rank']} ({row['step_mean_us'] / 1000:,.2f} ms per step, "
-        f"{row['excess_pct']:.1f}% above the others' median of "
-        f"{row['others_median_us'] / 1000:,.2f} ms)"
-        for row in data.stragglers
-    ]
-    return f"Stragglers (more than {data.threshold_pct:.0f}% slower): " + "; ".join(found) + "."
+    counts = aligned.steps.groupby("rank")["step"].nunique()
+    return " ".join(_straggler_sentence(s, int(counts.get(s.rank, 0))) for s in aligned.stragglers)
+
+
+def _straggler_sentence(straggler: Straggler, steps: int) -> str:
+    listed = ", ".join(str(step) for step in straggler.steps[:LISTED_STEPS])
+    more = len(straggler.steps) - LISTED_STEPS
+    if more > 0:
+        listed += f" and {more} more"
+    text = (
+        f"Rank {straggler.rank} is a straggler in {len(straggler.steps)} of {steps} steps "
+        f"(step {listed}): the other ranks waited {straggler.excess_us / 1000:,.2f} ms per step "
+        f"for it in collectives, {straggler.excess_pct:.1f}% of its step."
+    )
+    if straggler.category is None:
+        return text + " Its extra time is not in any category of its trace."
+    label = CATEGORY_LABELS.get(straggler.category, straggler.category)
+    return text + (
+        f" Its extra time went to {label} ({straggler.category_us / 1000:+,.2f} ms per step "
+        "against the other ranks' median)."
+    )
+
+
+def offsets_text(aligned: RunAlignment) -> str:
+    """The clock offset applied to each rank, and how the ranks were aligned."""
+    offsets = aligned.clock_offset_us
+    if len(offsets) < 2:
+        return "Clock offsets: none applied (a single rank)."
+    how = (
+        "aligned on the ends of the collectives they share"
+        if aligned.method == "collectives"
+        else "not all aligned: " + "; ".join(aligned.warnings)
+    )
+    shown = sorted(offsets)[:LISTED_OFFSETS]
+    listed = ", ".join(f"rank {rank} {offsets[rank] / 1000:+,.3f} ms" for rank in shown)
+    if len(offsets) > len(shown):
+        listed += f", and {len(offsets) - len(shown)} more ranks (in the table below)"
+    return f"Clock offsets applied to put the ranks on rank {shown[0]}'s clock ({how}): {listed}."

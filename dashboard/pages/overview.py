@@ -113,6 +113,7 @@ def overview_sections(data: RunData, steps: StepChunk | None = None) -> list[Any
     rows = data.steps if steps is None else steps.rows
     return [
         error_banner(data.errors),
+        *_triggers(data),
         html.H4("Step-time breakdown"),
         dcc.Graph(id="step-breakdown", figure=step_breakdown_figure(data.breakdown)),
         html.H4("Per-step metrics over the whole run"),
@@ -125,6 +126,13 @@ def overview_sections(data: RunData, steps: StepChunk | None = None) -> list[Any
         html.H4("Environment"),
         _environment(data),
     ]
+
+
+def _triggers(data: RunData) -> list[html.P]:
+    """What opened the run's triggered windows, one line (none for scheduled windows)."""
+    if not data.triggers:
+        return []
+    return [html.P("; ".join(data.triggers), id="window-triggers")]
 
 
 def _gpu_section(traces: list[dict[str, Any]]) -> html.Div:

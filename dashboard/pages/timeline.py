@@ -1,4 +1,6 @@
-"""Timeline (``/timeline?run=NAME[&file=FILE]``): one trace file as lanes, zoomable, clickable.
+"""Timeline (``/timeline?run=NAME[&file=FILE]``): one trace file as lanes, zoomable, clickable;
+or, for a run of several ranks, a group of its ranks on their common clock (``file=ranks 0-7``,
+what such a run shows first), each rank's lanes a group (:mod:`dashboard.data.timeline`).
 
 Level of detail is decided on the server: each zoom or pan asks the data layer for the view of
 the new x range (at most 50k shapes; aggregated bins when zoomed out, exact events when zoomed
@@ -20,8 +22,17 @@ from dashboard.components.page import page_layout, register_body
 from dashboard.components.timeline import WHOLE, details_panel, status_text, x_window
 from dashboard.data.fetch import Problem, fetch
 from dashboard.data.runs import current_root
-from dashboard.data.timeline import run_event, run_timeline, run_trace_files
-from dashboard.figures.timeline import timeline_figure, to_us
+from dashboard.data.timeline import (
+    RanksView,
+    TimelineView,
+    is_rank_group,
+    run_event,
+    run_rank_groups,
+    run_ranks_timeline,
+    run_timeline,
+    run_trace_files,
+)
+from dashboard.figures.timeline import ranks_timeline_figure, timeline_figure, to_us
 
 dash.register_page(
     __name__, path="/timeline", name="Timeline", title="trainprof: timeline", order=1
@@ -31,7 +42,8 @@ CLICK_HINT = "Click an event for its details."
 
 
 def content(run: str | None = None, file: str | None = None, **_query: Any) -> html.Div:
-    """The timeline of ``file`` of ``run`` (the first run, the first file, when not named)."""
+    """The timeline of ``file`` of ``run``: a trace file's name or a rank group's key (the first
+    run when not named; its first rank group, else its first file)."""
     loaded = page_data(run, run_trace_files)
     if isinstance(loaded, html.Div):
         return loaded
@@ -39,21 +51,25 @@ def content(run: str | None = None, file: str | None = None, **_query: Any) -> h
     heading = html.H3(f"Timeline of run {run}")
     if not files:
         return html.Div([heading, notice("no-trace-files", "This run has no trace files yet.")])
-    view = fetch(current_root(), run, lambda root, name: run_timeline(root, name, file))
+    groups = fetch(current_root(), run, run_rank_groups)
+    groups = () if isinstance(groups, Problem) else groups  # its files' own views say why
+    if file is None:
+        file = groups[0].key if groups else files[0]
+    view = fetch(current_root(), run, lambda root, name: _view_of(root, name, file, WHOLE))
     if isinstance(view, Problem):
         return html.Div([heading, _file_problem(run, file, view)])
-    chosen = file if isinstance(file, str) and file else files[0]
+    options = [{"label": g.label, "value": g.key} for g in groups]
     return html.Div(
         [
             heading,
             dcc.Dropdown(
                 id="timeline-file",
-                options=list(files),
-                value=chosen,
+                options=options + [{"label": f, "value": f} for f in files],
+                value=file,
                 clearable=False,
                 style={"maxWidth": "48em"},
             ),
-            *_view_parts(view, chosen),
+            *_view_parts(view, file),
         ]
     )
 
@@ -75,7 +91,8 @@ def _file_problem(run: str, file: Any, problem: Problem) -> html.Div:
     if problem.kind == "refused":
         return notice("file-refused", f"Refused trace file {file!r}.")
     if problem.kind == "unknown":
-        return notice("file-unknown", f"Run {run} has no file {file!r}.")
+        what = "rank group" if is_rank_group(file) else "file"
+        return notice("file-unknown", f"Run {run} has no {what} {file!r}.")
     return error_banner([problem.message])
 
 
@@ -91,11 +108,11 @@ def _view_parts(view: Any, file: str) -> list[Any]:
         ]
     return [
         error_banner([]),
-        html.P(status_text(view), id="timeline-status"),
+        html.P(_status(view), id="timeline-status"),
         dcc.Loading(
             dcc.Graph(
                 id="timeline",
-                figure=timeline_figure(view, revision=file),
+                figure=_figure(view, file),
                 config={"scrollZoom": True, "displaylogo": False},
             ),
             delay_show=300,
@@ -143,16 +160,43 @@ def rezoom(relayout: dict[str, Any] | None, file: str | None, search: str | None
         return dash.no_update, view.message
     if isinstance(view, str):
         return dash.no_update, view
-    return timeline_figure(view, revision=file), status_text(view)
+    return _figure(view, file), _status(view)
 
 
-def _view_of(root: Path, run: str, file: str, window: Any) -> Any:
-    """The whole trace's view (``window`` is :data:`WHOLE`), or that of the x range."""
-    whole = run_timeline(root, run, file)
+View = TimelineView | RanksView
+
+
+def _view_of(root: Path, run: str, choice: str, window: Any) -> View | str:
+    """The whole view of a file or rank group (``window`` is :data:`WHOLE`), or that of the x
+    range (the figure's milliseconds)."""
+    if is_rank_group(choice):
+        whole: View | str = run_ranks_timeline(root, run, choice)
+    else:
+        whole = run_timeline(root, run, choice)
     if isinstance(whole, str) or isinstance(window, str):
         return whole
-    start_us, end_us = (to_us(whole, edge) for edge in window)
-    return run_timeline(root, run, file, start_us, end_us)
+    start_us, end_us = (to_us(_drawn(whole), edge) for edge in window)
+    if is_rank_group(choice):
+        return run_ranks_timeline(root, run, choice, start_us, end_us)
+    return run_timeline(root, run, choice, start_us, end_us)
+
+
+def _drawn(view: View) -> TimelineView:
+    """What is drawn of a file's or a rank group's view."""
+    return view.view if isinstance(view, RanksView) else view
+
+
+def _figure(view: View, choice: str) -> dict[str, Any]:
+    if isinstance(view, RanksView):
+        return ranks_timeline_figure(view, revision=choice)
+    return timeline_figure(view, revision=choice)
+
+
+def _status(view: View) -> str:
+    text = status_text(_drawn(view))
+    if isinstance(view, RanksView):
+        text = f"{len(view.groups)} ranks on one clock; " + text
+    return text
 
 
 @dash.callback(
@@ -179,21 +223,33 @@ def show_event(click: dict[str, Any] | None, file: str | None, search: str | Non
     if not isinstance(row, (int, float)) or isinstance(row, bool):
         return "An aggregated bin: zoom in to pick single events."
     run = pick_run(current_root(), run_from_search(search))
-    if run is None:
+    if run is None or file is None:
         return dash.no_update
-    found = fetch(current_root(), run, lambda root, name: _event_of(root, name, file, int(row)))
+    lane = points[0].get("y")
+    found = fetch(
+        current_root(), run, lambda root, name: _event_of(root, name, file, int(row), lane)
+    )
     if isinstance(found, Problem):
         return f"No details: {found.message}"
     return found
 
 
-def _event_of(root: Path, run: str, file: str | None, row: int) -> Any:
-    """The details panel of event ``row``, or the line saying why there is none."""
+def _event_of(root: Path, run: str, choice: str, row: int, y: Any) -> Any:
+    """The details panel of event ``row`` of the file shown (of a rank group: the file of the
+    rank whose lane ``y`` is on), or the line saying why there is none."""
+    whole = _view_of(root, run, choice, WHOLE)
+    if isinstance(whole, str):
+        return whole
+    file, offset_us = choice, 0.0
+    if isinstance(whole, RanksView):
+        group = whole.group_of(int(y // 1)) if isinstance(y, (int, float)) else None
+        if group is None:
+            return "No details: the click is on no rank's lane."
+        file, offset_us = group.file, group.offset_us
     try:
         details = run_event(root, run, file, row)
     except LookupError as exc:  # no such event (or file, or run): the click is stale
         return f"No details: {exc}"
-    whole = run_timeline(root, run, file)
-    if isinstance(details, str) or isinstance(whole, str):
-        return details if isinstance(details, str) else whole
-    return details_panel(details, whole.span_us[0])
+    if isinstance(details, str):
+        return details
+    return details_panel(details, _drawn(whole).span_us[0] - offset_us)

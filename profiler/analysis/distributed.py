@@ -28,7 +28,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Final
+from pathlib import Path
+from typing import Any, Final
 
 import numpy as np
 import pandas as pd
@@ -68,6 +69,7 @@ __all__ = [
     "Straggler",
     "analyze_ranks",
     "analyze_traces",
+    "distributed_entry",
     "collective_ends",
     "comm_comp_overlap",
     "find_stragglers",
@@ -267,3 +269,43 @@ def analyze_traces(
     steps = pd.concat([rank_steps(t) for t in loaded], ignore_index=True)
     ends = pd.concat([collective_ends(t) for t in loaded], ignore_index=True)
     return analyze_ranks(steps, ends, threshold_pct=threshold_pct)
+
+
+def distributed_entry(
+    parts: Iterable[tuple[str | Path, pd.DataFrame, pd.DataFrame]],
+) -> dict[str, Any] | None:
+    """The summary's ``distributed`` object: :func:`analyze_ranks` of the run whose traces span
+    more than one rank, from each trace's frames.
+
+    Traces are pooled per run directory (the file's folder). A summary of several multi-rank
+    runs reports the first (by path) and says so in ``warnings``.
+
+    Args:
+        parts: per trace file, its path, :func:`rank_steps` and :func:`collective_ends`.
+
+    Returns:
+        :meth:`DistributedReport.to_dict` plus ``run`` (the run directory); None when no run
+        has more than one rank.
+    """
+    runs: dict[Path, list[tuple[pd.DataFrame, pd.DataFrame]]] = {}
+    for path, steps, ends in parts:
+        runs.setdefault(Path(path).parent, []).append((steps, ends))
+    multi = {
+        run: frames
+        for run, frames in sorted(runs.items())
+        if len({int(r) for steps, _ in frames for r in steps["rank"]}) > 1
+    }
+    if not multi:
+        return None
+    run, frames = next(iter(multi.items()))
+    report = analyze_ranks(
+        pd.concat([steps for steps, _ in frames], ignore_index=True),
+        pd.concat([ends for _, ends in frames], ignore_index=True),
+    )
+    entry = {"run": str(run), **report.to_dict()}
+    if len(multi) > 1:
+        entry["warnings"].append(
+            f"{len(multi)} runs have several ranks; this describes {run} only: "
+            "summarise each run on its own"
+        )
+    return entry

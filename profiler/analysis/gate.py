@@ -34,7 +34,7 @@ from fractions import Fraction
 from typing import Any, Literal
 
 from profiler.analysis.diff import RunFigures, RunTotals, change_pct
-from profiler.analysis.guards import size_text
+from profiler.analysis.guards import duration_text, size_text
 from profiler.analysis.report import rounded
 from profiler.analysis.steps import CATEGORIES
 
@@ -239,4 +239,4 @@ def _worse_than(base: float, new: float, threshold_pct: float) -> bool:
 def _value(value: float, spec: Metric) -> str:
     if spec.unit == "bytes":
         return size_text(int(value))
-    return f"{value / 1000:,.2f} ms" if value >= 1000 else f"{value:,.1f} us"
+    return duration_text(value)

@@ -85,6 +85,11 @@ def size_text(size: int) -> str:
     return f"{size} bytes"
 
 
+def duration_text(us: float) -> str:
+    """``us`` microseconds in words: ``12.34 ms`` from a millisecond up, else ``850.0 us``."""
+    return f"{us / 1000:,.2f} ms" if us >= 1000 else f"{us:,.1f} us"
+
+
 def nesting_depth(text: bytes | bytearray | memoryview) -> int:
     """How deep arrays and objects nest in ``text`` (JSON that starts outside any string).
 

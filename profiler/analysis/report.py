@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from profiler.analysis.rules import Recommendation
+from profiler.analysis.triggers import WindowTrigger
 
 if TYPE_CHECKING:  # diff.py imports this module: the step-log figures are only named here
     from profiler.analysis.diff import StepLogStats
@@ -113,6 +114,8 @@ class TraceSummary:
         top_kernels: kernels with the most GPU time.
         memory: the memory peak; None without memory events.
         recommendations: findings, most severe first.
+        trigger: what opened the trace's window outside the schedule (``on_anomaly``, a
+            capture request); None for a scheduled window or a file that does not say.
     """
 
     path: str
@@ -127,6 +130,7 @@ class TraceSummary:
     top_kernels: tuple[TopKernel, ...]
     memory: MemorySummary | None
     recommendations: tuple[Recommendation, ...]
+    trigger: WindowTrigger | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The ``trainprof.summary/1`` form: plain dicts and lists, keys in field order."""

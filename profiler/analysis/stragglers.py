@@ -162,8 +162,9 @@ def analyze_ranks(
             per_step["dur_us"] > 0, 100.0 * per_step["late_us"] / per_step["dur_us"], 0.0
         )
     )
-    found = [_straggler(rank, per_step, steps, threshold_pct) for rank in ranks]
-    stragglers = sorted((s for s in found if s is not None), key=lambda s: -s.excess_pct)
+    flagged = per_step[per_step["excess_pct"] > threshold_pct]
+    found = [_straggler(int(rank), mine, steps) for rank, mine in flagged.groupby("rank")]
+    stragglers = sorted(found, key=lambda s: -s.excess_pct)
     return DistributedReport(
         ranks=ranks,
         method=method,
@@ -186,14 +187,19 @@ def clock_offsets(
         index="key", columns="rank", values="end_us"
     )
     reference = ranks[0]
-    offsets, matched = {reference: 0.0}, {reference: len(ends.get(reference, pd.Series()).dropna())}
+    offsets, matched = dict.fromkeys(ranks, 0.0), dict.fromkeys(ranks, 0)
+    if reference not in ends:
+        return offsets, matched
+    matched[reference] = int(ends[reference].notna().sum())
+    diffs = ends.rsub(ends[reference], axis=0)  # reference end minus each rank's, per key
     for rank in ranks[1:]:
-        if reference not in ends or rank not in ends:
-            offsets[rank], matched[rank] = 0.0, 0
+        if rank not in diffs:
             continue
-        diffs = (ends[reference] - ends[rank]).dropna().to_numpy(dtype=np.float64)
-        offsets[rank] = shortest_half_median(diffs) if len(diffs) else 0.0
-        matched[rank] = int((np.abs(diffs - offsets[rank]) <= MATCH_TOLERANCE_US).sum())
+        column = diffs[rank].to_numpy(dtype=np.float64)
+        column = column[~np.isnan(column)]
+        if len(column):
+            offsets[rank] = shortest_half_median(column)
+            matched[rank] = int((np.abs(column - offsets[rank]) <= MATCH_TOLERANCE_US).sum())
     return offsets, matched
 
 
@@ -243,26 +249,34 @@ def _late_by_wait(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _others_median(frame: pd.DataFrame, by: str, column: str) -> pd.Series:
-    """Per row, the median of ``column`` over the *other* ranks' rows with the same ``by``
-    (NaN where no other rank has one): against a median over all ranks, a straggler among two
-    would be measured against itself."""
-    values = frame[column].to_numpy(dtype=np.float64)
-    result = np.full(len(frame), np.nan)
-    for positions in frame.groupby(by, sort=False).indices.values():
-        group = values[positions]
-        if len(group) < 2:
-            continue
-        for i, position in enumerate(positions):
-            result[position] = np.median(np.delete(group, i))
+    """Per row, the median of ``column`` over the *other* rows with the same ``by`` (NaN where
+    there is no other): against a median over all ranks, a straggler among two would be
+    measured against itself. Vectorised: a row's group without it, sorted, is the sorted group
+    with one position skipped, so its median is read from the sorted group directly."""
+    order = np.lexsort((frame[column].to_numpy(dtype=np.float64), frame[by].to_numpy()))
+    values = frame[column].to_numpy(dtype=np.float64)[order]
+    groups = frame[by].to_numpy()[order]
+    first = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]])
+    sizes = np.diff(np.r_[first, len(groups)])
+    start = np.repeat(first, sizes)
+    size = np.repeat(sizes, sizes)
+    position = np.arange(len(groups)) - start  # the row's place in its sorted group
+    others = size - 1
+    low, high = (others - 1) // 2, others // 2  # the middle one or two of the others
+
+    def at(k: np.ndarray) -> np.ndarray:
+        """The k-th smallest of the others: skip the row's own place."""
+        index = start + k + (k >= position)
+        return values[np.minimum(index, len(values) - 1)]
+
+    median = np.where(others > 0, (at(low) + at(high)) / 2, np.nan)
+    result = np.empty(len(frame))
+    result[order] = median
     return pd.Series(result, index=frame.index)
 
 
-def _straggler(
-    rank: int, per_step: pd.DataFrame, steps: pd.DataFrame, threshold_pct: float
-) -> Straggler | None:
-    mine = per_step[(per_step["rank"] == rank) & (per_step["excess_pct"] > threshold_pct)]
-    if mine.empty:
-        return None
+def _straggler(rank: int, mine: pd.DataFrame, steps: pd.DataFrame) -> Straggler:
+    """The straggler ``rank``, from its steps past the threshold (``mine``)."""
     numbers = tuple(sorted(int(s) for s in mine["step"].unique()))
     category, category_us = _extra_category(rank, numbers, steps)
     return Straggler(

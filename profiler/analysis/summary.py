@@ -16,6 +16,7 @@ from profiler.analysis.diff import (
     has_figure,
     step_log_stats,
 )
+from profiler.analysis.distributed import collective_ends, distributed_entry, rank_steps
 from profiler.analysis.facts import trace_facts
 from profiler.analysis.gpu import gpu_metrics
 from profiler.analysis.guards import analysis_error
@@ -47,6 +48,7 @@ from profiler.analysis.run import Run, RunSet
 from profiler.analysis.steps import CATEGORIES, average_breakdown_pct, step_table
 from profiler.analysis.table import TraceSet, TraceTable, find_trace_files
 from profiler.analysis.temporal import temporal_breakdown
+from profiler.analysis.triggers import window_trigger
 from profiler.store.chrome_trace import TraceFormatError
 
 if TYPE_CHECKING:  # rank_summary.py builds on this module
@@ -102,10 +104,12 @@ def summarize_ranks(
     their order, and the step logs of ``runs``: what :func:`summarize_traces` gives for the
     traces they summarise, without the traces."""
     logs = step_log_report(runs)
+    frames = [(summary.path, summary.rank_steps, summary.collectives) for summary in summaries]
     return {
         "schema": SCHEMA,
         "traces": [summary.entry for summary in summaries],
         "step_logs": None if logs is None else logs.to_dict(),
+        "distributed": distributed_entry(frames),
     }
 
 
@@ -127,14 +131,23 @@ def summarize_traces(
     """
     entries: list[dict[str, Any]] = []
     errors = list(traces.errors)
+    frames: list[tuple[Path, pd.DataFrame, pd.DataFrame]] = []
     for trace in traces.traces:
         try:
-            entries.append(trace_summary(trace, by_shape=by_shape))
+            entry = trace_summary(trace, by_shape=by_shape)
+            frame = (trace.path, rank_steps(trace), collective_ends(trace))
         except TraceFormatError as exc:
             errors.append(exc)
+            continue
+        except Exception as exc:  # noqa: BLE001 - one trace's problem, not the whole summary's
+            errors.append(analysis_error(trace.path, exc))
+            continue
+        entries.append(entry)
+        frames.append(frame)
     logs = step_log_report(runs)
     step_logs = None if logs is None else logs.to_dict()
-    return {"schema": SCHEMA, "traces": entries, "step_logs": step_logs}, tuple(errors)
+    summary = {"schema": SCHEMA, "traces": entries, "step_logs": step_logs}
+    return {**summary, "distributed": distributed_entry(frames)}, tuple(errors)
 
 
 def trace_summary(trace: TraceTable, *, by_shape: bool = False) -> dict[str, Any]:
@@ -195,6 +208,7 @@ def _trace_report(trace: TraceTable, by_shape: bool) -> TraceSummary:
             rounded(peak.capacity_pct), peak.module, peak.op,
         ),
         recommendations=tuple(recommend(facts)),
+        trigger=window_trigger(trace),
     )  # fmt: skip
 
 

@@ -176,6 +176,7 @@ def timeline_view(
     end_us: float | None = None,
     *,
     max_shapes: int = DEFAULT_MAX_SHAPES,
+    bins_per_lane: int | None = None,
 ) -> TimelineView:
     """The shapes to draw for the window ``[start_us, end_us]`` (None: the trace's first start
     or last end).
@@ -190,6 +191,9 @@ def timeline_view(
         source: a trace, or its :func:`prepare_timeline` (much faster for repeated views).
         start_us, end_us: the window, in the trace's microseconds.
         max_shapes: the most shapes a view may hold.
+        bins_per_lane: decide the level of detail here instead (several traces drawn as one,
+            :mod:`profiler.analysis.timeline_ranks`): 0 for exact events, else this many bins
+            per lane; None: by ``max_shapes``.
 
     Returns:
         The view; ``view.shape_count`` is how many shapes it draws.
@@ -204,10 +208,12 @@ def timeline_view(
     high = index.span_us[1] if end_us is None else float(end_us)
     low, high = min(low, high), max(low, high)
     count = overlapping_count(index, low, high)
-    if count <= max_shapes:
+    bins = (
+        lane_bins(count, len(index.lanes), max_shapes) if bins_per_lane is None else bins_per_lane
+    )
+    if bins <= 0:
         shapes, bins, width = _exact_shapes(index, low, high), 0, 0.0
     else:
-        bins = max(1, min(max_shapes // max(1, len(index.lanes)), MAX_BINS_PER_LANE))
         shapes, width = _binned_shapes(index, low, high, bins), (high - low) / bins
     return TimelineView(
         start_us=low,
@@ -220,6 +226,15 @@ def timeline_view(
         bin_us=width,
         shapes=shapes,
     )
+
+
+def lane_bins(events: int, lanes: int, max_shapes: int = DEFAULT_MAX_SHAPES) -> int:
+    """How many bins per lane a view of ``events`` events on ``lanes`` lanes draws: 0 (exact)
+    when the events fit in ``max_shapes``, else as many as fit (at least one, at most
+    :data:`MAX_BINS_PER_LANE`)."""
+    if events <= max_shapes:
+        return 0
+    return max(1, min(max_shapes // max(1, lanes), MAX_BINS_PER_LANE))
 
 
 def overlapping_count(index: TimelineIndex, start_us: float, end_us: float) -> int:

@@ -27,8 +27,15 @@ from profiler.events import (
     TRAINPROF_KEY,
     Category,
 )
-from profiler.store import RunStore, splice_parts
-from profiler.store.chrome_trace import backward_starts, base_time_ns, clock_sync_ts_us
+from profiler.store import RunStore
+from profiler.store.chrome_trace import (
+    Splice,
+    backward_starts,
+    base_time_ns,
+    clock_sync_ts_us,
+    read_text,
+)
+from profiler.store.trace_store import DeflateAhead
 
 # Backward ranges get a lane of their own (see module_hooks). Linux pids and tids stay below
 # 2**22, so this tid never collides with a real thread's.
@@ -200,21 +207,22 @@ def write_window(
     kineto_file = store.scratch_path(path)
     try:
         prof.export_chrome_trace(str(kineto_file))
-        raw = kineto_file.read_bytes()
+        raw = read_text(kineto_file)
     finally:
         kineto_file.unlink(missing_ok=True)
     marker_ts = clock_sync_ts_us(raw, marker.name) if marker is not None else None
     to_ts = clock.to_trace(base_ns=base_time_ns(raw), marker=marker, marker_ts_us=marker_ts)
-    backward = record.backward_ranges(backward_starts(raw, record.output_sequences()), to_ts)
-    document = splice_parts(
+    cut = Splice(
         raw,
         top_level={TRAINPROF_KEY: dict(metadata)},
-        events=window_events(record, backward, system, to_ts, pid=pid),
         distributed_info=distributed_info,
         trace_name=path.name,
         source=kineto_file,
         annotations=(MODULE_PREFIX,) if record.forward_as_ops else (),
         nest=(MODULE_PREFIX, DATALOADER_PREFIX, CLOCK_SYNC_NAME) if with_stack else (),
     )
-    store.write_trace(path, document)
+    tail = DeflateAhead(cut.after)  # Kineto's events, deflated while ours are worked out
+    backward = record.backward_ranges(backward_starts(raw, record.output_sequences()), to_ts)
+    ours = cut.encode(window_events(record, backward, system, to_ts, pid=pid))
+    store.write_trace(path, [*cut.before, ours], tail=tail)
     return path

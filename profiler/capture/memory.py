@@ -7,7 +7,7 @@ import resource
 import sys
 from collections.abc import Callable
 from functools import partial
-from typing import Literal
+from typing import Any, Literal
 
 import psutil
 
@@ -15,6 +15,7 @@ DeviceKind = Literal["cuda", "cpu"]
 # What a reader returns: statm's raw text (bytes), RSS bytes (int), or CUDA (allocated, reserved).
 Reading = bytes | int | tuple[int, int]
 _PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+_CUDA_CURRENT = ("allocated_bytes", "reserved_bytes")  # the statistics a CUDA reading holds
 _STATM_BYTES = 64  # "size resident shared text lib data dt" in pages: well under 64 characters
 
 
@@ -84,8 +85,10 @@ class MemoryProbe:
         if self.device == "cuda":
             import torch
 
-            allocated, reserved = torch.cuda.memory_allocated, torch.cuda.memory_reserved
-            return lambda: (allocated(), reserved())
+            # memory_allocated and memory_reserved each build the allocator's statistics and
+            # flatten them; one nested read gives both.
+            stats = torch.cuda.memory_stats_as_nested_dict
+            return lambda: _cuda_current(stats())
         if self._statm is not None:
             return partial(os.pread, self._statm, _STATM_BYTES, 0)
         return lambda: int(self._process.memory_info().rss)
@@ -152,3 +155,10 @@ class MemoryProbe:
         if self._statm is not None:
             os.close(self._statm)
             self._statm = None
+
+
+def _cuda_current(stats: dict[str, Any]) -> tuple[int, int]:
+    """Allocated and reserved bytes now, over all pools, from
+    ``torch.cuda.memory_stats_as_nested_dict()`` (0 where absent, as ``memory_allocated``)."""
+    allocated, reserved = (stats.get(key, {}).get("all", {}) for key in _CUDA_CURRENT)
+    return int(allocated.get("current", 0)), int(reserved.get("current", 0))

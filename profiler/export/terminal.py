@@ -16,8 +16,9 @@ from rich.table import Table
 from rich.text import Text
 
 from profiler.analysis.devices import device_model
-from profiler.analysis.guards import size_text
+from profiler.analysis.guards import duration_text, size_text
 from profiler.analysis.rules import SEVERITIES
+from profiler.analysis.triggers import trigger_text
 
 #: A style per severity, worst first as :data:`SEVERITIES` orders them.
 SEVERITY_STYLE = dict(zip(SEVERITIES, ("bold red", "yellow", "cyan"), strict=True))
@@ -35,9 +36,7 @@ def pct(value: float | None, digits: int = 1) -> str:
 
 
 def _us(value: float | None) -> str:
-    if value is None:
-        return "-"
-    return f"{value / 1000:,.2f} ms" if value >= 1000 else f"{value:,.1f} us"
+    return "-" if value is None else duration_text(value)
 
 
 def render_summary(summary: dict[str, Any]) -> list[RenderableType]:
@@ -46,7 +45,51 @@ def render_summary(summary: dict[str, Any]) -> list[RenderableType]:
     panels: list[RenderableType] = [_trace_panel(trace) for trace in summary["traces"]]
     if summary.get("step_logs"):
         panels.append(_step_log_panel(summary["step_logs"]))
+    if summary.get("distributed"):
+        panels.append(_distributed_panel(summary["distributed"]))
     return panels
+
+
+def _distributed_panel(report: dict[str, Any]) -> Panel:
+    """The cross-rank analysis in words: how the clocks were aligned, who the others wait for."""
+    ranks = report["ranks"]
+    offsets = ", ".join(
+        f"rank {rank} {_signed_us(offset)}"
+        for rank, offset in report["clock_offset_us"].items()
+        if int(rank) != ranks[0]
+    )
+    if report["method"] == "collectives":
+        clocks = f"clocks aligned on collective ends to rank {ranks[0]}'s: {offsets}"
+    else:
+        clocks = f"clocks not aligned on collectives (wall clock): {offsets}"
+    parts: list[RenderableType] = [Text(f"{len(ranks)} ranks · {clocks}")]
+    parts.extend(Text(escape(line), style="yellow") for line in report["warnings"])
+    parts.extend(Text(_straggler_words(s), style="bold red") for s in report["stragglers"])
+    if not report["stragglers"]:
+        parts.append(Text("No straggler: no rank keeps the others waiting.", style="green"))
+    return Panel(Group(*parts), title=escape(f"Ranks: {report['run']}"), title_align="left")
+
+
+def _straggler_words(straggler: dict[str, Any]) -> str:
+    steps = ", ".join(map(str, straggler["steps"]))
+    category = straggler["category"]
+    # "other" is step time no recorded operation covers (a sleep, Python between ops).
+    label = "other (no recorded operation)" if category == "other" else category
+    where = (
+        f"; its extra time is in {label} "
+        f"({_signed_us(straggler['category_us'])} per step over the others)"
+        if category
+        else ""
+    )
+    return (
+        f"Rank {straggler['rank']} is a straggler: the other ranks wait "
+        f"{_us(straggler['excess_us'])} for it in step(s) {steps} "
+        f"({pct(straggler['excess_pct'])} of its step){where}."
+    )
+
+
+def _signed_us(value: float) -> str:
+    return ("+" if value >= 0 else "-") + _us(abs(value))
 
 
 def _trace_panel(trace: dict[str, Any]) -> Panel:
@@ -57,6 +100,8 @@ def _trace_panel(trace: dict[str, Any]) -> Panel:
         f"{steps['count']} steps, mean {_us(steps['mean_us'])}, max {_us(steps['max_us'])}",
     )
     parts: list[RenderableType] = [head, _breakdown(trace["step_breakdown_pct"])]
+    if trace.get("trigger"):  # a window on_anomaly or a capture request opened
+        parts.insert(1, Text(trigger_text(trace["trigger"]), style="cyan"))
     label = device_model(str(trace["device"])).label  # "GPU", "MTIA"...
     if trace["gpu"]:
         gpu = trace["gpu"]

@@ -13,11 +13,13 @@ a stop-to-disk budget of a few milliseconds.
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 
 from profiler.events import BASE_TIME_KEY, CLOCK_SYNC_NAME, Category
@@ -30,11 +32,13 @@ _BASE_TIME = re.compile(rb'"' + BASE_TIME_KEY.encode() + rb'"\s*:\s*(\d+)')
 _MARKER_TS = rb'",\s*"pid"\s*:\s*[^,]+,\s*"tid"\s*:\s*[^,]+,\s*"ts"\s*:\s*([0-9.]+)'
 # torch 2.x records DataLoader waits as user_annotation, which TensorBoard's plugin (0.4.3) never
 # counts as DataLoader time; cpu_op is what it reads (docs/architecture.md, "Peers").
+# A DataLoader wait's head, up to its name; the name ends in __next__.
 _DATALOADER_ANNOTATION = re.compile(
-    rb'"cat"\s*:\s*"' + _USER_ANNOTATION + rb'",(\s*)"name"\s*:\s*'
-    rb'"(enumerate\(DataLoader\)#[^"]*\.__next__)"'
+    rb'("cat"\s*:\s*"' + _USER_ANNOTATION + rb'",)\s*"name"\s*:\s*"(enumerate\(DataLoader\)#)'
 )
-_DATALOADER_AS_OP = b'"cat": "' + _CPU_OP + rb'",\1"name": "\2"'
+_DATALOADER_NEXT = b'.__next__"'
+_HEAD_BYTES = 128  # how far before a name its event's "cat" may be
+_WHITESPACE = b" \t\r\n"
 _FIRST_TOKEN = re.compile(rb"\s*(.?)", re.DOTALL)
 _DATALOADER_NAME = b"enumerate(DataLoader)#"
 _TAIL_BYTES = 64 * 1024
@@ -49,11 +53,16 @@ _TRACE_NAME = re.compile(rb'"traceName"\s*:\s*"(?:[^"\\]|\\.)*"')
 _EVALUATE_FUNCTION = b'"autograd::engine::evaluate_function: '
 _SEQUENCE_NUMBER = re.compile(rb'"Sequence number"\s*:\s*(\d+)')
 _TS = re.compile(rb'"ts"\s*:\s*([0-9.]+)')
-# A complete event's name (from its opening quote), then Kineto's pid, tid, ts and dur.
-_RANGE_TIMES = re.compile(
-    rb'"([^"]*)",\s*"pid"\s*:\s*[^,]+,\s*"tid"\s*:\s*[^,]+,'
-    rb'\s*"ts"\s*:\s*([0-9.]+),\s*"dur"\s*:\s*([0-9.]+)'
+# Kineto's pid, tid, ts and dur of a complete event, as they follow its name.
+_THREAD_TIMES = (
+    rb'"pid"\s*:\s*([^,]+),\s*"tid"\s*:\s*([^,]+),\s*"ts"\s*:\s*([0-9.]+),\s*"dur"\s*:\s*([0-9.]+)'
 )
+# A complete event's name (from its opening quote), then its thread and times.
+_RANGE_TIMES = re.compile(rb'"[^"]*",\s*' + _THREAD_TIMES)
+
+
+# Kineto's text: the writer reads it into a bytearray, which the splice rewrites in place.
+Text = bytes | bytearray
 
 
 class TraceFormatError(ValueError):
@@ -65,14 +74,28 @@ class TraceFormatError(ValueError):
         self.problem = problem
 
 
-def base_time_ns(raw: bytes) -> int:
+def read_text(path: Path) -> bytearray:
+    """A file's bytes in a bytearray of its own, read once: the splice rewrites it in place."""
+    with path.open("rb", buffering=0) as file:
+        text = bytearray(os.fstat(file.fileno()).st_size)
+        view = memoryview(text)
+        done = 0
+        while done < len(text) and (count := file.readinto(view[done:])):
+            done += count
+        del view
+    if done < len(text):  # shrank while read: keep what is there
+        del text[done:]
+    return text
+
+
+def base_time_ns(raw: Text) -> int:
     """Kineto's ``baseTimeNanoseconds`` (0 when absent: older traces use absolute timestamps)."""
     header_end = _events_array(raw, "<kineto output>").start()
     match = _BASE_TIME.search(raw, 0, header_end) or _BASE_TIME.search(raw)
     return int(match.group(1)) if match else 0
 
 
-def clock_sync_ts_us(raw: bytes, name: str = CLOCK_SYNC_NAME) -> float | None:
+def clock_sync_ts_us(raw: Text, name: str = CLOCK_SYNC_NAME) -> float | None:
     """The trace timestamp of the clock-sync marker called ``name``, if the window recorded it."""
     match = re.search(rb'"name"\s*:\s*"' + re.escape(name.encode()) + _MARKER_TS, raw)
     return float(match.group(1)) if match else None
@@ -124,7 +147,7 @@ def splice_kineto_trace(
 
 
 def splice_parts(
-    raw: bytes,
+    raw: Text,
     *,
     top_level: Mapping[str, Any],
     events: Iterable[Mapping[str, Any]],
@@ -134,43 +157,80 @@ def splice_parts(
     annotations: Sequence[str] = (),
     nest: Sequence[str] = (),
 ) -> list[bytes | memoryview]:
-    """:func:`splice_kineto_trace`'s document as pieces that concatenate to it.
+    """:func:`splice_kineto_trace`'s document as pieces that concatenate to it (see
+    :class:`Splice`)."""
+    cut = Splice(
+        raw,
+        top_level=top_level,
+        distributed_info=distributed_info,
+        trace_name=trace_name,
+        source=source,
+        annotations=annotations,
+        nest=nest,
+    )
+    return [*cut.before, cut.encode(events), *cut.after]
 
-    The pieces are views into Kineto's text (or into its one relabelled copy, see
-    :func:`_relabelled`) and our few additions: a handful of large pieces, which a compressor takes
-    one by one at no more cost than one document.
+
+class Splice:
+    """Kineto's text ready for our events: the pieces before them and the pieces after.
+
+    The pieces are views into Kineto's text and our few additions: a handful of large pieces,
+    which a compressor takes one by one at no more cost than one document. ``after`` (Kineto's
+    events, most of the document) is known before our events are: the writer deflates it
+    meanwhile. A ``raw`` bytearray (the writer's own buffer) is relabelled in place
+    (:func:`_relabelled`); bytes are copied first. With ``nest``, the views are into
+    :func:`nest_ranges`' copy. Arguments as :func:`splice_kineto_trace`'s.
     """
-    header = raw[: _events_array(raw, source).start()]
-    additions = [
-        _member(key, value) for key, value in top_level.items() if f'"{key}"'.encode() not in header
-    ]
-    if distributed_info is not None and b'"distributedInfo"' not in header:
-        # json, not orjson: HTA finds the rank with the pattern "rank":\s+(\d+), which needs the
-        # space after the colon that only json.dumps writes.
-        additions.append(b'"distributedInfo": ' + json.dumps(dict(distributed_info)).encode())
-    if next(find_all(raw, _DATALOADER_NAME), -1) != -1:  # the regex pass costs ms: only if needed
-        raw = _DATALOADER_ANNOTATION.sub(_DATALOADER_AS_OP, raw)
-    raw = _relabelled(raw, annotations)
-    if nest:
-        raw = nest_ranges(raw, nest)
-    events_end = _events_array(raw, source).end()
-    opening = raw.index(b"{") + 1
-    encoded = orjson.dumps(list(events))[1:-1]  # one call, not one per event
-    if encoded and _FIRST_TOKEN.match(raw, events_end)[1] != b"]":  # type: ignore[index]
-        encoded += b","
-    span = _trace_name_span(raw) if trace_name is not None else None
-    name_start, name_end = span or (len(raw), len(raw))
-    view = memoryview(raw)
-    parts: list[bytes | memoryview] = [view[:opening], b"\n"]
-    parts += [member + b",\n" for member in additions]
-    parts += [view[opening:events_end], b"\n", encoded, view[events_end:name_start]]
-    if span:
-        parts.append(b'"traceName": ' + orjson.dumps(trace_name))
-    parts.append(view[name_end:])
-    return parts
+
+    def __init__(
+        self,
+        raw: Text,
+        *,
+        top_level: Mapping[str, Any],
+        distributed_info: Mapping[str, Any] | None = None,
+        trace_name: str | None = None,
+        source: str | Path = "<kineto output>",
+        annotations: Sequence[str] = (),
+        nest: Sequence[str] = (),
+    ) -> None:
+        header = raw[: _events_array(raw, source).start()]
+        additions = [
+            _member(key, value)
+            for key, value in top_level.items()
+            if f'"{key}"'.encode() not in header
+        ]
+        if distributed_info is not None and b'"distributedInfo"' not in header:
+            # json, not orjson: HTA finds the rank with the pattern "rank":\s+(\d+), which needs
+            # the space after the colon that only json.dumps writes.
+            additions.append(b'"distributedInfo": ' + json.dumps(dict(distributed_info)).encode())
+        if annotations or next(find_all(raw, _DATALOADER_NAME), -1) != -1:
+            raw = raw if isinstance(raw, bytearray) else bytearray(raw)
+            _dataloader_as_ops(raw)
+            raw = _relabelled(raw, annotations)
+        if nest:
+            raw = nest_ranges(raw, nest)
+        events_end = _events_array(raw, source).end()
+        opening = raw.index(b"{") + 1
+        #: Whether Kineto's array holds events: ours then need a comma after them.
+        self.comma = _FIRST_TOKEN.match(raw, events_end)[1] != b"]"  # type: ignore[index]
+        span = _trace_name_span(raw) if trace_name is not None else None
+        name_start, name_end = span or (len(raw), len(raw))
+        view = memoryview(raw)
+        self.before: list[bytes | memoryview] = [view[:opening], b"\n"]
+        self.before += [member + b",\n" for member in additions]
+        self.before += [view[opening:events_end], b"\n"]
+        self.after: list[bytes | memoryview] = [view[events_end:name_start]]
+        if span:
+            self.after.append(b'"traceName": ' + orjson.dumps(trace_name))
+        self.after.append(view[name_end:])
+
+    def encode(self, events: Iterable[Mapping[str, Any]]) -> bytes:
+        """Our events, as they go between ``before`` and ``after``."""
+        encoded = orjson.dumps(list(events))[1:-1]  # one call, not one per event
+        return encoded + b"," if encoded and self.comma else encoded
 
 
-def backward_starts(raw: bytes, wanted: Collection[int]) -> dict[int, float]:
+def backward_starts(raw: Text, wanted: Collection[int]) -> dict[int, float]:
     """When the autograd engine started on each node in ``wanted``, by sequence number.
 
     Read off Kineto's ``autograd::engine::evaluate_function: <node>`` events where they sit in the
@@ -193,7 +253,7 @@ def backward_starts(raw: bytes, wanted: Collection[int]) -> dict[int, float]:
     return starts
 
 
-def nest_ranges(raw: bytes, prefixes: Sequence[str]) -> bytes:
+def nest_ranges(raw: Text, prefixes: Sequence[str]) -> Text:
     """``raw`` with the complete events named ``prefixes`` widened to nest on their thread.
 
     A range opened from Python starts inside the frames of the call that opens it and ends inside
@@ -201,68 +261,87 @@ def nest_ranges(raw: bytes, prefixes: Sequence[str]) -> bytes:
     ``__exit__``...), and with ``with_stack=True`` Kineto records those frames as
     ``python_function`` events that cross the range. Perfetto drops one of two complete events
     that overlap on a thread without nesting (docs/architecture.md, "Peers"), so each such range
-    is widened to the bounds of every event that crosses it: it then contains the calls that
+    is widened to the bounds of every frame that crosses it: it then contains the calls that
     opened and closed it, and nests in the frame that made them. Only those ranges' ``ts`` and
-    ``dur`` change; the text is parsed once (traces with stacks only: the caller decides).
+    ``dur`` change. Other events cannot cross them: torch's ops and ranges open and close on the
+    same stack of record functions as ours.
+
+    Nothing is parsed whole (a full parse of a window with stacks costs several times Kineto's
+    export of it): our ranges are found by byte hops, and one regex pass reads each frame's
+    thread and times (:func:`_frames_around`).
     """
-    # Where each range's name starts: found by find_all's byte hops, not a regex scan of the text.
     heads = sorted(at for p in prefixes for at in find_all(raw, b'"' + p.encode()))
-    if not heads:
+    # A match per range: the prefix inside some other string does not match.
+    ranges = [match for at in heads if (match := _RANGE_TIMES.match(raw, at)) is not None]
+    if not ranges:
         return raw
-    moved = _widened(orjson.loads(raw).get("traceEvents", ()), tuple(prefixes))
-    if not moved:
-        return raw
-    parts: list[bytes] = []
+    spans = [_span_ns(match[3], match[4]) for match in ranges]
+    points: dict[_Thread, set[int]] = {}
+    for match, span in zip(ranges, spans, strict=True):
+        points.setdefault((match[1], match[2]), set()).update(span)
+    around = {
+        thread: _containing(frames, sorted(points[thread]))
+        for thread, frames in _frames_around(raw, prefixes, points).items()
+    }
+    view = memoryview(raw)
+    parts: list[bytes | memoryview] = []
     done = 0
-    for at in heads:
-        match = _RANGE_TIMES.match(raw, at)
-        if match is None:
-            continue  # the prefix inside some other string
-        start = round(float(match[2]) * 1000)
-        key = (match[1].decode(), start, start + round(float(match[3]) * 1000))
-        if key in moved:
-            new_start, new_end = moved[key]
-            parts += [
-                raw[done : match.start(2)],
-                _us(new_start),
-                raw[match.end(2) : match.start(3)],
-            ]
-            parts.append(_us(new_end - new_start))
-            done = match.end(3)
-    parts.append(raw[done:])
+    for match, span in zip(ranges, spans, strict=True):
+        crossing = around.get((match[1], match[2]))
+        new = _widen(span, crossing[span[0]] + crossing[span[1]]) if crossing else span
+        if new != span:
+            parts += [view[done : match.start(3)], _us(new[0]), view[match.end(3) : match.start(4)]]
+            parts.append(_us(new[1] - new[0]))
+            done = match.end(4)
+    if not parts:
+        return raw
+    parts.append(view[done:])
     return b"".join(parts)
 
 
 _Span = tuple[int, int]
+_Thread = tuple[bytes, bytes]  # Kineto's pid and tid, as written
 
 
-def _widened(events: Iterable[Any], prefixes: tuple[str, ...]) -> dict[tuple[str, int, int], _Span]:
-    """The new (start, end) in ns of each range named ``prefixes`` that another complete event
-    on its thread crosses, keyed by (name, start, end)."""
-    threads: dict[tuple[Any, Any], tuple[list[_Span], list[tuple[str, int, int]]]] = {}
-    for event in events:
-        if not isinstance(event, dict) or event.get("ph") != "X":
-            continue
-        ts, dur, name = event.get("ts"), event.get("dur"), event.get("name")
-        if not isinstance(ts, (int, float)) or not isinstance(dur, (int, float)) or dur < 0:
-            continue
-        start = round(ts * 1000)
-        end = start + round(dur * 1000)
-        others, ours = threads.setdefault((event.get("pid"), event.get("tid")), ([], []))
-        if isinstance(name, str) and name.startswith(prefixes):
-            ours.append((name, start, end))
-        else:
-            others.append((start, end))
-    moved: dict[tuple[str, int, int], _Span] = {}
-    for others, ours in threads.values():
-        if not ours or not others:
-            continue
-        around = _containing(others, sorted({t for _, s, e in ours for t in (s, e)}))
-        for name, start, end in ours:
-            span = _widen((start, end), around[start] + around[end])
-            if span != (start, end):
-                moved[(name, start, end)] = span
-    return moved
+def _span_ns(ts: bytes, dur: bytes) -> _Span:
+    """(start, end) in integer nanoseconds, as the nesting rules compare them."""
+    start = round(float(ts) * 1000)
+    return start, start + round(float(dur) * 1000)
+
+
+def _frames_around(
+    raw: Text, prefixes: Sequence[str], points: Mapping[_Thread, Collection[int]]
+) -> dict[_Thread, list[_Span]]:
+    """The ``python_function`` events on each thread of ``points`` that contain one of its
+    points strictly, as (start, end) in nanoseconds; frames named ``prefixes`` are left out
+    (they are ranges to widen themselves).
+
+    One regex pass reads every frame's pid, tid, ts and dur as text (~7k frames in a 10-step
+    window of a small MLP); numpy turns them into nanoseconds and keeps the few hundred that
+    contain a point, so Python touches only those.
+    """
+    not_ours = b"|".join(re.escape(prefix.encode()) for prefix in prefixes)
+    frame = re.compile(
+        rb'python_function",\s*"name"\s*:\s*"(?!'
+        + not_ours
+        + rb')[^"\\]*(?:\\.[^"\\]*)*",\s*'
+        + _THREAD_TIMES
+    )
+    found = frame.findall(raw)
+    if not found:
+        return {}
+    table = np.array(found)  # rows of (pid, tid, ts, dur) as bytes
+    result = {}
+    for (pid, tid), marks in points.items():
+        rows = table[(table[:, 0] == pid) & (table[:, 1] == tid)]
+        start = np.rint(rows[:, 2].astype(np.float64) * 1000).astype(np.int64)
+        end = start + np.rint(rows[:, 3].astype(np.float64) * 1000).astype(np.int64)
+        sorted_marks = np.array(sorted(marks), dtype=np.int64)
+        after = np.searchsorted(sorted_marks, start, side="right")  # the first point past start
+        keep = after < len(sorted_marks)
+        keep[keep] = sorted_marks[after[keep]] < end[keep]
+        result[(pid, tid)] = list(zip(start[keep].tolist(), end[keep].tolist(), strict=True))
+    return result
 
 
 def _containing(spans: list[_Span], points: list[int]) -> dict[int, list[_Span]]:
@@ -301,26 +380,51 @@ def _us(ns: int) -> bytes:
     return b"%d.%03d" % divmod(ns, 1000)
 
 
-def _relabelled(raw: bytes, annotations: Sequence[str]) -> bytes:
+def _relabelled(raw: bytearray, annotations: Sequence[str]) -> bytearray:
     """``raw`` with the ``cpu_op`` ranges named ``annotations`` made ``user_annotation``.
 
-    One regex search finds how Kineto spells such an event's head; one ``bytes.replace`` then
-    rewrites every copy in a single pass. (Cutting the text around each copy instead saves that
-    copy of the document but hands the compressor two pieces per range: ~6k instructions of
-    its overhead a call, more than the copy.)
+    One regex search finds how Kineto spells such an event's head, from the whitespace before
+    ``"cat"``; each copy of that spelling, found by :func:`find_all`'s byte hops, is overwritten
+    in place with the new category and as much less whitespace: Kineto's indentation leaves room
+    for the longer name. A new copy of the text (``bytes.replace``: ~0.5 ms a 1.2 MB window, most
+    of it the search) is made only for a spelling without that room.
     """
     for prefix in annotations:
         op = re.compile(
             rb'"cat"\s*:\s*"' + _CPU_OP + rb'",\s*"name"\s*:\s*"' + re.escape(prefix.encode())
         )
         match = op.search(raw, _events_array(raw, "<kineto output>").end())
-        if match is not None:
-            spelling = match.group(0)
+        if match is None:
+            continue
+        first = match.start()
+        while first > 0 and raw[first - 1] in _WHITESPACE:
+            first -= 1
+        spelling = bytes(raw[first : match.end()])
+        head = b'"cat": "' + _USER_ANNOTATION + b'", "name": "' + prefix.encode()
+        if len(head) > len(spelling):
             raw = raw.replace(spelling, spelling.replace(_CPU_OP, _USER_ANNOTATION, 1))
+            continue
+        head = head.rjust(len(spelling))
+        for at in list(find_all(raw, spelling)):
+            raw[at : at + len(head)] = head
     return raw
 
 
-def find_all(raw: bytes, needle: bytes, start: int = 0, end: int | None = None) -> Iterator[int]:
+def _dataloader_as_ops(raw: bytearray) -> None:
+    """Rewrite, in place, the category of DataLoader waits from ``user_annotation`` to
+    ``cpu_op`` (the shorter name, padded with spaces)."""
+    for at in list(find_all(raw, _DATALOADER_NAME)):
+        match = _DATALOADER_ANNOTATION.search(
+            raw, max(at - _HEAD_BYTES, 0), at + len(_DATALOADER_NAME)
+        )
+        close = raw.find(b'"', at) + 1
+        if match is None or match.start(2) != at or not raw.endswith(_DATALOADER_NEXT, 0, close):
+            continue
+        category = b'"cat": "' + _CPU_OP + b'",'
+        raw[match.start(1) : match.end(1)] = category.ljust(match.end(1) - match.start(1))
+
+
+def find_all(raw: Text, needle: bytes, start: int = 0, end: int | None = None) -> Iterator[int]:
     """Where ``needle`` starts in ``raw[start:end]``, left to right, copies not overlapping."""
     end = len(raw) if end is None else end
     offset = next((i for i, byte in enumerate(needle) if byte in _ANCHORS), -1)
@@ -347,7 +451,7 @@ def find_all(raw: bytes, needle: bytes, start: int = 0, end: int | None = None) 
         found = raw.find(needle, found + len(needle), end)
 
 
-def _trace_name_span(body: bytes) -> tuple[int, int] | None:
+def _trace_name_span(body: Text) -> tuple[int, int] | None:
     """Where Kineto's traceName member sits; it writes it after the events: look in the tail."""
     tail = max(len(body) - _TAIL_BYTES, 0)
     match = _TRACE_NAME.search(body, tail) or _TRACE_NAME.search(body)
@@ -358,7 +462,7 @@ def _member(key: str, value: Any) -> bytes:
     return orjson.dumps(key) + b": " + orjson.dumps(value)
 
 
-def _events_array(raw: bytes, source: str | Path) -> re.Match[bytes]:
+def _events_array(raw: Text, source: str | Path) -> re.Match[bytes]:
     match = _TRACE_EVENTS.search(raw)
     if match is None:
         raise TraceFormatError(source, "no traceEvents array: not a Chrome/Kineto trace")

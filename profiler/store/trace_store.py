@@ -96,13 +96,31 @@ def atomic_write(path: Path, data: bytes) -> None:
         partial.unlink(missing_ok=True)
 
 
-def gzip_bytes(parts: Sequence[bytes | memoryview], *, level: int = GZIP_LEVEL) -> bytes:
-    """One gzip member holding the concatenation of ``parts``.
+def gzip_bytes(
+    parts: Sequence[bytes | memoryview],
+    *,
+    level: int = GZIP_LEVEL,
+    tail: DeflateAhead | None = None,
+) -> bytes:
+    """One gzip member holding the concatenation of ``parts`` (and of ``tail``'s, after them).
 
     With one thread the parts stream through one compressor, never joined (a fresh 2 MB copy
     costs ~0.5 ms with its page faults). Large documents on machines with CPUs to spare are
-    joined and deflated in slices on several threads instead (:func:`_gzip_parallel`).
+    joined and deflated in slices on several threads instead (:func:`_gzip_parallel`). A
+    ``tail`` already deflated (or being deflated) ahead ends the member: ``parts`` are deflated
+    here as the slice before it.
     """
+    if tail is not None:
+        deflate = _deflate_module()
+        head = _deflate(parts, level, final=False)
+        size, crc = sum(len(part) for part in parts), _crc32(parts)
+        deflated, tail_crc = tail.result()
+        if hasattr(deflate, "crc32_combine"):  # python-isal's
+            crc = deflate.crc32_combine(crc, tail_crc, tail.size)
+        else:
+            crc = _crc32(tail.parts, crc)
+        size += tail.size
+        return b"".join((_GZIP_HEADER, head, deflated, struct.pack("<II", crc, size & 0xFFFFFFFF)))
     size = sum(len(part) for part in parts)
     threads = min(GZIP_THREADS, _usable_cpus() // 2, size // GZIP_SLICE_MIN_BYTES)
     if threads >= 2:
@@ -112,6 +130,47 @@ def gzip_bytes(parts: Sequence[bytes | memoryview], *, level: int = GZIP_LEVEL) 
     out = [compressor.compress(part) for part in parts]
     out.append(compressor.flush())
     return b"".join(out)
+
+
+class DeflateAhead:
+    """The deflate of a document's last pieces, begun before its first pieces are known.
+
+    The writer knows most of a window's document (Kineto's events, after ours) before it has
+    worked out our events (~2 ms of Python a 10-step window): where this process may use two
+    CPUs, those pieces are deflated meanwhile on a thread of their own (the compressor drops
+    the GIL), as the last slice of the member :func:`gzip_bytes` then writes; else there, in
+    turn. The pieces must not change until then.
+    """
+
+    def __init__(self, parts: Sequence[bytes | memoryview], *, level: int = GZIP_LEVEL) -> None:
+        self.parts = list(parts)
+        self.size = sum(len(part) for part in self.parts)
+        self._level = level
+        self._deflated: tuple[bytes, int] | None = None
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        if _usable_cpus() >= 2:
+            # A thread per window (~50 us), not a pool: a pool's thread does not survive a
+            # fork, and a forked process's writes would wait on it forever.
+            self._thread = threading.Thread(target=self._run, name="trainprof-deflate", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._deflated = _deflate(self.parts, self._level, final=True), _crc32(self.parts)
+        except BaseException as exc:  # handed to result()'s caller, the writer
+            self._error = exc
+
+    def result(self) -> tuple[bytes, int]:
+        """The raw deflate of the pieces (final block included), and their CRC-32."""
+        if self._thread is None:
+            self._run()
+        else:
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._deflated is not None
+        return self._deflated
 
 
 def _gzip_parallel(data: bytes, level: int, threads: int) -> bytes:
@@ -125,12 +184,21 @@ def _gzip_parallel(data: bytes, level: int, threads: int) -> bytes:
     slices = [view[start : start + step] for start in range(0, len(data), step)]
     last = len(slices) - 1
     with ThreadPoolExecutor(max_workers=last) as pool:
-        rest = [pool.submit(_deflate, slices[i], level, i == last) for i in range(1, last + 1)]
-        body = [_deflate(slices[0], level, last == 0)]  # this thread takes a slice too
+        rest = [
+            pool.submit(_deflate, [slices[i]], level, final=i == last) for i in range(1, last + 1)
+        ]
+        body = [_deflate([slices[0]], level, final=last == 0)]  # this thread takes a slice too
         crc = zlib.crc32(data)
         body += [future.result() for future in rest]
     trailer = struct.pack("<II", crc, len(data) & 0xFFFFFFFF)
     return b"".join((_GZIP_HEADER, *body, trailer))
+
+
+def _crc32(parts: Sequence[bytes | memoryview], crc: int = 0) -> int:
+    deflate = _deflate_module()
+    for part in parts:
+        crc = deflate.crc32(part, crc)
+    return crc
 
 
 def _usable_cpus() -> int:
@@ -139,12 +207,14 @@ def _usable_cpus() -> int:
     return os.cpu_count() or 1
 
 
-def _deflate(piece: memoryview, level: int, final: bool) -> bytes:
+def _deflate(parts: Sequence[bytes | memoryview], level: int, *, final: bool) -> bytes:
+    """A raw deflate slice of ``parts``: the last one (``final``), or one ending in a sync
+    flush (byte-aligned, not final) that the next slice's stream follows."""
     deflate = _deflate_module()
     compressor = deflate.compressobj(level, deflate.DEFLATED, -deflate.MAX_WBITS)
-    return compressor.compress(piece) + compressor.flush(
-        deflate.Z_FINISH if final else deflate.Z_SYNC_FLUSH
-    )
+    out = [compressor.compress(part) for part in parts]
+    out.append(compressor.flush(deflate.Z_FINISH if final else deflate.Z_SYNC_FLUSH))
+    return b"".join(out)
 
 
 def remove_stale_scratch(run_dir: str | os.PathLike[str] | None = None) -> list[Path]:
@@ -308,7 +378,7 @@ class RunStore:
                 self._meta[HEARTBEAT_KEY] = time.time() if now is None else now
                 self._write_meta()
 
-    def mark_degraded(self, reason: str, *, at_step: int) -> None:
+    def mark_degraded(self, reason: str, *, at_step: int | None) -> None:
         """Record that capture went on without part of itself (the first reason is kept).
 
         The status stays ``running`` while the run goes on, so readers can still tell a run
@@ -349,6 +419,8 @@ class RunStore:
             if error is not None:
                 self._meta["error"] = {"type": type(error).__qualname__, "message": str(error)}
             self._write_meta()
+        if self._upload is not None:
+            self._upload.flush(SIGNAL_UPLOAD_S)
 
     def _write_meta(self) -> None:
         """Rewrite this rank's record, and on rank 0 ``run.json``."""

@@ -162,3 +162,19 @@ def test_the_json_form_is_plain_and_rounded() -> None:
     assert set(gate) == GATE_KEYS
     assert (gate["base"], gate["new"], gate["change_pct"]) == (0.33, 0.67, 100.0)
     assert orjson.loads(orjson.dumps(gate)) == gate
+
+
+def test_durations_read_the_same_in_the_verdict_and_the_terminal() -> None:
+    """One formatting of microseconds (``guards.duration_text``) for the gate and the report."""
+    from profiler.analysis.guards import duration_text
+    from profiler.export.terminal import _us
+
+    assert [duration_text(us) for us in (0.04, 999.94, 1000.0, 1_234_567.0)] == [
+        "0.0 us",
+        "999.9 us",
+        "1.00 ms",
+        "1,234.57 ms",
+    ]
+    gate = check_gate(figures([2500.0]), figures([900.0]), threshold_pct=0)
+    assert gate.reason.startswith(f"mean step time (traces) {_us(2500.0)} -> {_us(900.0)} (")
+    assert _us(2500.0) == "2.50 ms" and _us(None) == "-"

@@ -16,7 +16,7 @@ from profiler.cli import app
 
 TOP_KEYS = {
     "path", "rank", "device", "events", "steps", "step_breakdown_pct", "gpu",
-    "temporal_breakdown_pct", "top_ops", "top_kernels", "memory", "recommendations",
+    "temporal_breakdown_pct", "top_ops", "top_kernels", "memory", "recommendations", "trigger",
 }  # fmt: skip
 BREAKDOWN = {"kernel", "memcpy", "memset", "communication", "runtime", "dataloader", "cpu_exec",
              "other"}  # fmt: skip

@@ -56,7 +56,7 @@ def fill(directory: Path) -> None:
                     raise
 
 
-def no_space(self: Any, path: Path, document: Any) -> None:
+def no_space(self: Any, path: Path, document: Any, **kwargs: Any) -> None:
     raise OSError(errno.ENOSPC, "No space left on device")
 
 

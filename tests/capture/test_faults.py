@@ -63,7 +63,7 @@ FAULTS: dict[str, tuple[Callable[[], Any], str, BaseException]] = {
         "export_chrome_trace",
         RuntimeError("kineto export failed"),
     ),
-    "our splice": (lambda: kineto, "splice_parts", ValueError("bad marker")),
+    "our splice": (lambda: kineto, "Splice", ValueError("bad marker")),
 }
 
 
@@ -98,11 +98,11 @@ def test_a_store_failure_degrades_the_run_and_training_goes_on(
 def test_a_failure_at_the_second_window_keeps_the_first(train, tmp_path, monkeypatch) -> None:
     real, calls = trace_store.RunStore.write_trace, []
 
-    def second_fails(store: Any, path: Path, document: Any) -> None:
+    def second_fails(store: Any, path: Path, document: Any, **kwargs: Any) -> None:
         calls.append(path)
         if len(calls) == 2:
             raise OSError(errno.ENOSPC, "No space left on device")
-        real(store, path, document)
+        real(store, path, document, **kwargs)
 
     monkeypatch.setattr(trace_store.RunStore, "write_trace", second_fails)
     schedule = profiler.schedule(wait=1, warmup=1, active=2, repeat=3)

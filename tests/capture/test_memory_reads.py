@@ -103,3 +103,44 @@ def test_an_exception_leaves_no_quiet_state() -> None:
     tracer.detach()
     # root start, 0 start (again), 0 end, Boom start (again), no end; then 0 alone reads.
     assert samples(tracer) == [1, 1, 2, 2, 3, 4]
+
+
+def test_a_cuda_reading_is_one_statistics_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a GPU here, the allocator's statistics are given in the shape torch's C++ side
+    returns them; the reading must agree with torch's own memory_allocated/memory_reserved
+    (which read the same call, then flatten it) and make that call once, not twice."""
+    from profiler.capture.memory import MemoryProbe
+
+    calls = []
+
+    def stats(device: object = None) -> dict[str, object]:
+        calls.append(device)
+        pools = {"all": {"current": 0}, "large_pool": {"current": 0}}
+        return {
+            "allocated_bytes": {**pools, "all": {"current": 4096, "peak": 8192}},
+            "reserved_bytes": {**pools, "all": {"current": 2 << 20, "peak": 2 << 20}},
+            "num_alloc_retries": 0,
+        }
+
+    monkeypatch.setattr(torch.cuda.memory, "memory_stats_as_nested_dict", stats)
+    monkeypatch.setattr(torch.cuda, "memory_stats_as_nested_dict", stats)
+    read = MemoryProbe("cuda").reader()
+    reading = read()
+    assert len(calls) == 1
+    assert reading == (torch.cuda.memory_allocated(), torch.cuda.memory_reserved())
+    assert reading == (4096, 2 << 20)
+    assert MemoryProbe.values(reading) == {"allocated_bytes": 4096, "reserved_bytes": 2 << 20}
+    monkeypatch.setattr(torch.cuda, "memory_stats_as_nested_dict", lambda: {})
+    assert MemoryProbe("cuda").reader()() == (0, 0)  # CUDA not initialised: as torch's
+
+
+@pytest.mark.cuda
+def test_a_cuda_reading_matches_torchs_counters() -> None:
+    from profiler.capture.memory import MemoryProbe
+
+    kept = torch.empty(1 << 20, device="cuda")
+    assert MemoryProbe("cuda").reader()() == (
+        torch.cuda.memory_allocated(),
+        torch.cuda.memory_reserved(),
+    )
+    del kept

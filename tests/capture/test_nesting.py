@@ -69,16 +69,22 @@ def test_ours_is_any_pair_with_a_trainprof_event() -> None:
     assert violation.ours
 
 
+def frame(name: str, ts: float, dur: float, tid: int = 1) -> dict[str, Any]:
+    """A Python frame as Kineto writes it (its keys in Kineto's order)."""
+    return {"ph": "X", "cat": "python_function", **x(name, ts, dur, tid)}
+
+
 def test_nest_ranges_widens_to_the_crossing_frames() -> None:
     raw = orjson.dumps(
         {
             "traceEvents": [
-                x("caller", 0.0, 100.0),
-                x("enter", 10.0, 5.0),
-                x("enter.inner", 11.0, 3.0),
+                frame("caller", 0.0, 100.0),
+                frame("enter", 10.0, 5.0),
+                frame("enter.inner", 11.0, 3.0),
                 x(f"{MODULE_PREFIX}m (M)", 12.5, 40.0),
-                x("forward", 20.0, 10.0),
-                x("exit", 50.0, 8.0),
+                frame("forward", 20.0, 10.0),
+                frame("exit", 50.0, 8.0),
+                frame("other thread", 40.0, 30.0, tid=2),
                 x(f"{DATALOADER_PREFIX}It.__next__", 60.0, 5.0),  # crosses nothing: untouched
             ]
         }
@@ -90,6 +96,23 @@ def test_nest_ranges_widens_to_the_crossing_frames() -> None:
     assert (after[3]["ts"], after[3]["dur"]) == (10.0, 48.0)
     assert after[:3] + after[4:] == before[:3] + before[4:]
     assert nest_ranges(raw, ()) is raw
+
+
+def test_nest_ranges_leaves_ranges_no_frame_crosses() -> None:
+    """Frames that only contain a range, or lie inside it, or on another thread, and a frame
+    named like our ranges (Kineto names module calls so) that crosses one: no change."""
+    raw = orjson.dumps(
+        {
+            "traceEvents": [
+                frame("caller", 0.0, 100.0),
+                x(f"{MODULE_PREFIX}m (M)", 10.0, 40.0),
+                frame("forward", 20.0, 10.0),
+                frame("exit", 45.0, 8.0, tid=2),
+                frame(f"{MODULE_PREFIX}Linear_0", 30.0, 30.0),
+            ]
+        }
+    )
+    assert nest_ranges(raw, (MODULE_PREFIX,)) is raw
 
 
 class Residual(nn.Module):

@@ -15,12 +15,29 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from dashboard.app import create_app
 from dashboard.components.timeline import WHOLE, details_panel, status_text, x_window
-from dashboard.data.timeline import run_event, run_timeline, run_trace_files, trace_file
+from dashboard.data.distributed import run_alignment
+from dashboard.data.timeline import (
+    RANKS_PER_VIEW,
+    run_event,
+    run_rank_groups,
+    run_ranks_timeline,
+    run_timeline,
+    run_trace_files,
+    trace_file,
+)
 from dashboard.figures.text import plain
-from dashboard.figures.timeline import NO_EVENTS, timeline_figure, to_ms, to_us
+from dashboard.figures.timeline import (
+    NO_EVENTS,
+    RANKS_AXIS,
+    ranks_timeline_figure,
+    timeline_figure,
+    to_ms,
+    to_us,
+)
 from profiler.analysis.table import load_trace
 from profiler.analysis.timeline import prepare_timeline, timeline_view
 from profiler.analysis.timeline_details import event_details
+from profiler.analysis.timeline_ranks import RankTrace, ranks_view
 from tests.conftest import REFERENCE_TRACES
 from tests.dashboard.browser import WAIT_S, open_path, pick, plotly_data
 from tests.dashboard.runs import SAMPLE
@@ -30,8 +47,14 @@ TRICKY = "<b>bold</b> & co"
 CLICK_HINT = "Click an event for its details."  # the empty details panel, as the page says it
 
 
-def _trace(events: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"schemaVersion": 1, "traceEvents": events}
+TWO_RANKS = tuple(f"two_ranks_rank-{rank}.json.gz" for rank in (0, 1))
+
+
+def _trace(events: list[dict[str, Any]], rank: int | None = None) -> dict[str, Any]:
+    trace: dict[str, Any] = {"schemaVersion": 1, "traceEvents": events}
+    if rank is not None:
+        trace["distributedInfo"] = {"rank": rank}
+    return trace
 
 
 def _op(name: str, ts: float, dur: float, tid: int = 1) -> dict[str, Any]:
@@ -49,7 +72,22 @@ def root(tmp_path: Path) -> Path:
     for name in ("two_ranks_rank-0", "diff_control"):
         (root / "reference" / name).mkdir(parents=True)
         shutil.copy(HTA / f"{name}.json.gz", root / "reference" / name)
+    (root / "ranks").mkdir()
+    for name in TWO_RANKS:
+        shutil.copy(HTA / name, root / "ranks")
     return root
+
+
+def _many_ranks(run_dir: Path, ranks: int, windows: int) -> None:
+    """``ranks`` ranks of ``windows`` one-op windows each, rank 3's second window missing."""
+    run_dir.mkdir()
+    for rank in range(ranks):
+        for window in range(windows):
+            if (rank, window) == (3, 1):
+                continue
+            trace = _trace([_op(f"op{rank}.{window}", 1000.0 * window, 10)], rank)
+            name = f"host_{rank:02d}.{1700000000000 + window}.pt.trace.json"
+            (run_dir / name).write_text(json.dumps(trace))
 
 
 def _reference(root: Path, name: str) -> Path:
@@ -102,6 +140,34 @@ def test_figure_of_a_trace_without_events_says_so(tmp_path: Path) -> None:
     path.write_text(json.dumps(_trace([])))
     figure = timeline_figure(timeline_view(load_trace(path)))
     assert figure["data"] == [] and figure["layout"]["annotations"][0]["text"] == NO_EVENTS
+
+
+def test_ranks_figure_draws_each_ranks_lanes_as_a_group_on_the_common_clock(
+    tmp_path: Path,
+) -> None:
+    indexes = []
+    for rank, tids in ((0, (1,)), (1, (1, 2))):
+        path = tmp_path / f"r{rank}.json"
+        path.write_text(json.dumps(_trace([_op(f"op{tid}", 0, 100, tid) for tid in tids], rank)))
+        indexes.append(prepare_timeline(load_trace(path)))
+    traces = [
+        RankTrace(0, "rank 0", indexes[0], 0.0, "r0.json", 0.0),
+        RankTrace(1, "rank 1", indexes[1], 2000.0, "r1.json", 1500.0),
+    ]
+
+    figure = ranks_timeline_figure(ranks_view(traces), revision="ranks 0-1")
+
+    (cpu,) = figure["data"]
+    assert cpu["x"][0::4] == [0.0, 2.0, 2.0]  # rank 1's ops 2 ms later on the common clock
+    assert cpu["y"][0::4] == [0.0, 1.0, 2.0]
+    layout = figure["layout"]
+    labels = layout["yaxis"]["ticktext"]
+    assert [label.split(" · ")[0] for label in labels] == ["rank 0", "rank 1", "rank 1"]
+    assert [shape["y0"] for shape in layout["shapes"]] == [1 - 0.3]  # between the two ranks
+    notes = [note["text"] for note in layout["annotations"]]
+    assert notes == ["rank 0 (clock offset +0.0 µs)", "rank 1 (clock offset +1,500.0 µs)"]
+    assert layout["xaxis"]["title"]["text"] == RANKS_AXIS and layout["uirevision"] == "ranks 0-1"
+    assert ranks_timeline_figure(ranks_view([]))["data"] == []
 
 
 def test_ms_and_us_convert_both_ways() -> None:
@@ -212,6 +278,57 @@ def test_run_event_is_event_details_of_the_file(root: Path) -> None:
     assert details == event_details(trace, row, index=prepare_timeline(trace))
 
 
+def test_a_two_rank_run_is_one_group_on_the_aligned_clock(root: Path) -> None:
+    aligned = run_alignment(root, "ranks")
+    traces = [load_trace(root / "ranks" / name) for name in TWO_RANKS]
+
+    (group,) = run_rank_groups(root, "ranks")
+    view = run_ranks_timeline(root, "ranks", group.key)
+
+    assert group.key == "ranks 0-1" and group.files == ((0, TWO_RANKS[0]), (1, TWO_RANKS[1]))
+    assert group.shifts_us == tuple(aligned.file_offsets_us[name] for name in TWO_RANKS)
+    assert group.clock_offsets_us == (0.0, aligned.clock_offset_us[1])
+    assert not isinstance(view, str) and not view.view.aggregated
+    assert view.view.event_count == sum(len(trace.events) for trace in traces)
+    for lane_group, trace, shift in zip(view.groups, traces, group.shifts_us, strict=True):
+        assert lane_group.file == f"two_ranks_rank-{trace.rank}.json.gz"
+        lanes = view.view.lanes[lane_group.first_lane : lane_group.first_lane + lane_group.lanes]
+        assert all(lane.label.startswith(f"rank {trace.rank} · ") for lane in lanes)
+        mine = view.view.shapes[view.view.shapes["lane"].between(
+            lane_group.first_lane, lane_group.first_lane + lane_group.lanes - 1
+        )].set_index("row")  # fmt: skip
+        expected = trace.events.loc[mine.index, "ts_us"] + shift
+        assert list(mine["start_us"]) == pytest.approx(list(expected))
+    assert run_ranks_timeline(root, "ranks", group.key) is view  # the whole view is cached
+    assert run_rank_groups(root, "sample") == ()  # one rank, two windows: no group
+    binned = run_ranks_timeline(root, "ranks", group.key, max_shapes=500)
+    assert not isinstance(binned, str) and binned.view.aggregated
+    assert binned.view.shape_count <= 500
+
+
+def test_many_ranks_are_drawn_a_bounded_group_at_a_time(root: Path) -> None:
+    ranks, windows = RANKS_PER_VIEW + 2, 2
+    _many_ranks(root / "many", ranks, windows)
+
+    groups = run_rank_groups(root, "many")
+
+    assert [g.key for g in groups] == [
+        f"ranks 0-{RANKS_PER_VIEW - 1} window 1", f"ranks {RANKS_PER_VIEW}-{ranks - 1} window 1",
+        f"ranks 0-{RANKS_PER_VIEW} window 2", f"ranks {ranks - 1} window 2",
+    ]  # fmt: skip
+    assert all(len(g.files) <= RANKS_PER_VIEW for g in groups)
+    drawn = sorted(file for g in groups for _, file in g.files)
+    assert drawn == sorted(run_trace_files(root, "many"))
+    for group in groups:
+        view = run_ranks_timeline(root, "many", group.key)
+        assert not isinstance(view, str)
+        assert [g.rank for g in view.groups] == [rank for rank, _ in group.files]
+        names = set(view.view.shapes["name"])
+        assert names == {f"op{rank}.{group.window}" for rank, _ in group.files}
+    with pytest.raises(LookupError):
+        run_ranks_timeline(root, "many", "ranks 0-99")
+
+
 def test_an_unreadable_file_is_a_message(root: Path) -> None:
     (root / "sample" / "bad.pt.trace.json.gz").write_bytes(b"\x1f\x8b not gzip")
     message = run_timeline(root, "sample", "bad.pt.trace.json.gz")
@@ -256,7 +373,7 @@ def test_layout_shows_the_picked_file(root: Path) -> None:
     with app.server.app_context():
         tree = page.content(run="sample", file=files[1])
     assert _element(tree, "timeline-file").value == files[1]
-    assert _element(tree, "timeline-file").options == list(files)
+    assert [o["value"] for o in _element(tree, "timeline-file").options] == list(files)
     events = load_trace(root / "sample" / files[1]).events
     assert _element(tree, "timeline-status").children == f"{len(events):,} events drawn exactly"
 
@@ -283,6 +400,33 @@ def test_show_event_fills_the_details_of_the_clicked_row(root: Path) -> None:
         binned = page.show_event({"points": [{"customdata": None}]}, files[0], "?run=sample")
     assert _element(panel, "event-name").children == "aten::addmm"
     assert "zoom in" in binned
+
+
+def test_a_run_of_several_ranks_opens_on_them_and_clicks_find_each_ranks_event(
+    root: Path,
+) -> None:
+    (group,) = run_rank_groups(root, "ranks")
+    view = run_ranks_timeline(root, "ranks", group.key)
+    assert not isinstance(view, str)
+    one = view.groups[1]
+    events = load_trace(root / "ranks" / one.file).events
+    row = int(events.index[events["name"] == "cudaLaunchKernel"][0])
+    app, page = _page_module(root)
+    with app.server.app_context():
+        tree = page.content(run="ranks")
+        panel = page.show_event(
+            {"points": [{"customdata": row, "y": one.first_lane + 1.2}]}, group.key, "?run=ranks"
+        )
+        zoomed = page._view_of(root, "ranks", group.key, (10.0, 12.0))
+    dropdown = _element(tree, "timeline-file")
+    assert dropdown.value == group.key
+    assert [o["value"] for o in dropdown.options] == [group.key, *TWO_RANKS]
+    status = _element(tree, "timeline-status").children
+    assert status == f"2 ranks on one clock; {view.view.event_count:,} events drawn exactly"
+    assert _element(panel, "event-name").children == "cudaLaunchKernel"
+    assert "[4045]" in str(panel)  # rank 1's process, not rank 0's
+    origin = view.view.span_us[0]
+    assert (zoomed.view.start_us, zoomed.view.end_us) == (origin + 10_000.0, origin + 12_000.0)
 
 
 def _first(run_dir: Path) -> Path:
@@ -312,13 +456,15 @@ def _zoom(dash_duo: Any, low_ms: float, high_ms: float) -> None:
     )
 
 
-def _click_row(dash_duo: Any, row: int) -> None:
-    """Emit plotly's click on the first point that carries ``row``, as a real click would."""
+def _click_row(dash_duo: Any, row: int, lowest_lane: int = 0) -> None:
+    """Emit plotly's click on the first point that carries ``row`` on lane ``lowest_lane`` or
+    below (rows are per file: ranks' files share them), as a real click would."""
     found = plotly_data(
         dash_duo,
         "timeline",
-        f"for (let c = 0; c < d.length; c++) {{ const p = Array.from(d[c].customdata)"
-        f".indexOf({row}); if (p >= 0) return [c, p, d[c].x[p], d[c].y[p]]; }} return null;",
+        f"for (let c = 0; c < d.length; c++) {{ for (let p = 0; p < d[c].y.length; p++) {{"
+        f" if (d[c].customdata[p] === {row} && d[c].y[p] >= {lowest_lane})"
+        f" return [c, p, d[c].x[p], d[c].y[p]]; }} }} return null;",
     )
     assert found is not None, f"row {row} is not drawn"
     _graph_listens(dash_duo, "plotly_click")
@@ -447,3 +593,45 @@ def test_view_rows_are_numpy_free_in_the_figure() -> None:
     figure = timeline_figure(view)
     values = [v for t in figure["data"] for key in ("x", "y", "customdata") for v in t[key]]
     assert not any(isinstance(v, np.generic) for v in values)
+
+
+@pytest.mark.browser
+def test_timeline_of_a_two_rank_run_shows_both_ranks_lanes(dash_duo: Any, root: Path) -> None:
+    (group,) = run_rank_groups(root, "ranks")
+    view = run_ranks_timeline(root, "ranks", group.key)
+    assert not isinstance(view, str)
+    open_path(dash_duo, root, "/timeline?run=ranks")
+    dash_duo.wait_for_contains_text("#timeline-status", "2 ranks on one clock", timeout=WAIT_S)
+    assert plotly_data(dash_duo, "timeline", DRAWN) == view.view.event_count
+    labels = plotly_data(dash_duo, "timeline", "return document.querySelector("
+                         "'#timeline .js-plotly-plot')._fullLayout.yaxis.ticktext;")  # fmt: skip
+    assert {label.split(" · ")[0] for label in labels} == {"rank 0", "rank 1"}
+    assert (
+        labels.index(next(x for x in labels if x.startswith("rank 1"))) == view.groups[1].first_lane
+    )
+
+    one = view.groups[1]
+    events = load_trace(root / "ranks" / one.file).events
+    row = int(events.index[events["name"] == "cudaLaunchKernel"][0])
+    _click_row(dash_duo, row, one.first_lane)
+    dash_duo.wait_for_text_to_equal("#event-name", "cudaLaunchKernel", timeout=WAIT_S)
+    assert "[4045]" in dash_duo.find_element("#event-details").text  # rank 1's process
+
+    zoomed = run_ranks_timeline(
+        root, "ranks", group.key, view.view.span_us[0] + 100_000, view.view.span_us[0] + 104_000
+    )
+    assert not isinstance(zoomed, str) and 0 < zoomed.view.event_count < view.view.event_count
+    _zoom(dash_duo, 100.0, 104.0)
+    dash_duo.wait_for_text_to_equal(
+        "#timeline-status",
+        f"2 ranks on one clock; {zoomed.view.event_count:,} events drawn exactly",
+        timeout=WAIT_S,
+    )
+    assert plotly_data(dash_duo, "timeline", DRAWN) == zoomed.view.event_count
+
+    pick(dash_duo, "#timeline-file", TWO_RANKS[1])
+    count = len(load_trace(root / "ranks" / TWO_RANKS[1]).events)
+    dash_duo.wait_for_text_to_equal(
+        "#timeline-status", f"{count:,} events drawn exactly", timeout=WAIT_S
+    )
+    assert dash_duo.get_logs() == []

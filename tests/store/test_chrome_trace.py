@@ -6,12 +6,13 @@ import gzip
 import json
 import random
 import re
+import zlib
 from pathlib import Path
 
 import orjson
 import pytest
 
-from profiler.store import chrome_trace
+from profiler.store import chrome_trace, trace_store
 from profiler.store.chrome_trace import (
     TraceFormatError,
     backward_starts,
@@ -237,3 +238,74 @@ def test_backward_starts_agrees_with_parsing_real_traces(reference_traces: Path,
     assert backward_starts(raw, set(expected)) == expected
     some = set(sorted(expected)[::3])
     assert backward_starts(raw, some) == {n: ts for n, ts in expected.items() if n in some}
+
+
+# Kineto's own layout of a module range recorded as an op (one key a line).
+OP_AS_KINETO_WRITES = b"""  {
+    "ph": "X",
+    "cat": "cpu_op",
+    "name": "nn.Module: %s (Linear)",
+    "pid": 7,
+    "tid": 7,
+    "ts": 1001.000,
+    "dur": 1.000
+  },
+"""
+
+
+@pytest.mark.parametrize("layout", ["kineto", "no whitespace"])
+def test_relabelling_rewrites_the_buffer_in_place_where_kineto_left_room(layout: str) -> None:
+    ops = OP_AS_KINETO_WRITES % b"0" + OP_AS_KINETO_WRITES % b"fc"
+    if layout == "no whitespace":  # no room for the longer category: a relabelled copy
+        ops = orjson.dumps(orjson.loads(b"[" + ops.rstrip(b",\n") + b"]"))[1:-1] + b",\n"
+    raw = KINETO.replace(b'"traceEvents": [\n', b'"traceEvents": [\n' + ops)
+    buffer = bytearray(raw)
+    out = b"".join(splice_parts(buffer, top_level={}, events=[], annotations=("nn.Module: ",)))
+    in_place = b'"cat": "user_annotation", "name": "nn.Module: fc' in buffer
+    assert in_place == (layout == "kineto") and len(buffer) == len(raw)
+    events = orjson.loads(out)["traceEvents"]
+    assert events == [
+        {**event, "cat": "user_annotation" if event["name"].startswith("nn.") else event["cat"]}
+        for event in orjson.loads(splice_kineto_trace(raw, top_level={}, events=[]))["traceEvents"]
+    ]
+    assert [e["cat"] for e in events[:2]] == ["user_annotation", "user_annotation"]
+    assert events[3]["cat"] == "cpu_op"  # the DataLoader wait, rewritten in place too
+
+
+@pytest.mark.parametrize("name", ["nccl.json.gz", "two_ranks_rank-1.json.gz"])
+def test_splicing_real_traces_changes_only_categories(reference_traces: Path, name: str) -> None:
+    raw = gzip.decompress((reference_traces / "hta" / name).read_bytes())
+    ours = {"ph": "C", "name": "trainprof.memory", "pid": 1, "ts": 1.0, "args": {"rss_bytes": 1}}
+    prefix = "aten::"  # stands for our module ranges: many cpu_op ranges with one prefix
+    out = splice_kineto_trace(
+        bytearray(raw), top_level={"k": 1}, events=[ours], annotations=(prefix,)
+    )
+    before, after = orjson.loads(raw)["traceEvents"], orjson.loads(out)["traceEvents"]
+    assert after[0] == ours and len(after) == len(before) + 1
+    relabelled = 0
+    for old, new in zip(before, after[1:], strict=True):
+        if old.get("cat") == "cpu_op" and old.get("name", "").startswith(prefix):
+            old, relabelled = {**old, "cat": "user_annotation"}, relabelled + 1
+        assert new == old
+    assert relabelled > 10
+
+
+@pytest.mark.parametrize("plain_zlib", [False, True], ids=["default deflate", "zlib"])
+@pytest.mark.parametrize("threads", [True, False], ids=["ahead on a thread", "in turn"])
+def test_the_tail_deflated_ahead_completes_the_same_document(
+    threads: bool, plain_zlib: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not threads:
+        monkeypatch.setattr(trace_store, "_usable_cpus", lambda: 1)
+    if plain_zlib:  # no python-isal: no CRC combining, the tail's CRC is taken in turn
+        monkeypatch.setattr(trace_store, "_deflate_module", lambda: zlib)
+    raw = KINETO.replace(b'"traceEvents": [\n', b'"traceEvents": [\n' + OP_AS_KINETO_WRITES * 50)
+    event = {"ph": "i", "name": "ours", "pid": 1, "ts": 1.0}
+    cut = chrome_trace.Splice(bytearray(raw), top_level={"k": 1}, trace_name="t.gz")
+    tail = trace_store.DeflateAhead(cut.after)
+    assert (tail._thread is not None) == threads
+    packed = trace_store.gzip_bytes([*cut.before, cut.encode([event])], tail=tail)
+    assert gzip.decompress(packed) == splice_kineto_trace(
+        raw, top_level={"k": 1}, events=[event], trace_name="t.gz"
+    )
+    assert zlib.decompress(packed, 16 + zlib.MAX_WBITS)  # one member: zlib alone reads it
