@@ -189,11 +189,11 @@ class Profile:
             self._metrics = StepMetrics(
                 self.models, self._memory, self._sinks.write, self._clock, cuda=self.device != "cpu"
             )
-            self._metrics.extra = self._step_extra
             self._watch = Watch(self._on_signal, self._beat)
             if self.system_metrics:
                 self._sampler = SystemSampler(step_peak=self._metrics.step_peak)
                 self._sampler.start()
+                self._metrics.sampler = self._sampler
             self._metrics.attach()
             self._captures = self._build_captures(self._memory, self._metrics)
             self._triggers.start()
@@ -218,15 +218,16 @@ class Profile:
             )
         metrics = self._metrics
         assert metrics is not None
-        self._step += 1
+        self._step = step = self._step + 1
         deep = self._deep
         if deep is None:  # no Kineto: the next step starts where this one ended
-            start, end = metrics.start_ns, metrics.end(deep=False)
-            trigger = self._triggers.after_step(self._step - 1, end - start)
-            if trigger is None or not self._open_triggered(trigger):
-                metrics.begin(self._step, end)
+            step_ns = metrics.roll(step)
+            triggers = self._triggers
+            if triggers.pending is None and triggers.detector is None:  # nothing to ask: done
                 return
-            metrics.begin(self._step, deep=self._recording())  # after Kineto's start
+            trigger = triggers.after_step(step - 1, step_ns)
+            if trigger is not None and self._open_triggered(trigger):
+                metrics.begin(step, deep=self._recording())  # after Kineto's start
             return
         recording = deep.recording
         metrics.end(deep=recording)
@@ -256,7 +257,7 @@ class Profile:
         """
         metrics = self._metrics
         if metrics is not None and self._started:
-            metrics.add_data_wait(ns)
+            metrics.data_wait_ns += ns
 
     def watch(self, *models: nn.Module) -> None:
         """Hook more models: those a script trains, when they are found after :meth:`start`.
@@ -425,10 +426,6 @@ class Profile:
         if deep is not None and not kineto_busy(frame):
             deep.write_budget_s = SIGNAL_WRITE_BUDGET_S
             self._end_deep(last_step=self._step)
-
-    def _step_extra(self) -> dict[str, float] | None:
-        # The sampler replaces (never mutates) its latest dict, so keeping a reference is safe.
-        return self._sampler.step_view if self._sampler is not None else None
 
     def _config(self) -> dict[str, Any]:
         return {

@@ -25,7 +25,7 @@ import functools
 import math
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import torch
 from torch import nn
@@ -54,6 +54,15 @@ MAX_PHASE_EVERY = 100
 _now = time.perf_counter_ns
 
 
+class _Phases(NamedTuple):
+    """A timed step's split, in ns (-1: not seen)."""
+
+    forward_ns: int
+    backward_ns: int
+    optimizer_ns: int
+    events: tuple[Any, ...] | None  # CUDA: (fwd start, fwd end, opt start, opt end) or None
+
+
 class _Row(NamedTuple):
     """One step as raw numbers; turned into a record at flush."""
 
@@ -61,15 +70,18 @@ class _Row(NamedTuple):
     start_ns: int
     end_ns: int
     data_wait_ns: int
-    forward_ns: int  # -1: no forward seen
-    backward_ns: int  # -1: unknown
-    optimizer_ns: int  # -1: no optimizer.step seen
     memory_bytes: int
     peak_bytes: int
     deep: bool
     completed: bool
     extra: dict[str, float] | None
-    events: tuple[Any, ...] | None  # CUDA: (fwd start, fwd end, opt start, opt end) or None
+    phases: _Phases | None  # None: a step whose phases were not timed
+
+
+class _Sampler(Protocol):
+    """What the steps read of the system sampler: the figures each record carries."""
+
+    step_view: dict[str, float]
 
 
 class StepMetrics:
@@ -106,9 +118,12 @@ class StepMetrics:
         self._rows: list[tuple[Any, ...]] = []
         self._last_flush = _now()
         self._memory_at = -RSS_INTERVAL_NS
-        self._memory_now = self._peak = 0
+        self._memory_now = 0
         self.step_peak = StepPeak()  # fed by the system sampler, when there is one
-        self.extra: Callable[[], dict[str, float] | None] = lambda: None
+        # The sampler whose ``step_view`` each record carries and which feeds ``step_peak``.
+        self.sampler: _Sampler | None = None
+        self.data_wait_ns = 0  # the step in progress's; the loader adds to it directly
+        self._timed = False
         self._begin_state(0)
 
     def attach(self) -> None:
@@ -199,27 +214,42 @@ class StepMetrics:
         if self._cuda:
             self._memory.reset_peak()
 
+    def roll(self, index: int) -> int:
+        """End the step in progress and begin step ``index`` at the same clock reading: the
+        light path's whole work per step (no Kineto window open).
+
+        Returns:
+            The duration of the step just ended, in ns.
+        """
+        end = _now()
+        start = self._start_ns
+        if self._active:
+            self._close(end, False, True)
+        self._begin_state(index, end, False)
+        if self._cuda:
+            self._memory.reset_peak()
+        return end - start
+
     def _begin_state(self, index: int, start_ns: int = 0, deep: bool = False) -> None:
         self._index = index
         self._active = True
         self._start_ns = start_ns
-        self._data_wait_ns = self._depth = self._forward_ns = self._optimizer_ns = 0
-        self._forward_seen = self._optimizer_seen = False
-        self._forward_end = self._first_opt = 0
-        self._timed = timed = deep or index >= self._next_timed
+        self.data_wait_ns = 0
+        timed = deep or index >= self._next_timed
+        if timed or self._timed:  # an untimed step after another writes nothing more
+            self._set_timed(timed)
+
+    def _set_timed(self, timed: bool) -> None:
+        """Reset the phase split for a timed step; put the hooks in place or take them off."""
+        self._timed = timed
+        if timed:
+            self._depth = self._forward_ns = self._optimizer_ns = 0
+            self._forward_seen = self._optimizer_seen = False
+            self._forward_end = self._first_opt = 0
+            if self._cuda:
+                self._events: list[Any] = [None, None, None, None]
         if self._enabled and timed is not self._installed:
             self._install() if timed else self._uninstall()
-        if self._cuda:
-            self._events = [None, None, None, None]
-
-    @property
-    def start_ns(self) -> int:
-        """The clock reading at the start of the step in progress."""
-        return self._start_ns
-
-    def add_data_wait(self, duration_ns: int) -> None:
-        """Add time spent waiting for the next batch to the current step."""
-        self._data_wait_ns += duration_ns
 
     def discard(self) -> None:
         """Drop the step in progress (the run ended between steps)."""
@@ -232,34 +262,47 @@ class StepMetrics:
             The clock reading at the step's end (the next step's start).
         """
         end = _now()
-        if not self._active:
-            return end
+        if self._active:
+            self._close(end, deep, completed)
+        return end
+
+    def _close(self, end: int, deep: bool, completed: bool) -> None:
+        """Keep the step ending at ``end`` as one tuple; hand the rows over once a second."""
         self._active = False
-        if self._timed:
-            self._next_timed = self._index + phase_every(end - self._start_ns)
+        sampler = self.sampler
         if self._cuda:
-            self._memory_now, self._peak = self._memory.cuda_step_bytes()  # reset at begin
+            self._memory_now, peak = self._memory.cuda_step_bytes()  # reset at begin
         else:
-            start_rss = self._memory_now
+            peak = self._memory_now  # the reading the step's start carried
             if end - self._memory_at >= RSS_INTERVAL_NS:
                 self._read_memory(end)
-            now, peak = self._memory_now, self.step_peak.take()
+            now = self._memory_now
             peak = now if now > peak else peak  # not max(): its call costs more, every step
-            self._peak = start_rss if start_rss > peak else peak
-        backward = self._first_opt - self._forward_end if self._forward_seen else -1
+            if sampler is not None:  # only the sampler feeds step_peak
+                sampled = self.step_peak.take()
+                peak = sampled if sampled > peak else peak
         # A plain tuple (a _Row's fields, in order): NamedTuple construction costs more per step.
+        # The sampler replaces (never mutates) its step_view, so keeping a reference is safe.
         self._rows.append((
-            self._index, self._start_ns, end, self._data_wait_ns,
-            self._forward_ns if self._forward_seen else -1,
-            backward if self._optimizer_seen and backward >= 0 else -1,
-            self._optimizer_ns if self._optimizer_seen else -1,
-            self._memory_now, self._peak, deep, completed, self.extra(),
-            tuple(self._events) if self._cuda and self._events[0] is not None else None,
+            self._index, self._start_ns, end, self.data_wait_ns, self._memory_now, peak, deep,
+            completed, None if sampler is None else sampler.step_view,
+            self._phases(end) if self._timed else None,
         ))  # fmt: skip
         if end - self._last_flush >= FLUSH_INTERVAL_NS:
             self._last_flush = end
             self._drain(block=False)
-        return end
+
+    def _phases(self, end: int) -> _Phases:
+        """The timed step's split; sets the next step to time."""
+        self._next_timed = self._index + phase_every(end - self._start_ns)
+        forward = self._forward_ns if self._forward_seen else -1
+        backward = self._first_opt - self._forward_end if self._forward_seen else -1
+        return _Phases(
+            forward,
+            backward if self._optimizer_seen and backward >= 0 else -1,
+            self._optimizer_ns if self._optimizer_seen else -1,
+            tuple(self._events) if self._cuda and self._events[0] is not None else None,
+        )
 
     def flush(self, *, block: bool = True) -> None:
         """Hand over every finished step, waiting for CUDA events if ``block`` (else only those
@@ -330,18 +373,19 @@ def _record(row: tuple[Any, ...], wall_offset: int) -> dict[str, Any]:
 
     ``wall_offset`` turns our clock into unix ns (+ 50: 0.1 us, rounded half up).
     """
-    step, start, end, wait, forward, backward, optimizer, memory, peak = row[:9]
-    deep, completed, extra, events = row[9:]
-    if events is not None:
-        forward, backward, optimizer = _event_phases(events)
+    step, start, end, wait, memory, peak, deep, completed, extra, phases = row
+    forward = backward = optimizer = None
+    if phases is not None:
+        times = phases[:3] if phases.events is None else _event_phases(phases.events)
+        forward, backward, optimizer = (_us(ns) for ns in times)
     record: dict[str, Any] = {
         "step": step,
         "start_unix_us": (start + wall_offset) // 100 / 10,
         "dur_us": (end - start) / 1000,
         "data_wait_us": wait / 1000,
-        "forward_us": _us(forward),
-        "backward_us": _us(backward),
-        "optimizer_us": _us(optimizer),
+        "forward_us": forward,
+        "backward_us": backward,
+        "optimizer_us": optimizer,
         "memory_bytes": memory,
         "peak_memory_bytes": peak,
         "deep": deep,
@@ -367,7 +411,8 @@ def _cuda_event() -> Any:
 
 
 def _done(row: _Row) -> bool:
-    last = next((e for e in reversed(row.events or ()) if e is not None), None)
+    events = row.phases.events if row.phases is not None else None
+    last = next((e for e in reversed(events or ()) if e is not None), None)
     return last is None or bool(last.query())
 
 
