@@ -377,8 +377,10 @@ class OptimizerHeavy(Rule):
 
 
 class SmallBatch(Rule):
-    """Fires when CPU ops average under :data:`SMALL_BATCH_OP_US` of self time and the GPU
-    (if any) is not busy.
+    """Fires when CPU ops average under :data:`SMALL_BATCH_OP_US` of self time on a trace with
+    device work (a GPU utilisation) and the device is not busy. A CPU-only trace has no device
+    to starve: short ops there are the work itself (a tiny model, an optimizer's per-parameter
+    loop), and a larger batch is no remedy the trace can argue for.
 
     Saving: None. A larger batch does more work per step, so the step gets longer, not shorter;
     the gain is per sample, which a trace without the batch size cannot measure.
@@ -393,8 +395,8 @@ class SmallBatch(Rule):
         util = facts.gpu_utilization_pct
         if mean_op is None or mean_op >= SMALL_BATCH_OP_US:
             return None
-        if util is not None and util >= LOW_GPU_UTIL_PCT:
-            return None  # a busy GPU is not starved by op overhead
+        if util is None or util >= LOW_GPU_UTIL_PCT:
+            return None  # no device to starve, or a busy one
         message = (
             f"CPU ops average {mean_op:.1f} us of their own time: per-op overhead dominates; "
             "a larger batch (or fewer, larger ops) would use the hardware better"

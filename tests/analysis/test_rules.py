@@ -76,6 +76,11 @@ CASES = [
         {"mean_op_self_us": 6.0, "gpu_utilization_pct": 30.0},
         {"mean_op_self_us": 6.0, "gpu_utilization_pct": 70.0},
     ),
+    (  # a CPU-only trace: no device for short ops to starve
+        "small_batch",
+        {"mean_op_self_us": 6.0, "gpu_utilization_pct": 30.0},
+        {"mean_op_self_us": 6.0, "gpu_utilization_pct": None, "device": "cpu"},
+    ),
 ]
 
 

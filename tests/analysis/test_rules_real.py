@@ -41,7 +41,7 @@ DEVICE_WORK = ("kernel", "memcpy", "memset", "communication")
 FIRED_ON_REFERENCE = {
     "alexnet": {"low_gpu_utilization", "amp_eligible"},
     "amd_mi250": {"low_gpu_utilization", "launch_bound"},
-    "cpu_only": {"comm_heavy", "small_batch"},
+    "cpu_only": {"comm_heavy"},
     "diff_control": {"comm_heavy"},
     "diff_test": {"comm_heavy", "memcpy_heavy", "amp_eligible"},
     "mtia_inference": set(),
@@ -63,6 +63,7 @@ QUIET_ON = [
     ("comm_heavy", "nccl"),  # NCCL job, but communication is 7% of the step
     ("optimizer_heavy", "diff_control"),  # optimizer.step 3% of the step
     ("small_batch", "two_ranks_rank-0"),  # ops average 266 us of their own time
+    ("small_batch", "cpu_only"),  # 4 ops of ~5 us, but no device that short ops could starve
 ]
 
 
@@ -270,7 +271,6 @@ def test_comm_heavy_on_two_ranks() -> None:
     [
         ("amp_eligible", "alexnet"),
         ("optimizer_heavy", "two_ranks_rank-0"),
-        ("small_batch", "cpu_only"),
     ],
 )
 def test_rules_without_an_honest_estimate(rule_id: str, name: str) -> None:
