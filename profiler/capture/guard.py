@@ -10,8 +10,9 @@
   torch tears down, marked by how the interpreter is leaving (:func:`_stop_at_exit`).
 - **Signals.** :class:`SignalGuard` handles SIGTERM and SIGINT while a session is live, then
   hands the signal to whatever handled it before.
-- **Heartbeat.** :class:`Heartbeat` calls back every ``HEARTBEAT_INTERVAL_S`` from a daemon
-  thread, so readers can tell a live run from one killed with SIGKILL.
+- **Heartbeat.** :class:`Watch` beats every ``HEARTBEAT_INTERVAL_S``, so readers can tell a
+  live run from one killed with SIGKILL, on the session's one :class:`Ticker` thread (the
+  trigger-file poll of :mod:`on_demand` shares it).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import warnings
 from collections.abc import Callable
 from types import FrameType
@@ -231,49 +233,72 @@ def run_within(budget_s: float, fn: Callable[[], None], *, name: str) -> bool:
     return True
 
 
-class Heartbeat:
-    """Call ``beat`` every ``interval_s`` on a daemon thread until :meth:`stop`.
+class Ticker:
+    """Call each of a session's periodic chores at its own interval, from one daemon thread.
+
+    The heartbeat (every 10 s) and the trigger-file poll (every second) share it: one thread
+    and one wake-up a second, not two threads. A chore that fails is ignored (each reports its
+    own failures); one that takes long delays the others, and its next call counts from its end,
+    so a stalled file system is never called in a burst to catch up.
 
     Args:
-        beat: the callback (errors in it are swallowed: it reports its own).
-        interval_s: seconds between beats.
         event: what the thread waits on, ``wait(timeout) -> bool`` and ``set()`` like a
-            ``threading.Event`` (tests pass one they tick by hand).
+            ``threading.Event``. Tests pass one they tick by hand: each tick is the wait running
+            out, so the chores next due run (on the ticker's own schedule, not the wall clock's).
         name: the thread's name, after ``trainprof-``.
     """
 
-    def __init__(
-        self,
-        beat: Callable[[], None],
-        interval_s: float,
-        event: Any = None,
-        *,
-        name: str = "heartbeat",
-    ) -> None:
-        self.interval_s = interval_s
+    def __init__(self, event: Any = None, *, name: str = "ticker") -> None:
         self.name = name
-        self._beat = beat
         self._event = threading.Event() if event is None else event
+        self._chores: list[list[Any]] = []  # [next due on time.monotonic(), interval_s, chore]
         self._thread: threading.Thread | None = None
 
+    @property
+    def intervals(self) -> list[float]:
+        """Each chore's interval, in the order they were added."""
+        return [interval for _, interval, _ in self._chores]
+
+    def every(self, interval_s: float, chore: Callable[[], None]) -> None:
+        """Call ``chore`` every ``interval_s`` seconds once started (add chores before then).
+
+        Raises:
+            ProfilerStateError: the thread has started already.
+        """
+        if self._thread is not None:
+            raise ProfilerStateError("add a ticker's chores before it starts")
+        self._chores.append([0.0, float(interval_s), chore])
+
     def start(self) -> None:
-        """Start the thread."""
+        """Start the thread (none for no chores)."""
+        if not self._chores or self._thread is not None:
+            return
+        now = time.monotonic()
+        for chore in self._chores:
+            chore[0] = now + chore[1]
         self._thread = threading.Thread(
             target=self._run, name=f"trainprof-{self.name}", daemon=True
         )
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop the thread and wait for a beat in progress to end."""
+        """Stop the thread and wait for a chore in progress to end."""
         self._event.set()
         if self._thread is not None:
             self._thread.join()
             self._thread = None
 
     def _run(self) -> None:
-        while not self._event.wait(self.interval_s):
-            with contextlib.suppress(Exception):  # beat reports its own failures
-                self._beat()
+        chores = self._chores
+        while True:
+            due = min(chore[0] for chore in chores)
+            if self._event.wait(max(0.0, due - time.monotonic())):
+                return
+            for chore in chores:
+                if chore[0] <= due:
+                    with contextlib.suppress(Exception):  # chores report their own failures
+                        chore[2]()
+                    chore[0] = max(due, time.monotonic()) + chore[1]
 
 
 class Watch:
@@ -281,7 +306,9 @@ class Watch:
 
     Args:
         on_signal: see :class:`SignalGuard`.
-        beat: see :class:`Heartbeat`; every ``liveness.HEARTBEAT_INTERVAL_S`` (read now).
+        beat: called every ``liveness.HEARTBEAT_INTERVAL_S`` (read now) on :attr:`ticker`.
+
+    The ticker starts at :meth:`start`, once the session has added its other chores to it.
     """
 
     def __init__(
@@ -289,10 +316,14 @@ class Watch:
     ) -> None:
         self.signals = SignalGuard(on_signal)
         self.signals.install()
-        self.heartbeat = Heartbeat(beat, liveness.HEARTBEAT_INTERVAL_S)
-        self.heartbeat.start()
+        self.ticker = Ticker(name="session")
+        self.ticker.every(liveness.HEARTBEAT_INTERVAL_S, beat)
+
+    def start(self) -> None:
+        """Start the ticker's thread: the heartbeat and the chores added since."""
+        self.ticker.start()
 
     def close(self) -> None:
-        """Stop the heartbeat (a beat in progress ends first) and restore the handlers."""
-        self.heartbeat.stop()
+        """Stop the ticker (a chore in progress ends first) and restore the handlers."""
+        self.ticker.stop()
         self.signals.restore()

@@ -4,9 +4,10 @@ From outside the process, like Kineto's on-demand tracing, two ways:
 
 - **a trigger file**, ``<run>/meta/capture`` (every rank) or ``meta/capture.<rank>``, holding
   the number of steps or nothing (:mod:`profiler.store.capture_request`; ``trainprof capture
-  RUN_DIR --steps N`` writes it). A daemon thread looks for it once every
-  :data:`REQUEST_POLL_S`, so the training thread never waits on the file system (a stat on a
-  stalled network mount can block for seconds); the step path reads one attribute.
+  RUN_DIR --steps N`` writes it). The session's ticker thread (the heartbeat's, see
+  :class:`~profiler.capture.guard.Ticker`) looks for it once every :data:`REQUEST_POLL_S`, so
+  the training thread never waits on the file system (a stat on a stalled network mount can
+  block for seconds); the step path reads one attribute.
 - **SIGUSR2**, for :data:`DEFAULT_REQUEST_STEPS` steps: SIGTERM and SIGINT are the guard's,
   SIGUSR1 is taken by schedulers and Lightning (SLURM's requeue). The handler is installed
   from the main thread, where SIGUSR2 has its default disposition only (a handler of the
@@ -30,7 +31,7 @@ from types import FrameType
 from typing import Any
 
 from profiler.capture.anomaly import AnomalyDetector, AnomalySchedule
-from profiler.capture.guard import Heartbeat
+from profiler.capture.guard import Ticker
 from profiler.capture.schedule import Schedule
 from profiler.store.capture_request import (
     DEFAULT_REQUEST_STEPS,
@@ -76,12 +77,12 @@ class Triggers:
         self._warn = warn
         self._paths = request_paths(store.run_dir, store.rank)
         self._seen: list[FileVersion | None] = [None] * len(self._paths)
-        self._poll = Heartbeat(self.poll, REQUEST_POLL_S, name="capture-requests")
         self._handler_installed = False
 
-    def start(self) -> None:
-        """Look for trigger files from now on, and take SIGUSR2 where it is free."""
-        self._poll.start()
+    def start(self, ticker: Ticker) -> None:
+        """Look for trigger files on ``ticker`` once it starts, and take SIGUSR2 where it is
+        free."""
+        ticker.every(REQUEST_POLL_S, self.poll)
         signum = REQUEST_SIGNAL
         if signum is None or threading.current_thread() is not threading.main_thread():
             return
@@ -90,8 +91,7 @@ class Triggers:
             self._handler_installed = True
 
     def close(self) -> None:
-        """Stop looking; give SIGUSR2 back its default disposition."""
-        self._poll.stop()
+        """Give SIGUSR2 back its default disposition (the session stops the ticker)."""
         signum = REQUEST_SIGNAL
         if self._handler_installed and signum is not None:
             try:
@@ -129,7 +129,7 @@ class Triggers:
         return Schedule(wait=0, warmup=self.warmup, active=active, skip_first=next_step)
 
     def poll(self) -> None:
-        """Read the trigger files (the thread's beat; a test may call it directly)."""
+        """Read the trigger files (the ticker's chore; a test may call it directly)."""
         for index, path in enumerate(self._paths):
             self._seen[index], steps = read_request(path, self._seen[index])
             if steps is not None and self.pending is None:

@@ -189,14 +189,15 @@ class Profile:
             self._metrics = StepMetrics(
                 self.models, self._memory, self._sinks.write, self._clock, cuda=self.device != "cpu"
             )
-            self._watch = Watch(self._on_signal, self._beat)
+            watch = self._watch = Watch(self._on_signal, self._beat)
             if self.system_metrics:
                 self._sampler = SystemSampler(step_peak=self._metrics.step_peak)
                 self._sampler.start()
                 self._metrics.sampler = self._sampler
             self._metrics.attach()
             self._captures = self._build_captures(self._memory, self._metrics)
-            self._triggers.start()
+            self._triggers.start(watch.ticker)
+            watch.start()  # one thread: the heartbeat and the trigger-file poll
             if isinstance(self.schedule, Schedule):
                 self._open(self.schedule, self._step, None)
             self._metrics.begin(self._step, deep=self._recording())

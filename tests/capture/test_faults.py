@@ -11,9 +11,9 @@ import pytest
 import torch
 
 import profiler
-from profiler.capture import guard, kineto
+from profiler.capture import guard, kineto, on_demand
 from profiler.events import TRACE_SUFFIX, TrainprofWarning
-from profiler.store import step_log, trace_store
+from profiler.store import liveness, step_log, trace_store
 from tests.capture.helpers import ManualTicks, meta_of, run_child, summary, tiny_loop
 from tests.conftest import read_steps, read_trace
 
@@ -192,8 +192,10 @@ def test_a_step_log_that_recovers_loses_no_step(train, tmp_path, monkeypatch) ->
 
 def test_a_failing_heartbeat_degrades_without_stopping_training(tmp_path, monkeypatch) -> None:
     ticks = ManualTicks()
-    real = guard.Heartbeat
-    monkeypatch.setattr(guard, "Heartbeat", lambda beat, interval_s: real(beat, interval_s, ticks))
+    real = guard.Ticker
+    monkeypatch.setattr(guard, "Ticker", lambda name: real(ticks, name=name))
+    # One tick runs the heartbeat: its interval is that of the trigger-file poll it shares with.
+    monkeypatch.setattr(liveness, "HEARTBEAT_INTERVAL_S", on_demand.REQUEST_POLL_S)
     monkeypatch.setattr(
         trace_store.RunStore, "heartbeat", raising(OSError(errno.EACCES, "Permission denied"))
     )

@@ -17,9 +17,9 @@ from torch import nn
 import profiler
 from profiler.capture import guard
 from profiler.capture.guard import (
-    Heartbeat,
     ProfilerStateError,
     SignalGuard,
+    Ticker,
     kineto_busy,
     live_sessions,
     run_within,
@@ -27,6 +27,7 @@ from profiler.capture.guard import (
 from profiler.events import TrainprofWarning
 from profiler.store.liveness import run_state
 from tests.capture.helpers import ManualTicks, meta_of, run_child, summary, tiny_loop
+from tests.conftest import read_trace
 
 # Nesting --------------------------------------------------------------------------------------
 
@@ -105,51 +106,71 @@ def test_the_exit_hook_marks_an_uncaught_exception_failed(monkeypatch, tmp_path)
 # Heartbeat ------------------------------------------------------------------------------------
 
 
-def test_the_heartbeat_beats_at_each_tick_and_stops() -> None:
-    ticks, beats = ManualTicks(), []
-    heart = Heartbeat(lambda: beats.append(1), interval_s=10.0, event=ticks)
-    heart.start()
-    ticks.tick_and_wait()
-    ticks.tick_and_wait()
-    assert beats == [1, 1]
-    heart.stop()
-    assert not [t for t in threading.enumerate() if t.name == "trainprof-heartbeat"]
+def test_a_ticker_runs_each_chore_at_its_own_interval_and_stops() -> None:
+    ticks, calls = ManualTicks(), []
+    ticker = Ticker(event=ticks, name="chores")
+    ticker.every(10.0, lambda: calls.append("beat"))
+    ticker.every(1.0, lambda: calls.append("poll"))
+    ticker.every(5.0, lambda: 1 / 0)  # a failing chore stops none of the others
+    ticker.start()
+    for _ in range(10):  # each tick: the wait for the next chore due ran out
+        ticks.tick_and_wait()
+    assert calls == ["poll"] * 9 + ["beat", "poll"]
+    assert len([t for t in threading.enumerate() if t.name == "trainprof-chores"]) == 1
+    ticker.stop()
+    assert not [t for t in threading.enumerate() if t.name == "trainprof-chores"]
+    late = Ticker()
+    late.every(1.0, lambda: None)
+    late.start()
+    try:
+        with pytest.raises(ProfilerStateError, match="before it starts"):
+            late.every(1.0, lambda: None)
+    finally:
+        late.stop()
 
 
-def test_a_session_beats_into_run_json(tmp_path: Path, monkeypatch) -> None:
+def test_one_thread_beats_into_run_json_and_polls_for_requests(tmp_path, monkeypatch) -> None:
+    from profiler.capture import on_demand
+    from profiler.store import liveness
+    from profiler.store.capture_request import write_request
     from profiler.store.trace_store import RunStore
 
     ticks = ManualTicks()
-    real, beat = guard.Heartbeat, RunStore.heartbeat
-    monkeypatch.setattr(guard, "Heartbeat", lambda beat, interval_s: real(beat, interval_s, ticks))
+    real, beat = guard.Ticker, RunStore.heartbeat
+    monkeypatch.setattr(guard, "Ticker", lambda name: real(ticks, name=name))
+    # One tick runs both chores: the heartbeat's interval is the poll's.
+    monkeypatch.setattr(liveness, "HEARTBEAT_INTERVAL_S", on_demand.REQUEST_POLL_S)
     monkeypatch.setattr(RunStore, "heartbeat", lambda store: beat(store, now=2_000_000_000.0))
-    with profiler.profile(None, out_dir=tmp_path, run_name="hb", schedule=None) as prof:
+    before = {t.name for t in threading.enumerate()}
+    schedule = profiler.schedule(wait=0, warmup=1, active=1)
+    with profiler.profile(
+        None, out_dir=tmp_path, run_name="hb", schedule=schedule, system_metrics=False
+    ) as prof:
+        ours = {t.name for t in threading.enumerate()} - before
+        assert ours == {"trainprof-session"}  # not one for the heartbeat, one for the poll
         meta = meta_of(tmp_path / "hb")
         assert meta["host"] == socket.gethostname() and meta["pid"] == os.getpid()
         assert meta["heartbeat_unix_s"] == meta["started_unix_s"]  # the first beat is the start
+        write_request(prof.run_dir, steps=1)
         ticks.tick_and_wait()
         meta = meta_of(tmp_path / "hb")
         assert meta["heartbeat_unix_s"] == 2_000_000_000.0
         assert run_state(meta, now=2_000_000_001.0).status == "running"
-        tiny_loop(prof, 1)
+        tiny_loop(prof, 6)  # the schedule's window, then the request's
     assert meta_of(tmp_path / "hb")["status"] == "complete"
+    asked = read_trace(prof.trace_files[-1])["trainprof"]["window"]["trigger"]
+    assert len(prof.trace_files) == 2 and asked["source"] == "capture"  # the poll found it
+    assert not [t for t in threading.enumerate() if t.name == "trainprof-session"]
 
 
 def test_the_heartbeat_interval_is_livenesss(tmp_path: Path, monkeypatch) -> None:
+    from profiler.capture.on_demand import REQUEST_POLL_S
     from profiler.store import liveness
 
-    seen = []
-    real = guard.Heartbeat
-
-    def spy(beat, interval_s):
-        seen.append(interval_s)
-        return real(beat, interval_s)
-
-    monkeypatch.setattr(guard, "Heartbeat", spy)
     monkeypatch.setattr(liveness, "HEARTBEAT_INTERVAL_S", 123.0)
-    with profiler.profile(None, out_dir=tmp_path, run_name="i", schedule=None):
-        pass
-    assert seen == [123.0]
+    with profiler.profile(None, out_dir=tmp_path, run_name="i", schedule=None) as prof:
+        assert prof._watch is not None
+        assert prof._watch.ticker.intervals == [123.0, REQUEST_POLL_S]
 
 
 # Signal plumbing ------------------------------------------------------------------------------
