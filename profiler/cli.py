@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -16,6 +18,8 @@ from profiler.store.chrome_trace import TraceFormatError
 if TYPE_CHECKING:  # the analysis is imported when a command needs it: `--help` starts fast
     from profiler.analysis.diff import RunFigures
     from profiler.analysis.gate import Gate
+    from profiler.analysis.rank_summary import RankSummary
+    from profiler.analysis.run import Run
 
 app = typer.Typer(
     name="trainprof",
@@ -105,25 +109,81 @@ def _error(message: BaseException | str) -> None:
     console.print("[red]error:[/]", escape(str(message)), highlight=False, soft_wrap=True)
 
 
-def _load_reporting(path: Path, *, cache: bool, side: str = "") -> Any:
-    """The traces at ``path``, each file that cannot be read reported on stderr (``side``, if
-    given, says which run of a diff it belongs to); None when ``path`` itself cannot be read.
+Dask = Annotated[
+    str | None,
+    typer.Option(
+        "--dask",
+        metavar="ADDR",
+        help="Summarise the trace files on this Dask cluster (tcp://scheduler:8786; its "
+        "workers must reach the files at the same paths), or 'local' for worker processes "
+        "here. Without it, many files (32+ needing work) go to local worker processes when "
+        "Dask is installed: pip install 'trainprof[dask]'.",
+    ),
+]
 
-    A setting that is not valid (``$TRAINPROF_MAX_TRACE_BYTES``) ends the command: exit 2.
+
+@dataclass(frozen=True)
+class _Summaries:
+    """One PATH's per-rank summaries, in load order, and its files' errors."""
+
+    summaries: list[RankSummary]
+    errors: list[TraceFormatError]
+
+
+def _summarise_reporting(
+    paths: Sequence[Path], sides: Sequence[str], *, cache: bool, dask: str | None,
+    by_shape: bool = False,
+) -> list[_Summaries | None]:  # fmt: skip
+    """Each path's per-rank summaries (every file of every path fanned out at once, see
+    ``profiler.analysis.fanout``), each file that cannot be read reported on stderr (with the
+    run of a diff it belongs to: ``sides``); None for a path that does not exist, or a single
+    file that cannot be read. A bad setting or an unusable --dask ends the command: exit 2.
     """
-    from profiler.analysis.table import load
+    from profiler.analysis.fanout import DaskUnavailable, summarize_files
+    from profiler.analysis.guards import text_limit
+    from profiler.analysis.rank_summary import in_run_order
+    from profiler.analysis.table import find_trace_files
 
-    tail = f" (in the {side} run)" if side else ""
     try:
-        traces = load(path, progress=True, cache=cache)
-    except (FileNotFoundError, TraceFormatError) as exc:
-        _error(f"{exc}{tail}")
-        return None
-    except ValueError as exc:
+        text_limit(None)  # said once, before any file
+        listed = [
+            _files_or_error(find_trace_files, path, side)
+            for path, side in zip(paths, sides, strict=True)
+        ]
+        results = summarize_files(
+            [file for files in listed for file in files or ()],
+            dask=dask,
+            by_shape=by_shape,
+            cache=cache,
+            progress=True,
+        )
+    except (DaskUnavailable, ValueError) as exc:
         _fail(exc)
-    for error in traces.errors:
-        _error(f"{error}{tail}")
-    return traces
+    groups: list[_Summaries | None] = []
+    for path, side, files in zip(paths, sides, listed, strict=True):
+        mine, results = results[: len(files or ())], results[len(files or ()) :]
+        errors = [r for r in mine if isinstance(r, TraceFormatError)]
+        for error in errors:
+            _error(f"{error}{_side(side)}")
+        done = [r for r in mine if not isinstance(r, TraceFormatError)]
+        single_failed = path.is_file() and not done
+        groups.append(
+            None if files is None or single_failed else _Summaries(in_run_order(done), errors)
+        )
+    return groups
+
+
+def _files_or_error(find: Any, path: Path, side: str) -> list[Path] | None:
+    try:
+        files: list[Path] = find(path)
+    except FileNotFoundError as exc:
+        _error(f"{exc}{_side(side)}")
+        return None
+    return files
+
+
+def _side(side: str) -> str:
+    return f" (in the {side} run)" if side else ""
 
 
 FailAbove = Annotated[
@@ -164,6 +224,7 @@ def summary(
     by_shape: Annotated[
         bool, _flag("--by-shape", help="Top ops per name and input shapes (record_shapes=True).")
     ] = False,
+    dask: Dask = None,
 ) -> None:
     """Report the bottlenecks of traces: step breakdown, GPU, top ops and kernels, advice; and
     the runs' step logs (every step: step time, data wait, phase split, memory), which is all
@@ -175,36 +236,34 @@ def summary(
     ``error: <file>: <problem>``), if there is neither a readable trace nor a step log, or if
     the gate could not compare.
     """
-    from profiler.analysis.summary import step_log_runs, summarize_traces
-    from profiler.analysis.table import TraceSet
+    from profiler.analysis.summary import step_log_runs, summarize_ranks
 
     if (baseline is None) != (fail_above is None):
         missing = "--fail-above PCT" if fail_above is None else "--baseline BASE"
         given = "--baseline" if fail_above is None else "--fail-above"
         raise typer.BadParameter(f"a gate needs both: add {missing}", param_hint=given)
     metric_name = _gate_metric(fail_above, metric)
-    base, bad_base = (None, False) if baseline is None else _gate_base(baseline, cache=not no_cache)
-    groups = [_load_reporting(path, cache=not no_cache) for path in paths]
-    loaded = [trace for group in groups if group is not None for trace in group.traces]
+    bases = [] if baseline is None else [baseline]
+    found = _summarise_reporting(
+        [*paths, *bases], [""] * len(paths) + ["baseline"] * len(bases),
+        cache=not no_cache, dask=dask, by_shape=by_shape,
+    )  # fmt: skip
+    groups, base_group = found[: len(paths)], found[-1] if bases else None
+    summaries = [s for group in groups if group is not None for s in group.summaries]
     runs = step_log_runs(paths)
-    report, errors = summarize_traces(TraceSet(traces=tuple(loaded)), runs=runs, by_shape=by_shape)
-    for error in errors:
-        _error(error)
+    report = summarize_ranks(summaries, runs=runs)
     if not report["traces"] and report["step_logs"] is None:
         _fail(f"no readable trace under {', '.join(map(str, paths))}")
     gate = None
+    base, bad_base = (None, False) if baseline is None else _gate_base(baseline, base_group)
     if base is not None and fail_above is not None:
-        from profiler.analysis.diff import run_figures
         from profiler.analysis.gate import check_gate
 
-        # The traces the summary could analyse and the step logs, as one run.
-        analysed = {entry["path"] for entry in report["traces"]}
-        ours = TraceSet(traces=tuple(t for t in loaded if str(t.path) in analysed))
-        new = run_figures(ours, runs)
+        new = _figures(summaries, runs)
         gate = check_gate(base, new, threshold_pct=fail_above, metric=metric_name)
         report["gate"] = gate.to_dict()
     _emit(report, json, "render_summary")
-    bad = bad_base or bool(errors) or any(group is None or group.errors for group in groups)
+    bad = bad_base or any(group is None or group.errors for group in groups)
     _finish(gate, bad_input=bad)
 
 
@@ -224,20 +283,22 @@ def _gate_metric(fail_above: float | None, metric: str | None) -> str:
     return metric or DEFAULT_METRIC
 
 
-def _gate_base(baseline: Path, *, cache: bool) -> tuple[RunFigures, bool]:
+def _gate_base(baseline: Path, group: _Summaries | None) -> tuple[RunFigures, bool]:
     """The baseline run's figures for ``summary``'s gate, and whether a file of it could not be
-    read (each named on stderr); exit 2 when it has neither a readable trace nor a step log."""
-    from profiler.analysis.diff import run_figures
+    read; exit 2 when it has neither a readable trace nor a step log."""
     from profiler.analysis.summary import step_log_runs
 
-    traces = _load_reporting(baseline, cache=cache, side="baseline")
     runs = step_log_runs([baseline])
-    if traces is None or not (traces.traces or any(run.steps() for run in runs)):
+    if group is None or not (group.summaries or any(run.steps() for run in runs)):
         _fail(f"{baseline}: no readable trace (the baseline run)")
-    try:
-        return run_figures(traces, runs), bool(traces.errors)
-    except TraceFormatError as exc:
-        _fail(f"{exc} (in the baseline run)")
+    return _figures(group.summaries, runs), bool(group.errors)
+
+
+def _figures(summaries: Sequence[RankSummary], runs: Sequence[Run]) -> RunFigures:
+    """One side of a diff or a gate, from its per-rank summaries and step logs."""
+    from profiler.analysis.diff import pooled_figures
+
+    return pooled_figures([s.totals for s in summaries], [s.device for s in summaries], runs)
 
 
 def _finish(gate: Gate | None, *, bad_input: bool) -> None:
@@ -260,6 +321,7 @@ def diff(
     no_cache: NoCache = False,
     fail_above: FailAbove = None,
     metric: Metric = None,
+    dask: Dask = None,
 ) -> None:
     """Compare two traces or runs: step time, categories, ops and kernels, per step, and the
     always-on step logs (every step) when both runs have them (runs recorded with step logs
@@ -271,30 +333,22 @@ def diff(
     has neither a readable trace nor a step log, if the two share nothing to compare, or if
     the gate could not compare.
     """
-    from profiler.analysis.diff import diff_figures, run_figures
+    from profiler.analysis.diff import diff_figures
     from profiler.analysis.gate import check_gate
     from profiler.analysis.run import Run
-    from profiler.analysis.table import TraceSet
 
     metric_name = _gate_metric(fail_above, metric)
     sides = {"base": base, "new": new}
     runs = {side: Run(path) for side, path in sides.items()}
-    loaded = {
-        side: _load_reporting(path, cache=not no_cache, side=side) for side, path in sides.items()
-    }
-    loaded = {side: TraceSet(traces=()) if t is None else t for side, t in loaded.items()}
+    found = _summarise_reporting(list(sides.values()), list(sides), cache=not no_cache, dask=dask)
+    loaded = {side: group or _Summaries([], []) for side, group in zip(sides, found, strict=True)}
     # A run recorded with --light-only / schedule=None has step logs and no trace.
-    empty = [side for side, t in loaded.items() if not t.traces and not runs[side].steps()]
+    empty = [side for side, g in loaded.items() if not g.summaries and not runs[side].steps()]
     for side in empty:
         _error(f"{sides[side]}: no readable trace (the {side} run of the diff)")
     if empty:
         raise typer.Exit(EXIT_BAD_INPUT)
-    figures: dict[str, RunFigures] = {}
-    for side, traces in loaded.items():
-        try:
-            figures[side] = run_figures(traces, [runs[side]])
-        except TraceFormatError as exc:
-            _fail(f"{exc} (in the {side} run)")
+    figures = {side: _figures(g.summaries, [runs[side]]) for side, g in loaded.items()}
     traced = all(f.totals.steps for f in figures.values())
     if not traced and any(f.step_log is None for f in figures.values()):
         _fail("nothing to compare: one run has no trace steps and one has no step logs")
@@ -306,7 +360,7 @@ def diff(
         )
         result["gate"] = gate.to_dict()
     _emit(result, json, "render_diff")
-    _finish(gate, bad_input=any(traces.errors for traces in loaded.values()))
+    _finish(gate, bad_input=any(g.errors for g in loaded.values()))
 
 
 @app.command(
