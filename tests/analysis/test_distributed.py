@@ -315,3 +315,25 @@ def test_summary_has_a_distributed_object_only_for_several_ranks(reference_trace
     assert report["stragglers"] == []
     one = load_files([reference_traces / "hta" / "nccl.json.gz"])
     assert summarize_traces(one)[0]["distributed"] is None
+
+
+def test_a_rank_on_another_hosts_clock_is_shifted_back(
+    reference_traces: Path, tmp_path: Path
+) -> None:
+    """Rank 1 written as if its host's clock ran 3.2 s ahead (every event's ``ts`` moved): the
+    offset found moves by exactly that, and the lateness figures do not move at all."""
+    shift_us = 3_200_000.0
+    source = reference_traces / "hta" / TWO_RANKS[1]
+    trace = read_trace(source)
+    for event in trace["traceEvents"]:
+        if "ts" in event:
+            event["ts"] += shift_us
+    shifted = tmp_path / "shifted_rank-1.json.gz"
+    shifted.write_bytes(gzip.compress(json.dumps(trace).encode()))
+    rank0 = load_trace(reference_traces / "hta" / TWO_RANKS[0])
+    before = analyze_traces([rank0, load_trace(source)])
+    after = analyze_traces([rank0, load_trace(shifted)])
+    assert after.method == "collectives"
+    assert after.clock_offset_us[1] == pytest.approx(before.clock_offset_us[1] - shift_us)
+    assert after.matched_collectives == before.matched_collectives
+    assert after.steps["late_us"].to_numpy() == pytest.approx(before.steps["late_us"].to_numpy())
