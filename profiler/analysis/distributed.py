@@ -293,7 +293,7 @@ def distributed_entry(
     multi = {
         run: frames
         for run, frames in sorted(runs.items())
-        if len({int(r) for steps, _ in frames for r in steps["rank"]}) > 1
+        if len({int(r) for pair in frames for frame in pair for r in frame["rank"]}) > 1
     }
     if not multi:
         return None
