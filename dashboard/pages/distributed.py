@@ -10,20 +10,25 @@ definition). A run of one rank says so and still shows that rank.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import dash
 from dash import dcc, html
 
+from dashboard.app import run_href
 from dashboard.components.grid import Column, data_grid
 from dashboard.components.messages import error_banner, notice, page_data
 from dashboard.components.page import page_layout, register_body
 from dashboard.data.distributed import (
     RunAlignment,
+    RunDistributed,
     Straggler,
     run_alignment,
     run_distributed,
 )
+from dashboard.data.timeline import RankGroup, run_rank_groups
 from dashboard.figures.distributed import (
     overlap_figure,
     rank_breakdown_figure,
@@ -57,12 +62,10 @@ COLUMNS = (
 
 def content(run: str | None = None, **_query: Any) -> html.Div:
     """The ranks of ``run`` (the first run when none is named)."""
-    loaded = page_data(
-        run, lambda root, name: (run_distributed(root, name), run_alignment(root, name))
-    )
+    loaded = page_data(run, _ranks_data)
     if isinstance(loaded, html.Div):
         return loaded
-    run, (data, aligned) = loaded
+    run, (data, aligned, groups) = loaded
     heading = [html.H3(f"Ranks of run {run}"), error_banner(data.errors)]
     if not data.ranks:
         return html.Div([*heading, notice("no-ranks", NO_RANKS)])
@@ -74,6 +77,7 @@ def content(run: str | None = None, **_query: Any) -> html.Div:
             *heading,
             notice("rank-count", rank_count_text(data.ranks)),
             notice("stragglers", stragglers_text(aligned)),
+            *_timeline_link(run, aligned, groups),
             notice("clock-offsets", offsets_text(aligned)),
             html.H4("Wait in collectives and work, per rank and step"),
             dcc.Graph(id="rank-wait-work", figure=wait_work_figure(aligned.steps, straggling)),
@@ -86,6 +90,12 @@ def content(run: str | None = None, **_query: Any) -> html.Div:
             data_grid("rank-table", COLUMNS, rows),
         ]
     )
+
+
+def _ranks_data(
+    root: Path, name: str
+) -> tuple[RunDistributed, RunAlignment, tuple[RankGroup, ...]]:
+    return run_distributed(root, name), run_alignment(root, name), run_rank_groups(root, name)
 
 
 layout = page_layout("distributed")
@@ -133,6 +143,19 @@ def _straggler_sentence(straggler: Straggler, steps: int) -> str:
         f" Its extra time went to {label} ({straggler.category_us / 1000:+,.2f} ms per step "
         "against the other ranks' median)."
     )
+
+
+def _timeline_link(run: str, aligned: RunAlignment, groups: Sequence[RankGroup]) -> list[Any]:
+    """A link to the Timeline's rank group that holds the first straggler (none without one)."""
+    if not aligned.stragglers:
+        return []
+    rank = aligned.stragglers[0].rank
+    group = next((g for g in groups if any(r == rank for r, _ in g.files)), None)
+    if group is None:
+        return []
+    href = f"{run_href('/timeline', run)}&file={quote(group.key)}"
+    text = f"See rank {rank} beside ranks {group.key.removeprefix('ranks ')} in the Timeline"
+    return [dcc.Link(text, href=href, id="straggler-timeline")]
 
 
 def offsets_text(aligned: RunAlignment) -> str:

@@ -283,8 +283,12 @@ def test_layout_names_the_straggler_its_steps_and_its_lead(root: Path) -> None:
     assert "aligned on the ends of the collectives" in offsets
     assert f"rank 1 {-AHEAD_US / 1000:+,.3f} ms" in offsets
     assert element(tree, "rank-wait-work") is not None
-    even = element(page_layout(root, run="two"), "stragglers").children
+    link = element(tree, "straggler-timeline")
+    assert link.href == "/timeline?run=slow&file=ranks%200-1" and "rank 1" in link.children
+    even_tree = page_layout(root, run="two")
+    even = element(even_tree, "stragglers").children
     assert even.startswith("No stragglers") and f"{STRAGGLER_PCT:.0f}%" in even
+    assert element(even_tree, "straggler-timeline") is None
 
 
 def test_layout_of_a_single_rank_says_so(root: Path) -> None:
@@ -351,6 +355,24 @@ def test_distributed_page_of_the_sample_and_a_straggler(dash_duo: Any, root: Pat
         pytest.approx([EXTRA_US / 1000] * STEPS)
     )
     assert f"rank 1 {-AHEAD_US / 1000:+,.3f} ms" in dash_duo.find_element("#clock-offsets").text
+
+    dash_duo.find_element("#straggler-timeline").click()
+    dash_duo.wait_for_contains_text("#timeline-status", "2 ranks on one clock", timeout=WAIT_S)
+    labels = plotly_data(dash_duo, "timeline", "return document.querySelector("
+                         "'#timeline .js-plotly-plot')._fullLayout.yaxis.ticktext;")  # fmt: skip
+    assert {label.split(" · ")[0] for label in labels} == {"rank 0", "rank 1"}
+    # On the common clock the all_reduce of step 1 ends at the same x on both ranks.
+    ends = plotly_data(
+        dash_duo,
+        "timeline",
+        "return d.flatMap(t => Array.from(t.hovertext).map((h, i) => [h, t.x[i], t.y[i]]))"
+        ".filter(p => p[0] && p[0].startsWith('gloo:all_reduce'));",
+    )
+    first_end = {}
+    for _, x, y in ends[2::3]:  # each segment's end point
+        first_end.setdefault(int(y), x)
+    assert len(first_end) == 2
+    assert min(first_end.values()) == pytest.approx(max(first_end.values()), abs=1e-3)
 
 
 @pytest.mark.browser
