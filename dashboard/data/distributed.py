@@ -60,7 +60,8 @@ def run_distributed(root: str | Path, name: str) -> RunDistributed:
 
 @lru_cache(maxsize=RUN_CACHE_SIZE)
 def _cached_run_distributed(files: tuple[Fingerprint, ...]) -> RunDistributed:
-    parts, errors = gather(files, _trace_rank_part)
+    frames, errors = gather(files, _trace_frames)
+    parts = [frame.part for frame in frames]
     return RunDistributed(ranks=records(rank_table(parts)), errors=tuple(errors))
 
 
@@ -145,24 +146,27 @@ _NO_STEPS = pd.DataFrame(
 
 @dataclass(frozen=True, eq=False)
 class _Frames:
-    """One trace file's part of the cross-rank analysis."""
+    """One trace file's part of the per-rank table and of the cross-rank analysis."""
 
     rank: int
     file: str
     wall_us: float  # what to add to its ts for its rank's wall clock
     steps: pd.DataFrame
     collectives: pd.DataFrame
+    part: RankPart
 
 
+# One function for both pages' per-file results: the Distributed page asks for both, and a file
+# analysed for one while another file's load has pushed it out of the loaded-trace cache would
+# otherwise be loaded again for the other.
 @per_trace
 def _trace_frames(trace: TraceTable, file: Path) -> _Frames:
-    """One trace file's rank, wall-clock base, steps and collectives."""
+    """One trace file's rank, wall-clock base, steps, collectives and per-rank table part."""
     return _Frames(
-        trace.rank, file.name, wall_offset_us(trace), rank_steps(trace), collective_ends(trace)
+        rank=trace.rank,
+        file=file.name,
+        wall_us=wall_offset_us(trace),
+        steps=rank_steps(trace),
+        collectives=collective_ends(trace),
+        part=rank_part(trace),
     )
-
-
-@per_trace
-def _trace_rank_part(trace: TraceTable, file: Path) -> RankPart:
-    """One trace file's step times, category times and communication overlap."""
-    return rank_part(trace)
