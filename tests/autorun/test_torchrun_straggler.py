@@ -15,11 +15,14 @@ from profiler.analysis.run import Run
 from profiler.cli import app
 from tests.autorun.helpers import finish, start
 
-STEPS = 6  # what ddp.py's data makes
-SLEEP_MS = 20.0
-# ddp.py: 24 samples, batches of 2 split between 2 ranks: 6 steps. The default schedule
-# (wait 1, warmup 1, active 3): one window over steps 2-4.
-ACTIVE_STEPS = {2, 3, 4}
+# ddp.py makes STEPS batches per rank. One window over steps 2-6 (wait 1, warmup 1, active 5).
+STEPS = 8
+SCHEDULE = "1,1,5"
+ACTIVE_STEPS = {2, 3, 4, 5, 6}
+# Far above what a loaded 2-core machine adds by descheduling either rank (up to ~20 ms seen,
+# with three such jobs at once): a rank descheduled that long in a step is late in it, and
+# rightly named for that step too.
+SLEEP_MS = 60.0
 
 
 @pytest.mark.slow
@@ -29,7 +32,8 @@ def test_the_rank_the_others_wait_for_is_named(tmp_path: Path) -> None:
         pytest.skip("torchrun is not installed beside this Python")
     command = [torchrun, "--standalone", "--nproc_per_node", "2"]
     command += ["ddp.py", str(STEPS), str(SLEEP_MS)]
-    ran = finish(start(["--run-name", "slow1"], command, tmp_path), tmp_path / "slow1")
+    options = ["--run-name", "slow1", "--schedule", SCHEDULE]
+    ran = finish(start(options, command, tmp_path), tmp_path / "slow1")
     assert ran.returncode == 0, ran.stderr
 
     result = CliRunner().invoke(app, ["summary", "--json", "--no-cache", str(ran.run_dir)])
@@ -41,13 +45,17 @@ def test_the_rank_the_others_wait_for_is_named(tmp_path: Path) -> None:
     assert report["method"] == "collectives", report["warnings"]
     assert set(report["clock_offset_us"]) == {"0", "1"}
     assert report["clock_offset_us"]["0"] == 0.0
-    assert report["matched_collectives"]["1"] >= len(ACTIVE_STEPS) - 1
+    assert report["matched_collectives"]["1"] > len(ACTIVE_STEPS) / 2
     # One host, one clock: the offset found is the end-time jitter, far below the sleep.
     assert abs(report["clock_offset_us"]["1"]) < 0.25 * SLEEP_MS * 1000
 
-    (straggler,) = report["stragglers"]
-    assert straggler["rank"] == 1
-    assert straggler["steps"] and set(straggler["steps"]) <= ACTIVE_STEPS
+    by_rank = {found["rank"]: found for found in report["stragglers"]}
+    straggler = by_rank[1]
+    assert set(straggler["steps"]) <= ACTIVE_STEPS
+    assert len(straggler["steps"]) > len(ACTIVE_STEPS) / 2
+    # Rank 0 cannot be late for rank 1 in most steps too (it may be in a step it was
+    # descheduled for longer than the sleep).
+    assert len(by_rank.get(0, {"steps": []})["steps"]) < len(straggler["steps"])
     # Rank 0 waits for about the sleep each step (the machine may stretch it, not shrink it
     # by half).
     assert straggler["excess_us"] > 0.5 * SLEEP_MS * 1000
