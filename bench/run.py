@@ -72,6 +72,7 @@ BENCHES: tuple[Bench, ...] = (
     Bench("scaling", Path("bench/scaling.py"), ("--quick",), (), 90, 1800),
     Bench("dashboard", Path("bench/dashboard.py"), ("--quick", "--warm-reps", "2"), (), 150, 1800),
     Bench("payload", Path("bench/payload.py"), ("--quick",), (), 300, 1800),
+    Bench("ranks", Path("bench/ranks.py"), ("--quick",), (), 180, 1800),
 )
 
 

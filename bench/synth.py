@@ -23,7 +23,7 @@ import json
 import os
 import random
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,8 +121,8 @@ def _header(rank: int, world_size: int) -> bytes:
     return f'{{\n{body},\n  "traceEvents": [\n'.encode()
 
 
-def _footer(trace_name: str) -> bytes:
-    tail = {"displayTimeUnit": "ms", "baseTimeNanoseconds": BASE_TIME_NS, "traceName": trace_name}
+def _footer(trace_name: str, base_time_ns: int = BASE_TIME_NS) -> bytes:
+    tail = {"displayTimeUnit": "ms", "baseTimeNanoseconds": base_time_ns, "traceName": trace_name}
     body = ",\n".join(f"  {json.dumps(key)}: {json.dumps(value)}" for key, value in tail.items())
     return f"\n  ],\n{body}\n}}\n".encode()
 
@@ -204,6 +204,23 @@ def plan_trace(events: int, steps: int | None = None) -> Plan:
     return Plan(steps=steps, layers=layers, fillers=fillers)
 
 
+@dataclass(frozen=True)
+class Timing:
+    """How one rank of a synchronised run differs from the others (see `write_ranks`).
+
+    Attributes:
+        seed: the random durations' seed (shared by ranks that run in lockstep).
+        slow_us: extra DataLoader time per step (the straggler).
+        wait_us: how much longer each step's first all-reduce takes (the ranks waiting for it).
+        skew_ns: added to ``baseTimeNanoseconds``: the rank's host clock is off by this much.
+    """
+
+    seed: str
+    slow_us: float = 0.0
+    wait_us: float = 0.0
+    skew_ns: int = 0
+
+
 def write_synthetic_trace(
     path: str | Path,
     events: int,
@@ -212,6 +229,7 @@ def write_synthetic_trace(
     rank: int = 0,
     world_size: int = 1,
     steps: int | None = None,
+    timing: Timing | None = None,
 ) -> int:
     """Write a synthetic Kineto trace (gzip JSON) of ``events`` events to ``path``.
 
@@ -222,13 +240,16 @@ def write_synthetic_trace(
         rank: the rank in ``distributedInfo`` (and the GPU, ``rank % 8``).
         world_size: ranks in the job (all-reduces get slower beyond one).
         steps: ``ProfilerStep`` count (see `plan_trace`).
+        timing: a rank of a synchronised run (`write_ranks`); ``seed`` is then unused.
 
     Returns:
         The number of events written.
     """
     path = Path(path)
     plan = plan_trace(events, steps)
-    builder = Builder(random.Random(f"{seed}:{rank}"), rank, world_size)
+    timing = timing or Timing(seed=f"{seed}:{rank}")
+    rng = random.Random(timing.seed)
+    builder = Builder(rng, rank, world_size, slow_us=timing.slow_us, wait_us=timing.wait_us)
     with _atomic_gzip(path) as out:
         out.write(_header(rank, world_size))
         writer = _EventWriter(out)
@@ -237,7 +258,7 @@ def write_synthetic_trace(
             training_step(builder, number, plan.layers, filler)
             writer.write(builder.take())
         writer.write(_profiler_span(builder.now[builder.main]))
-        out.write(_footer(path.name))
+        out.write(_footer(path.name, BASE_TIME_NS + timing.skew_ns))
     return writer.count
 
 
@@ -255,11 +276,45 @@ def write_synthetic_run(
     Returns:
         The files written, in rank order.
     """
-    run_dir = Path(run_dir)
+    return _write_run(Path(run_dir), events, ranks, steps, lambda r: Timing(seed=f"{seed}:{r}"))
+
+
+def write_ranks(
+    run_dir: str | Path, events: int, *, ranks: int, slow_rank: int | None = None,
+    slow_ms: float = 5.0, seed: int = 0, steps: int | None = None,
+) -> list[Path]:  # fmt: skip
+    """A synchronous data-parallel run: one file per rank whose collectives end together.
+
+    Every rank draws the same durations (one seed), so their steps and all-reduces line up;
+    ``slow_rank`` spends ``slow_ms`` more in its DataLoader each step, and every other rank's
+    first all-reduce of the step waits that long for it. Each rank's host clock is skewed by up
+    to +-1 ms (``baseTimeNanoseconds``), for the cross-rank analysis to align.
+
+    Returns:
+        The files written, in rank order.
+    """
+
+    def timing(rank: int) -> Timing:
+        slow = rank == slow_rank
+        return Timing(
+            seed=str(seed),
+            slow_us=slow_ms * 1000 if slow else 0.0,
+            wait_us=slow_ms * 1000 if slow_rank is not None and not slow else 0.0,
+            skew_ns=(rank * 7_919 % 2_001 - 1_000) * 1_000,
+        )
+
+    return _write_run(Path(run_dir), events, ranks, steps, timing)
+
+
+def _write_run(
+    run_dir: Path, events: int, ranks: int, steps: int | None, timing: Callable[[int], Timing]
+) -> list[Path]:
     run_dir.mkdir(parents=True, exist_ok=True)
     paths = [run_dir / trace_file_name(rank) for rank in range(ranks)]
     for rank, path in enumerate(paths):
-        write_synthetic_trace(path, events, seed=seed, rank=rank, world_size=ranks, steps=steps)
+        write_synthetic_trace(
+            path, events, rank=rank, world_size=ranks, steps=steps, timing=timing(rank)
+        )
     return paths
 
 

@@ -139,8 +139,15 @@ def _flow(phase: str, correlation: int, where: tuple[int, int], ts_ns: int) -> d
 class Builder:
     """Emits one rank's events, keeping the clocks (ns) of its two threads and three streams."""
 
-    def __init__(self, rng: random.Random, rank: int, world_size: int) -> None:
+    def __init__(
+        self, rng: random.Random, rank: int, world_size: int, *, slow_us: float = 0.0,
+        wait_us: float = 0.0,
+    ) -> None:  # fmt: skip
+        """``slow_us``: extra DataLoader time per step (a straggling rank); ``wait_us``: how
+        much longer each step's first all-reduce takes, waiting for that rank (the others)."""
         self.rng, self.world_size = rng, world_size
+        self.slow_ns, self.wait_ns = int(slow_us * 1000), int(wait_us * 1000)
+        self.waiting = False  # the step's first all-reduce is still to come
         self.pid, self.device = BASE_PID + rank, rank % 8
         self.main, self.bwd = self.pid, self.pid + 17
         self.now = {self.main: START_NS, self.bwd: START_NS}
@@ -280,6 +287,7 @@ def _load_batch(b: Builder, step: int) -> Block:
     loader = dataloader_range_name("_SingleProcessDataLoaderIter")
     with b.annotation(loader, b.main), b.op("aten::stack", b.main, [rows]):
         b.advance(b.main, 25_000 if step % 10 == 3 else 1_200)
+        b.now[b.main] += b.slow_ns  # no random draw: ranks sharing a seed stay in step
     with b.ops(b.main, ("aten::to", [rows, [], [], [], []]), ("aten::_to_copy", [rows])):
         with b.op("aten::empty_strided", b.main, [[], []]):
             batch = b.alloc(b.main, TOKENS * WIDTHS[0] * FLOAT_BYTES)
@@ -372,6 +380,8 @@ def _all_reduce(b: Builder) -> None:
     comms = {"Collective name": "allreduce", "In msg nelems": nelems, "Out msg nelems": nelems,
              "Group size": b.world_size, "dtype": "Float", "Process Group Name": "0"}  # fmt: skip
     us = 25 * MIB / 80e3 * (1.0 if b.world_size > 1 else 0.2)  # ~80 GB/s bus bandwidth
+    if b.waiting:  # the first all-reduce of the step ends when the slowest rank joins it
+        us, b.waiting = us + b.wait_ns / 1000, False
     record = b.op("record_param_comms", b.bwd, [[nelems], [], []], **comms)
     with b.annotation("nccl:all_reduce", b.bwd), record:
         b.launch(b.bwd, NCCL, us, stream=STREAM_COMM, after=b.stream_end[STREAM_COMPUTE])
@@ -423,6 +433,7 @@ def _sync(b: Builder) -> None:
 
 def training_step(b: Builder, number: int, layers: int, filler: int) -> None:
     """One ``ProfilerStep#<number>``."""
+    b.waiting = True
     with b.annotation(f"{PROFILER_STEP_PREFIX}{number}", b.main):
         batch = _load_batch(b, number)
         saved = _forward(b, layers)

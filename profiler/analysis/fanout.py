@@ -35,6 +35,7 @@ from profiler.analysis.rank_summary import (
     rank_summary,
     summary_key,
 )
+from profiler.analysis.table import _size as file_bytes
 from profiler.store.chrome_trace import TraceFormatError
 
 #: Files needing a fresh summary from which a LocalCluster pays for its start (see above).
@@ -109,15 +110,7 @@ def _worth_a_cluster(paths: Sequence[Path], by_shape: bool, cache: bool) -> bool
         return False
     use_cache = cache_enabled(cache)
     todo = [p for p in paths if not (use_cache and has_rank_summary(p, summary_key(p, by_shape)))]
-    return len(todo) >= LOCAL_CLUSTER_MIN_FILES or _bytes(todo) >= LOCAL_CLUSTER_MIN_BYTES
-
-
-def _bytes(paths: Sequence[Path]) -> int:
-    total = 0
-    for path in paths:
-        with contextlib.suppress(OSError):
-            total += path.stat().st_size
-    return total
+    return len(todo) >= LOCAL_CLUSTER_MIN_FILES or file_bytes(todo) >= LOCAL_CLUSTER_MIN_BYTES
 
 
 def _dask_installed() -> bool:
