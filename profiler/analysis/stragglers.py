@@ -74,6 +74,8 @@ class Straggler:
         category: the breakdown category where it spent most above the others in those steps
             (None when it spent nothing more anywhere, e.g. its time is outside the trace).
         category_us: how much more, per step.
+        steps_compared: in how many steps it could be compared with another rank (so one
+            straggling step of many, say a moment the rank was descheduled, reads as such).
     """
 
     rank: int
@@ -82,6 +84,7 @@ class Straggler:
     excess_pct: float
     category: str | None
     category_us: float
+    steps_compared: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -91,6 +94,7 @@ class Straggler:
             "excess_us": round(self.excess_us, 3),
             "category": self.category,
             "category_us": round(self.category_us, 3),
+            "steps_compared": self.steps_compared,
         }
 
 
@@ -163,7 +167,11 @@ def analyze_ranks(
         )
     )
     flagged = per_step[per_step["excess_pct"] > threshold_pct]
-    found = [_straggler(int(rank), mine, steps) for rank, mine in flagged.groupby("rank")]
+    compared = _steps_compared(per_step)
+    found = [
+        _straggler(int(rank), mine, steps, compared.get(int(rank), 0))
+        for rank, mine in flagged.groupby("rank")
+    ]
     stragglers = sorted(found, key=lambda s: -s.excess_pct)
     return DistributedReport(
         ranks=ranks,
@@ -275,7 +283,13 @@ def _others_median(frame: pd.DataFrame, by: str, column: str) -> pd.Series:
     return pd.Series(result, index=frame.index)
 
 
-def _straggler(rank: int, mine: pd.DataFrame, steps: pd.DataFrame) -> Straggler:
+def _steps_compared(per_step: pd.DataFrame) -> dict[int, int]:
+    """Per rank, how many of its steps some other rank also recorded."""
+    shared = per_step.groupby("step")["rank"].transform("nunique") > 1
+    return {int(r): int(n) for r, n in per_step[shared].groupby("rank")["step"].nunique().items()}
+
+
+def _straggler(rank: int, mine: pd.DataFrame, steps: pd.DataFrame, compared: int) -> Straggler:
     """The straggler ``rank``, from its steps past the threshold (``mine``)."""
     numbers = tuple(sorted(int(s) for s in mine["step"].unique()))
     category, category_us = _extra_category(rank, numbers, steps)
@@ -286,6 +300,7 @@ def _straggler(rank: int, mine: pd.DataFrame, steps: pd.DataFrame) -> Straggler:
         excess_pct=float(mine["excess_pct"].mean()),
         category=category,
         category_us=category_us,
+        steps_compared=compared,
     )
 
 

@@ -83,9 +83,15 @@ def _straggler_words(straggler: dict[str, Any]) -> str:
     )
     return (
         f"Rank {straggler['rank']} is a straggler: the other ranks wait "
-        f"{_us(straggler['excess_us'])} for it in step(s) {steps} "
+        f"{_us(straggler['excess_us'])} for it in step(s) {steps}{_of(straggler)} "
         f"({pct(straggler['excess_pct'])} of its step){where}."
     )
+
+
+def _of(straggler: dict[str, Any]) -> str:
+    """ " (2 of 5 steps)": how many of the steps compared, where the summary says."""
+    compared = straggler.get("steps_compared")
+    return f" ({len(straggler['steps'])} of {compared} steps)" if compared else ""
 
 
 def _signed_us(value: float) -> str:

@@ -86,6 +86,7 @@ def test_the_late_rank_is_named_with_its_steps_excess_and_category() -> None:
     assert [s.rank for s in report.stragglers] == [1]
     found = report.stragglers[0]
     assert found.steps == (0, 1, 2, 3)
+    assert found.steps_compared == 4
     # Late by `extra` at each of the step's collectives: the others wait that long for it.
     assert found.excess_us == pytest.approx(COLLECTIVES_PER_STEP * extra)
     step_us = STEP_US / 2 + COLLECTIVES_PER_STEP * (extra + TRANSFER_US)
