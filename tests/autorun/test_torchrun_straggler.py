@@ -52,6 +52,7 @@ def test_the_rank_the_others_wait_for_is_named(tmp_path: Path) -> None:
     by_rank = {found["rank"]: found for found in report["stragglers"]}
     straggler = by_rank[1]
     assert set(straggler["steps"]) <= ACTIVE_STEPS
+    assert straggler["steps_compared"] == len(ACTIVE_STEPS)
     assert len(straggler["steps"]) > len(ACTIVE_STEPS) / 2
     # Rank 0 cannot be late for rank 1 in most steps too (it may be in a step it was
     # descheduled for longer than the sleep).
