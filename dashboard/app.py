@@ -24,7 +24,7 @@ from dashboard.components.messages import error_banner
 from dashboard.components.page import BODY_SUFFIX
 from dashboard.data.cache import work_in_progress
 from dashboard.data.live import overview_version
-from dashboard.data.runs import ROOT_CONFIG_KEY, list_runs, run_version
+from dashboard.data.runs import ROOT_CONFIG_KEY, list_runs, root_path, run_version
 from dashboard.security import allowed_host_names, harden
 
 PAGES_FOLDER = Path(__file__).resolve().parent / "pages"
@@ -48,7 +48,8 @@ def create_app(
     """Build the dashboard over the runs under ``root``.
 
     Args:
-        root: the trace store root (it may not exist yet: the app then says there are no runs).
+        root: the trace store root (it may not exist yet: the app then says there are no runs),
+            or an fsspec URL (``s3://bucket/prefix``), served from a local copy.
         refresh_s: how often the page looks for new runs, new files and loading progress.
         allowed_hosts: host names or addresses, besides ``localhost``, ``127.0.0.1`` and
             ``[::1]``, that requests may carry in their ``Host`` header (any port); any other
@@ -60,6 +61,7 @@ def create_app(
     """
     if refresh_s <= 0:
         raise ValueError(f"refresh_s must be positive, got {refresh_s}")
+    root = root_path(root)  # a URL (s3://...): its local copy
     # __name__, not "dashboard": Flask needs a module with a file to find its root path.
     app = dash.Dash(
         __name__,

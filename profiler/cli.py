@@ -104,6 +104,17 @@ NoCache = Annotated[
 ]
 
 
+def _location(text: str) -> Path:
+    """A path argument as the readers take it: a local path, or an fsspec URL
+    (``s3://bucket/prefix/run``) as its local copy, refreshed from the store."""
+    from profiler.store.remote import RemoteStoreError, local_root
+
+    try:
+        return local_root(text)
+    except RemoteStoreError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
 def _error(message: BaseException | str) -> None:
     """One ``error: ...`` line on stderr (a bad file: ``error: <file>: <problem>``)."""
     console.print("[red]error:[/]", escape(str(message)), highlight=False, soft_wrap=True)
@@ -210,13 +221,23 @@ Metric = Annotated[
 
 @app.command()
 def summary(
-    paths: Annotated[list[Path], typer.Argument(help="Trace files, run directories or roots.")],
+    paths: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Trace files, run directories or roots; or URLs (s3://bucket/prefix/run).",
+            parser=_location,
+            metavar="PATH",
+        ),
+    ],
     json: Annotated[bool, _flag("--json", help="Print trainprof.summary/1 JSON.")] = False,
     no_cache: NoCache = False,
     baseline: Annotated[
         Path | None,
         typer.Option(
-            "--baseline", metavar="BASE", help="Gate against this run (with --fail-above)."
+            "--baseline",
+            metavar="BASE",
+            help="Gate against this run (with --fail-above).",
+            parser=_location,
         ),
     ] = None,
     fail_above: FailAbove = None,
@@ -315,8 +336,15 @@ def _finish(gate: Gate | None, *, bad_input: bool) -> None:
 
 @app.command()
 def diff(
-    base: Annotated[Path, typer.Argument(help="The baseline trace or run.")],
-    new: Annotated[Path, typer.Argument(help="The trace or run to compare with it.")],
+    base: Annotated[
+        Path, typer.Argument(help="The baseline trace or run.", parser=_location, metavar="BASE")
+    ],
+    new: Annotated[
+        Path,
+        typer.Argument(
+            help="The trace or run to compare with it.", parser=_location, metavar="NEW"
+        ),
+    ],
     json: Annotated[bool, _flag("--json", help="Print trainprof.diff/1 JSON.")] = False,
     no_cache: NoCache = False,
     fail_above: FailAbove = None,
@@ -493,9 +521,14 @@ def capture(
 
 @app.command()
 def dashboard(
-    root: Annotated[Path, typer.Argument(help="Trace store root: every run under it.")] = Path(
-        "traces"
-    ),
+    root: Annotated[
+        Path,
+        typer.Argument(
+            help="Trace store root: every run under it; or a URL (s3://bucket/prefix).",
+            parser=_location,
+            metavar="ROOT",
+        ),
+    ] = Path("traces"),
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8050,
     allow_host: Annotated[

@@ -5,6 +5,10 @@ name is its path relative to the root. Nothing outside the root is read (``RunSe
 symlinked directories are not followed, and a file that is a link (or lies under a linked
 ``meta/``) resolving outside the root is treated as absent, so a run cannot point the
 dashboard at ``~/.ssh`` or ``/etc``. This module only adapts that read side to the pages.
+
+A root may be an fsspec URL (``s3://bucket/prefix``): :func:`root_path` gives its local copy,
+which the app serves; each ``RunSet`` made over that copy refreshes it from the store first
+(at most every ``profiler.store.remote.REFRESH_S``), so new runs and files show up.
 """
 
 from __future__ import annotations
@@ -16,13 +20,14 @@ from typing import Any
 
 from profiler.analysis.run import Run, RunNotFound, RunRefused, RunSet, status_label
 from profiler.events import META_DIR, RUN_META_FILE
+from profiler.store.remote import local_root
 from profiler.store.run_files import Fingerprint, fingerprint, inside
 
 __all__ = [
     "META_DIR", "RUN_META", "ROOT_CONFIG_KEY", "Fingerprint", "RunInfo", "RunNotFound",
     "RunRefused", "current_root", "existing_run", "fingerprint", "inside", "list_runs",
-    "open_run", "read_run_meta", "read_steps", "resolve_run", "run_status", "run_version",
-    "trace_fingerprints", "trace_files",
+    "open_run", "read_run_meta", "read_steps", "resolve_run", "root_path", "run_status",
+    "run_version", "trace_fingerprints", "trace_files",
 ]  # fmt: skip
 
 RUN_META = RUN_META_FILE
@@ -44,6 +49,16 @@ class RunInfo:
     path: Path
     trace_files: int
     has_meta: bool
+
+
+def root_path(root: str | Path) -> Path:
+    """The local directory the app serves for ``root``: the root itself, or for a URL its
+    local copy (refreshed as the pages read it).
+
+    Raises:
+        RemoteStoreError: ``root`` is a URL that cannot be read (naming it).
+    """
+    return local_root(root).resolve()
 
 
 def list_runs(root: str | Path) -> list[RunInfo]:

@@ -8,6 +8,10 @@ of files that cannot be read and its status label, derived from every rank's
 :class:`Run`. Derived tables are memoised on each loaded trace
 (:mod:`profiler.analysis.memo`), so a run's analyses share one computation per trace.
 
+A path or a root may be an fsspec URL (``s3://bucket/prefix/run``): it is read from a local
+copy, refreshed each time a :class:`Run` or :class:`RunSet` is made
+(``profiler.store.remote.local_root``); the paths of a run are then its copy's.
+
 Given a root, nothing outside it is read: symlinked directories are not followed, and a file
 that is a link resolving outside the root is treated as absent (see
 :mod:`profiler.store.run_files`).
@@ -24,6 +28,7 @@ from typing import Any
 from profiler.analysis.table import TraceSet, is_trace_file, load_files
 from profiler.events import META_DIR, RUN_META_FILE
 from profiler.store.liveness import RunState, record_state, run_state
+from profiler.store.remote import local_root, remote_url
 from profiler.store.run_files import (
     MAX_LINE_PROBLEMS,
     RANK_FILE,
@@ -56,20 +61,25 @@ class Run:
     fingerprints and the status are taken afresh on each call.
 
     Args:
-        path: the run directory, or one trace file (a run of that file alone).
+        path: the run directory, or one trace file (a run of that file alone); or its URL.
         root: the trace root it lies under; files resolving outside it are not read
             (default: the run directory itself).
         name: the run's name (default: its path relative to ``root``, with ``/``).
+
+    Raises:
+        RemoteStoreError: ``path`` is a URL that cannot be read (naming it).
     """
 
     def __init__(
         self, path: str | os.PathLike[str], *, root: str | os.PathLike[str] | None = None,
         name: str | None = None,
     ) -> None:  # fmt: skip
-        self.path = Path(path)
+        self.path = local_root(path) if root is None else Path(path)
         self.root = Path(root) if root is not None else self.path
-        if name is None:
-            name = self.path.relative_to(root).as_posix() if root is not None else self.path.name
+        if name is None and root is not None:
+            name = self.path.relative_to(root).as_posix()
+        elif name is None:  # a URL's run is named as the URL names it, not as its copy
+            name = (remote_url(path) or self.path.as_posix()).rsplit("/", 1)[-1]
         self.name = name
 
     def __repr__(self) -> str:
@@ -191,11 +201,16 @@ class RunSet:
     root itself is a run (named ``.``) when it holds traces.
 
     Args:
-        root: the trace store root.
+        root: the trace store root, a path or a URL (read from its local copy, refreshed).
+
+    Raises:
+        RemoteStoreError: ``root`` is a URL that cannot be read (naming it).
     """
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
-        self.root = Path(root)
+        #: The root's URL, when it is one.
+        self.url = remote_url(root)
+        self.root = local_root(root)
 
     def __iter__(self) -> Iterator[Run]:
         """The runs, in name order; none when the root does not exist."""

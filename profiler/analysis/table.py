@@ -39,6 +39,7 @@ from profiler.analysis.guards import MAX_TEXT_BYTES, text_limit
 from profiler.analysis.rows import COUNTER_COLUMNS, MEMORY_COLUMNS
 from profiler.events import TRAINPROF_KEY
 from profiler.store.chrome_trace import TraceFormatError
+from profiler.store.remote import local_root
 
 __all__ = [
     "GPU_KINDS", "KIND_BY_CATEGORY", "MAX_TEXT_BYTES", "META_KEYS", "MISSING_INT", "TraceSet",
@@ -151,7 +152,7 @@ def find_trace_files(path: str | Path) -> list[Path]:
     """
     from profiler.analysis.run import RunSet  # run.py builds on this module
 
-    root = Path(path)
+    root = local_root(path)  # a URL: its local copy
     if not root.exists():
         raise FileNotFoundError(f"{root}: no such file or directory")
     if root.is_file():
@@ -185,6 +186,7 @@ def load(
         ValueError: ``max_text_bytes`` or ``$TRAINPROF_MAX_TRACE_BYTES`` is not a size.
     """
     limit = text_limit(max_text_bytes)  # a bad setting is said once, before any file
+    path = local_root(path)  # a URL: its local copy
     files = find_trace_files(path)
     if Path(path).is_file():
         return TraceSet(traces=(load_trace(files[0], cache=cache, max_text_bytes=limit),))

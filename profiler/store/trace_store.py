@@ -16,6 +16,10 @@ remove what a killed process left.
 ``run.json`` is created once, atomically (:meth:`RunStore.create`): of two processes starting a
 run of the same name at once, exactly one gets it. It carries ``host``, ``pid`` and a heartbeat
 (:mod:`profiler.store.liveness`), and ``degraded`` / ``interrupted`` entries when those happen.
+A root may be an fsspec URL (``s3://bucket/prefix``, ``memory://``): the run is then written
+into a local staging directory as above and each file is uploaded whole as it changes
+(:mod:`profiler.store.remote`); a failed upload takes the ``degraded`` path, like a full disk.
+
 Every rank, rank 0 included, writes the same facts of its own (:data:`RANK_KEYS`) to
 ``meta/rank.<rank>.json``, a file no other rank writes: no rank waits for another, and readers
 merge them (``run_files.read_run_record``). Rank 0's facts stay in ``run.json`` too, so readers
@@ -24,12 +28,15 @@ of the first layout still find them.
 
 from __future__ import annotations
 
+import atexit
 import errno
 import os
+import shutil
 import socket
 import struct
 import threading
 import time
+import warnings
 import zlib
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -40,8 +47,16 @@ from typing import Any
 
 import orjson
 
-from profiler.events import META_DIR, RUN_FORMAT, RUN_META_FILE, TRACE_SUFFIX, RunStatus
+from profiler.events import (
+    META_DIR,
+    RUN_FORMAT,
+    RUN_META_FILE,
+    TRACE_SUFFIX,
+    RunStatus,
+    TrainprofWarning,
+)
 from profiler.store.liveness import HEARTBEAT_KEY
+from profiler.store.remote import check_writable, local_path, remote_exists, remote_url
 from profiler.store.run_files import RANK_FORMAT
 from profiler.store.scratch import (
     PARTIAL_SUFFIX,
@@ -51,6 +66,7 @@ from profiler.store.scratch import (
     worker_name,
 )
 from profiler.store.step_log import StepLog
+from profiler.store.upload import Uploader, staging_root
 
 # gzip level 1 compresses Kineto's JSON to ~28 bytes/event in ~0.3 us/event; level 6 saves a
 # further ~25% of disk at 2.5x the time, which would put stop-to-disk past its 1.5x budget.
@@ -74,6 +90,11 @@ _GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x04\xff"  # deflate, mtime 0, 
 # Failures of a new file that may leave the old one writable in place: no room for a second
 # copy, or a directory that lost its write permission.
 _NO_NEW_FILE = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM)
+# How long an upload to an object store may hold up a run's start (the first records, which
+# also prove the store writable), its end (everything left) and a signal (the records).
+CREATE_UPLOAD_S = 60.0
+FINAL_UPLOAD_S = 120.0
+SIGNAL_UPLOAD_S = 2.0
 #: What each rank records of itself in ``meta/rank.<rank>.json`` (and rank 0 in run.json too).
 RANK_KEYS = (
     "host", "pid", "status", "started_unix_s", "ended_unix_s", HEARTBEAT_KEY, "trace_files",
@@ -255,7 +276,11 @@ class RunStore:
     def __init__(self, root: str | os.PathLike[str], run_name: str, *, rank: int = 0) -> None:
         if not run_name or Path(run_name).name != run_name or run_name in {".", ".."}:
             raise ValueError(f"run_name must be a plain directory name, got {run_name!r}")
-        self.root = Path(root)
+        url = remote_url(root)
+        #: The run's URL when the root is an object store (then ``run_dir`` is the local
+        #: staging directory its files are uploaded from); None for a local root.
+        self.url = None if url is None else f"{url}/{run_name}"
+        self.root = local_path(root) if url is None else staging_root()
         self.run_name = run_name
         self.rank = rank
         self.run_dir = self.root / run_name
@@ -270,6 +295,12 @@ class RunStore:
         # inside a write of its own.
         self._lock = threading.RLock()
         self._finished = False
+        self._upload: Uploader | None = None
+
+    @property
+    def location(self) -> str:
+        """Where the run goes, in words: its URL, or its directory."""
+        return self.url or str(self.run_dir)
 
     def create(self, config: Mapping[str, Any], environment: Mapping[str, Any]) -> None:
         """Make the run directory, check it is writable and new, and record the run as running.
@@ -282,7 +313,10 @@ class RunStore:
             FileExistsError: rank 0 found a run of the same name already recorded there (or
                 another process created it first).
             PermissionError: the directory cannot be created or written.
+            OSError: an object store root cannot be reached (``RemoteStoreError``, naming it).
         """
+        if self.url is not None:
+            self._check_remote(self.url)
         try:
             self.meta_dir.mkdir(parents=True, exist_ok=True)
             probe = partial_path(self.meta_dir / "write-probe")
@@ -310,26 +344,47 @@ class RunStore:
         }
         if self.rank == 0:
             self._create_meta()
-        self._write_rank_meta()
+        _create(self.rank_meta_path, self._rank_record(), exclusive=False)
+        if self.url is not None:
+            self._start_upload(self.url)
+
+    def _check_remote(self, url: str) -> None:
+        check_writable(url)
+        if self.rank == 0 and remote_exists(f"{url}/{META_DIR}/{RUN_META_FILE}"):
+            raise FileExistsError(
+                f"run {self.run_name!r} already exists at {url}; choose another run_name"
+            )
+
+    def _start_upload(self, url: str) -> None:
+        """Upload the first records, which proves the store writable, then upload on."""
+        uploader = Uploader(self.run_dir, url, self._upload_failed)
+        uploader.start()
+        if not uploader.flush(CREATE_UPLOAD_S):
+            uploader.close(0)
+            why = uploader.problem or f"no answer in {CREATE_UPLOAD_S:.0f} s"
+            raise PermissionError(f"trace store {url} is not writable: {why}")
+        self._upload = uploader
+
+    def _upload_failed(self, reason: str) -> None:
+        """The uploader's first failure after the start: warn once, and degrade the run."""
+        if self._upload is None:
+            return  # at the start: create() raises it
+        warnings.warn(
+            f"trainprof: {reason}; training goes on, and the run's files wait in "
+            f"{self.run_dir} for the next try",
+            TrainprofWarning,
+            stacklevel=2,
+        )
+        self.mark_degraded(reason, at_step=None)
 
     def _create_meta(self) -> None:
-        data = orjson.dumps(self._meta, option=orjson.OPT_INDENT_2)
-        partial = partial_path(self.run_meta_path)
         try:
-            partial.write_bytes(data)
-            try:
-                os.link(partial, self.run_meta_path)
-            except FileExistsError:
-                raise
-            except OSError:  # no hard links here (some FUSE and SMB mounts): create exclusively
-                _write_new(self.run_meta_path, data)
+            _create(self.run_meta_path, orjson.dumps(self._meta, option=orjson.OPT_INDENT_2))
         except FileExistsError:
             raise FileExistsError(
                 f"run {self.run_name!r} already exists in {self.root} (or another process "
                 "is starting it); choose another run_name or remove that directory"
             ) from None
-        finally:
-            partial.unlink(missing_ok=True)
 
     def trace_path(self, unix_ms: int | None = None) -> Path:
         """Where the next capture window's trace goes."""
@@ -408,6 +463,8 @@ class RunStore:
             self._meta["status"] = RunStatus.INTERRUPTED.value
             self._meta["interrupted"] = {"signal": signal_name, "at_step": at_step}
             self._write_meta()
+        if self._upload is not None:
+            self._upload.flush(SIGNAL_UPLOAD_S)
 
     def finish(self, status: RunStatus, *, steps: int, error: BaseException | None = None) -> None:
         """Record how the run ended."""
@@ -420,7 +477,20 @@ class RunStore:
                 self._meta["error"] = {"type": type(error).__qualname__, "message": str(error)}
             self._write_meta()
         if self._upload is not None:
-            self._upload.flush(SIGNAL_UPLOAD_S)
+            self._end_upload(self._upload)
+
+    def _end_upload(self, uploader: Uploader) -> None:
+        """Upload what is left; the staging directory goes at exit once all of it went."""
+        if uploader.close(FINAL_UPLOAD_S):
+            atexit.register(shutil.rmtree, self.root, ignore_errors=True)
+            return
+        why = uploader.problem or f"still uploading after {FINAL_UPLOAD_S:.0f} s"
+        warnings.warn(
+            f"trainprof: not every file of run {self.url} could be uploaded ({why}); they "
+            f"stay in {self.run_dir}",
+            TrainprofWarning,
+            stacklevel=2,
+        )
 
     def _write_meta(self) -> None:
         """Rewrite this rank's record, and on rank 0 ``run.json``."""
@@ -428,11 +498,39 @@ class RunStore:
             self._write_rank_meta()
             if self.rank == 0:
                 _replace(self.run_meta_path, orjson.dumps(self._meta, option=orjson.OPT_INDENT_2))
+        if self._upload is not None:
+            self._upload.wake()  # a new trace, a new status: up now, not at the next look
 
     def _write_rank_meta(self) -> None:
+        _replace(self.rank_meta_path, self._rank_record())
+
+    def _rank_record(self) -> bytes:
         record = {key: self._meta[key] for key in RANK_KEYS if key in self._meta}
         record = {"schema": RANK_FORMAT, "run_name": self.run_name, "rank": self.rank, **record}
-        _replace(self.rank_meta_path, orjson.dumps(record, option=orjson.OPT_INDENT_2))
+        return orjson.dumps(record, option=orjson.OPT_INDENT_2)
+
+
+def _create(path: Path, data: bytes, *, exclusive: bool = True) -> None:
+    """Create ``path`` holding ``data``, whole at once: a link from a temporary file, which
+    fails if the name exists (``exclusive``), else a rename over it.
+
+    Raises:
+        FileExistsError: ``exclusive`` and ``path`` exists.
+    """
+    partial = partial_path(path)
+    try:
+        partial.write_bytes(data)
+        if not exclusive:
+            os.replace(partial, path)
+            return
+        try:
+            os.link(partial, path)
+        except FileExistsError:
+            raise
+        except OSError:  # no hard links here (some FUSE and SMB mounts): create exclusively
+            _write_new(path, data)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def _replace(path: Path, data: bytes) -> None:
@@ -440,7 +538,7 @@ def _replace(path: Path, data: bytes) -> None:
     try:
         atomic_write(path, data)
     except OSError as exc:
-        if exc.errno not in _NO_NEW_FILE:
+        if exc.errno not in _NO_NEW_FILE or not path.exists():
             raise
         # The old file's blocks may hold the new one (it grows by a few hundred bytes at
         # most): not atomic, but the status of a run on a full disk is worth more.

@@ -216,4 +216,8 @@ def test_nothing_else_is_written_into_the_run_dir(train, tmp_path, monkeypatch) 
     run_dir = tmp_path / "clean"
     assert sorted(p.name for p in run_dir.iterdir()) == ["meta"]
     assert not list(run_dir.glob(f"*{TRACE_SUFFIX}"))
-    assert sorted(p.name for p in (run_dir / "meta").iterdir()) == ["run.json", "steps.0.jsonl"]
+    assert sorted(p.name for p in (run_dir / "meta").iterdir()) == [
+        "rank.0.json",
+        "run.json",
+        "steps.0.jsonl",
+    ]

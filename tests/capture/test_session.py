@@ -58,7 +58,11 @@ def test_layout_and_top_level_keys(train, tmp_path: Path) -> None:
     assert re.fullmatch(rf"[^.]+_{os.getpid()}\.\d{{13}}{re.escape(TRACE_SUFFIX)}", trace_path.name)
     # Nothing else that HTA would try to load sits beside the traces, and no partial file is left.
     assert sorted(p.name for p in run_dir.iterdir()) == sorted([trace_path.name, "meta"])
-    assert sorted(p.name for p in (run_dir / "meta").iterdir()) == ["run.json", "steps.0.jsonl"]
+    assert sorted(p.name for p in (run_dir / "meta").iterdir()) == [
+        "rank.0.json",
+        "run.json",
+        "steps.0.jsonl",
+    ]
 
     raw = trace_path.read_bytes()
     assert raw[:2] == b"\x1f\x8b"  # gzip
