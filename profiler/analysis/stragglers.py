@@ -244,7 +244,7 @@ def _step_lateness(
 def _late_by_arrival(arrivals: pd.DataFrame) -> pd.DataFrame:
     """Per rank and step, the sum over its collectives of how long after the median of the
     other ranks it arrived (0 where it was not later)."""
-    late = arrivals["arrival_us"] - _others_median(arrivals, "key", "arrival_us")
+    late = arrivals["arrival_us"] - others_median(arrivals, "key", "arrival_us")
     summed = arrivals.assign(late_us=np.maximum(late, 0.0)).groupby(["rank", "step"])["late_us"]
     return summed.sum().reset_index()
 
@@ -252,11 +252,11 @@ def _late_by_arrival(arrivals: pd.DataFrame) -> pd.DataFrame:
 def _late_by_wait(frame: pd.DataFrame) -> pd.DataFrame:
     """Per rank and step, how much less the rank waited in collectives than the others'
     median: the clock-free reading of a late arrival."""
-    late = _others_median(frame, "step", "comm_wait_us") - frame["comm_wait_us"]
+    late = others_median(frame, "step", "comm_wait_us") - frame["comm_wait_us"]
     return frame[["rank", "step"]].assign(late_us=np.maximum(late.fillna(0.0), 0.0))
 
 
-def _others_median(frame: pd.DataFrame, by: str, column: str) -> pd.Series:
+def others_median(frame: pd.DataFrame, by: str, column: str) -> pd.Series:
     """Per row, the median of ``column`` over the *other* rows with the same ``by`` (NaN where
     there is no other): against a median over all ranks, a straggler among two would be
     measured against itself. Vectorised: a row's group without it, sorted, is the sorted group

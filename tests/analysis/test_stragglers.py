@@ -12,8 +12,8 @@ from profiler.analysis.steps import CATEGORIES
 from profiler.analysis.stragglers import (
     MATCH_TOLERANCE_US,
     STRAGGLER_PCT,
-    _others_median,
     analyze_ranks,
+    others_median,
     shortest_half_median,
 )
 
@@ -164,7 +164,7 @@ def test_the_report_serialises_with_string_rank_keys() -> None:
 def test_the_others_median_is_each_rows_group_without_it() -> None:
     rng = np.random.default_rng(1)
     frame = pd.DataFrame({"key": rng.integers(0, 7, 300), "value": rng.normal(size=300).round(1)})
-    got = _others_median(frame, "key", "value")
+    got = others_median(frame, "key", "value")
     for index, key in frame["key"].items():
         group = frame[frame["key"] == key]
         others = group.drop(index)["value"]
