@@ -20,6 +20,7 @@ from dashboard.app import run_from_search
 from dashboard.components.messages import error_banner, notice, page_data, pick_run
 from dashboard.components.page import page_layout, register_body
 from dashboard.components.timeline import WHOLE, details_panel, status_text, x_window
+from dashboard.data.distributed import run_alignment
 from dashboard.data.fetch import Problem, fetch
 from dashboard.data.runs import current_root
 from dashboard.data.timeline import (
@@ -69,9 +70,18 @@ def content(run: str | None = None, file: str | None = None, **_query: Any) -> h
                 clearable=False,
                 style={"maxWidth": "48em"},
             ),
+            *_alignment_notes(run, file),
             *_view_parts(view, file),
         ]
     )
+
+
+def _alignment_notes(run: str, choice: str) -> list[Any]:
+    """For a rank group: what the alignment could not do (ranks left on their own clocks)."""
+    aligned = fetch(current_root(), run, run_alignment) if is_rank_group(choice) else None
+    if aligned is None or isinstance(aligned, Problem) or not aligned.warnings:
+        return []
+    return [notice("timeline-clock", "Clocks: " + "; ".join(aligned.warnings) + ".")]
 
 
 layout = page_layout(

@@ -291,6 +291,21 @@ def test_layout_names_the_straggler_its_steps_and_its_lead(root: Path) -> None:
     assert element(even_tree, "straggler-timeline") is None
 
 
+def test_layout_says_which_ranks_stay_on_their_own_clocks(root: Path) -> None:
+    (root / "unmatched").mkdir()
+    for rank, op in ((0, "all_reduce"), (1, "broadcast")):  # no collective in common
+        trace = straggler_trace(rank, AHEAD_US * rank, WORK_US)
+        for event in trace["traceEvents"]:
+            event["name"] = event["name"].replace("all_reduce", op)
+        (root / "unmatched" / f"h_{rank}.1.pt.trace.json").write_text(json.dumps(trace))
+
+    text = element(page_layout(root, run="unmatched"), "clock-offsets").children
+
+    assert run_alignment(root, "unmatched").method == "wall_clock"
+    assert "not all aligned: no collective of rank(s) 1 matches rank 0's" in text
+    assert "rank 1 +0.000 ms" in text
+
+
 def test_layout_of_a_single_rank_says_so(root: Path) -> None:
     tree = page_layout(root, run="sample")
     assert "single rank (rank 0)" in element(tree, "rank-count").children

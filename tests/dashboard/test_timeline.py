@@ -41,6 +41,7 @@ from profiler.analysis.timeline_ranks import RankTrace, ranks_view
 from tests.conftest import REFERENCE_TRACES
 from tests.dashboard.browser import WAIT_S, open_path, pick, plotly_data
 from tests.dashboard.runs import SAMPLE
+from tests.dashboard.test_distributed import straggler_trace
 
 HTA = REFERENCE_TRACES / "hta"
 TRICKY = "<b>bold</b> & co"
@@ -427,6 +428,25 @@ def test_a_run_of_several_ranks_opens_on_them_and_clicks_find_each_ranks_event(
     assert "[4045]" in str(panel)  # rank 1's process, not rank 0's
     origin = view.view.span_us[0]
     assert (zoomed.view.start_us, zoomed.view.end_us) == (origin + 10_000.0, origin + 12_000.0)
+
+
+def test_ranks_left_on_their_own_clocks_are_said_above_the_group(root: Path) -> None:
+    (root / "unmatched").mkdir()
+    for rank in (0, 1):
+        trace = straggler_trace(rank, 0, 10_000)
+        for event in trace["traceEvents"]:  # rank 1's collectives match none of rank 0's
+            event["name"] = event["name"].replace(
+                "all_reduce", "broadcast" if rank else "all_reduce"
+            )
+        (root / "unmatched" / f"h_{rank}.1.pt.trace.json").write_text(json.dumps(trace))
+    app, page = _page_module(root)
+    with app.server.app_context():
+        tree = page.content(run="unmatched")
+        single = page.content(run="unmatched", file="h_0.1.pt.trace.json")
+        even = page.content(run="ranks")
+    assert "rank(s) 1" in _element(tree, "timeline-clock").children
+    assert _element(single, "timeline-clock") is None  # one file: no clocks to align
+    assert _element(even, "timeline-clock") is None
 
 
 def _first(run_dir: Path) -> Path:
