@@ -21,13 +21,14 @@ Cases run in a rotated order within each repetition.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gzip
 import importlib
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,19 @@ Loop = tuple[nn.Module, Callable[[], None]]  # a model and one training step on 
 # profiler spends descheduled swamps a 5% difference; CPU time leaves that out (it still counts a
 # parallel gzip's threads, so it never flatters trainprof's write).
 CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
+# Where trainprof's stop-to-disk goes, timed inside the write: (stage, where, attribute). "where"
+# is the writer module (write_window's own globals) or a class it calls; a name that is gone
+# leaves its stage out, and what no stage covers is "other" (the clock mapping, the scratch
+# file's path and removal, the deflate thread's start, encoding our events).
+STAGES: tuple[tuple[str, str, str], ...] = (
+    ("Kineto export", "torch", "export_chrome_trace"),
+    ("read back", "writer", "read_text"),
+    ("splice", "writer", "Splice"),
+    ("backward lane", "writer", "backward_starts"),
+    ("backward lane", "record", "backward_ranges"),
+    ("our events", "writer", "window_events"),
+    ("gzip + write", "store", "write_trace"),
+)
 
 
 def make_loop(seed: int = 0) -> Loop:
@@ -136,11 +150,20 @@ def run_trainprof(
 
     capture_session.write_window = timed_write  # type: ignore[assignment]
     steps: list[float] = []
+    stages: dict[str, float] = {}
     schedule = profiler.schedule(wait=1, warmup=1, active=active)
     try:
-        with profiler.profile(
-            model, out_dir=out, run_name=name, schedule=schedule, system_metrics=False, **options
-        ) as prof:
+        with (
+            profiler.profile(
+                model,
+                out_dir=out,
+                run_name=name,
+                schedule=schedule,
+                system_metrics=False,
+                **options,
+            ) as prof,
+            stage_timers(original, stages, CLOCKS[clock]),
+        ):
             for index in range(2 + active + 1):
                 start = CLOCKS[clock]()
                 step()
@@ -150,7 +173,62 @@ def run_trainprof(
     finally:
         capture_session.write_window = original  # type: ignore[assignment]
     (path,) = prof.trace_files
-    return {"steps": steps, "write_s": writes[0], "path": path}
+    return {"steps": steps, "write_s": writes[0], "path": path, "stages": stages}
+
+
+@contextlib.contextmanager
+def stage_timers(
+    writer: Callable[..., Any], into: dict[str, float], clock: Callable[[], float]
+) -> Iterator[None]:
+    """Time each of :data:`STAGES` into ``into`` (seconds, summed per stage) while inside.
+
+    A wrapper costs ~1 us a call, a dozen calls a window: noise beside a write of milliseconds.
+    ``writer`` is the real ``write_window``, whose module globals hold the helpers it calls.
+    """
+    owners: dict[str, Any] = {
+        "torch": tp.profile,
+        "writer": _Namespace(writer.__globals__),
+        "record": writer.__globals__.get("WindowRecord"),  # the type of its ``record``
+        "store": profiler.store.RunStore,
+    }
+    patched: list[tuple[Any, str, Any]] = []
+    for stage, where, attribute in STAGES:
+        owner = owners[where]
+        real = None if owner is None else getattr(owner, attribute, None)
+        if real is not None:
+            patched.append((owner, attribute, real))
+            setattr(owner, attribute, _timed(real, stage, into, clock))
+    try:
+        yield
+    finally:
+        for owner, attribute, real in reversed(patched):
+            setattr(owner, attribute, real)
+
+
+class _Namespace:
+    """A module's globals as attributes (the writer looks its helpers up there at each call)."""
+
+    def __init__(self, names: dict[str, Any]) -> None:
+        object.__setattr__(self, "_names", names)
+
+    def __getattr__(self, name: str) -> Any:
+        return self._names.get(name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self._names[name] = value
+
+
+def _timed(
+    real: Callable[..., Any], stage: str, into: dict[str, float], clock: Callable[[], float]
+) -> Callable[..., Any]:
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        start = clock()
+        try:
+            return real(*args, **kwargs)
+        finally:
+            into[stage] = into.get(stage, 0.0) + clock() - start
+
+    return timed
 
 
 def run_torch(
@@ -211,6 +289,21 @@ class Case:
     model: str
     ours: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in KEYS})
     theirs: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in KEYS})
+    stages: list[dict[str, float]] = field(default_factory=list)  # trainprof's, per repetition
+
+    def stage_medians(self) -> dict[str, float]:
+        """Each stage's median over repetitions (seconds), then "other": the rest of the write."""
+        names = list(dict.fromkeys(stage for stage, _, _ in STAGES))
+        found = [name for name in names if any(name in rep for rep in self.stages)]
+        medians = {
+            name: statistics.median(rep.get(name, 0.0) for rep in self.stages) for name in found
+        }
+        rest = [
+            write - sum(rep.values())
+            for write, rep in zip(self.ours["write"], self.stages, strict=True)
+        ]
+        medians["other"] = statistics.median(rest) if rest else 0.0
+        return medians
 
     @property
     def label(self) -> str:
@@ -253,6 +346,7 @@ def measure_once(
         into["step"].append(statistics.median(result["steps"]))
         into["write"].append(result["write_s"])
         into["bytes_per_event"].append(file.stat().st_size / events_in(file))
+    case.stages.append(a["stages"])
 
 
 def measure(cases: Sequence[Case], reps: int, active: int, clock: str = "wall") -> None:
@@ -297,6 +391,27 @@ def print_table(cases: Sequence[Case], reps: int, active: int, clock: str = "wal
         table.add_row(*cells)
     Console(width=None if sys.stdout.isatty() else 160).print(table)
     print("step ms, write ms, B/event: trainprof / torch.profiler (medians over repetitions)")
+    print_stages(cases, clock)
+
+
+def print_stages(cases: Sequence[Case], clock: str = "wall") -> None:
+    """Where trainprof's stop-to-disk went, stage by stage, beside torch's export."""
+    if not any(case.stages for case in cases):
+        return
+    medians = [case.stage_medians() for case in cases]
+    names = list(dict.fromkeys(name for found in medians for name in found))
+    table = Table(title=f"trainprof's stop-to-disk by stage, ms ({clock} clock, medians)")
+    for column in ("setting", "model", *names, "write", "torch's export"):
+        table.add_column(column, justify="left" if column in {"setting", "model"} else "right")
+    for case, found in zip(cases, medians, strict=True):
+        ours, theirs = case.median("write")
+        cells = [f"{found[name] * 1e3:.2f}" if name in found else "-" for name in names]
+        table.add_row(case.setting, case.model, *cells, f"{ours * 1e3:.2f}", f"{theirs * 1e3:.2f}")
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
+    print(
+        "gzip + write: Kineto's events are deflated on a second CPU while our events are worked "
+        "out; this is what is left of it, with the atomic write and run.json"
+    )
 
 
 def ratios(cases: Sequence[Case], reps: int, active: int, clock: str = "wall") -> list[Ratio]:
@@ -336,12 +451,14 @@ def main() -> None:
     print_table(cases, args.reps, args.active, args.clock)
     if args.json:
         medians = {case.label: {key: case.median(key) for key in KEYS} for case in cases}
+        stages = {case.label: case.stage_medians() for case in cases if case.stages}
         found = ratios(cases, args.reps, args.active, args.clock)
         write_ratios(
             args.json,
             found,
             machine(),
             medians=medians,
+            stages=stages,
             reps=args.reps,
             active=args.active,
             clock=args.clock,
