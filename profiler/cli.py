@@ -494,9 +494,9 @@ def capture(
     """
     from profiler.store.capture_request import DEFAULT_REQUEST_STEPS, write_request
     from profiler.store.liveness import run_state
-    from profiler.store.run_files import read_run_meta
+    from profiler.store.run_files import read_run_record
 
-    found = read_run_meta(run_dir)
+    found = read_run_record(run_dir)  # running while any rank is
     if found.meta is None:
         _fail(f"{run_dir}: {found.problem or 'no meta/run.json: not a trainprof run'}")
     state = run_state(found.meta)
