@@ -23,6 +23,7 @@ from dash import Input, Output, State, ctx, dcc, html
 from dashboard.components.messages import error_banner
 from dashboard.components.page import BODY_SUFFIX
 from dashboard.data.cache import work_in_progress
+from dashboard.data.distributed import use_dask
 from dashboard.data.live import overview_version
 from dashboard.data.runs import ROOT_CONFIG_KEY, list_runs, root_path, run_version
 from dashboard.security import allowed_host_names, harden
@@ -44,6 +45,7 @@ def create_app(
     *,
     refresh_s: float = DEFAULT_REFRESH_S,
     allowed_hosts: Iterable[str] = (),
+    dask: str | None = None,
 ) -> dash.Dash:
     """Build the dashboard over the runs under ``root``.
 
@@ -55,6 +57,9 @@ def create_app(
             ``[::1]``, that requests may carry in their ``Host`` header (any port); any other
             host gets a 400 (DNS rebinding). The address the server binds to belongs here,
             unless it is a wildcard (``0.0.0.0``): then every name users reach it by does.
+        dask: a Dask scheduler address (``tcp://host:8786``) or ``"local"``: the Distributed
+            page and the Timeline's ranks read each file's per-rank summary, made on the
+            cluster (see ``profiler.analysis.fanout``); None: each file is loaded here.
 
     Returns:
         The app; ``app.run(host=..., port=...)`` serves it.
@@ -72,6 +77,7 @@ def create_app(
     )
     app.server.config[ROOT_CONFIG_KEY] = str(Path(root).resolve())
     harden(app.server, allowed_host_names(allowed_hosts), app.csp_hashes)
+    use_dask(dask)
     app.layout = lambda: _shell(refresh_s)
     _register_shell_callbacks(app, Path(root).resolve())
     _register_live_callbacks(app, Path(root).resolve())

@@ -541,16 +541,34 @@ def dashboard(
             "(DNS rebinding). Bound to 0.0.0.0, name every host you reach it by.",
         ),
     ] = None,
+    dask: Annotated[
+        str | None,
+        typer.Option(
+            "--dask",
+            metavar="ADDR",
+            help="Make the ranks' per-file summaries for the Distributed page and the "
+            "Timeline's ranks on this Dask cluster (tcp://scheduler:8786, or 'local'): "
+            "pip install 'trainprof[dask]'.",
+        ),
+    ] = None,
 ) -> None:
     """Serve the Dash dashboard over every run under ROOT (each page deep-links ?run=NAME)."""
     if not root.is_dir():
         _fail(f"{root}: no such directory")
-    _serve(root, host, port, allow_hosts=tuple(allow_host or ()))
+    if dask is not None:
+        from profiler.analysis.fanout import DaskUnavailable, require_dask
+
+        try:
+            require_dask()
+        except DaskUnavailable as exc:
+            _fail(exc)
+    _serve(root, host, port, allow_hosts=tuple(allow_host or ()), dask=dask)
 
 
 def _serve(
-    root: Path, host: str, port: int, run: str | None = None, allow_hosts: tuple[str, ...] = ()
-) -> None:
+    root: Path, host: str, port: int, run: str | None = None, allow_hosts: tuple[str, ...] = (),
+    dask: str | None = None,
+) -> None:  # fmt: skip
     """Serve the dashboard over ``root`` until interrupted, opening on ``run`` if given.
 
     Requests must name ``localhost``, a loopback address, the address served on (unless it
@@ -572,7 +590,11 @@ def _serve(
         )
     bound = [] if wildcard else [host]
     extra = [name for name in (*bound, *allow_hosts) if host_name(name) not in LOCAL_HOSTS]
-    app = create_app(root, allowed_hosts=extra) if extra else create_app(root)
+    # Only the options given: tests stand in a create_app of fewer parameters.
+    options: dict[str, Any] = {"allowed_hosts": extra} if extra else {}
+    if dask:
+        options["dask"] = dask
+    app = create_app(root, **options)
     try:
         app.run(host=host, port=port, debug=False)
     except OSError as exc:  # the port is taken, or the interface does not exist

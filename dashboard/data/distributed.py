@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from dashboard.data.cache import RUN_CACHE_SIZE, gather, per_trace, records
+from dashboard.data.fetch import failure_message
 from dashboard.data.runs import Fingerprint, trace_fingerprints
 from profiler.analysis.distributed import (
     STRAGGLER_PCT,
@@ -28,7 +29,20 @@ from profiler.analysis.distributed import (
     rank_table,
 )
 from profiler.analysis.rank_frames import wall_offset_us
+from profiler.analysis.rank_summary import RankSummary
 from profiler.analysis.table import TraceTable
+from profiler.store.chrome_trace import TraceFormatError
+
+# Where the ranks' frames are made: None, here (each file loaded and cached per file); else a
+# Dask scheduler address (``trainprof dashboard --dask``), whose workers make each file's
+# per-rank summary, so a run of many ranks is read in parallel and this process holds
+# kilobytes per rank, never a trace.
+_dask: dict[str, str | None] = {"address": None}
+
+
+def use_dask(address: str | None) -> None:
+    """Make the ranks' frames on the Dask cluster at ``address`` (None: in this process)."""
+    _dask["address"] = address
 
 
 @dataclass(frozen=True)
@@ -60,7 +74,7 @@ def run_distributed(root: str | Path, name: str) -> RunDistributed:
 
 @lru_cache(maxsize=RUN_CACHE_SIZE)
 def _cached_run_distributed(files: tuple[Fingerprint, ...]) -> RunDistributed:
-    frames, errors = gather(files, _trace_frames)
+    frames, errors = _gather_frames(files)
     parts = [frame.part for frame in frames]
     return RunDistributed(ranks=records(rank_table(parts)), errors=tuple(errors))
 
@@ -115,7 +129,7 @@ def run_alignment(root: str | Path, name: str) -> RunAlignment:
 
 @lru_cache(maxsize=RUN_CACHE_SIZE)
 def _cached_alignment(files: tuple[Fingerprint, ...]) -> RunAlignment:
-    parts, errors = gather(files, _trace_frames)
+    parts, errors = _gather_frames(files)
     parts.sort(key=lambda part: (part.rank, part.file))
     if parts:
         report = analyze_ranks(
@@ -169,4 +183,33 @@ def _trace_frames(trace: TraceTable, file: Path) -> _Frames:
         steps=rank_steps(trace),
         collectives=collective_ends(trace),
         part=rank_part(trace),
+    )
+
+
+def _gather_frames(files: tuple[Fingerprint, ...]) -> tuple[list[_Frames], list[str]]:
+    """Every file's frames, and a message per file that could not be read."""
+    address = _dask["address"]
+    if address is None:
+        return gather(files, _trace_frames)
+    from profiler.analysis.fanout import summarize_files
+
+    frames: list[_Frames] = []
+    errors: list[str] = []
+    for result in summarize_files([Path(f[0]) for f in files], dask=address):
+        if isinstance(result, TraceFormatError):
+            errors.append(failure_message(result, Path(result.path).name))
+        else:
+            frames.append(_summary_frames(result))
+    return frames, errors
+
+
+def _summary_frames(summary: RankSummary) -> _Frames:
+    """:func:`_trace_frames` from a file's per-rank summary."""
+    return _Frames(
+        rank=summary.rank,
+        file=summary.path.name,
+        wall_us=summary.wall_us,
+        steps=summary.rank_steps,
+        collectives=summary.collectives,
+        part=summary.rank_part(),
     )

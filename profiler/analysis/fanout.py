@@ -115,8 +115,8 @@ def _worth_a_cluster(paths: Sequence[Path], by_shape: bool, cache: bool) -> bool
 
 def _dask_installed() -> bool:
     try:
-        import distributed  # noqa: F401
-    except ImportError:
+        require_dask()
+    except DaskUnavailable:
         return False
     return True
 
@@ -137,6 +137,16 @@ def _summarize_on_dask(
     return [_result(value) for value in values]
 
 
+def require_dask() -> None:
+    """Raise :class:`DaskUnavailable`, naming the extra to install, without dask.distributed."""
+    try:
+        import distributed  # noqa: F401
+    except ImportError as exc:
+        raise DaskUnavailable(
+            f"a Dask cluster needs dask.distributed ({exc}): {DASK_EXTRA_HINT}"
+        ) from exc
+
+
 @contextlib.contextmanager
 def dask_client(address: str, *, workers: int | None = None) -> Iterator[Any]:
     """A ``distributed.Client`` of the scheduler at ``address``, or of a LocalCluster started
@@ -146,12 +156,9 @@ def dask_client(address: str, *, workers: int | None = None) -> Iterator[Any]:
     Raises:
         DaskUnavailable: dask.distributed is not installed, or the scheduler cannot be reached.
     """
-    try:
-        from distributed import Client, LocalCluster
-    except ImportError as exc:
-        raise DaskUnavailable(
-            f"a Dask cluster needs dask.distributed ({exc}): {DASK_EXTRA_HINT}"
-        ) from exc
+    require_dask()
+    from distributed import Client, LocalCluster
+
     if address != LOCAL:
         try:
             client = Client(address, timeout="10s")

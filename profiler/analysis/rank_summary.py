@@ -40,15 +40,23 @@ from profiler.analysis.cache import (
     write_frame,
 )
 from profiler.analysis.diff import TraceTotals, trace_totals
-from profiler.analysis.distributed import collective_ends, rank_steps
+from profiler.analysis.distributed import (
+    CommOverlap,
+    RankPart,
+    collective_ends,
+    comm_comp_overlap,
+    rank_steps,
+)
 from profiler.analysis.guards import analysis_error
 from profiler.analysis.memory import MemoryPeak
+from profiler.analysis.rank_frames import wall_offset_us
+from profiler.analysis.steps import CATEGORIES
 from profiler.analysis.summary import trace_summary
 from profiler.analysis.table import TraceTable, load_trace
 
 # Bump when what a summary holds changes shape; a change to the analysis code is caught by
 # the code fingerprint in the key.
-SUMMARY_VERSION = 1
+SUMMARY_VERSION = 2
 TABLES = ("steps", "ops", "kernels", "rank_steps", "collectives")
 _KEY = b"trainprof.rank_summary.key"
 _FACTS = b"trainprof.rank_summary.facts"
@@ -69,6 +77,8 @@ class RankSummary:
         totals: every op's and kernel's totals, each step's breakdown and the memory peak.
         rank_steps: :func:`profiler.analysis.distributed.rank_steps` of the file.
         collectives: :func:`profiler.analysis.distributed.collective_ends` of the file.
+        overlap: its communication/computation overlap (HTA's).
+        wall_us: what to add to its ``ts_us`` for its rank's wall clock.
     """
 
     path: Path
@@ -79,6 +89,19 @@ class RankSummary:
     totals: TraceTotals
     rank_steps: pd.DataFrame
     collectives: pd.DataFrame
+    overlap: CommOverlap
+    wall_us: float
+
+    def rank_part(self) -> RankPart:
+        """The file's part of :func:`profiler.analysis.distributed.rank_table` (what
+        ``rank_part`` gives of the trace)."""
+        steps = self.totals.steps
+        return RankPart(
+            rank=self.rank,
+            step_us=tuple(float(d) for d in steps["dur_us"]),
+            categories_us={c: float(steps[f"{c}_us"].sum()) for c in CATEGORIES},
+            overlap=self.overlap,
+        )
 
 
 def in_run_order(summaries: Iterable[RankSummary]) -> list[RankSummary]:
@@ -100,7 +123,7 @@ def summarize_rank(trace: TraceTable, *, by_shape: bool = False) -> RankSummary:
     entry = _as_json(trace_summary(trace, by_shape=by_shape))
     totals = trace_totals(trace)
     try:
-        steps, ends = rank_steps(trace), collective_ends(trace)
+        steps, ends, overlap = rank_steps(trace), collective_ends(trace), comm_comp_overlap(trace)
     except Exception as exc:  # noqa: BLE001 - one file's problem, said as its error
         raise analysis_error(trace.path, exc) from exc
     return RankSummary(
@@ -112,6 +135,8 @@ def summarize_rank(trace: TraceTable, *, by_shape: bool = False) -> RankSummary:
         totals=totals,
         rank_steps=steps,
         collectives=ends,
+        overlap=overlap,
+        wall_us=wall_offset_us(trace),
     )
 
 
@@ -200,9 +225,15 @@ def write_rank_summary(summary: RankSummary, key: bytes) -> None:
     """Store ``summary`` beside its trace under ``key``; quietly nothing where it cannot."""
     files = summary_files(summary.path)
     peak = summary.totals.memory_peak
-    facts = {"rank": summary.rank, "device": summary.device, "events": summary.events,
-             "entry": summary.entry,
-             "memory_peak": None if peak is None else dataclasses.asdict(peak)}  # fmt: skip
+    facts = {
+        "rank": summary.rank,
+        "device": summary.device,
+        "events": summary.events,
+        "entry": summary.entry,
+        "memory_peak": None if peak is None else dataclasses.asdict(peak),
+        "overlap": dataclasses.asdict(summary.overlap),
+        "wall_us": summary.wall_us,
+    }
     frames = _tables(summary)
     try:
         files[TABLES[0]].parent.mkdir(parents=True, exist_ok=True)
@@ -240,6 +271,8 @@ def _from_tables(path: Path, frames: dict[str, pd.DataFrame], facts: dict[str, A
         totals=totals,
         rank_steps=frames["rank_steps"],
         collectives=frames["collectives"],
+        overlap=CommOverlap(**facts["overlap"]),
+        wall_us=float(facts["wall_us"]),
     )
 
 

@@ -151,6 +151,8 @@ def test_dask_without_distributed_names_the_extra(
     result = CliRunner().invoke(app, ["summary", str(synthetic), "--dask", "local"])
     assert result.exit_code == 2
     assert "pip install 'trainprof[dask]'" in result.stderr
+    served = CliRunner().invoke(app, ["dashboard", str(synthetic), "--dask", "local"])
+    assert served.exit_code == 2 and "trainprof[dask]" in served.stderr
     # Without --dask, no Dask means this process, whatever the count.
     monkeypatch.setattr(fanout, "LOCAL_CLUSTER_MIN_FILES", 1)
     assert all(not isinstance(r, TraceFormatError) for r in summarize_files(
@@ -171,3 +173,50 @@ def test_a_local_cluster_is_chosen_only_for_files_that_need_work(
     assert fanout._worth_a_cluster(files, False, False) == ((os.cpu_count() or 1) >= 2)
     monkeypatch.setattr(fanout, "LOCAL_CLUSTER_MIN_FILES", len(files) + 1)
     assert not fanout._worth_a_cluster(files, False, False)
+
+
+def test_the_dashboard_reads_the_ranks_through_dask_as_it_does_here(
+    synthetic: Path, cluster: str
+) -> None:
+    from dashboard.data import distributed as data
+
+    def both() -> tuple[object, object]:
+        data._cached_alignment.cache_clear()
+        data._cached_run_distributed.cache_clear()
+        root, name = synthetic.parent, synthetic.name
+        return data.run_alignment(root, name), data.run_distributed(root, name)
+
+    here_alignment, here_ranks = both()
+    data.use_dask(cluster)
+    try:
+        there_alignment, there_ranks = both()
+    finally:
+        data.use_dask(None)
+        both()
+    assert there_ranks == here_ranks
+    for field in ("files", "clock_offset_us", "file_offsets_us", "method", "stragglers"):
+        assert getattr(there_alignment, field) == getattr(here_alignment, field), field
+    assert there_alignment.steps.equals(here_alignment.steps)  # type: ignore[attr-defined]
+    assert [s.rank for s in here_alignment.stragglers] == [SLOW_RANK]  # type: ignore[attr-defined]
+
+
+def test_the_dashboard_command_hands_its_dask_address_to_the_app(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dashboard.app
+
+    made: list[dict[str, object]] = []
+
+    class Served:
+        def run(self, **options: object) -> None:
+            """Returns at once: the command's part ends here."""
+
+    def create_app(root: Path, **options: object) -> Served:
+        made.append(options)
+        return Served()
+
+    monkeypatch.setattr(dashboard.app, "create_app", create_app)
+    address = "tcp://10.0.0.1:8786"
+    result = CliRunner().invoke(app, ["dashboard", str(tmp_path), "--dask", address])
+    assert result.exit_code == 0, result.output
+    assert made == [{"dask": address}]
