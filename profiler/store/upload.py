@@ -11,8 +11,10 @@ waits for what is written so far, within a limit (at the run's end, on a signal)
 from __future__ import annotations
 
 import contextlib
+import math
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -23,13 +25,17 @@ from profiler.store.scratch import PARTIAL_SUFFIX
 
 #: How often the uploader looks for changed files; a trace is sent as soon as it is written.
 UPLOAD_INTERVAL_S = 2.0
+#: A file that grows (the step log: ~400 bytes a step) is sent whole each time, so it is sent
+#: again no sooner than its size at this rate: 40 MB of steps go up every 40 s, not every 2.
+RESEND_BYTES_PER_S = 1 << 20
 
 
 class Uploader:
     """Copies one rank's files from a local staging run directory to the run's URL, whole.
 
     Files are those directly in the run directory and in its ``meta/`` (not temporary ones),
-    sent when their size or modification time changed since they were last sent. A failed
+    sent when their size or modification time changed since they were last sent, and a file
+    sent before no sooner than :data:`RESEND_BYTES_PER_S` allows (a flush sends all). A failed
     upload is retried at the next pass; the first one is told to ``on_failure`` (the store's
     degraded path), later ones are quiet.
 
@@ -38,6 +44,7 @@ class Uploader:
         url: the run's URL.
         on_failure: told the first failure, in words naming the file and the URL.
         interval_s: how often to look for changed files.
+        clock: seconds, for the resend limit (tests pass a fake one).
     """
 
     def __init__(
@@ -47,6 +54,7 @@ class Uploader:
         on_failure: Callable[[str], None],
         *,
         interval_s: float = UPLOAD_INTERVAL_S,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.local_dir = local_dir
         self.url = url
@@ -55,7 +63,8 @@ class Uploader:
         self._fs, self._path = filesystem(url)
         self._on_failure = on_failure
         self._interval_s = interval_s
-        self._sent: dict[Path, tuple[int, int]] = {}
+        self._clock = clock
+        self._sent: dict[Path, tuple[tuple[int, int], float]] = {}  # (size, mtime), when
         # One re-entrant lock for everything: a signal handler may wake or flush while the
         # main thread is inside either (an Event's own lock would deadlock there).
         self._state = threading.Condition(threading.RLock())
@@ -99,23 +108,31 @@ class Uploader:
                 self._state.wait_for(lambda: self._kick, self._interval_s)
                 self._kick = False
                 asked, closing = self._asked, self._closing
-            failed = self.send_changed()
+                flushing = asked != self._done
+            failed = self.send_changed(everything=flushing)
             with self._state:
                 self._done, self._failed = asked, failed
                 self._state.notify_all()
                 if closing and asked == self._asked:
                     return
 
-    def send_changed(self) -> bool:
-        """Send each file changed since it was last sent; whether any failed."""
+    def send_changed(self, *, everything: bool = True) -> bool:
+        """Send each file changed since it was last sent; whether any failed.
+
+        Args:
+            everything: also files sent too recently for :data:`RESEND_BYTES_PER_S`.
+        """
         failed = False
         for path in self._files():
             try:
                 stat = path.stat()
             except OSError:  # replaced meanwhile: the next pass sends the new one
                 continue
-            stamp = (stat.st_size, stat.st_mtime_ns)
-            if self._sent.get(path) == stamp:
+            stamp, now = (stat.st_size, stat.st_mtime_ns), self._clock()
+            last, sent_at = self._sent.get(path, (None, -math.inf))
+            if last == stamp:
+                continue
+            if not everything and now - sent_at < stat.st_size / RESEND_BYTES_PER_S:
                 continue
             remote = f"{self._path}/{path.relative_to(self.local_dir).as_posix()}"
             try:
@@ -127,7 +144,7 @@ class Uploader:
                 if self.failures == 1:
                     self._on_failure(self.problem)
                 continue
-            self._sent[path] = stamp
+            self._sent[path] = (stamp, now)
         return failed
 
     def _files(self) -> list[Path]:
