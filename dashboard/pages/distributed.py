@@ -122,17 +122,17 @@ def stragglers_text(aligned: RunAlignment) -> str:
             "No stragglers: in no step did the other ranks wait in collectives for one rank "
             f"more than {aligned.threshold_pct:.0f}% of its step."
         )
-    counts = aligned.steps.groupby("rank")["step"].nunique()
-    return " ".join(_straggler_sentence(s, int(counts.get(s.rank, 0))) for s in aligned.stragglers)
+    return " ".join(_straggler_sentence(s) for s in aligned.stragglers)
 
 
-def _straggler_sentence(straggler: Straggler, steps: int) -> str:
+def _straggler_sentence(straggler: Straggler) -> str:
     listed = ", ".join(str(step) for step in straggler.steps[:LISTED_STEPS])
     more = len(straggler.steps) - LISTED_STEPS
     if more > 0:
         listed += f" and {more} more"
     text = (
-        f"Rank {straggler.rank} is a straggler in {len(straggler.steps)} of {steps} steps "
+        f"Rank {straggler.rank} is a straggler in {len(straggler.steps)} of "
+        f"{straggler.steps_compared} steps "
         f"(step {listed}): the other ranks waited {straggler.excess_us / 1000:,.2f} ms per step "
         f"for it in collectives, {straggler.excess_pct:.1f}% of its step."
     )
