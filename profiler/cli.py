@@ -104,15 +104,21 @@ NoCache = Annotated[
 ]
 
 
-def _location(text: str) -> Path:
+def _location(text: str, *, empty_ok: bool = False) -> Path:
     """A path argument as the readers take it: a local path, or an fsspec URL
     (``s3://bucket/prefix/run``) as its local copy, refreshed from the store."""
     from profiler.store.remote import RemoteStoreError, local_root
 
     try:
-        return local_root(text)
+        return local_root(text, empty_ok=empty_ok)
     except RemoteStoreError as exc:
         raise typer.BadParameter(str(exc)) from None
+
+
+def _root_location(text: str) -> Path:
+    """A trace root argument: as :func:`_location`, and a URL with no run yet is an empty
+    root (the dashboard shows runs as they arrive)."""
+    return _location(text, empty_ok=True)
 
 
 def _error(message: BaseException | str) -> None:
@@ -525,7 +531,7 @@ def dashboard(
         Path,
         typer.Argument(
             help="Trace store root: every run under it; or a URL (s3://bucket/prefix).",
-            parser=_location,
+            parser=_root_location,
             metavar="ROOT",
         ),
     ] = Path("traces"),

@@ -58,7 +58,7 @@ def root_path(root: str | Path) -> Path:
     Raises:
         RemoteStoreError: ``root`` is a URL that cannot be read (naming it).
     """
-    return local_root(root).resolve()
+    return local_root(root, empty_ok=True).resolve()
 
 
 def list_runs(root: str | Path) -> list[RunInfo]:

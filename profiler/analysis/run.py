@@ -210,7 +210,7 @@ class RunSet:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         #: The root's URL, when it is one.
         self.url = remote_url(root)
-        self.root = local_root(root)
+        self.root = local_root(root, empty_ok=True)  # like a local root not made yet
 
     def __iter__(self) -> Iterator[Run]:
         """The runs, in name order; none when the root does not exist."""

@@ -59,20 +59,24 @@ def remote_url(root: str | os.PathLike[str]) -> str | None:
     return text.rstrip("/")
 
 
-def local_root(root: str | os.PathLike[str]) -> Path:
+def local_root(root: str | os.PathLike[str], *, empty_ok: bool = False) -> Path:
     """The local directory that reading ``root`` reads: a path as given, a ``file://`` URL's
     path, or the local copy of a remote URL, refreshed (:func:`local_copy`); a local copy
     made earlier in this process is refreshed too.
 
+    Args:
+        root: a path or a URL.
+        empty_ok: a URL with nothing under it (in a bucket that exists) is an empty root.
+
     Raises:
-        RemoteStoreError: the URL cannot be listed.
+        RemoteStoreError: the URL cannot be listed (or holds nothing, unless ``empty_ok``).
     """
     url = remote_url(root)
     if url is not None:
-        return local_copy(url)
+        return local_copy(url, empty_ok=empty_ok)
     path = local_path(root)
     source = _copies.get(path)
-    return local_copy(source) if source is not None else path
+    return local_copy(source, empty_ok=empty_ok) if source is not None else path
 
 
 def local_path(root: str | os.PathLike[str]) -> Path:
@@ -150,7 +154,7 @@ def cache_root() -> Path:
     return Path(xdg) / "trainprof"
 
 
-def local_copy(url: str, *, max_age_s: float | None = None) -> Path:
+def local_copy(url: str, *, max_age_s: float | None = None, empty_ok: bool = False) -> Path:
     """A local copy of everything under ``url``, each object downloaded when new or changed
     (its ETag, size or time), and files whose object is gone removed.
 
@@ -158,12 +162,13 @@ def local_copy(url: str, *, max_age_s: float | None = None) -> Path:
         url: a remote root, run or trace file.
         max_age_s: reuse a copy refreshed this recently in this process (default
             :data:`REFRESH_S`).
+        empty_ok: nothing under the URL (in a bucket that exists) is an empty copy.
 
     Returns:
         The local directory (or file, for a URL naming one object).
 
     Raises:
-        RemoteStoreError: the URL cannot be listed, or names nothing.
+        RemoteStoreError: the URL cannot be listed, or names nothing (unless ``empty_ok``).
     """
     url = url.rstrip("/")
     slug = hashlib.blake2b(url.encode(), digest_size=8).hexdigest()
@@ -173,7 +178,7 @@ def local_copy(url: str, *, max_age_s: float | None = None) -> Path:
         if time.monotonic() - _copied_at.get(target, -1e9) < fresh:
             return _copy_path(target)
         fs, path = filesystem(url)
-        objects = _listing(fs, path, url)
+        objects = _listing(fs, path, url, empty_ok=empty_ok)
         stamps = _sync(fs, objects, target, url)
         _copies[target] = url
         _copied_at[target] = time.monotonic()
@@ -189,7 +194,7 @@ def _copy_path(target: Path) -> Path:
     return target / name if isinstance(name, str) else target
 
 
-def _listing(fs: Any, path: str, url: str) -> dict[str, dict[str, Any]]:
+def _listing(fs: Any, path: str, url: str, *, empty_ok: bool) -> dict[str, dict[str, Any]]:
     """``{relative name: info}`` of the objects under ``path`` (``{"": info}`` for one
     object)."""
     try:
@@ -208,6 +213,8 @@ def _listing(fs: Any, path: str, url: str) -> dict[str, dict[str, Any]]:
         objects[name] = info
     if not objects:
         check_writable(url)  # names what is wrong: no bucket, no credentials
+        if empty_ok:
+            return objects
         raise RemoteStoreError(f"{url}: no such run, trace or root (nothing stored under it)")
     return objects
 

@@ -173,6 +173,15 @@ def test_a_missing_bucket_is_a_clear_error_naming_the_url(s3: Any) -> None:
     assert f"s3://{BUCKET}/nothing-here: no such run" in " ".join(ran.stderr.split())
 
 
+def test_a_root_with_no_run_yet_is_empty_until_one_arrives(s3: Any) -> None:
+    root = f"s3://{BUCKET}/not-yet"
+    assert list(RunSet(root)) == []  # as a local root not made yet; a run URL stays an error
+    with pytest.raises(RemoteStoreError, match=f"{root}/job: no such run"):
+        Run(f"{root}/job")
+    _rank_run(root, "job", ranks=1)
+    assert [run.name for run in RunSet(root)] == ["job"]
+
+
 def test_an_upload_that_fails_degrades_the_run_and_never_raises(s3: Any) -> None:
     s3.mkdir("doomed")
     store = RunStore("s3://doomed/x", "job")
