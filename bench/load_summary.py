@@ -89,6 +89,38 @@ print(json.dumps({{"s": elapsed, "peak_bytes": max(peak - base, 0) + max(childre
                   "events": getattr(RESULT, "event_count", None)}}))
 """
 
+# The stages of a cold load, each timed on its own (the fastest of 3) in one fresh process per
+# round, after the tiny trace's load: each stage runs everything the one before did, then its
+# own step, so the differences are what each step adds.
+STAGES = ("read + inflate", "+ JSON decode", "+ column build", "cache write")
+_STAGES_CHILD = """\
+import gc, json, time, warnings; warnings.simplefilter('ignore')
+from pathlib import Path
+from profiler.analysis.cache import TABLES, source_key, write_cache
+from profiler.analysis.decode import EventStream
+from profiler.analysis.table import _from_json, load_trace
+from profiler.analysis.text import TextReader
+TRACE, WARMUP = Path({trace!r}), Path({warmup_dir!r})
+load_trace(WARMUP / 'run' / 'w.pt.trace.json.gz', cache=False)
+def clock(step):  # the fastest of 3: a loaded machine's noise only ever adds
+    best = None
+    for _ in range(3):
+        gc.collect(); gc.disable(); start = time.perf_counter(); result = step()
+        elapsed = time.perf_counter() - start; gc.enable()
+        best = elapsed if best is None else min(best, elapsed)
+    return best, result
+def read():
+    for _ in TextReader(TRACE): pass
+def decode():
+    for events in EventStream(TRACE): events.clear()
+seconds = {{"read + inflate": clock(read)[0], "+ JSON decode": clock(decode)[0]}}
+seconds["+ column build"], (tables, meta) = clock(lambda: _from_json(TRACE, 1 << 62))
+frames = {{name: getattr(tables, name) for name in TABLES}}
+key = source_key(TRACE)
+seconds["cache write"] = clock(lambda: write_cache(TRACE, key, frames, meta, 0))[0]
+print(json.dumps(seconds))
+"""
+
 
 @dataclass
 class TraceResult:
@@ -100,6 +132,7 @@ class TraceResult:
     peak_bytes: dict[str, list[int]] = field(default_factory=lambda: {m: [] for m in MEASURES})
     failed: dict[str, str] = field(default_factory=dict)  # measure -> the error's last line
     marginal_bytes: dict[str, int] = field(default_factory=dict)  # peak after a warm-up load
+    stages: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in STAGES})
 
     def median_s(self, measure: str) -> float:
         return statistics.median(self.seconds[measure])
@@ -147,6 +180,15 @@ def measure_in_fresh_process(
     return orjson.loads(out.stdout.strip().splitlines()[-1])
 
 
+def stages_in_fresh_process(trace: Path, warmup_dir: Path) -> dict[str, float]:
+    """Seconds of each of :data:`STAGES` on ``trace``, in a new interpreter (empty on failure)."""
+    code = _STAGES_CHILD.format(trace=str(trace), warmup_dir=str(warmup_dir))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    if out.returncode != 0:
+        return {}
+    return orjson.loads(out.stdout.strip().splitlines()[-1])
+
+
 def copies(source: Path, workdir: Path, name: str | None = None) -> tuple[Path, Path]:
     """``source`` copied into ``workdir/run`` (for trainprof) and ``workdir/hta`` (for HTA)."""
     run_dir, hta_dir = workdir / "run", workdir / "hta"
@@ -178,6 +220,8 @@ def bench_trace(source: Path, reps: int, workdir: Path, warmup: Path) -> TraceRe
             result.seconds[measure].append(figures["s"])
             result.peak_bytes[measure].append(int(figures["peak_bytes"]))
             result.events = int(figures["events"] or result.events)
+        for stage, seconds in stages_in_fresh_process(trace, warmup).items():
+            result.stages[stage].append(seconds)
     return result
 
 
@@ -223,6 +267,7 @@ def report(results: list[TraceResult], found: list[Ratio], console: Console) -> 
                 f"{max(values):.3f}", f"{result.bytes_per_event(measure):,.0f}",
             )  # fmt: skip
         console.print(table)
+        console.print(stage_table(result))
     for result in results:
         for measure, error in result.failed.items():
             console.print(f"{result.name}: {measure} failed: {error}")
@@ -230,6 +275,26 @@ def report(results: list[TraceResult], found: list[Ratio], console: Console) -> 
         verdict = "" if ratio.met is None else " (met)" if ratio.met else " (NOT met)"
         target = f", target {ratio.comparison} {ratio.target:g}" if ratio.target else ""
         console.print(f"{ratio.name}: {ratio.value:,.2f} {ratio.unit}{target}{verdict}")
+
+
+def stage_table(result: TraceResult) -> Table:
+    """Where a cold load's time goes: each stage's median, what it adds to the one before, and
+    that as a share of the cold load."""
+    cold = result.median_s("trainprof cold") if result.seconds["trainprof cold"] else 0.0
+    table = Table(title=f"{result.name}: cold load by stage (medians; each stage includes the "
+                  "ones above it, but the cache write)")  # fmt: skip
+    for column in ("stage", "median s", "adds s", "of cold"):
+        table.add_column(column, justify="left" if column == "stage" else "right")
+    before = 0.0
+    for stage, values in result.stages.items():
+        if not values:
+            continue
+        median = statistics.median(values)
+        adds = median if stage == "cache write" else median - before
+        before = before if stage == "cache write" else median
+        share = f"{adds / cold:.0%}" if cold else ""
+        table.add_row(stage, f"{median:.3f}", f"{adds:.3f}", share)
+    return table
 
 
 def main() -> None:
@@ -255,7 +320,8 @@ def main() -> None:
     console.print(machine_line(info))
     if args.json:
         raw = {r.name: {"events": r.events, "seconds": r.seconds, "peak_bytes": r.peak_bytes,
-                        "marginal_bytes": r.marginal_bytes, "failed": r.failed}
+                        "marginal_bytes": r.marginal_bytes, "failed": r.failed,
+                        "stages": r.stages}
                for r in results}  # fmt: skip
         write_ratios(args.json, found, info, traces=orjson.loads(orjson.dumps(raw)))
 

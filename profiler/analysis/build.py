@@ -7,6 +7,7 @@ names) become rows; the piece's structs are then dropped.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any
@@ -23,11 +24,15 @@ from profiler.analysis.columns import (
     FLOW_PHASES,
     GPU_ARG_COLUMNS,
     GPU_KINDS,
-    SPARSE_ARG_COLUMNS,
-    SPARSE_DEFAULTS,
-    SPARSE_GETTER,
+    GPU_RARE_DEFAULTS,
+    GPU_RARE_GETTER,
+    HOST_ARG_COLUMNS,
+    HOST_RARE_DEFAULTS,
+    HOST_RARE_GETTER,
+    RARE_ARG_COLUMNS,
     ArgsError,
     Columns,
+    Vocabulary,
     compact_text,
     decode_args,
     ids,
@@ -69,6 +74,9 @@ class TableBuilder:
         self._rows = Rows()
         self._kind_of_cat: list[int] = []  # the kind's code for each category's code
         self._gpu_kind: list[bool] = []  # per kind code
+        self._phases = Vocabulary()  # phases as codes: compared in C, not a string per event
+        self._complete = self._phases.code(PHASE_COMPLETE)
+        self._flow_phases = [self._phases.code(phase) for phase in FLOW_PHASES]
 
     def add(self, events: list[Event], fraction_read: float = 1.0) -> None:
         """Take one piece's events (in file order).
@@ -88,19 +96,19 @@ class TableBuilder:
             raise exc.event_error(events, first) from exc.error
 
     def _add(self, events: list[Event], fraction_read: float) -> None:
-        phases = list(map(attrgetter("ph"), events))
-        if phases.count(PHASE_COMPLETE) == len(phases):
+        phases = self._phases.codes(map(attrgetter("ph"), events), len(events))
+        complete = phases == self._complete
+        if complete.all():
             self._add_complete(events, fraction_read)
             return
-        kinds = np.array(phases)  # fixed-width text: compared in C, not an object per event
-        complete = kinds == PHASE_COMPLETE
         self._add_complete(select(events, complete), fraction_read)
-        flows = np.isin(kinds, FLOW_PHASES)
+        flows = np.isin(phases, self._flow_phases)
         if flows.any():
             self._add_flows(select(events, flows), fraction_read)
         others = ~(complete | flows)
         if others.any():
-            self._rows.add(select(events, others), kinds[others], fraction_read)
+            rest = select(events, others)
+            self._rows.add(rest, np.array(list(map(attrgetter("ph"), rest))), fraction_read)
 
     def finish(self) -> Tables:
         """The tables, events sorted by start (stable, so ties keep file order)."""
@@ -132,15 +140,15 @@ class TableBuilder:
         columns.put("dur_us", rows, values(events, "dur", np.float64))
         columns.put("pid", rows, ids(events, "pid"))
         columns.put("tid", rows, ids(events, "tid"))
-        columns.put_strings("name", rows, list(map(attrgetter("name"), events)))
-        gpu = self._add_categories(rows, list(map(attrgetter("cat"), events)))
+        columns.put_strings("name", rows, map(attrgetter("name"), events))
+        gpu = self._add_categories(rows, map(attrgetter("cat"), events))
         self._add_args(rows, decode_args(ARGS_LIST_DECODER, events), gpu)
         columns.commit(rows)
 
-    def _add_categories(self, rows: slice, cats: list[str]) -> np.ndarray:
+    def _add_categories(self, rows: slice, cats: Iterable[str]) -> np.ndarray:
         """Add ``cat`` and ``kind``; returns which rows are GPU work."""
         columns = self._events
-        cat_codes = columns.vocabularies["cat"].codes(cats)
+        cat_codes = columns.put_strings("cat", rows, cats)
         kinds = columns.vocabularies["kind"]
         for cat in list(columns.vocabularies["cat"].index)[len(self._kind_of_cat) :]:
             kind = KIND_BY_CATEGORY.get(cat.lower(), "other")
@@ -148,7 +156,6 @@ class TableBuilder:
             self._gpu_kind.extend([False] * (len(kinds.index) - len(self._gpu_kind)))
             self._gpu_kind[kinds.index[kind]] = kind in GPU_KINDS
         kind_codes = np.array(self._kind_of_cat, dtype=np.int32)[cat_codes]
-        columns.put("cat", rows, cat_codes)
         columns.put("kind", rows, kind_codes)
         return np.array(self._gpu_kind, dtype=bool)[kind_codes]
 
@@ -156,28 +163,36 @@ class TableBuilder:
         columns = self._events
         external = values(args, "external_id", np.int64)
         columns.put("correlation", rows, values(args, "correlation", np.int64))
-        # Launch and copy details exist only on GPU work, shapes only on host ops: read those
-        # over the rows that can have them (a ninth of the events are GPU work, typically).
+        # Launch and copy details exist only on GPU work, shapes and sequence numbers on host
+        # ops: read those over the rows that have them (a ninth of the events are GPU work,
+        # typically).
         gpu_at, host_at = np.flatnonzero(gpu), np.flatnonzero(~gpu)
         gpu_args, host_args = select(args, gpu), select(args, ~gpu)
         self._texts(rows, "input_dims", host_args, host_at, "input_dims_2021")
         self._texts(rows, "grid", gpu_args, gpu_at)
         self._texts(rows, "block", gpu_args, gpu_at)
         for column, field, dtype, _ in GPU_ARG_COLUMNS:
-            target = columns.buffers[column][rows]
-            target[:] = np.nan if dtype is np.float64 else MISSING_INT
-            target[gpu_at] = values(gpu_args, field, dtype)
-        # The others most events lack: read over the rows that have any of them.
-        sparse = np.fromiter(map(SPARSE_DEFAULTS.__ne__, map(SPARSE_GETTER, args)), bool, len(args))
-        at = np.flatnonzero(sparse)
-        some = select(args, sparse)
+            missing = np.nan if dtype is np.float64 else MISSING_INT
+            columns.put_at(column, rows, gpu_at, values(gpu_args, field, dtype), missing)
+        for column, field, dtype, _ in HOST_ARG_COLUMNS:
+            columns.put_at(column, rows, host_at, values(host_args, field, dtype), MISSING_INT)
+        stream = np.full(len(args), MISSING_INT, np.int64)
+        stream[gpu_at] = ids(gpu_args, "stream")
+        # The others: read over the rows that have any of them.
+        rare = np.zeros(len(args), bool)
+        rare[host_at] = _differs(host_args, HOST_RARE_GETTER, HOST_RARE_DEFAULTS)
+        rare[gpu_at] = _differs(gpu_args, GPU_RARE_GETTER, GPU_RARE_DEFAULTS)
+        at = np.flatnonzero(rare)
+        some = select(args, rare)
         external_2021 = np.full(len(args), MISSING_INT, np.int64)
         external_2021[at] = values(some, "external_id_2021", np.int64)
         columns.put("external_id", rows, np.maximum(external, external_2021))
-        stream = ids(some, "stream")
+        stream[at] = ids(some, "stream")
         stream[stream == 0xFFFFFFFF] = MISSING_INT  # Kineto writes -1 as unsigned 32-bit there
-        columns.put_at("stream", rows, at, stream, MISSING_INT)
-        for column, field, dtype, _ in SPARSE_ARG_COLUMNS:
+        columns.put("stream", rows, stream)
+        for column, field, dtype, _ in HOST_ARG_COLUMNS:
+            columns.buffers[column][rows][at] = values(some, field, dtype)
+        for column, field, dtype, _ in RARE_ARG_COLUMNS:
             if dtype == CATEGORY:
                 columns.put_scattered(column, rows, at, list(map(attrgetter(field), some)))
             else:
@@ -199,9 +214,14 @@ class TableBuilder:
         flows = self._flows
         rows = flows.reserve(len(events), fraction_read)
         flows.put("id", rows, ids(events, "id"))
-        flows.put_strings("ph", rows, list(map(attrgetter("ph"), events)))
-        flows.put_strings("cat", rows, list(map(attrgetter("cat"), events)))
+        flows.put_strings("ph", rows, map(attrgetter("ph"), events))
+        flows.put_strings("cat", rows, map(attrgetter("cat"), events))
         flows.put("pid", rows, ids(events, "pid"))
         flows.put("tid", rows, ids(events, "tid"))
         flows.put("ts_us", rows, values(events, "ts", np.float64))
         flows.commit(rows)
+
+
+def _differs(items: list[Any], getter: Any, defaults: tuple[Any, ...]) -> np.ndarray:
+    """Which of ``items`` have any field of ``getter`` other than its default."""
+    return np.fromiter(map(defaults.__ne__, map(getter, items)), bool, len(items))

@@ -9,8 +9,8 @@ categorical in the end, its categories in order of first appearance in the file)
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from itertools import compress
+from collections.abc import Callable, Iterable
+from itertools import compress, islice
 from operator import attrgetter
 from typing import Any
 
@@ -31,35 +31,40 @@ FLOW_PHASES = (PHASE_FLOW_START, PHASE_FLOW_END, "t")
 
 ARGS_LIST_DECODER = msgspec.json.Decoder(list[CompleteArgs])
 CATEGORY = "category"
-# (column, CompleteArgs field, dtype, only on GPU work) for args copied as they are.
-ARG_COLUMNS: list[tuple[str, str, Any, bool]] = [
-    ("device", "device", np.int64, True),
-    ("seq", "seq", np.int64, False),
-    ("fwd_tid", "fwd_tid", np.int64, False),
-    ("occupancy_pct", "occupancy", np.float64, True),
-    ("blocks_per_sm", "blocks_per_sm", np.float64, True),
-    ("warps_per_sm", "warps_per_sm", np.float64, True),
-    ("registers", "registers", np.int64, True),
-    ("shared_memory_bytes", "shared_memory", np.int64, True),
-    ("bytes", "bytes", np.int64, True),
-    ("bandwidth_gbps", "bandwidth", np.float64, True),
-    ("collective", "collective", CATEGORY, False),
-    ("in_nelems", "in_nelems", np.int64, False),
-    ("out_nelems", "out_nelems", np.int64, False),
-    ("group_size", "group_size", np.int64, False),
-    ("dtype", "dtype", CATEGORY, False),
-    ("pg_name", "pg_name", CATEGORY, False),
-    ("sync_kind", "sync_kind", CATEGORY, False),
+GPU, HOST, RARE = "gpu", "host", "rare"
+# (column, CompleteArgs field, dtype, where it is read) for args copied as they are. Where:
+# GPU: on GPU work only (launch and copy details); HOST: on every host op (sequence numbers),
+# and on any other event that has a RARE arg; RARE: on the events that have any (most have none).
+ARG_COLUMNS: list[tuple[str, str, Any, str]] = [
+    ("device", "device", np.int64, GPU),
+    ("seq", "seq", np.int64, HOST),
+    ("fwd_tid", "fwd_tid", np.int64, HOST),
+    ("occupancy_pct", "occupancy", np.float64, GPU),
+    ("blocks_per_sm", "blocks_per_sm", np.float64, GPU),
+    ("warps_per_sm", "warps_per_sm", np.float64, GPU),
+    ("registers", "registers", np.int64, GPU),
+    ("shared_memory_bytes", "shared_memory", np.int64, GPU),
+    ("bytes", "bytes", np.int64, GPU),
+    ("bandwidth_gbps", "bandwidth", np.float64, GPU),
+    ("collective", "collective", CATEGORY, RARE),
+    ("in_nelems", "in_nelems", np.int64, RARE),
+    ("out_nelems", "out_nelems", np.int64, RARE),
+    ("group_size", "group_size", np.int64, RARE),
+    ("dtype", "dtype", CATEGORY, RARE),
+    ("pg_name", "pg_name", CATEGORY, RARE),
+    ("sync_kind", "sync_kind", CATEGORY, RARE),
 ]
-GPU_ARG_COLUMNS = [c for c in ARG_COLUMNS if c[3]]
-SPARSE_ARG_COLUMNS = [c for c in ARG_COLUMNS if not c[3]]
-# The args that most events lack (every one but the GPU work's and those read on every event):
-# one getter call per event tells which events have any (defaults are shared objects, so the
-# comparison is by identity, mostly).
-SPARSE_GETTER = attrgetter(
-    "external_id_2021", "stream", *(field for _, field, _, _ in SPARSE_ARG_COLUMNS)
-)
-SPARSE_DEFAULTS = SPARSE_GETTER(CompleteArgs())
+GPU_ARG_COLUMNS = [c for c in ARG_COLUMNS if c[3] == GPU]
+HOST_ARG_COLUMNS = [c for c in ARG_COLUMNS if c[3] == HOST]
+RARE_ARG_COLUMNS = [c for c in ARG_COLUMNS if c[3] == RARE]
+_RARE = ("external_id_2021", *(field for _, field, _, _ in RARE_ARG_COLUMNS))
+# The args a host op or GPU work rarely has (a stream on a host op, a sequence number on GPU
+# work, and the RARE ones): one getter call per event tells which events have any (defaults are
+# shared objects, so the comparison is by identity, mostly).
+HOST_RARE_GETTER = attrgetter("stream", *_RARE)
+GPU_RARE_GETTER = attrgetter(*(field for _, field, _, _ in HOST_ARG_COLUMNS), *_RARE)
+HOST_RARE_DEFAULTS = HOST_RARE_GETTER(CompleteArgs())
+GPU_RARE_DEFAULTS = GPU_RARE_GETTER(CompleteArgs())
 EMPTY_RAW = CompleteArgs().input_dims_2021
 # The events table's columns in order, and their types.
 EVENT_COLUMNS: dict[str, Any] = {
@@ -174,53 +179,72 @@ def compact_text(raw: bytes) -> str:
     return raw.translate(None, _WHITESPACE).decode(errors="replace")
 
 
+class _Codes(dict[Any, int]):
+    """Codes by value: a value not seen yet gets the next code as it is looked up."""
+
+    def __missing__(self, value: Any) -> int:
+        code = self[value] = len(self)
+        return code
+
+
+class _RawCodes(dict[Any, int]):
+    """Codes by raw text: a text not seen yet is normalised and numbered as it is looked up."""
+
+    def __init__(self, index: _Codes, normalise: Callable[[Any], str]) -> None:
+        super().__init__()
+        self._index = index
+        self._normalise = normalise
+
+    def __missing__(self, raw: Any) -> int:
+        code = self[raw] = self._index[self._normalise(raw)]
+        return code
+
+
 class Vocabulary:
-    """One string column's distinct values, numbered in order of first appearance."""
+    """One string column's distinct values, numbered in order of first appearance.
+
+    A value's code is one dict lookup in C (no list, array or factorisation in between): the
+    values are read straight off the events as they are numbered.
+    """
 
     def __init__(self) -> None:
-        self.index: dict[str, int] = {}
-        self._normalised: dict[Any, str] = {}  # raw text -> its string, across pieces
+        self.index: dict[str, int] = _Codes()
+        self._raw: _RawCodes | None = None  # raw text -> its code, across pieces
 
     def codes(
         self,
-        values: Any,
+        values: Iterable[Any],
+        count: int,
         normalise: Callable[[Any], str] | None = None,
         blank_after: int | None = None,
     ) -> np.ndarray:
         """The codes of ``values`` (strings, or raw texts that ``normalise`` turns into them).
 
         Args:
-            values: the strings.
-            normalise: turns each distinct value into its string.
+            values: the strings, ``count`` of them.
+            count: how many.
+            normalise: turns each distinct value into its string (one function per column).
             blank_after: number "" right after the values of the first ``blank_after`` rows.
         """
-        local, uniques = _factorize(values)
-        if normalise is not None:  # each distinct raw text once per file, not once per piece
-            known = self._normalised
-            uniques = [known.get(u) or known.setdefault(u, normalise(u)) for u in uniques]
-        index = self.index
-        if blank_after is not None:
-            seen = int(local[:blank_after].max()) + 1 if blank_after else 0
-            for unique in uniques[:seen]:
-                index.setdefault(unique, len(index))
-            index.setdefault("", len(index))
-        mapping = [index.setdefault(unique, len(index)) for unique in uniques]
-        return np.array(mapping, dtype=np.int32)[local] if len(local) else local.astype(np.int32)
+        lookup = self.index.__getitem__
+        if normalise is not None:
+            if self._raw is None:
+                self._raw = _RawCodes(self.index, normalise)  # type: ignore[arg-type]
+            lookup = self._raw.__getitem__
+        if blank_after is None:
+            return np.fromiter(map(lookup, values), np.int32, count)
+        values = iter(values)
+        head = np.fromiter(map(lookup, islice(values, blank_after)), np.int32, blank_after)
+        self.code("")
+        rest = np.fromiter(map(lookup, values), np.int32, count - blank_after)
+        return np.concatenate((head, rest))
 
     def code(self, value: str) -> int:
-        return self.index.setdefault(value, len(self.index))
+        return self.index[value]
 
     def categorical(self, codes: np.ndarray) -> pd.Categorical:
         categories = pd.Index(list(self.index), dtype=object)
         return pd.Categorical.from_codes(codes, categories=categories)
-
-
-def _factorize(values: Any) -> tuple[np.ndarray, Any]:
-    """Codes and distinct values in order of appearance; at once when all are the same (most
-    columns of a piece: args that only collectives or syncs have)."""
-    if isinstance(values, list) and values and values.count(values[0]) == len(values):
-        return np.zeros(len(values), dtype=np.intp), [values[0]]
-    return pd.factorize(np.asarray(values, dtype=object))
 
 
 class Columns:
@@ -250,9 +274,11 @@ class Columns:
     def put(self, column: str, rows: slice, values: Any) -> None:
         self.buffers[column][rows] = values
 
-    def put_strings(self, column: str, rows: slice, values: Any) -> None:
-        """A string column's values at ``rows``."""
-        self.buffers[column][rows] = self.vocabularies[column].codes(values)
+    def put_strings(self, column: str, rows: slice, values: Iterable[str]) -> np.ndarray:
+        """A string column's values at ``rows``; returns their codes."""
+        codes = self.vocabularies[column].codes(values, rows.stop - rows.start)
+        self.buffers[column][rows] = codes
+        return codes
 
     def put_at(
         self, column: str, rows: slice, at: np.ndarray, values: np.ndarray, missing: Any
@@ -272,10 +298,11 @@ class Columns:
             return
         size = rows.stop - rows.start
         blank = _first_gap(at, size)
-        if blank is None or "" in vocabulary.index:
-            codes = vocabulary.codes(values, normalise)
-        else:  # number "" where it first appears, as a factorisation of the whole column would
-            codes = vocabulary.codes(values, normalise, int(np.searchsorted(at, blank)))
+        blank_after = None
+        if blank is not None and "" not in vocabulary.index:
+            # number "" where it first appears, as a factorisation of the whole column would
+            blank_after = int(np.searchsorted(at, blank))
+        codes = vocabulary.codes(values, len(at), normalise, blank_after)
         target = self.buffers[column][rows]
         target[:] = vocabulary.code("")
         target[at] = codes

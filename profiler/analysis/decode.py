@@ -153,12 +153,17 @@ class EventStream:
 
     def _pieces(self) -> Iterator[list[Event]]:
         blocks = iter(self._reader)
-        head, start = self._find_array(blocks)
-        if start is None:  # not the usual layout: decode the document whole
-            yield self._whole(head, blocks)
-            return
-        self._offset += start
-        yield from self._stream(head[start:], blocks)
+        try:
+            head, start = self._find_array(blocks)
+            if start is None:  # not the usual layout: decode the document whole
+                yield self._whole(head, blocks)
+                return
+            self._offset += start
+            yield from self._stream(head[start:], blocks)
+        finally:  # however the decoding ends: the reader's thread stops with it
+            close = getattr(blocks, "close", None)
+            if close is not None:
+                close()
 
     def _find_array(self, blocks: Iterator[bytes]) -> tuple[bytearray, int | None]:
         """The text up to where the events array starts, and the array's offset in it.
@@ -229,6 +234,7 @@ class EventStream:
             self._offset += len(pending) - len(rest)  # rest starts with a '[' put there
             pending, limit = rest, self._chunk_bytes
             self._first_event += len(events)
+            self._reader.ahead = True  # a trace: read the rest a block ahead, in a thread
             yield events  # the events' raw args hold the piece's text, until they go
         yield self._last(pending)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import threading
 from pathlib import Path
 
 import pandas as pd
@@ -114,3 +115,49 @@ def test_the_text_is_the_same_through_either_inflater(
     fast = b"".join(text.TextReader(path, read_bytes=4096))
     monkeypatch.setattr(text, "_INFLATE", text.zlib)
     assert fast == b"".join(text.TextReader(path, read_bytes=4096)) == body
+
+
+def _blocks(reader: text.TextReader, ahead_after: int, blocks: list[bytes]) -> list[bytes]:
+    """The reader's blocks, put in ``blocks`` as they come, reading ahead from the
+    ``ahead_after``-th on."""
+    for block in reader:
+        blocks.append(block)
+        reader.ahead = len(blocks) >= ahead_after
+    return blocks
+
+
+def test_reading_ahead_gives_the_same_blocks_and_errors_in_order(tmp_path: Path) -> None:
+    body = json.dumps({"traceEvents": _events(2000)}).encode()
+    path = tmp_path / "t.json.gz"
+    path.write_bytes(gzip.compress(body))
+    plain = list(text.TextReader(path, read_bytes=4096))
+    assert _blocks(text.TextReader(path, read_bytes=4096), 2, []) == plain
+    assert b"".join(plain) == body and len(plain) > 10
+    # Damage past the first blocks: what came before it comes out, then zlib's words on it.
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 64] = bytes(64)
+    path.write_bytes(bytes(data))
+    seen: list[list[bytes]] = [[], []]
+    for ahead_after, blocks in zip((10**9, 2), seen, strict=True):
+        with pytest.raises(TraceFormatError, match="corrupt or truncated gzip: Error -3 while"):
+            _blocks(text.TextReader(path, read_bytes=4096), ahead_after, blocks)
+    assert seen[0] == seen[1] and len(seen[0]) > 2
+
+
+def test_the_thread_reading_ahead_stops_with_the_reader(tmp_path: Path) -> None:
+    path = _write(tmp_path / "t.pt.trace.json.gz", _events(3000))
+    reader = text.TextReader(path, read_bytes=4096)
+    blocks = iter(reader)
+    next(blocks)
+    reader.ahead = True
+    next(blocks)
+    next(blocks)
+    assert "trainprof-read-ahead" in {thread.name for thread in threading.enumerate()}
+    blocks.close()  # type: ignore[attr-defined]
+    assert "trainprof-read-ahead" not in {thread.name for thread in threading.enumerate()}
+    # A load that fails part way through the file stops it too (conftest checks no thread is
+    # left behind after each test).
+    events = _events(3000)
+    events[-10]["args"] = {"External id": "not a number"}
+    with pytest.raises(TraceFormatError, match="args.External id is a string"):
+        load_trace(_write(tmp_path / "bad.pt.trace.json.gz", events), cache=False)
