@@ -115,6 +115,19 @@ def _location(text: str, *, empty_ok: bool = False) -> Path:
         raise typer.BadParameter(str(exc)) from None
 
 
+def _as_urls(value: Any) -> Any:
+    """``value`` with every path into a URL's local copy given as that URL (``s3://...``)."""
+    from profiler.store.remote import as_url
+
+    if isinstance(value, str):
+        return as_url(value)
+    if isinstance(value, dict):
+        return {key: _as_urls(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_as_urls(item) for item in value]
+    return value
+
+
 def _root_location(text: str) -> Path:
     """A trace root argument: as :func:`_location`, and a URL with no run yet is an empty
     root (the dashboard shows runs as they arrive)."""
@@ -289,7 +302,7 @@ def summary(
         new = _figures(summaries, runs)
         gate = check_gate(base, new, threshold_pct=fail_above, metric=metric_name)
         report["gate"] = gate.to_dict()
-    _emit(report, json, "render_summary")
+    _emit(_as_urls(report), json, "render_summary")
     bad = bad_base or any(group is None or group.errors for group in groups)
     _finish(gate, bad_input=bad)
 

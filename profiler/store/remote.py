@@ -187,6 +187,18 @@ def local_copy(url: str, *, max_age_s: float | None = None, empty_ok: bool = Fal
     return _copy_path(target)
 
 
+def as_url(text: str) -> str:
+    """``text`` (a path) with a local copy's directory at its start, made in this process,
+    replaced by the URL it copies: what a report names for a file read from a URL."""
+    for copy, url in sorted(_copies.items(), key=lambda item: -len(str(item[0]))):
+        prefix = str(copy)
+        if text == prefix:
+            return url
+        if text.startswith(prefix + os.sep) and copy.is_dir():
+            return url + text[len(prefix) :].replace(os.sep, "/")
+    return text
+
+
 def _copy_path(target: Path) -> Path:
     """The copy's directory, or its one file when the URL named an object."""
     stamps = _read_stamps(target)

@@ -109,7 +109,8 @@ def test_a_job_writes_to_s3_and_summary_and_the_dashboard_read_it(s3: Any) -> No
     ran = _cli("summary", f"s3://{BUCKET}/team/job", "--json")
     assert ran.returncode == 0, ran.stderr
     report = orjson.loads(ran.stdout)
-    assert [Path(entry["path"]).name for entry in report["traces"]] == [trace]
+    # The report names the file by its URL, not by the local copy read.
+    assert [entry["path"] for entry in report["traces"]] == [f"s3://{BUCKET}/team/job/{trace}"]
     assert report["traces"][0]["steps"]["count"] == 2  # the window's two active steps
     assert report["step_logs"] is not None
 
