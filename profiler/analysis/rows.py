@@ -24,6 +24,7 @@ MEMORY_COLUMNS: dict[str, Any] = {
     "device_id": np.int64,
 }  # fmt: skip
 _INSTANT_PHASES = (PHASE_INSTANT, "I")
+_ROW_PHASES = (PHASE_COUNTER, PHASE_METADATA)
 
 
 _MEMORY_LIST_DECODER = msgspec.json.Decoder(list[MemoryArgs])
@@ -56,7 +57,8 @@ class Rows:
         memory = np.isin(phases, _INSTANT_PHASES) & (names == MEMORY_EVENT)
         if memory.any():
             self._memory(select(events, memory), fraction_read)
-        for event in select(events, ~memory):
+        # Only counters and names become rows: other instants (most of these) are passed over.
+        for event in select(events, ~memory & np.isin(phases, _ROW_PHASES)):
             self._add(event)
 
     def _add(self, event: Event) -> None:
