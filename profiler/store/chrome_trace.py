@@ -325,11 +325,10 @@ def _frames_around(
     found = _python_frames(raw, prefixes)
     if not found:
         return {}
-    ours, pids, tids, ts, dur = (np.array(column) for column in zip(*found, strict=True))
-    # orjson reads 7k numbers ~8x faster than numpy's conversion of their text; both round
-    # correctly, as float() does for our ranges.
-    starts = np.rint(_numbers(ts) * 1000).astype(np.int64)
-    ends = starts + np.rint(_numbers(dur) * 1000).astype(np.int64)
+    columns = list(zip(*found, strict=True))
+    ours, pids, tids = (np.array(column) for column in columns[:3])
+    starts = np.rint(_numbers(columns[3]) * 1000).astype(np.int64)
+    ends = starts + np.rint(_numbers(columns[4]) * 1000).astype(np.int64)
     result = {}
     for (pid, tid), marks in points.items():
         rows = (ours == b"") & (pids == pid) & (tids == tid)
@@ -342,8 +341,10 @@ def _frames_around(
     return result
 
 
-def _numbers(texts: np.ndarray) -> np.ndarray:
-    return np.array(orjson.loads(b"[" + b",".join(texts.tolist()) + b"]"), dtype=np.float64)
+def _numbers(texts: Sequence[bytes]) -> np.ndarray:
+    """JSON numbers' text as floats: orjson reads 7k of them ~8x faster than numpy's conversion
+    of text, and rounds correctly, as ``float()`` does for our ranges."""
+    return np.array(orjson.loads(b"[" + b",".join(texts) + b"]"), dtype=np.float64)
 
 
 def _python_frames(raw: Text, prefixes: Sequence[str]) -> list[tuple[bytes, ...]]:

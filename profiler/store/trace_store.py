@@ -79,6 +79,10 @@ GZIP_LEVEL = 1
 # half the CPUs this process may use: on a busy 2-core machine a second thread only slows it.
 GZIP_THREADS = 4
 GZIP_SLICE_MIN_BYTES = 512 * 1024
+# How long the writer waits for the thread that deflates ahead to take its job (it starts in
+# ~0.1 ms on a CPU that is free; past this, the writer goes on and runs the job itself if the
+# thread has still not taken it when the result is needed).
+DEFLATE_START_WAIT_S = 0.001
 # Kineto exports each window to a scratch file that is read back and removed. In memory
 # (/dev/shm) that costs ~0.9 ms less a 2 MB window than on ext4, where removing a file just
 # written is itself ~0.5 ms; but Kineto reports no short write and a window cannot be exported
@@ -159,12 +163,12 @@ class DeflateAhead:
     """The deflate of a document's last pieces, begun before its first pieces are known.
 
     The writer knows most of a window's document (Kineto's events, after ours) before it has
-    worked out our events (~2 ms of Python a 10-step window): where this process may use two
-    CPUs, a worker thread deflates those pieces meanwhile (the compressor drops the GIL), as
-    the last slice of the member :func:`gzip_bytes` then writes. Whoever gets to the job first
-    runs it: :meth:`result` takes it back from a thread that has not started it (on a busy
-    machine it may not be scheduled in time), so the write never waits on an idle thread. The
-    pieces must not change until then.
+    worked out our events (~2 ms of Python a 10-step window): where a CPU is free
+    (:func:`_spare_cpu`), a thread deflates those pieces meanwhile (the compressor drops the
+    GIL), as the last slice of the member :func:`gzip_bytes` then writes. Whoever gets to the
+    job first runs it: :meth:`result` takes it back from a thread that has not started it (on a
+    busy machine it may not be scheduled in time), so the write never waits on an idle thread.
+    The pieces must not change until then.
     """
 
     def __init__(self, parts: Sequence[bytes | memoryview], *, level: int = GZIP_LEVEL) -> None:
@@ -175,16 +179,22 @@ class DeflateAhead:
         self._done = threading.Event()
         self._deflated: tuple[bytes, int] | None = None
         self._error: BaseException | None = None
-        if _usable_cpus() >= 2:
-            # A bare thread (~30 us): threading.Thread.start() waits until the new thread
-            # runs, which on a busy machine can take longer than the job. It ends with the job,
-            # and holds no state a fork could leave half-copied.
+        self._taken = threading.Event()  # set by the thread that runs the job, as it starts
+        if _spare_cpu():
+            # A bare thread (~30 us): threading.Thread.start() waits however long the new thread
+            # takes to run, which on a busy machine can be longer than the job. It ends with the
+            # job, and holds no state a fork could leave half-copied. The new thread needs the
+            # GIL to start the compressor (which then drops it), and the writer's Python work
+            # would keep it for the 5 ms switch interval: wait a little, without the GIL, for
+            # the thread to take the job.
             _thread.start_new_thread(self.run, ())
+            self._taken.wait(DEFLATE_START_WAIT_S)
 
     def run(self) -> bool:
         """Deflate the pieces, unless another thread has taken the job; whether this one did."""
         if not self._claim.acquire(blocking=False):
             return False
+        self._taken.set()
         try:
             self._deflated = _deflate(self.parts, self._level, final=True), _crc32(self.parts)
         except BaseException as exc:  # handed to result()'s caller, the writer
@@ -229,6 +239,18 @@ def _crc32(parts: Sequence[bytes | memoryview], crc: int = 0) -> int:
     for part in parts:
         crc = deflate.crc32(part, crc)
     return crc
+
+
+def _spare_cpu() -> bool:
+    """Whether a CPU is likely idle for a second thread: two usable, and the load average (this
+    process's busy thread counts as one) leaves one free. On a saturated machine the thread
+    that deflates ahead only queues behind other work; there the writer deflates in turn."""
+    cpus = _usable_cpus()
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # no load average (Windows)
+        load = 0.0
+    return cpus >= 2 and load < cpus - 0.5
 
 
 def _usable_cpus() -> int:

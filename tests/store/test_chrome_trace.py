@@ -295,7 +295,7 @@ def test_splicing_real_traces_changes_only_categories(reference_traces: Path, na
 def test_the_tail_deflated_ahead_completes_the_same_document(
     threads: bool, plain_zlib: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(trace_store, "_usable_cpus", lambda: 2 if threads else 1)
+    monkeypatch.setattr(trace_store, "_spare_cpu", lambda: threads)
     if plain_zlib:  # no python-isal: no CRC combining, the tail's CRC is taken in turn
         monkeypatch.setattr(trace_store, "_deflate_module", lambda: zlib)
     raw = KINETO.replace(b'"traceEvents": [\n', b'"traceEvents": [\n' + OP_AS_KINETO_WRITES * 50)
@@ -319,3 +319,15 @@ def test_a_job_is_run_once_by_whoever_takes_it_first() -> None:
     packed = trace_store.gzip_bytes([b"head,"], tail=tail)
     assert gzip.decompress(packed) == b"head," + b"abc" * 1000 + b"xyz" * 1000
     assert tail._done.is_set() and not tail.run()
+
+
+@pytest.mark.parametrize(
+    ("cpus", "load", "spare"), [(2, 0.3, True), (2, 1.8, False), (1, 0.0, False), (8, 6.0, True)]
+)
+def test_the_tail_is_deflated_ahead_only_with_a_cpu_to_spare(
+    cpus: int, load: float, spare: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer's own busy thread counts in the load average: one CPU must be left."""
+    monkeypatch.setattr(trace_store, "_usable_cpus", lambda: cpus)
+    monkeypatch.setattr(trace_store.os, "getloadavg", lambda: (load, load, load))
+    assert trace_store._spare_cpu() is spare
