@@ -13,16 +13,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+# moto and s3fs are in the dev extra: a missing one fails here rather than skipping.
+import moto.server as moto_server
 import orjson
 import pytest
+import s3fs
 
-pytest.importorskip("s3fs")
-moto_server = pytest.importorskip("moto.server")
-
-from profiler.analysis.run import Run, RunSet  # noqa: E402
-from profiler.events import RunStatus, TrainprofWarning  # noqa: E402
-from profiler.store import RunStore, remote  # noqa: E402
-from profiler.store.remote import RemoteStoreError  # noqa: E402
+from profiler.analysis.run import Run, RunSet
+from profiler.events import RunStatus, TrainprofWarning
+from profiler.store import RunStore, remote
+from profiler.store.remote import RemoteStoreError
 
 BUCKET = "traces"
 DOC = b'{"traceEvents": []}'
@@ -49,8 +49,6 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     }
     saved = {key: os.environ.get(key) for key in env}
     os.environ.update(env)
-    import s3fs
-
     s3fs.S3FileSystem.clear_instance_cache()
     fs = s3fs.S3FileSystem()
     fs.mkdir(BUCKET)
