@@ -26,7 +26,7 @@ import sys
 from collections.abc import Iterator
 from operator import attrgetter
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -75,15 +75,23 @@ class Event(msgspec.Struct, gc=False):
     args: msgspec.Raw = msgspec.Raw(b"{}")
 
 
-class TypedEvent(Event, gc=False):
-    """One trace event with its ``args`` decoded (the typed pass)."""
-
-    args: EventArgs = EventArgs()  # type: ignore[valid-type]
-
-
 # Phases whose args are read whole (counters' series, metadata's names): a piece holding one is
 # decoded with raw args.
 _RAW_ARGS_PHASES = frozenset((PHASE_COUNTER, PHASE_METADATA))
+# The Chrome format's phases but those: the typed pass takes only these, so a piece holding a
+# counter or metadata (or a phase no writer uses) fails it at that event, not after a scan of
+# all; and each event's phase is one shared string, not one decoded per event.
+_TypedPhase = Literal[
+    "B", "E", "X", "i", "I", "b", "n", "e", "s", "t", "f", "P", "O", "N", "D", "V", "v", "R",
+    "c", "(", ")",
+]  # fmt: skip
+
+
+class TypedEvent(Event, gc=False):
+    """One trace event with its ``args`` decoded (the typed pass)."""
+
+    ph: _TypedPhase = ""  # type: ignore[assignment]
+    args: EventArgs = EventArgs()  # type: ignore[valid-type]
 
 
 # Top-level keys kept in TraceTable.meta; any other is skipped while decoding.
@@ -272,14 +280,9 @@ class EventStream:
         """
         if self._typed:
             try:
-                events: list[Event] = self._decode(_TYPED_DECODER, text)
+                return self._decode(_TYPED_DECODER, text)
             except msgspec.ValidationError:
-                events = []
-            else:
-                if _RAW_ARGS_PHASES.isdisjoint(map(attrgetter("ph"), events)):
-                    return events
-            events.clear()
-            self._typed = False
+                self._typed = False
         events = self._decode(_EVENTS_DECODER, text)
         self._typed = _RAW_ARGS_PHASES.isdisjoint(map(attrgetter("ph"), events))
         return events

@@ -6,8 +6,10 @@ from __future__ import annotations
 import gzip
 import json
 import threading
+import typing
 from pathlib import Path
 
+import msgspec
 import pandas as pd
 import pytest
 
@@ -73,7 +75,8 @@ def test_the_typed_pass_gives_the_tables_of_the_raw_pass(
     kinds = {type(piece[0]) for piece in pieces if piece}
     assert kinds == {decode.TypedEvent, decode.Event}  # both passes ran
     typed = load_trace(path, cache=False)
-    monkeypatch.setattr(decode, "_RAW_ARGS_PHASES", frozenset(("X", "C", "M")))
+    # A typed pass that refuses every piece: all are decoded the raw way.
+    monkeypatch.setattr(decode, "_TYPED_DECODER", msgspec.json.Decoder(list[int]))
     raw = load_trace(path, cache=False)
     _assert_same(typed, raw)
     assert len(typed.counters) == 5 and len(typed.threads) == 5 and len(typed.memory) == 60
@@ -161,3 +164,11 @@ def test_the_thread_reading_ahead_stops_with_the_reader(tmp_path: Path) -> None:
     events[-10]["args"] = {"External id": "not a number"}
     with pytest.raises(TraceFormatError, match="args.External id is a string"):
         load_trace(_write(tmp_path / "bad.pt.trace.json.gz", events), cache=False)
+
+
+def test_the_typed_pass_refuses_the_phases_whose_args_are_read_whole() -> None:
+    typed = set(typing.get_args(decode._TypedPhase))
+    assert decode._RAW_ARGS_PHASES.isdisjoint(typed) and {"X", "i", "s", "f"} <= typed
+    for phase in decode._RAW_ARGS_PHASES:
+        with pytest.raises(msgspec.ValidationError, match=r"\$\[1\]\.ph"):
+            decode._TYPED_DECODER.decode(f'[{{"ph": "X"}}, {{"ph": "{phase}"}}]'.encode())
