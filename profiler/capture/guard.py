@@ -33,6 +33,7 @@ import torch
 
 from profiler.events import TrainprofWarning
 from profiler.store import liveness
+from profiler.store.trace_store import META_FLUSH_S
 
 # A signal gives the window in progress this long to be exported and written; past it the
 # signal goes on to end the process (a scheduler's SIGKILL follows SIGTERM within ~30 s).
@@ -307,17 +308,24 @@ class Watch:
     Args:
         on_signal: see :class:`SignalGuard`.
         beat: called every ``liveness.HEARTBEAT_INTERVAL_S`` (read now) on :attr:`ticker`.
+        flush: called every ``META_FLUSH_S`` on :attr:`ticker`: lists the trace files written
+            since in the run's records (``RunStore.flush_meta``), off the windows' write path.
 
     The ticker starts at :meth:`start`, once the session has added its other chores to it.
     """
 
     def __init__(
-        self, on_signal: Callable[[int, FrameType | None], None], beat: Callable[[], None]
+        self,
+        on_signal: Callable[[int, FrameType | None], None],
+        beat: Callable[[], None],
+        flush: Callable[[], None] | None = None,
     ) -> None:
         self.signals = SignalGuard(on_signal)
         self.signals.install()
         self.ticker = Ticker(name="session")
         self.ticker.every(liveness.HEARTBEAT_INTERVAL_S, beat)
+        if flush is not None:
+            self.ticker.every(META_FLUSH_S, flush)
 
     def start(self) -> None:
         """Start the ticker's thread: the heartbeat and the chores added since."""

@@ -189,7 +189,7 @@ class Profile:
             self._metrics = StepMetrics(
                 self.models, self._memory, self._sinks.write, self._clock, cuda=self.device != "cpu"
             )
-            watch = self._watch = Watch(self._on_signal, self._beat)
+            watch = self._watch = Watch(self._on_signal, self._beat, self._flush_meta)
             if self.system_metrics:
                 self._sampler = SystemSampler(step_peak=self._metrics.step_peak)
                 self._sampler.start()
@@ -406,6 +406,9 @@ class Profile:
 
     def _beat(self) -> None:
         self._guarded("write the heartbeat to run.json", self.store.heartbeat)
+
+    def _flush_meta(self) -> None:
+        self._guarded("list the trace files in run.json", self.store.flush_meta)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         """Before SIGTERM/SIGINT goes on: mark the run interrupted, flush the step log and

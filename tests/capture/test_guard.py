@@ -26,6 +26,7 @@ from profiler.capture.guard import (
 )
 from profiler.events import TrainprofWarning
 from profiler.store.liveness import run_state
+from profiler.store.trace_store import META_FLUSH_S
 from tests.capture.helpers import ManualTicks, meta_of, run_child, summary, tiny_loop
 from tests.conftest import read_trace
 
@@ -157,6 +158,12 @@ def test_one_thread_beats_into_run_json_and_polls_for_requests(tmp_path, monkeyp
         assert meta["heartbeat_unix_s"] == 2_000_000_000.0
         assert run_state(meta, now=2_000_000_001.0).status == "running"
         tiny_loop(prof, 6)  # the schedule's window, then the request's
+        assert len(prof.trace_files) == 2
+        listed = meta_of(tmp_path / "hb")["trace_files"]
+        ticks.tick_and_wait()  # the records list the windows at the next tick, not at the write
+        assert prof.trace_files[-1].name not in listed
+        written = [path.name for path in prof.trace_files]
+        assert meta_of(tmp_path / "hb")["trace_files"] == written
     assert meta_of(tmp_path / "hb")["status"] == "complete"
     asked = read_trace(prof.trace_files[-1])["trainprof"]["window"]["trigger"]
     assert len(prof.trace_files) == 2 and asked["source"] == "capture"  # the poll found it
@@ -170,7 +177,7 @@ def test_the_heartbeat_interval_is_livenesss(tmp_path: Path, monkeypatch) -> Non
     monkeypatch.setattr(liveness, "HEARTBEAT_INTERVAL_S", 123.0)
     with profiler.profile(None, out_dir=tmp_path, run_name="i", schedule=None) as prof:
         assert prof._watch is not None
-        assert prof._watch.ticker.intervals == [123.0, REQUEST_POLL_S]
+        assert prof._watch.ticker.intervals == [123.0, META_FLUSH_S, REQUEST_POLL_S]
 
 
 # Signal plumbing ------------------------------------------------------------------------------

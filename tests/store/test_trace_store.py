@@ -35,6 +35,27 @@ def test_run_lifecycle(tmp_path: Path) -> None:
     assert meta["trace_files"] == [path.name]
 
 
+def test_records_list_a_window_at_the_next_flush_or_at_once_once_the_run_is_ending(
+    tmp_path: Path,
+) -> None:
+    store = RunStore(tmp_path, "r", rank=0)
+    store.create({}, {})
+
+    def listed() -> tuple[list[str], list[str]]:
+        records = (store.run_meta_path, store.rank_meta_path)
+        return tuple(orjson.loads(path.read_bytes())["trace_files"] for path in records)
+
+    first = store.trace_path(unix_ms=1)
+    store.write_trace(first, b"{}")
+    assert store.trace_files == [first] and listed() == ([], [])  # off the write path
+    store.flush_meta()
+    assert listed() == ([first.name], [first.name])
+    store.mark_interrupted("SIGTERM", at_step=3)
+    second = store.trace_path(unix_ms=2)
+    store.write_trace(second, b"{}")  # a signal's window: no ticker may come after it
+    assert listed() == ([first.name, second.name],) * 2
+
+
 def test_nonzero_rank_leaves_run_json_to_rank_zero(tmp_path: Path) -> None:
     store = RunStore(tmp_path, "r", rank=1)
     store.create({}, {})
