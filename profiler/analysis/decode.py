@@ -71,7 +71,6 @@ class Event(msgspec.Struct, gc=False):
     ts: float = math.nan
     dur: float = 0.0
     id: int | str | None = None
-    bp: str = ""
     args: msgspec.Raw = msgspec.Raw(b"{}")
 
 
