@@ -72,7 +72,9 @@ CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time
 # Where trainprof's stop-to-disk goes, timed inside the write: (stage, where, attribute). "where"
 # is the writer module (write_window's own globals) or a class it calls; a name that is gone
 # leaves its stage out, and what no stage covers is "other" (the clock mapping, the scratch
-# file's path and removal, the deflate thread's start, encoding our events).
+# file's path and removal, the deflate thread's start). "our events" includes their encoding
+# (window_events returns their JSON); "gzip + write" no longer rewrites run.json or the rank
+# record (the session's ticker lists the trace in them within a second).
 STAGES: tuple[tuple[str, str, str], ...] = (
     ("Kineto export", "torch", "export_chrome_trace"),
     ("read back", "writer", "read_text"),
@@ -410,7 +412,7 @@ def print_stages(cases: Sequence[Case], clock: str = "wall") -> None:
     Console(width=None if sys.stdout.isatty() else 160).print(table)
     print(
         "gzip + write: Kineto's events are deflated on a second CPU while our events are worked "
-        "out; this is what is left of it, with the atomic write and run.json"
+        "out; this is what is left of it, with the atomic write (run.json is the ticker's)"
     )
 
 

@@ -43,8 +43,10 @@ no per-module wrapper or hook runs at all.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 import torch
@@ -192,34 +194,53 @@ class WindowRecord:
             starts: trace ``ts`` of the engine's start on a node, by sequence number.
             to_ts: our clock to the trace's ``ts``.
         """
-        nodes: dict[int, list[int]] = {}  # a node's modules, innermost (first to return) first
-        for sequence, key in self.outputs:
-            nodes.setdefault(sequence, []).append(key)
-        timeline = sorted(
-            ((starts[sequence], keys) for sequence, keys in nodes.items() if sequence in starts),
-            key=lambda item: item[0],
-        )
         ends = sorted(to_ts(ns) for ns in self.backward_ends)
+        ends.append(math.inf)  # past the last end: what is open then closes at its last start
+        modules = self.modules
         ranges: list[BackwardRange] = []
+        # (key, start), outermost first. Starts come in order, and a pass's end closes what is
+        # open before the next start past it: a range never ends before it starts.
         stack: list[tuple[int, float]] = []
-
-        def close(now: float, keep: frozenset[int]) -> None:
-            while stack and stack[-1][0] not in keep:
-                key, start = stack.pop()
-                name = self.modules[key].backward_name
-                ranges.append(BackwardRange(name, start, max(now, start), len(stack)))
-
-        done = 0
-        for ts, keys in timeline:
-            while done < len(ends) and ends[done] <= ts:
-                close(ends[done], frozenset())
+        done, end = 0, ends[0]
+        for ts, keys in self._timeline(starts):  # hundreds a window, in the stop-to-disk budget
+            while end <= ts:  # a backward pass (or step) ended: everything open closes there
+                self._close_all(stack, end, ranges)
                 done += 1
-            for key in reversed(keys):  # outermost first
-                close(ts, self.modules[key].ancestors)
+                end = ends[done]
+            for key in keys:  # outermost first; a range closes where one outside it starts
+                ancestors = modules[key].ancestors
+                while stack and stack[-1][0] not in ancestors:
+                    closed, start = stack.pop()
+                    name = modules[closed].backward_name
+                    ranges.append(BackwardRange(name, start, ts, len(stack)))
                 stack.append((key, ts))
         if stack:
-            close(ends[done] if done < len(ends) else stack[-1][1], frozenset())
+            self._close_all(stack, end if end != math.inf else stack[-1][1], ranges)
         return ranges
+
+    def _timeline(self, starts: Mapping[int, float]) -> list[tuple[float, list[int]]]:
+        """(start, the node's modules outermost first) for each output node the engine started
+        on, by start (stable: nodes started at one instant keep their order)."""
+        nodes: dict[int, list[int]] = {}  # a node's modules, innermost (first to return) first
+        for sequence, key in self.outputs:
+            if sequence in starts:
+                keys = nodes.get(sequence)
+                if keys is None:
+                    nodes[sequence] = [key]
+                else:
+                    keys.append(key)
+        timeline = [(starts[sequence], keys[::-1]) for sequence, keys in nodes.items()]
+        timeline.sort(key=itemgetter(0))
+        return timeline
+
+    def _close_all(
+        self, stack: list[tuple[int, float]], end: float, ranges: list[BackwardRange]
+    ) -> None:
+        """Close every range on ``stack`` at ``end``, innermost first, into ``ranges``."""
+        modules = self.modules
+        while stack:
+            key, start = stack.pop()
+            ranges.append(BackwardRange(modules[key].backward_name, start, end, len(stack)))
 
 
 def root_names(models: Sequence[nn.Module]) -> list[str]:

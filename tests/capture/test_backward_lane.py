@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import orjson
 import torch
 from torch import nn
 
@@ -100,3 +101,32 @@ def test_gradient_accumulation_gives_each_pass_its_ranges(tmp_path: Path) -> Non
 
 def _ts(event: dict[str, float]) -> float:
     return float(event["ts"])
+
+
+def test_window_events_are_the_json_of_each_event() -> None:
+    """Events encoded from templates read back as the events they stand for, names escaped."""
+    from profiler.capture.kineto import BACKWARD_END_TRIM_NS, window_events
+    from profiler.capture.module_hooks import BackwardRange
+    from profiler.events import COUNTER_MEMORY, COUNTER_SYSTEM, PHASE_COUNTER
+
+    record = WindowRecord(memory=[(1_000, 4096), (3_500, 8192), (7_001, 4096)])
+    name = 'nn.Module: "odd" \u00e9 (Linear).backward'
+    spans = [BackwardRange(name, 10.5, 12.25, 0), BackwardRange("b", 11.0, 11.0, 3)]
+    encoded = window_events(
+        record, spans, [(2_000, {"cpu_percent": 50.0})], lambda ns: ns / 1000, pid=7
+    )
+    events = orjson.loads(b"[" + encoded + b"]")
+    memory = [e for e in events if e["ph"] == PHASE_COUNTER and e["name"] == COUNTER_MEMORY]
+    assert [(e["ts"], e["args"]) for e in memory] == [
+        (1.0, {"rss_bytes": 4096}),
+        (3.5, {"rss_bytes": 8192}),
+        (7.001, {"rss_bytes": 4096}),
+    ]
+    (system,) = [e for e in events if e.get("name") == COUNTER_SYSTEM]
+    assert system["ts"] == 2.0 and system["args"] == {"cpu_percent": 50.0}
+    lane = [e for e in events if e["ph"] == PHASE_COMPLETE]
+    assert [(e["name"], e["ts"], e["dur"], e["tid"], e["pid"]) for e in lane] == [
+        (name, 10.5, round(1.75 - BACKWARD_END_TRIM_NS / 1000, 3), BACKWARD_LANE_TID, 7),
+        ("b", 11.0, 0.0, BACKWARD_LANE_TID, 7),  # never negative
+    ]
+    assert window_events(WindowRecord(), [], [], float, pid=7) == b""
