@@ -48,9 +48,10 @@ def test_hta_finds_each_rank_of_a_two_rank_run(train, tmp_path: Path, monkeypatc
         )
     run_dir = tmp_path / "ddp"
     assert len(list(run_dir.glob(f"*{TRACE_SUFFIX}"))) == 2
-    assert sorted((run_dir / "meta").iterdir()) == [
-        run_dir / "meta" / name for name in ("run.json", "steps.0.jsonl", "steps.1.jsonl")
-    ]
+    # Every rank's own record and step log sit in meta/, out of HTA's way (it reads the run
+    # directory itself, not below it).
+    names = ("rank.0.json", "rank.1.json", "run.json", "steps.0.jsonl", "steps.1.jsonl")
+    assert sorted((run_dir / "meta").iterdir()) == [run_dir / "meta" / name for name in names]
     assert peers.hta_ranks(run_dir) == [0, 1]
 
 
