@@ -26,6 +26,7 @@ from dashboard.data.cache import work_in_progress
 from dashboard.data.distributed import use_dask
 from dashboard.data.live import overview_version
 from dashboard.data.runs import ROOT_CONFIG_KEY, list_runs, root_path, run_version
+from dashboard.download import register_download
 from dashboard.security import allowed_host_names, harden
 
 PAGES_FOLDER = Path(__file__).resolve().parent / "pages"
@@ -77,6 +78,7 @@ def create_app(
     )
     app.server.config[ROOT_CONFIG_KEY] = str(Path(root).resolve())
     harden(app.server, allowed_host_names(allowed_hosts), app.csp_hashes)
+    register_download(app.server, Path(root).resolve())
     use_dask(dask)
     app.layout = lambda: _shell(refresh_s)
     _register_shell_callbacks(app, Path(root).resolve())

@@ -10,6 +10,8 @@ from typing import Any
 
 from dash import html
 
+from dashboard.download import PERFETTO_HINT, download_href
+
 _MAX_ARG_CHARS = 400
 WHOLE = "whole"  # what x_window says of a reset (autorange)
 
@@ -23,6 +25,18 @@ def status_text(view: Any) -> str:
         f" ({view.bins_per_lane:,} per lane, {_duration(view.bin_us)} each);"
         " zoom in for exact events"
     )
+
+
+def download_links(run: str, files: Sequence[str]) -> list[Any]:
+    """A download link for each of ``files`` of run ``run``, and how to open them elsewhere."""
+    if not files:
+        return []
+    links = [
+        html.A(f"download {file}", href=download_href(run, file), download=file,
+               className="trace-download", style={"marginRight": "1em"})
+        for file in files
+    ]  # fmt: skip
+    return [*links, html.Span(f"({PERFETTO_HINT})", style={"color": "#555"})]
 
 
 def x_window(relayout: dict[str, Any] | None) -> tuple[float, float] | str | None:

@@ -20,7 +20,14 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from dashboard.data.cache import per_trace, trace_or_message
 from dashboard.data.distributed import RunAlignment, run_alignment
-from dashboard.data.runs import Fingerprint, RunNotFound, RunRefused, trace_fingerprints
+from dashboard.data.runs import (
+    META_DIR,
+    Fingerprint,
+    RunNotFound,
+    RunRefused,
+    inside,
+    trace_fingerprints,
+)
 from profiler.analysis.table import TraceTable
 from profiler.analysis.timeline import (
     DEFAULT_MAX_SHAPES,
@@ -47,6 +54,7 @@ __all__ = [
     "run_event",
     "run_timeline",
     "run_trace_files",
+    "trace_download",
     "trace_file",
 ]
 
@@ -122,6 +130,26 @@ def trace_file(root: str | Path, name: str, file: str | None) -> Fingerprint:
         if Path(fingerprint[0]).name == file:
             return fingerprint
     raise RunNotFound(f"run {name!r} has no trace file {file!r}")
+
+
+def trace_download(root: str | Path, name: str, file: str) -> Path:
+    """The path of run ``name``'s trace file ``file``, to be served as it lies on disk.
+
+    Only one of the run's own trace files (those :func:`run_trace_files` lists: symlinks
+    resolving outside the root are not among them) is ever named, checked again as it is served;
+    a ``meta/`` or hidden directory is no run (its JSON files are no traces).
+
+    Raises:
+        RunRefused: as :func:`trace_file`, or the file resolves outside the root by now.
+        RunNotFound: as :func:`trace_file`, or ``name`` is a ``meta/`` or hidden directory.
+    """
+    parts = PurePosixPath(name).parts if isinstance(name, str) else ()
+    if any(part == META_DIR or part.startswith(".") for part in parts):
+        raise RunNotFound(f"no run named {name!r} under the trace root")
+    path = Path(trace_file(root, name, file)[0])
+    if not inside(path, root):
+        raise RunRefused(f"trace file {file!r} lies outside the root")
+    return path
 
 
 def run_timeline(

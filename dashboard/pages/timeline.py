@@ -10,6 +10,7 @@ from the trace are shown as text components, which Dash escapes.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +20,18 @@ from dash import Input, Output, State, ctx, dcc, html
 from dashboard.app import run_from_search
 from dashboard.components.messages import error_banner, notice, page_data, pick_run
 from dashboard.components.page import page_layout, register_body
-from dashboard.components.timeline import WHOLE, details_panel, status_text, x_window
+from dashboard.components.timeline import (
+    WHOLE,
+    details_panel,
+    download_links,
+    status_text,
+    x_window,
+)
 from dashboard.data.distributed import run_alignment
 from dashboard.data.fetch import Problem, fetch
 from dashboard.data.runs import current_root
 from dashboard.data.timeline import (
+    RankGroup,
     RanksView,
     TimelineView,
     is_rank_group,
@@ -59,6 +67,7 @@ def content(run: str | None = None, file: str | None = None, **_query: Any) -> h
     view = fetch(current_root(), run, lambda root, name: _view_of(root, name, file, WHOLE))
     if isinstance(view, Problem):
         return html.Div([heading, _file_problem(run, file, view)])
+    download = download_links(run, _files_of(groups, files, file))
     options = [{"label": g.label, "value": g.key} for g in groups]
     return html.Div(
         [
@@ -70,10 +79,38 @@ def content(run: str | None = None, file: str | None = None, **_query: Any) -> h
                 clearable=False,
                 style={"maxWidth": "48em"},
             ),
+            html.P(download, id="timeline-download"),
             *_alignment_notes(run, file),
             *_view_parts(view, file),
         ]
     )
+
+
+def _files_of(groups: Sequence[RankGroup], files: Sequence[str], choice: str) -> list[str]:
+    """The trace files ``choice`` draws: a rank group's, or the file itself."""
+    group = next((g for g in groups if g.key == choice), None)
+    if group is not None:
+        return [file for _, file in group.files]
+    return [choice] if choice in files else []
+
+
+@dash.callback(
+    Output("timeline-download", "children"),
+    Input("timeline-file", "value"),
+    State("url", "search"),
+    prevent_initial_call=True,
+)
+def relink(choice: str | None, search: str | None) -> Any:
+    """The download links of a newly picked file or rank group."""
+    run = pick_run(current_root(), run_from_search(search))
+    if run is None or choice is None:
+        return dash.no_update
+    files = fetch(current_root(), run, run_trace_files)
+    groups = fetch(current_root(), run, run_rank_groups)
+    if isinstance(files, Problem):
+        return []
+    groups = () if isinstance(groups, Problem) else groups
+    return download_links(run, _files_of(groups, files, choice))
 
 
 def _alignment_notes(run: str, choice: str) -> list[Any]:
@@ -88,6 +125,7 @@ layout = page_layout(
     "timeline",
     [
         dcc.Dropdown(id="timeline-file"),
+        html.P(id="timeline-download"),
         html.P(id="timeline-status"),
         dcc.Graph(id="timeline"),
         dcc.Store(id="timeline-zoom"),
