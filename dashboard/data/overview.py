@@ -16,9 +16,15 @@ from dashboard.data.runs import META_DIR, RUN_META, Fingerprint, open_run
 from profiler.analysis.report import TraceSummary
 from profiler.analysis.run import Run
 from profiler.analysis.steps import step_breakdown
-from profiler.analysis.summary import SCHEMA, merged_recommendations, trace_report
+from profiler.analysis.summary import (
+    SCHEMA,
+    merged_recommendations,
+    summary_verdict,
+    trace_report,
+)
 from profiler.analysis.table import TraceTable
 from profiler.analysis.triggers import trigger_text
+from profiler.analysis.verdict import Verdict, verdict
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,8 @@ class RunData:
         errors: one message per file that could not be read, naming the file.
         triggers: one line per trace file whose window a trigger opened (``on_anomaly``, a
             capture request), naming the file.
+        verdict: the bottleneck to fix first over all files, as ``trainprof summary`` says it
+            (``profiler.analysis.summary.summary_verdict``).
     """
 
     name: str
@@ -53,6 +61,7 @@ class RunData:
     recommendations: tuple[dict[str, Any], ...]
     errors: tuple[str, ...]
     triggers: tuple[str, ...] = ()
+    verdict: Verdict = verdict((), None)
 
 
 def run_summary(root: str | Path, name: str) -> RunData:
@@ -101,6 +110,7 @@ def _cached_run(
         run_meta=run_meta,
         environment=environment,
         recommendations=tuple(merged_recommendations(summary)),
+        verdict=summary_verdict(summary),
         errors=tuple(errors + meta_errors),
         triggers=tuple(
             f"{Path(report.path).name}: {trigger_text(asdict(report.trigger))}"

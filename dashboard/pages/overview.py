@@ -112,6 +112,7 @@ def overview_sections(data: RunData, steps: StepChunk | None = None) -> list[Any
     without them, from ``data.steps``."""
     rows = data.steps if steps is None else steps.rows
     return [
+        _verdict(data),
         error_banner(data.errors),
         *_triggers(data),
         html.H4("Step-time breakdown"),
@@ -126,6 +127,20 @@ def overview_sections(data: RunData, steps: StepChunk | None = None) -> list[Any
         html.H4("Environment"),
         _environment(data),
     ]
+
+
+def _verdict(data: RunData) -> html.Div:
+    """The answer first: the bottleneck to fix, its saving per step and the action, with a link
+    to the page that shows it; or that nothing stands out."""
+    verdict = data.verdict
+    parts: list[Any] = [html.H4("Verdict"), html.P(verdict.text, className="verdict-text")]
+    if verdict.method:
+        parts.append(html.P(f"Saving estimated as {verdict.method}", className="verdict-method"))
+    if verdict.page:
+        href = run_href(verdict.page, data.name)
+        parts.append(dcc.Link(f"See the evidence on {verdict.page}", href=href,
+                              id="verdict-evidence"))  # fmt: skip
+    return html.Div(parts, id="verdict", className=f"verdict verdict-{verdict.severity or 'none'}")
 
 
 def _triggers(data: RunData) -> list[html.P]:

@@ -49,6 +49,7 @@ from profiler.analysis.steps import CATEGORIES, average_breakdown_pct, step_tabl
 from profiler.analysis.table import TraceSet, TraceTable, find_trace_files
 from profiler.analysis.temporal import temporal_breakdown
 from profiler.analysis.triggers import window_trigger
+from profiler.analysis.verdict import Verdict, leading, verdict
 from profiler.store.chrome_trace import TraceFormatError
 
 if TYPE_CHECKING:  # rank_summary.py builds on this module
@@ -105,12 +106,13 @@ def summarize_ranks(
     traces they summarise, without the traces."""
     logs = step_log_report(runs)
     frames = [(summary.path, summary.rank_steps, summary.collectives) for summary in summaries]
-    return {
+    report = {
         "schema": SCHEMA,
         "traces": [summary.entry for summary in summaries],
         "step_logs": None if logs is None else logs.to_dict(),
         "distributed": distributed_entry(frames),
     }
+    return {**report, "verdict": summary_verdict(report).to_dict()}
 
 
 def summarize_set(traces: TraceSet) -> dict[str, Any]:
@@ -147,6 +149,7 @@ def summarize_traces(
     logs = step_log_report(runs)
     step_logs = None if logs is None else logs.to_dict()
     summary = {"schema": SCHEMA, "traces": entries, "step_logs": step_logs}
+    summary["verdict"] = summary_verdict(summary).to_dict()
     return {**summary, "distributed": distributed_entry(frames)}, tuple(errors)
 
 
@@ -264,6 +267,16 @@ def merged_recommendations(summary: dict[str, Any]) -> list[dict[str, Any]]:
             found.setdefault(rec["id"], []).append((rec, trace))
     merged = [_merge(findings) for findings in found.values()]
     return sorted(merged, key=_badness, reverse=True)
+
+
+def summary_verdict(summary: dict[str, Any]) -> Verdict:
+    """The verdict over every trace of ``summary`` (a ``trainprof.summary/1`` dict), pooled as
+    :func:`merged_recommendations` pools them: each rule once, at its worst trace, whose mean
+    step the saving's share is of."""
+    merged = merged_recommendations(summary)
+    top = leading(merged)
+    steps = {trace["path"]: trace["steps"]["mean_us"] for trace in summary["traces"]}
+    return verdict(merged, None if top is None else steps.get(top["path"]))
 
 
 def _merge(findings: list[tuple[dict[str, Any], dict[str, Any]]]) -> dict[str, Any]:

@@ -40,14 +40,29 @@ def _us(value: float | None) -> str:
 
 
 def render_summary(summary: dict[str, Any]) -> list[RenderableType]:
-    """One panel per trace: steps, breakdown, GPU, top ops/kernels, recommendations; then one
-    for the step logs (every step) when the runs have them."""
-    panels: list[RenderableType] = [_trace_panel(trace) for trace in summary["traces"]]
+    """The verdict first (when the summary has one), then one panel per trace: steps,
+    breakdown, GPU, top ops/kernels, recommendations; then one for the step logs (every step)
+    when the runs have them."""
+    verdict = summary.get("verdict")
+    panels: list[RenderableType] = [_verdict_panel(verdict)] if verdict else []
+    panels.extend(_trace_panel(trace) for trace in summary["traces"])
     if summary.get("step_logs"):
         panels.append(_step_log_panel(summary["step_logs"]))
     if summary.get("distributed"):
         panels.append(_distributed_panel(summary["distributed"]))
     return panels
+
+
+def _verdict_panel(verdict: dict[str, Any]) -> Panel:
+    """The one bottleneck to fix first, its saving and the action (or that none stands out)."""
+    severity = verdict.get("severity")
+    style = SEVERITY_STYLE[severity] if severity else "green"  # none: nothing stands out
+    parts: list[RenderableType] = [Text(escape(verdict["text"]), style=style)]
+    if verdict.get("method"):
+        parts.append(Text(escape(f"Saving estimated as {verdict['method']}"), style="dim"))
+    if verdict.get("page"):
+        parts.append(Text(f"Evidence: the dashboard's {verdict['page']} page", style="dim"))
+    return Panel(Group(*parts), title="Verdict", title_align="left")
 
 
 def _distributed_panel(report: dict[str, Any]) -> Panel:

@@ -1,0 +1,44 @@
+"""The Overview opens with the verdict, in Chromium: on the demo's input-bound run it names the
+input pipeline, the saving per step in ms and the action, and links to the evidence."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dashboard.data.overview import run_summary
+from profiler.demo import run_demo
+from tests.dashboard.browser import WAIT_S, open_path, query_value
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture
+def input_bound_root(tmp_path: Path) -> Path:
+    root = tmp_path / "traces"
+    run_demo(steps=12, out_dir=root)
+    return root
+
+
+def test_the_overview_opens_with_the_verdict(dash_duo: Any, input_bound_root: Path) -> None:
+    open_path(dash_duo, input_bound_root, "/?run=demo")
+    dash_duo.wait_for_contains_text("#verdict", "input pipeline", timeout=WAIT_S)
+    verdict = run_summary(input_bound_root, "demo").verdict
+    assert verdict.rule == "dataloader_bound" and verdict.saving_us_per_step is not None
+    text = " ".join(dash_duo.find_element("#verdict").text.split())
+    saving = f"{verdict.saving_us_per_step / 1000:,.2f} ms per step"
+    assert f"Fixing it saves up to {saving} ({verdict.saving_pct:.1f}% of the" in text
+    assert "Action: Use DataLoader(num_workers=N" in text
+    # The first thing on the page, above every figure.
+    first = dash_duo.driver.execute_script(
+        "const v = document.getElementById('verdict');"
+        "const g = document.getElementById('step-breakdown');"
+        "return !!(v.compareDocumentPosition(g) & Node.DOCUMENT_POSITION_FOLLOWING);"
+    )
+    assert first
+    dash_duo.find_element("#verdict-evidence").click()
+    dash_duo.wait_for_element("#timeline", timeout=WAIT_S)
+    url = dash_duo.driver.current_url
+    assert "/timeline" in url and query_value(url) == "demo"
