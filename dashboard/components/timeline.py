@@ -27,6 +27,15 @@ def status_text(view: Any) -> str:
     )
 
 
+def match_text(search: str, matches: int | None) -> str:
+    """What a search found in the view: ``matches`` events (None: the view is aggregated)."""
+    if not search.strip():
+        return ""
+    if matches is None:
+        return f'Search "{search.strip()}": zoom in to exact events to see matches.'
+    return f'{matches:,} events in view match "{search.strip()}".'
+
+
 def download_links(run: str, files: Sequence[str]) -> list[Any]:
     """A download link for each of ``files`` of run ``run``, and how to open them elsewhere."""
     if not files:

@@ -33,6 +33,8 @@ KIND_COLORS: dict[str, str] = {
     "sync": "#eeca3b",
 }
 OTHER_COLOR = "#bab0ac"
+MATCH_OUTLINE_COLOR = "#111111"
+DIMMED_OPACITY = 0.2  # events not matching a search
 GROUP_LINE_COLOR = "#555555"
 RANKS_AXIS = "time (ms) on the ranks' common clock, from the earliest rank's first event"
 # Aggregated bins: one band per busy fraction, darker when busier.
@@ -42,6 +44,8 @@ _LANE_PX = 42
 _BAND_HEIGHT = 0.8  # of a lane's row, for the rows of nested events
 _POINTS_PER_SHAPE = 4  # start, middle, end, gap
 _HOVER_CHARS = 100
+_LINE_PX = 10
+_OUTLINE_PX = 16  # drawn under a match's own segment: a dark rim around it
 
 
 def to_ms(view: Any, time_us: float | np.ndarray) -> Any:
@@ -54,35 +58,56 @@ def to_us(view: Any, time_ms: float) -> float:
     return float(view.span_us[0] + float(time_ms) * 1000.0)
 
 
-def timeline_figure(view: Any, *, revision: str = "") -> dict[str, Any]:
+def search_matches(view: Any, search: str) -> np.ndarray | None:
+    """Which of an exact view's shapes match ``search``: their name contains it, case aside.
+
+    Returns:
+        A boolean per row of ``view.shapes``; None when there is nothing to search for (an
+        empty or blank ``search``) or the view is aggregated (bins are not single events).
+    """
+    text = search.strip().casefold()
+    if not text or view.aggregated:
+        return None
+    names = view.shapes["name"].astype(str).str.casefold()
+    return names.str.contains(text, regex=False).to_numpy(bool)
+
+
+def timeline_figure(view: Any, *, revision: str = "", search: str = "") -> dict[str, Any]:
     """The view as segments on lanes.
 
     Args:
         view: a ``TimelineView`` (``lanes``, ``span_us``, ``aggregated``, ``shapes``).
         revision: plotly's ``uirevision``: zoom and pan survive new data while it stays the
             same (give the file's name).
+        search: text to highlight (:func:`search_matches`): in an exact view the matching
+            events are drawn at full strength over a dark rim (one more trace, first, named
+            with their count), the others dimmed to :data:`DIMMED_OPACITY`.
 
     Returns:
         The figure as a dict (what ``dcc.Graph`` takes): one ``scattergl`` per event kind
-        (exact) or busy band (aggregated), in that order; an empty figure saying
+        (exact) or busy band (aggregated), in that order, and with a search the rim of the
+        matches before them and one trace of each kind's matches after; an empty figure saying
         :data:`NO_EVENTS` when the trace has no lanes. A dict, not a ``go.Figure``: plotly's
         objects check every point of every list, ten times the cost of the rest at 50k shapes.
     """
     if not view.lanes:
         return dict(empty_figure(NO_EVENTS).to_dict())
     shapes = view.shapes
-    traces = _bin_traces(view, shapes) if view.aggregated else _event_traces(view, shapes)
+    if view.aggregated:
+        traces = _bin_traces(view, shapes)
+    else:
+        traces = _event_traces(view, shapes, search_matches(view, search), search.strip())
     return {"data": traces, "layout": _layout(view.lanes, revision)}
 
 
-def ranks_timeline_figure(ranks: Any, *, revision: str = "") -> dict[str, Any]:
+def ranks_timeline_figure(ranks: Any, *, revision: str = "", search: str = "") -> dict[str, Any]:
     """Several ranks' view (a ``RanksView``) as :func:`timeline_figure` draws one trace's, with a
     line between ranks' lane groups and each group named at its first lane.
 
     Times are milliseconds from the earliest rank's first event on the ranks' common clock; the
     groups are ``ranks.groups`` (``label``, ``first_lane``, ``clock_offset_us``).
     """
-    figure = timeline_figure(ranks.view, revision=revision)
+    figure = timeline_figure(ranks.view, revision=revision, search=search)
     if not ranks.view.lanes:
         return figure
     layout = figure["layout"]
@@ -111,20 +136,41 @@ def _group_note(group: Any) -> str:
     return f"{group.label} (clock offset {group.clock_offset_us:+,.1f} µs)"
 
 
-def _event_traces(view: Any, shapes: pd.DataFrame) -> list[dict[str, Any]]:
+def _event_traces(
+    view: Any, shapes: pd.DataFrame, matches: np.ndarray | None, search: str
+) -> list[dict[str, Any]]:
     y = shapes["lane"].to_numpy() + _depth_offsets(shapes)
-    traces = []
-    for kind in _kinds_in_order(shapes["kind"]):
-        mask = (shapes["kind"] == kind).to_numpy()
-        part = shapes[mask]
-        hover = [
-            f"{_label(name)}<br>{dur:,.3f} µs"
-            for name, dur in zip(part["name"], part["end_us"] - part["start_us"], strict=True)
+    kinds = shapes["kind"].to_numpy()
+    if matches is None:
+        return [
+            _kind_trace(view, shapes, y, kinds == kind, f"{kind} ({(kinds == kind).sum():,})", kind)
+            for kind in _kinds_in_order(shapes["kind"])
         ]
-        traces.append(
-            _segments(view, part, y[mask], f"{kind} ({len(part):,})", KIND_COLORS.get(kind), hover)
-        )
-    return traces
+    label = f'matching "{plain(search)}" ({matches.sum():,})'
+    rim = _segments(view, shapes[matches], y[matches], label, MATCH_OUTLINE_COLOR, None)
+    rim["line"]["width"] = _OUTLINE_PX
+    dimmed, bright = [], []
+    for kind in _kinds_in_order(shapes["kind"]):
+        rest = (kinds == kind) & ~matches
+        dimmed.append(_kind_trace(view, shapes, y, rest, f"{kind} ({rest.sum():,})", kind))
+        dimmed[-1]["opacity"] = DIMMED_OPACITY
+        hits = (kinds == kind) & matches
+        if hits.any():
+            bright.append(_kind_trace(view, shapes, y, hits, f"{kind}: matching", kind))
+            bright[-1]["showlegend"] = False
+    return [*dimmed, rim, *bright]
+
+
+def _kind_trace(
+    view: Any, shapes: pd.DataFrame, y: np.ndarray, mask: np.ndarray, name: str, kind: str
+) -> dict[str, Any]:
+    """The events of ``mask`` (all of one kind) in that kind's colour, with their hover text."""
+    part = shapes[mask]
+    hover = [
+        f"{_label(name)}<br>{dur:,.3f} µs"
+        for name, dur in zip(part["name"], part["end_us"] - part["start_us"], strict=True)
+    ]
+    return _segments(view, part, y[mask], name, KIND_COLORS.get(kind), hover)
 
 
 def _bin_traces(view: Any, shapes: pd.DataFrame) -> list[dict[str, Any]]:
@@ -157,27 +203,34 @@ def _label(name: Any) -> str:
 
 
 def _segments(
-    view: Any, part: pd.DataFrame, y: np.ndarray, name: str, color: str | None, hover: list[str]
+    view: Any,
+    part: pd.DataFrame,
+    y: np.ndarray,
+    name: str,
+    color: str | None,
+    hover: list[str] | None,
 ) -> dict[str, Any]:
-    """One trace drawing each row of ``part`` as a segment at ``y``: start, middle, end, gap."""
+    """One trace drawing each row of ``part`` as a segment at ``y``: start, middle, end, gap
+    (no hover text: it shows none, and clicks go through to the traces over it)."""
     # Rounded to 0.1 µs and 0.001 of a row: the JSON is half the size, the drawing the same.
     start = np.round(to_ms(view, part["start_us"].to_numpy()), 4)
     end = np.round(to_ms(view, part["end_us"].to_numpy()), 4)
     x = _interleave(start, np.round((start + end) / 2, 4), end)
     y = np.round(y, 3)
     rows = part["row"].to_numpy(object)
-    return {
+    trace = {
         "type": "scattergl",
         "x": x,
         "y": _interleave(y, y, y),
         "customdata": _interleave(rows, rows, rows),
-        "hovertext": _interleave(hover, hover, hover),
-        "hoverinfo": "text",
+        "hovertext": _interleave(hover, hover, hover) if hover is not None else None,
+        "hoverinfo": "text" if hover is not None else "skip",
         "mode": "lines",
         "name": name,
-        "line": {"width": 10, "color": color or OTHER_COLOR},
+        "line": {"width": _LINE_PX, "color": color or OTHER_COLOR},
         "connectgaps": False,
     }
+    return trace if hover is not None else {k: v for k, v in trace.items() if v is not None}
 
 
 def _interleave(*columns: Sequence[Any] | np.ndarray) -> list[Any]:

@@ -24,6 +24,7 @@ from dashboard.components.timeline import (
     WHOLE,
     details_panel,
     download_links,
+    match_text,
     status_text,
     x_window,
 )
@@ -41,7 +42,12 @@ from dashboard.data.timeline import (
     run_timeline,
     run_trace_files,
 )
-from dashboard.figures.timeline import ranks_timeline_figure, timeline_figure, to_us
+from dashboard.figures.timeline import (
+    ranks_timeline_figure,
+    search_matches,
+    timeline_figure,
+    to_us,
+)
 
 dash.register_page(
     __name__, path="/timeline", name="Timeline", title="trainprof: timeline", order=1
@@ -80,6 +86,14 @@ def content(run: str | None = None, file: str | None = None, **_query: Any) -> h
                 style={"maxWidth": "48em"},
             ),
             html.P(download, id="timeline-download"),
+            dcc.Input(
+                id="timeline-search",
+                type="search",
+                debounce=True,
+                placeholder="highlight events whose name contains...",
+                style={"width": "24em"},
+            ),
+            html.Span(id="timeline-matches", style={"marginLeft": "1em"}),
             *_alignment_notes(run, file),
             *_view_parts(view, file),
         ]
@@ -126,6 +140,8 @@ layout = page_layout(
     [
         dcc.Dropdown(id="timeline-file"),
         html.P(id="timeline-download"),
+        dcc.Input(id="timeline-search"),
+        html.Span(id="timeline-matches"),
         html.P(id="timeline-status"),
         dcc.Graph(id="timeline"),
         dcc.Store(id="timeline-zoom"),
@@ -190,25 +206,44 @@ dash.clientside_callback(
 @dash.callback(
     Output("timeline", "figure"),
     Output("timeline-status", "children"),
+    Output("timeline-matches", "children"),
     Input("timeline-zoom", "data"),
     Input("timeline-file", "value"),
+    Input("timeline-search", "value"),
     State("url", "search"),
     prevent_initial_call=True,
 )
-def rezoom(relayout: dict[str, Any] | None, file: str | None, search: str | None) -> Any:
-    """Ask for the view of the new x range (or the whole trace of a newly picked file)."""
+def rezoom(
+    relayout: dict[str, Any] | None, file: str | None, text: str | None, search: str | None
+) -> Any:
+    """Ask for the view of the new x range (or the whole trace of a newly picked file), with
+    the events matching the search box highlighted (a new search keeps the last zoom)."""
+    unchanged = dash.no_update, dash.no_update, dash.no_update
     run = pick_run(current_root(), run_from_search(search))
     if run is None or file is None:
-        return dash.no_update, dash.no_update
-    window = x_window(relayout) if ctx.triggered_id == "timeline-zoom" else WHOLE
+        return unchanged
+    window = _window_asked(relayout)
     if window is None:
-        return dash.no_update, dash.no_update
+        return unchanged
     view = fetch(current_root(), run, lambda root, name: _view_of(root, name, file, window))
     if isinstance(view, Problem):
-        return dash.no_update, view.message
+        return dash.no_update, view.message, dash.no_update
     if isinstance(view, str):
-        return dash.no_update, view
-    return _figure(view, file), _status(view)
+        return dash.no_update, view, dash.no_update
+    text = text or ""
+    matches = search_matches(_drawn(view), text)
+    count = None if matches is None else int(matches.sum())
+    return _figure(view, file, text), _status(view), match_text(text, count)
+
+
+def _window_asked(relayout: dict[str, Any] | None) -> Any:
+    """The x range to draw: a zoom's; a new file's whole trace; a search's, the last zoom."""
+    if ctx.triggered_id == "timeline-file":
+        return WHOLE
+    window = x_window(relayout)
+    if ctx.triggered_id == "timeline-search":
+        return WHOLE if window is None else window
+    return window
 
 
 View = TimelineView | RanksView
@@ -234,10 +269,10 @@ def _drawn(view: View) -> TimelineView:
     return view.view if isinstance(view, RanksView) else view
 
 
-def _figure(view: View, choice: str) -> dict[str, Any]:
+def _figure(view: View, choice: str, search: str = "") -> dict[str, Any]:
     if isinstance(view, RanksView):
-        return ranks_timeline_figure(view, revision=choice)
-    return timeline_figure(view, revision=choice)
+        return ranks_timeline_figure(view, revision=choice, search=search)
+    return timeline_figure(view, revision=choice, search=search)
 
 
 def _status(view: View) -> str:

@@ -14,7 +14,13 @@ import pytest
 from selenium.webdriver.support.ui import WebDriverWait
 
 from dashboard.app import create_app
-from dashboard.components.timeline import WHOLE, details_panel, status_text, x_window
+from dashboard.components.timeline import (
+    WHOLE,
+    details_panel,
+    match_text,
+    status_text,
+    x_window,
+)
 from dashboard.data.distributed import run_alignment
 from dashboard.data.timeline import (
     RANKS_PER_VIEW,
@@ -27,9 +33,11 @@ from dashboard.data.timeline import (
 )
 from dashboard.figures.text import plain
 from dashboard.figures.timeline import (
+    DIMMED_OPACITY,
     NO_EVENTS,
     RANKS_AXIS,
     ranks_timeline_figure,
+    search_matches,
     timeline_figure,
     to_ms,
     to_us,
@@ -134,6 +142,43 @@ def test_aggregated_figure_draws_bins_by_busy_fraction() -> None:
     busy = view.shapes["busy_us"].to_numpy() / view.bin_us
     full = [t for t in figure["data"] if t["name"].startswith("busy 75-100%")][0]
     assert len([x for x in full["x"] if x is not None]) // 3 == int((busy > 0.75).sum())
+
+
+def _rows(trace: dict[str, Any]) -> list[int]:
+    """The event rows a trace draws, one per segment."""
+    return [r for r in trace["customdata"][::4]]
+
+
+def test_search_outlines_the_matching_events_and_dims_the_rest() -> None:
+    trace = load_trace(_first(SAMPLE))
+    view = timeline_view(trace)
+    names = view.shapes.set_index("row")["name"]
+    wanted = {row for row, name in names.items() if "addmm" in str(name).lower()}
+    assert 0 < len(wanted) < len(names)
+
+    figure = timeline_figure(view, search=" AddMM ")
+
+    rims = [t for t in figure["data"] if t["name"].startswith("matching")]
+    assert [t["name"] for t in rims] == [f'matching "AddMM" ({len(wanted):,})']
+    assert set(_rows(rims[0])) == wanted and rims[0]["hoverinfo"] == "skip"
+    dimmed = [t for t in figure["data"] if t.get("opacity") == DIMMED_OPACITY]
+    bright = figure["data"][figure["data"].index(rims[0]) + 1 :]
+    assert {r for t in bright for r in _rows(t)} == wanted
+    assert {r for t in dimmed for r in _rows(t)} == set(names.index) - wanted
+    assert all(t["line"]["width"] < rims[0]["line"]["width"] for t in bright)
+    assert int(search_matches(view, "ADDMM").sum()) == len(wanted)
+
+
+def test_a_blank_search_or_an_aggregated_view_highlights_nothing() -> None:
+    trace = load_trace(_first(SAMPLE))
+    exact, binned = timeline_view(trace), timeline_view(trace, max_shapes=40)
+    assert search_matches(exact, "  ") is None and search_matches(binned, "addmm") is None
+    assert timeline_figure(exact, search="  ") == timeline_figure(exact)
+    assert timeline_figure(binned, search="addmm") == timeline_figure(binned)
+    assert search_matches(exact, "no such op").sum() == 0
+    assert match_text("", None) == "" and match_text(" ", 3) == ""
+    assert match_text("mm", 1234) == '1,234 events in view match "mm".'
+    assert "zoom in" in match_text("mm", None)
 
 
 def test_figure_of_a_trace_without_events_says_so(tmp_path: Path) -> None:
@@ -535,6 +580,32 @@ def test_timeline_of_our_sample_zooms_and_shows_an_op(dash_duo: Any, root: Path)
     )
     assert plotly_data(dash_duo, "timeline", DRAWN) == len(other)
     dash_duo.wait_for_text_to_equal("#event-details", CLICK_HINT, timeout=WAIT_S)
+    assert dash_duo.get_logs() == []
+
+
+@pytest.mark.browser
+def test_search_highlights_the_matches_in_view(dash_duo: Any, root: Path) -> None:
+    events = load_trace(_first(root / "sample")).events
+    matching = events[events["name"].str.lower().str.contains("addmm", regex=False)]
+    open_path(dash_duo, root, "/timeline?run=sample")
+    dash_duo.wait_for_contains_text("#timeline-status", "drawn exactly", timeout=WAIT_S)
+    search = dash_duo.find_element("#timeline-search")
+    search.send_keys("ADDMM\n")
+    dash_duo.wait_for_text_to_equal(
+        "#timeline-matches", f'{len(matching):,} events in view match "ADDMM".', timeout=WAIT_S
+    )
+    rim = 'return d.filter(t => t.name.startsWith("matching")).map(t => t.customdata.length / 4);'
+    assert plotly_data(dash_duo, "timeline", rim) == [len(matching)]
+
+    origin = float(events["ts_us"].min())
+    low_ms, high_ms = ((matching["ts_us"].quantile(q) - origin) / 1000 for q in (0.25, 0.75))
+    expected = _overlapping(matching, origin, low_ms, high_ms)
+    assert 0 < expected < len(matching)
+    _zoom(dash_duo, low_ms, high_ms)
+    dash_duo.wait_for_text_to_equal(
+        "#timeline-matches", f'{expected:,} events in view match "ADDMM".', timeout=WAIT_S
+    )
+    assert plotly_data(dash_duo, "timeline", rim) == [expected]
     assert dash_duo.get_logs() == []
 
 
