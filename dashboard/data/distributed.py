@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import pandas as pd
 
@@ -38,6 +38,12 @@ from profiler.store.chrome_trace import TraceFormatError
 # per-rank summary, so a run of many ranks is read in parallel and this process holds
 # kilobytes per rank, never a trace.
 _dask: dict[str, str | None] = {"address": None}
+
+# A run of more files than one Timeline group of ranks reads each file's stored per-rank
+# summary (kilobytes on disk beside the run, shared with ``trainprof summary``; made once where
+# missing, one trace at a time) instead of holding every trace in this process; a run of a few
+# files reuses the traces its other pages load anyway.
+SUMMARIES_FROM_FILES: Final = 9
 
 
 def use_dask(address: str | None) -> None:
@@ -189,13 +195,14 @@ def _trace_frames(trace: TraceTable, file: Path) -> _Frames:
 def _gather_frames(files: tuple[Fingerprint, ...]) -> tuple[list[_Frames], list[str]]:
     """Every file's frames, and a message per file that could not be read."""
     address = _dask["address"]
-    if address is None:
+    if address is None and len(files) < SUMMARIES_FROM_FILES:
         return gather(files, _trace_frames)
     from profiler.analysis.fanout import summarize_files
 
     frames: list[_Frames] = []
     errors: list[str] = []
-    for result in summarize_files([Path(f[0]) for f in files], dask=address):
+    paths = [Path(f[0]) for f in files]
+    for result in summarize_files(paths, dask=address, in_process=address is None):
         if isinstance(result, TraceFormatError):
             errors.append(failure_message(result, Path(result.path).name))
         else:

@@ -61,6 +61,7 @@ def summarize_files(
     by_shape: bool = False,
     cache: bool = True,
     progress: bool = False,
+    in_process: bool = False,
 ) -> list[Result]:
     """The per-rank summary of each file (:func:`profiler.analysis.rank_summary.rank_summary`),
     or the error that names it, in the order of ``files``.
@@ -73,13 +74,14 @@ def summarize_files(
         by_shape: the entries' top ops per name and input shapes.
         cache: read and write stored summaries and trace caches.
         progress: a progress bar (rich, on stderr, only on a terminal) while summarising.
+        in_process: with ``dask`` None, never start a LocalCluster (a server's callbacks).
 
     Raises:
         DaskUnavailable: ``dask`` was given and dask.distributed is not installed, or the
             scheduler cannot be reached.
     """
     paths = [Path(file) for file in files]
-    if dask is None and not _worth_a_cluster(paths, by_shape, cache):
+    if dask is None and (in_process or not _worth_a_cluster(paths, by_shape, cache)):
         with _progress(len(paths), progress) as advance:
             return [_summarize_inline(path, by_shape, cache, advance) for path in paths]
     return _summarize_on_dask(paths, dask or LOCAL, by_shape, cache, progress)

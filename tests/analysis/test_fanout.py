@@ -200,6 +200,35 @@ def test_the_dashboard_reads_the_ranks_through_dask_as_it_does_here(
     assert [s.rank for s in here_alignment.stragglers] == [SLOW_RANK]  # type: ignore[attr-defined]
 
 
+def test_the_dashboard_reads_a_many_file_run_from_the_stored_summaries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past one Timeline group of files, the dashboard's cross-rank view reads each file's
+    per-rank summary (made here where missing, kept beside the run), not the loaded traces, and
+    finds the same offsets, steps and straggler; it starts no cluster in its own process."""
+    from dashboard.data import distributed as data
+
+    run = tmp_path / "run"
+    write_ranks(run, 1_500, ranks=RANKS, slow_rank=SLOW_RANK, steps=3)
+
+    def alignment() -> object:
+        data._cached_alignment.cache_clear()
+        return data.run_alignment(tmp_path, run.name)
+
+    from_traces = alignment()
+    traces = find_trace_files(run)
+    assert not any(summary_files(t)["steps"].exists() for t in traces)
+    monkeypatch.setattr(data, "SUMMARIES_FROM_FILES", RANKS)
+    monkeypatch.setattr(fanout, "_summarize_on_dask", None)  # no cluster: it would raise
+    from_summaries = alignment()
+    data._cached_alignment.cache_clear()
+    assert all(summary_files(t)["steps"].exists() for t in traces)
+    for field in ("files", "clock_offset_us", "file_offsets_us", "method", "stragglers"):
+        assert getattr(from_summaries, field) == getattr(from_traces, field), field
+    assert from_summaries.steps.equals(from_traces.steps)  # type: ignore[attr-defined]
+    assert [s.rank for s in from_summaries.stragglers] == [SLOW_RANK]  # type: ignore[attr-defined]
+
+
 def test_the_dashboard_command_hands_its_dask_address_to_the_app(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
