@@ -137,9 +137,10 @@ def _verdict(data: RunData) -> html.Div:
     if verdict.method:
         parts.append(html.P(f"Saving estimated as {verdict.method}", className="verdict-method"))
     if verdict.page:
+        names = {page["path"]: page["name"] for page in dash.page_registry.values()}
+        label = f"See the evidence on the {names.get(verdict.page, verdict.page)} page"
         href = run_href(verdict.page, data.name)
-        parts.append(dcc.Link(f"See the evidence on {verdict.page}", href=href,
-                              id="verdict-evidence"))  # fmt: skip
+        parts.append(dcc.Link(label, href=href, id="verdict-evidence"))
     return html.Div(parts, id="verdict", className=f"verdict verdict-{verdict.severity or 'none'}")
 
 

@@ -1,15 +1,20 @@
 """The Overview opens with the verdict, in Chromium: on the demo's input-bound run it names the
-input pipeline, the saving per step in ms and the action, and links to the evidence."""
+input pipeline, the saving per step in ms and the action, and links to the evidence; on a run
+with no finding it says that nothing stands out."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
+from selenium.webdriver.common.by import By
 
 from dashboard.data.overview import run_summary
+from profiler.analysis.verdict import NOTHING_STANDS_OUT
 from profiler.demo import run_demo
+from tests.conftest import REFERENCE_TRACES
 from tests.dashboard.browser import WAIT_S, open_path, query_value
 
 pytestmark = pytest.mark.browser
@@ -38,7 +43,19 @@ def test_the_overview_opens_with_the_verdict(dash_duo: Any, input_bound_root: Pa
         "return !!(v.compareDocumentPosition(g) & Node.DOCUMENT_POSITION_FOLLOWING);"
     )
     assert first
-    dash_duo.find_element("#verdict-evidence").click()
+    evidence = dash_duo.find_element("#verdict-evidence")
+    assert evidence.text == "See the evidence on the Timeline page"
+    evidence.click()
     dash_duo.wait_for_element("#timeline", timeout=WAIT_S)
     url = dash_duo.driver.current_url
     assert "/timeline" in url and query_value(url) == "demo"
+
+
+def test_a_run_with_no_finding_says_nothing_stands_out(dash_duo: Any, tmp_path: Path) -> None:
+    run = tmp_path / "traces" / "inference"
+    run.mkdir(parents=True)
+    shutil.copy(REFERENCE_TRACES / "hta" / "mtia_inference.json.gz", run)
+    assert run_summary(tmp_path / "traces", "inference").recommendations == ()
+    open_path(dash_duo, tmp_path / "traces", "/?run=inference")
+    dash_duo.wait_for_contains_text("#verdict", f"{NOTHING_STANDS_OUT}:", timeout=WAIT_S)
+    assert not dash_duo.driver.find_elements(By.CSS_SELECTOR, "#verdict-evidence")
