@@ -20,6 +20,7 @@ from urllib.parse import parse_qs, quote
 import dash
 from dash import Input, Output, State, ctx, dcc, html
 
+from dashboard.components.grid import register_csv_export
 from dashboard.components.messages import error_banner
 from dashboard.components.page import BODY_SUFFIX
 from dashboard.data.cache import work_in_progress
@@ -83,6 +84,7 @@ def create_app(
     app.layout = lambda: _shell(refresh_s)
     _register_shell_callbacks(app, Path(root).resolve())
     _register_live_callbacks(app, Path(root).resolve())
+    register_csv_export(app)
     return app
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dashboard.components.grid import Column, column_defs, data_grid
+from dashboard.components.grid import Column, column_defs, data_grid, grid_of
 
 
 def test_numbers_are_formatted_and_filtered_as_numbers_and_text_as_text() -> None:
@@ -31,8 +31,8 @@ def test_numbers_are_formatted_and_filtered_as_numbers_and_text_as_text() -> Non
 def test_grid_keeps_row_order_and_pages() -> None:
     rows = [{"name": "<b>x</b>", "calls": 2}, {"name": "a", "calls": 1}]
 
-    grid = data_grid("t", [Column("name", "name"), Column("calls", "calls", "count")], rows,
-                     page_size=7)  # fmt: skip
+    grid = grid_of(data_grid("t", [Column("name", "name"), Column("calls", "calls", "count")],
+                             rows, page_size=7))  # fmt: skip
 
     assert grid.rowData == rows and grid.rowData[0] is not rows[0]
     assert grid.dashGridOptions["pagination"] and grid.dashGridOptions["paginationPageSize"] == 7
