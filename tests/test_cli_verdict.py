@@ -3,6 +3,7 @@ traces where the saving outranks the severity, and where nothing stands out."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -10,9 +11,11 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
+from profiler.analysis.summary import STEP_LOG_METHOD
 from profiler.analysis.verdict import NOTHING_STANDS_OUT
 from profiler.cli import app
 from profiler.demo import BATCH_LATENCY_NS
+from profiler.events import TRACE_SUFFIX
 from tests.conftest import REFERENCE_TRACES
 
 
@@ -93,3 +96,19 @@ def test_a_trace_with_no_finding_says_nothing_stands_out() -> None:
     assert summary["traces"][0]["recommendations"] == []
     assert summary["verdict"]["rule"] is None
     assert f"{NOTHING_STANDS_OUT}:" in summary_text(path)
+
+
+def test_a_run_with_step_logs_only_gets_its_verdict_from_them(
+    demo_run: Path, tmp_path: Path
+) -> None:
+    logs_only = tmp_path / "demo"
+    shutil.copytree(demo_run, logs_only)
+    for trace in logs_only.glob(f"*{TRACE_SUFFIX}"):
+        trace.unlink()
+    summary = summary_json(logs_only)
+    assert summary["traces"] == []
+    logs, verdict = summary["step_logs"], summary["verdict"]
+    assert verdict["rule"] == "dataloader_bound"
+    assert verdict["saving_us_per_step"] == logs["data_wait_us"]
+    assert abs(verdict["saving_pct"] - logs["data_wait_pct"]) <= 0.06  # rounded to 0.1 and 0.01
+    assert verdict["method"] == STEP_LOG_METHOD

@@ -19,6 +19,7 @@ from profiler.analysis.steps import step_breakdown
 from profiler.analysis.summary import (
     SCHEMA,
     merged_recommendations,
+    step_log_report,
     summary_verdict,
     trace_report,
 )
@@ -33,7 +34,8 @@ class RunData:
 
     Attributes:
         name: the run's name.
-        summary: the ``trainprof.summary/1`` dict of the trace files that loaded.
+        summary: the ``trainprof.summary/1`` dict of the trace files that loaded, with the
+            run's ``step_logs``.
         reports: the same, typed: one :class:`TraceSummary` per trace file that loaded.
         breakdown: one row per step per trace: ``trace`` (file name), ``rank``, ``step``,
             ``dur_us`` and ``<category>_us`` for each breakdown category.
@@ -100,7 +102,12 @@ def _cached_run(
         meta_errors.append(f"{META_DIR}/{RUN_META}: 'environment' is not an object")
         environment = {}
     reports = tuple(report for report, _ in results)
-    summary = {"schema": SCHEMA, "traces": [report.to_dict() for report in reports]}
+    logs = step_log_report([run])
+    summary = {
+        "schema": SCHEMA,
+        "traces": [report.to_dict() for report in reports],
+        "step_logs": None if logs is None else logs.to_dict(),
+    }
     return RunData(
         name=name,
         summary=summary,

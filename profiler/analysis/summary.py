@@ -61,6 +61,8 @@ TOP_OP_COLUMNS = ("name", "calls", "self_us", "total_us")
 TOP_KERNEL_COLUMNS = ("name", "calls", "total_us", "mean_us")
 #: The summary's ``step_breakdown_pct`` keys: the breakdown's categories, in their order.
 BREAKDOWN_KEYS = CATEGORIES
+#: How the step logs' finding estimates its saving, as the verdict says it.
+STEP_LOG_METHOD = "the mean data wait per step over every logged step (data_wait_us)"
 #: How many of the longest steps the step-log report lists.
 SLOWEST_STEPS = 5
 
@@ -272,9 +274,15 @@ def merged_recommendations(summary: dict[str, Any]) -> list[dict[str, Any]]:
 def summary_verdict(summary: dict[str, Any]) -> Verdict:
     """The verdict over every trace of ``summary`` (a ``trainprof.summary/1`` dict), pooled as
     :func:`merged_recommendations` pools them: each rule once, at its worst trace, whose mean
-    step the saving's share is of."""
+    step the saving's share is of. Where no trace has a finding, the step logs' findings
+    (``step_logs``, every logged step) give it, of their mean step."""
     merged = merged_recommendations(summary)
     top = leading(merged)
+    logs = summary.get("step_logs")
+    if top is None and logs and logs["recommendations"]:
+        # No deep window shows a bottleneck (or there is none): every step's log may.
+        found = [{**rec, "method": STEP_LOG_METHOD} for rec in logs["recommendations"]]
+        return verdict(found, logs["mean_us"])
     steps = {trace["path"]: trace["steps"]["mean_us"] for trace in summary["traces"]}
     return verdict(merged, None if top is None else steps.get(top["path"]))
 

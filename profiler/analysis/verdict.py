@@ -67,8 +67,9 @@ def _rank(rec: Mapping[str, Any]) -> tuple[bool, float, int]:
 
 
 def verdict(recommendations: Iterable[Mapping[str, Any]], step_mean_us: float | None) -> Verdict:
-    """The verdict of ``recommendations`` (``trainprof.summary/1`` recommendation dicts) on
-    steps of ``step_mean_us`` on average (None or 0: no share is given)."""
+    """The verdict of ``recommendations`` (``trainprof.summary/1`` recommendation dicts, each
+    with an optional ``method`` that overrides its rule's) on steps of ``step_mean_us`` on
+    average (None or 0: no share is given)."""
     rec = leading(recommendations)
     if rec is None:
         text = f"{NOTHING_STANDS_OUT}: no rule found a bottleneck in these traces."
@@ -88,7 +89,7 @@ def verdict(recommendations: Iterable[Mapping[str, Any]], step_mean_us: float | 
         step_mean_us=step_mean_us,
         saving_pct=None if share is None else round(share, 1),
         action=action,
-        method=_method(rule),
+        method=str(rec["method"]) if rec.get("method") else _method(rule),
         page=str(rec.get("page") or "/"),
         text=" ".join(words),
     )

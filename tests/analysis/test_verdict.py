@@ -11,7 +11,7 @@ from profiler.analysis.rules import (
     MemoryNearCapacity,
     TraceFacts,
 )
-from profiler.analysis.summary import summary_verdict
+from profiler.analysis.summary import STEP_LOG_METHOD, summary_verdict
 from profiler.analysis.verdict import NOTHING_STANDS_OUT, leading, verdict
 
 STEP_US = 40_000.0
@@ -108,3 +108,15 @@ def test_a_run_pools_each_rule_once_and_takes_the_share_of_its_worst_trace() -> 
     assert found.saving_us_per_step == 12_000.0
     assert found.step_mean_us == STEP_US and found.saving_pct == 30.0
     assert summary_verdict({"traces": [trace("c.json.gz", STEP_US, [])]}).rule is None
+
+
+def test_the_step_logs_speak_where_no_trace_has_a_finding() -> None:
+    logged = {**data_wait(50.0), "saving_us_per_step": 15_000.0}
+    logs = {"mean_us": 30_000.0, "recommendations": [logged]}
+    quiet = {"path": "a.json.gz", "rank": 0, "steps": {"mean_us": STEP_US}, "recommendations": []}
+    found = summary_verdict({"traces": [quiet], "step_logs": logs})
+    assert found.rule == "dataloader_bound" and found.saving_pct == 50.0
+    assert found.method == STEP_LOG_METHOD
+    # A trace's finding comes first: the deep window's figures are the ones shown beside it.
+    traced = {**quiet, "recommendations": [comm(11.0)]}
+    assert summary_verdict({"traces": [traced], "step_logs": logs}).rule == "comm_heavy"

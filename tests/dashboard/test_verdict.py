@@ -14,6 +14,7 @@ from selenium.webdriver.common.by import By
 from dashboard.data.overview import run_summary
 from profiler.analysis.verdict import NOTHING_STANDS_OUT
 from profiler.demo import run_demo
+from profiler.events import TRACE_SUFFIX
 from tests.conftest import REFERENCE_TRACES
 from tests.dashboard.browser import WAIT_S, open_path, query_value
 
@@ -59,3 +60,14 @@ def test_a_run_with_no_finding_says_nothing_stands_out(dash_duo: Any, tmp_path: 
     open_path(dash_duo, tmp_path / "traces", "/?run=inference")
     dash_duo.wait_for_contains_text("#verdict", f"{NOTHING_STANDS_OUT}:", timeout=WAIT_S)
     assert not dash_duo.driver.find_elements(By.CSS_SELECTOR, "#verdict-evidence")
+
+
+def test_a_run_with_step_logs_only_has_the_step_logs_verdict(input_bound_root: Path) -> None:
+    for trace in (input_bound_root / "demo").glob(f"*{TRACE_SUFFIX}"):
+        trace.unlink()
+    data = run_summary(input_bound_root, "demo")
+    assert data.reports == () and data.recommendations == ()
+    logs = data.summary["step_logs"]
+    assert data.verdict.rule == "dataloader_bound"
+    assert data.verdict.saving_us_per_step == logs["data_wait_us"]
+    assert data.verdict.step_mean_us == logs["mean_us"]
