@@ -37,6 +37,7 @@ DEFAULT_REFRESH_S = 2.0
 # Pages that show the run's status: a new status must redraw them. (Their step-log figure is
 # extended by its own poll: a new steps line redraws nothing.)
 _META_PAGES = frozenset({"/"})
+_RUNS_PAGE = "/runs"
 _PAGE_CONTENT = "_pages_content"  # dash.page_container's element for the page's layout
 
 log = logging.getLogger("dashboard")
@@ -235,6 +236,8 @@ def _is_page_body(element: Any) -> bool:
 
 def _version(root: Path, name: str, path: str | None) -> str | None:
     """What must change for the page at ``path`` showing run ``name`` to be drawn again."""
+    if path == _RUNS_PAGE:  # never: it updates its rows in place (keeping the selection)
+        return None
     if path in _META_PAGES:
         return overview_version(root, name)
     return run_version(root, name, with_meta=False)

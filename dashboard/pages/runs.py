@@ -4,6 +4,7 @@ One row per run from its ``meta/`` alone (status, start, steps, mean step, data-
 GPU utilisation, peak memory; no trace is read), sortable and filterable. A run's name opens
 its Overview; two selected rows give a link to their Diff (the earlier run as the base); the
 step-time distributions of every selected run are drawn in one figure below the table.
+The rows are read again at each poll of the shell, in place: sorting and selection stay.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from urllib.parse import urlencode
 
 import dash
 import dash_ag_grid as dag
-from dash import Input, Output, dcc, html
+from dash import Input, Output, State, dcc, html
 
 from dashboard.app import BASE_PARAM, RUN_PARAM, run_href
 from dashboard.components.grid import Column, data_grid
@@ -96,6 +97,20 @@ def compare(selected: list[dict[str, Any]] | None) -> tuple[Any, Any]:
     durations = step_durations(current_root(), names)
     shown = {name: durations.get(name, []) for name in names}
     return diff_link(selected), step_distribution_figure(shown)
+
+
+@dash.callback(
+    Output(GRID, "rowData"),
+    Input("refresh", "n_intervals"),
+    State(GRID, "rowData"),
+    prevent_initial_call=True,
+)
+def refresh_rows(_tick: int | None, shown: list[dict[str, Any]] | None) -> Any:
+    """The rows again at each poll of the shell, sent only when they changed (a new run, a new
+    status, new steps): the grid keeps its sorting, filters and selection (rows keep their
+    ``getRowId``), which drawing the page again would lose."""
+    rows = [row.to_dict() for row in run_rows(current_root())]
+    return dash.no_update if rows == shown else rows
 
 
 @dash.callback(

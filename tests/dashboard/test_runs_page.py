@@ -28,7 +28,7 @@ from tests.dashboard.browser import (
     query_value,
     wait_for_url,
 )
-from tests.dashboard.status_runs import PEAK_BYTES, RUNS, status_root
+from tests.dashboard.status_runs import PEAK_BYTES, RUNS, StatusRun, status_root, write_run
 
 GRID = "runs-table"
 
@@ -181,3 +181,21 @@ def test_a_runs_name_opens_its_overview(dash_duo: Any, root: Path) -> None:
 
     url = wait_for_url(dash_duo, lambda u: "/runs" not in u)
     assert query_value(url) == "killed"
+
+
+@pytest.mark.browser
+def test_a_new_run_shows_up_in_place_keeping_the_selection(dash_duo: Any, root: Path) -> None:
+    open_path(dash_duo, root, "/runs", refresh_s=0.5)
+    grid_column(dash_duo, GRID, "name")
+    _select(dash_duo, "done")
+    dash_duo.wait_for_element("#runs-steps .violin", timeout=WAIT_S)
+
+    write_run(root, len(RUNS), StatusRun("newcomer", "complete", (1_000.0,), 0.0))
+
+    WebDriverWait(dash_duo.driver, WAIT_S).until(
+        lambda _: "newcomer" in grid_column(dash_duo, GRID, "name"), "the new run never listed"
+    )
+    selected = dash_duo.driver.execute_script(
+        "return dash_ag_grid.getApi(arguments[0]).getSelectedRows().map(r => r.name);", GRID
+    )
+    assert selected == ["done"]
