@@ -18,6 +18,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
+import numpy as np
+import pandas as pd
+
 from dashboard.data.cache import per_trace, trace_or_message
 from dashboard.data.distributed import RunAlignment, run_alignment
 from dashboard.data.runs import (
@@ -38,6 +41,7 @@ from profiler.analysis.timeline import (
 )
 from profiler.analysis.timeline_details import EventDetails, EventRef, event_details
 from profiler.analysis.timeline_ranks import LaneGroup, RanksView, RankTrace, ranks_view
+from profiler.events import PROFILER_STEP_PREFIX
 
 __all__ = [
     "DEFAULT_MAX_SHAPES",
@@ -52,6 +56,7 @@ __all__ = [
     "run_rank_groups",
     "run_ranks_timeline",
     "run_event",
+    "run_steps",
     "run_timeline",
     "run_trace_files",
     "trace_download",
@@ -183,6 +188,40 @@ def run_timeline(
     if isinstance(index, str):
         return index
     return timeline_view(index, start_us, end_us, max_shapes=max_shapes)
+
+
+def run_steps(root: str | Path, name: str, file: str | None) -> pd.DataFrame | str:
+    """The ``ProfilerStep#N`` ranges of one trace file of run ``name``, on the host lanes.
+
+    Returns:
+        Columns ``step`` (N), ``start_us``, ``end_us`` (a step annotated on several threads
+        spans all of them), in time order; empty when the trace has none. Or the one-line
+        message why the file cannot be read.
+
+    Raises:
+        RunRefused, RunNotFound: as :func:`trace_file`.
+    """
+    index = _prepared(trace_file(root, name, file))
+    return index if isinstance(index, str) else _step_ranges(index)
+
+
+def _step_ranges(index: TimelineIndex) -> pd.DataFrame:
+    names = pd.Series(index.names, dtype=object).astype(str)
+    numbers = names.str.removeprefix(PROFILER_STEP_PREFIX)
+    is_step = (names.str.startswith(PROFILER_STEP_PREFIX) & numbers.str.isdigit()).to_numpy()
+    on_host = ~np.array([lane.gpu for lane in index.lanes], dtype=bool)
+    hits = is_step[index.name_code] & on_host[index.lane] if len(index) else np.zeros(0, bool)
+    steps = pd.DataFrame(
+        {
+            "step": numbers.to_numpy()[index.name_code[hits]].astype(np.int64),
+            "start_us": index.start_us[hits],
+            "end_us": index.end_us[hits],
+        }
+    )
+    spans = steps.groupby("step", as_index=False).agg(
+        start_us=("start_us", "min"), end_us=("end_us", "max")
+    )
+    return spans.sort_values("start_us", ignore_index=True)
 
 
 def run_event(root: str | Path, name: str, file: str | None, row: int) -> EventDetails | str:

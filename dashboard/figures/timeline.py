@@ -41,6 +41,13 @@ RANKS_AXIS = "time (ms) on the ranks' common clock, from the earliest rank's fir
 BUSY_BANDS = (0.25, 0.5, 0.75, 1.0)
 _BAND_OPACITY = (0.3, 0.5, 0.75, 1.0)
 _LANE_PX = 42
+# The figure's height: a margin plus a row per lane, at least enough for a legible plot of one
+# or two lanes and at most what a laptop screen shows (lanes past ~35 get thinner rows).
+_HEIGHT_MARGIN_PX = 140
+MIN_HEIGHT_PX = 360
+MAX_HEIGHT_PX = 1600
+STEP_BAND_COLOR = "rgba(120, 120, 120, 0.10)"
+STEP_LABEL_COLOR = "#666666"
 _BAND_HEIGHT = 0.8  # of a lane's row, for the rows of nested events
 _POINTS_PER_SHAPE = 4  # start, middle, end, gap
 _HOVER_CHARS = 100
@@ -72,7 +79,45 @@ def search_matches(view: Any, search: str) -> np.ndarray | None:
     return names.str.contains(text, regex=False).to_numpy(bool)
 
 
-def timeline_figure(view: Any, *, revision: str = "", search: str = "") -> dict[str, Any]:
+def figure_height(lanes: int) -> int:
+    """The figure's height in pixels for ``lanes`` lanes: :data:`_LANE_PX` a lane plus a margin,
+    within :data:`MIN_HEIGHT_PX` and :data:`MAX_HEIGHT_PX`."""
+    return min(MAX_HEIGHT_PX, max(MIN_HEIGHT_PX, _HEIGHT_MARGIN_PX + _LANE_PX * lanes))
+
+
+def step_bands(view: Any, steps: pd.DataFrame) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Every other step as a shaded background band, and each step's number over it.
+
+    Args:
+        view: the view drawn (its ``span_us`` sets the x origin).
+        steps: ``step``, ``start_us``, ``end_us`` per step, in time order.
+
+    Returns:
+        plotly layout ``shapes`` (the bands of the 1st, 3rd... step, under the data) and
+        ``annotations`` (``step N`` at the top of each step's middle).
+    """
+    start = to_ms(view, steps["start_us"].to_numpy(float))
+    end = to_ms(view, steps["end_us"].to_numpy(float))
+    bands = [
+        {
+            "type": "rect", "xref": "x", "x0": float(x0), "x1": float(x1), "yref": "paper",
+            "y0": 0, "y1": 1, "fillcolor": STEP_BAND_COLOR, "line": {"width": 0}, "layer": "below",
+        }
+        for x0, x1 in zip(start[::2], end[::2], strict=True)
+    ]  # fmt: skip
+    labels = [
+        {
+            "xref": "x", "x": float((x0 + x1) / 2), "yref": "paper", "y": 1, "yanchor": "top",
+            "showarrow": False, "text": f"step {int(step)}", "font": {"color": STEP_LABEL_COLOR},
+        }
+        for step, x0, x1 in zip(steps["step"], start, end, strict=True)
+    ]  # fmt: skip
+    return bands, labels
+
+
+def timeline_figure(
+    view: Any, *, revision: str = "", search: str = "", steps: pd.DataFrame | None = None
+) -> dict[str, Any]:
     """The view as segments on lanes.
 
     Args:
@@ -82,6 +127,7 @@ def timeline_figure(view: Any, *, revision: str = "", search: str = "") -> dict[
         search: text to highlight (:func:`search_matches`): in an exact view the matching
             events are drawn at full strength over a dark rim (one more trace, first, named
             with their count), the others dimmed to :data:`DIMMED_OPACITY`.
+        steps: the trace's steps (:func:`step_bands`), shaded and numbered behind the events.
 
     Returns:
         The figure as a dict (what ``dcc.Graph`` takes): one ``scattergl`` per event kind
@@ -97,7 +143,10 @@ def timeline_figure(view: Any, *, revision: str = "", search: str = "") -> dict[
         traces = _bin_traces(view, shapes)
     else:
         traces = _event_traces(view, shapes, search_matches(view, search), search.strip())
-    return {"data": traces, "layout": _layout(view.lanes, revision)}
+    layout = _layout(view.lanes, revision)
+    if steps is not None and len(steps):
+        layout["shapes"], layout["annotations"] = step_bands(view, steps)
+    return {"data": traces, "layout": layout}
 
 
 def ranks_timeline_figure(ranks: Any, *, revision: str = "", search: str = "") -> dict[str, Any]:
@@ -258,7 +307,7 @@ def _kinds_in_order(kinds: pd.Series) -> list[str]:
 def _layout(lanes: Sequence[Any], revision: str) -> dict[str, Any]:
     return {
         "uirevision": revision,
-        "height": 140 + _LANE_PX * len(lanes),
+        "height": figure_height(len(lanes)),
         "margin": {"l": 10, "r": 10, "t": 30, "b": 40},
         "hovermode": "closest",
         "dragmode": "zoom",

@@ -39,6 +39,7 @@ from dashboard.data.timeline import (
     run_event,
     run_rank_groups,
     run_ranks_timeline,
+    run_steps,
     run_timeline,
     run_trace_files,
 )
@@ -95,7 +96,7 @@ def content(run: str | None = None, file: str | None = None, **_query: Any) -> h
             ),
             html.Span(id="timeline-matches", style={"marginLeft": "1em"}),
             *_alignment_notes(run, file),
-            *_view_parts(view, file),
+            *_view_parts(view, file, _steps_of(run, file)),
         ]
     )
 
@@ -160,7 +161,7 @@ def _file_problem(run: str, file: Any, problem: Problem) -> html.Div:
     return error_banner([problem.message])
 
 
-def _view_parts(view: Any, file: str) -> list[Any]:
+def _view_parts(view: Any, file: str, steps: Any) -> list[Any]:
     if isinstance(view, str):
         # The callbacks' components exist, empty, so picking another file still works.
         return [
@@ -176,7 +177,7 @@ def _view_parts(view: Any, file: str) -> list[Any]:
         dcc.Loading(
             dcc.Graph(
                 id="timeline",
-                figure=_figure(view, file),
+                figure=_figure(view, file, steps=steps),
                 config={"scrollZoom": True, "displaylogo": False},
             ),
             delay_show=300,
@@ -233,7 +234,8 @@ def rezoom(
     text = text or ""
     matches = search_matches(_drawn(view), text)
     count = None if matches is None else int(matches.sum())
-    return _figure(view, file, text), _status(view), match_text(text, count)
+    figure = _figure(view, file, text, _steps_of(run, file))
+    return figure, _status(view), match_text(text, count)
 
 
 def _window_asked(relayout: dict[str, Any] | None) -> Any:
@@ -269,10 +271,18 @@ def _drawn(view: View) -> TimelineView:
     return view.view if isinstance(view, RanksView) else view
 
 
-def _figure(view: View, choice: str, search: str = "") -> dict[str, Any]:
+def _steps_of(run: str, choice: str) -> Any:
+    """A file's steps to shade (None for a rank group, or when they cannot be read)."""
+    if is_rank_group(choice):
+        return None
+    steps = fetch(current_root(), run, lambda root, name: run_steps(root, name, choice))
+    return None if isinstance(steps, (Problem, str)) else steps
+
+
+def _figure(view: View, choice: str, search: str = "", steps: Any = None) -> dict[str, Any]:
     if isinstance(view, RanksView):
         return ranks_timeline_figure(view, revision=choice, search=search)
-    return timeline_figure(view, revision=choice, search=search)
+    return timeline_figure(view, revision=choice, search=search, steps=steps)
 
 
 def _status(view: View) -> str:

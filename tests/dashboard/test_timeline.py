@@ -10,6 +10,7 @@ from typing import Any
 
 import dash
 import numpy as np
+import pandas as pd
 import pytest
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -27,6 +28,7 @@ from dashboard.data.timeline import (
     run_event,
     run_rank_groups,
     run_ranks_timeline,
+    run_steps,
     run_timeline,
     run_trace_files,
     trace_file,
@@ -34,10 +36,15 @@ from dashboard.data.timeline import (
 from dashboard.figures.text import plain
 from dashboard.figures.timeline import (
     DIMMED_OPACITY,
+    MAX_HEIGHT_PX,
+    MIN_HEIGHT_PX,
     NO_EVENTS,
     RANKS_AXIS,
+    STEP_BAND_COLOR,
+    figure_height,
     ranks_timeline_figure,
     search_matches,
+    step_bands,
     timeline_figure,
     to_ms,
     to_us,
@@ -179,6 +186,71 @@ def test_a_blank_search_or_an_aggregated_view_highlights_nothing() -> None:
     assert match_text("", None) == "" and match_text(" ", 3) == ""
     assert match_text("mm", 1234) == '1,234 events in view match "mm".'
     assert "zoom in" in match_text("mm", None)
+
+
+def _step(number: int, ts: float, dur: float, gpu: bool = False) -> dict[str, Any]:
+    if not gpu:
+        return {**_op(f"ProfilerStep#{number}", ts, dur), "cat": "user_annotation"}
+    return {
+        "ph": "X", "cat": "gpu_user_annotation", "name": f"ProfilerStep#{number}", "pid": 0,
+        "tid": 7, "ts": ts, "dur": dur, "args": {"device": 0, "stream": 7},
+    }  # fmt: skip
+
+
+def test_steps_are_the_host_profiler_step_ranges_in_time_order(tmp_path: Path) -> None:
+    (tmp_path / "steps").mkdir()
+    events = [
+        _step(4, 0, 100), _op("a", 10, 20), _step(5, 100, 50), _step(6, 150, 30, ),
+        _step(5, 120, 200, gpu=True),  # Kineto's copy on a GPU stream: not the step's range
+        _op("ProfilerStep#x", 5, 1), _op("ProfilerStep#6", 150, 40, tid=2),  # the same step
+    ]  # fmt: skip
+    (tmp_path / "steps" / "w.1.pt.trace.json").write_text(json.dumps(_trace(events)))
+
+    steps = run_steps(tmp_path, "steps", None)
+
+    assert not isinstance(steps, str)
+    assert steps.to_dict("list") == {
+        "step": [4, 5, 6], "start_us": [0.0, 100.0, 150.0], "end_us": [100.0, 150.0, 190.0],
+    }  # fmt: skip
+    sample = run_steps(SAMPLE.parent, SAMPLE.name, _first(SAMPLE).name)
+    trace_events = load_trace(_first(SAMPLE)).events
+    names = trace_events["name"].astype(str)
+    assert not isinstance(sample, str) and len(sample) > 1
+    assert sorted(sample["step"]) == sorted(
+        int(n.removeprefix("ProfilerStep#")) for n in names if n.startswith("ProfilerStep#")
+    )
+
+
+def test_steps_are_shaded_every_other_one_and_each_numbered() -> None:
+    trace = load_trace(_first(SAMPLE))
+    view = timeline_view(trace)
+    origin = view.span_us[0]
+    steps = pd.DataFrame(
+        {"step": [7, 8, 9], "start_us": origin + np.array([0.0, 1000.0, 3000.0]),
+         "end_us": origin + np.array([1000.0, 3000.0, 3500.0])}
+    )  # fmt: skip
+
+    layout = timeline_figure(view, steps=steps)["layout"]
+
+    assert [(b["x0"], b["x1"]) for b in layout["shapes"]] == [(0.0, 1.0), (3.0, 3.5)]
+    assert {b["fillcolor"] for b in layout["shapes"]} == {STEP_BAND_COLOR}
+    assert all(b["layer"] == "below" for b in layout["shapes"])
+    assert [(a["text"], a["x"]) for a in layout["annotations"]] == [
+        ("step 7", 0.5), ("step 8", 2.0), ("step 9", 3.25)
+    ]  # fmt: skip
+    assert (layout["shapes"], layout["annotations"]) == step_bands(view, steps)
+    assert "shapes" not in timeline_figure(view, steps=steps.iloc[:0])["layout"]
+
+
+def test_height_grows_with_lanes_between_a_floor_and_a_cap() -> None:
+    heights = [figure_height(lanes) for lanes in range(0, 200)]
+    assert heights[0] == heights[1] == MIN_HEIGHT_PX
+    assert heights[-1] == MAX_HEIGHT_PX
+    assert heights == sorted(heights)
+    grows = [h for h in heights if MIN_HEIGHT_PX < h < MAX_HEIGHT_PX]
+    assert len(grows) > 10 and len(set(grows)) == len(grows)
+    view = timeline_view(load_trace(_first(SAMPLE)))
+    assert timeline_figure(view)["layout"]["height"] == figure_height(len(view.lanes))
 
 
 def test_figure_of_a_trace_without_events_says_so(tmp_path: Path) -> None:
@@ -422,6 +494,18 @@ def test_layout_shows_the_picked_file(root: Path) -> None:
     assert [o["value"] for o in _element(tree, "timeline-file").options] == list(files)
     events = load_trace(root / "sample" / files[1]).events
     assert _element(tree, "timeline-status").children == f"{len(events):,} events drawn exactly"
+
+
+def test_layout_shades_and_numbers_the_files_steps(root: Path) -> None:
+    file = _first(SAMPLE).name
+    steps = run_steps(root, "sample", file)
+    app, page = _page_module(root)
+    with app.server.app_context():
+        tree = page.content(run="sample", file=file)
+    layout = _element(tree, "timeline").figure["layout"]
+    assert not isinstance(steps, str) and len(steps) > 1
+    assert [a["text"] for a in layout["annotations"]] == [f"step {n}" for n in steps["step"]]
+    assert len(layout["shapes"]) == (len(steps) + 1) // 2
 
 
 def test_layout_of_an_unreadable_file_shows_the_banner(root: Path) -> None:
