@@ -227,7 +227,8 @@ class RunSet:
 
         Raises:
             RunRefused: the name is not a string (a query repeats ``run=``), is empty,
-                absolute, has a ``..`` part or a NUL, or resolves outside the root.
+                absolute, has a ``..`` part or a NUL, names a ``meta/`` or hidden folder, or
+                resolves outside the root.
         """
         # A URL's query can hand a reader anything: ``?run=a&run=b`` arrives as a list.
         if not isinstance(name, str) or not name or "\x00" in name:
@@ -237,6 +238,9 @@ class RunSet:
             raise RunRefused(f"run name {name!r} is absolute; names are relative to the trace root")
         if ".." in posix.parts or ".." in windows.parts:
             raise RunRefused(f"run name {name!r} leads outside the trace root")
+        if any(part == META_DIR or part.startswith(".") for part in posix.parts):
+            # A run's meta/ (run.json would pass for a trace) or a hidden folder is no run.
+            raise RunRefused(f"run name {name!r} names a run's {META_DIR}/ or a hidden folder")
         base = self.root.resolve()
         try:
             candidate = (base / posix).resolve()

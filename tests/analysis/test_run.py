@@ -54,6 +54,13 @@ def test_a_run_set_lists_runs_and_follows_no_link_out(root: Path, tmp_path: Path
         RunSet(root).run("../outside")
     with pytest.raises(RunNotFound):
         RunSet(root).run("group/b")
+    (root / "sample" / "meta").mkdir(exist_ok=True)
+    (root / "sample" / "meta" / "run.json").write_text("{}")  # would pass for a trace file
+    (root / ".hidden").mkdir()
+    for name in ("sample/meta", "meta", ".hidden", "sample/.x"):
+        with pytest.raises(RunRefused, match="meta/ or a hidden folder"):
+            RunSet(root).run(name)
+    assert RunSet(root).run("sample").name == "sample"
 
 
 def test_one_set_of_step_line_rules(tmp_path: Path) -> None:
