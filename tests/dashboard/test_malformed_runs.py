@@ -190,11 +190,13 @@ def test_the_pages_callbacks_answer_for_bad_runs(served: Any, run: str) -> None:
     )
     rezoom = _callback(
         client,
-        "..timeline.figure...timeline-status.children..",
+        "..timeline.figure...timeline-status.children...timeline-matches.children..",
         [{"id": "timeline", "property": "figure"},
-         {"id": "timeline-status", "property": "children"}],
+         {"id": "timeline-status", "property": "children"},
+         {"id": "timeline-matches", "property": "children"}],
         [{"id": "timeline-zoom", "property": "data", "value": {"xaxis.range": [1, 2]}},
-         {"id": "timeline-file", "property": "value", "value": file}],
+         {"id": "timeline-file", "property": "value", "value": file},
+         {"id": "timeline-search", "property": "value", "value": "aten"}],
         [search],
     )  # fmt: skip
     show = _callback(

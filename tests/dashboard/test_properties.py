@@ -233,8 +233,13 @@ def every_view(run: str) -> list[Any]:
     timeline = _page("/timeline")
     zoom = {"xaxis.range": [0.0, 0.5]}
     for file in (TRACE, TRACE + ".gz"):
-        views.append(_as_callback("timeline-file.value", timeline.rezoom, None, file, search))
-        views.append(_as_callback("timeline-zoom.data", timeline.rezoom, zoom, file, search))
+        for text in (None, "aten"):  # the search box: empty, and a name to highlight
+            views.append(
+                _as_callback("timeline-file.value", timeline.rezoom, None, file, text, search)
+            )
+            views.append(
+                _as_callback("timeline-zoom.data", timeline.rezoom, zoom, file, text, search)
+            )
         for row in (0, 1, 7):
             click = {"points": [{"customdata": row}]}
             views.append(timeline.show_event(click, file, search))
