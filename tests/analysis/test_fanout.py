@@ -10,6 +10,7 @@ import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -175,6 +176,14 @@ def test_a_local_cluster_is_chosen_only_for_files_that_need_work(
     assert not fanout._worth_a_cluster(files, False, False)
 
 
+def assert_same_alignment(got: Any, expected: Any) -> None:
+    """Two dashboard ``RunAlignment`` results agree field by field, and name the slow rank."""
+    for field in ("files", "clock_offset_us", "file_offsets_us", "method", "stragglers"):
+        assert getattr(got, field) == getattr(expected, field), field
+    assert got.steps.equals(expected.steps)
+    assert [s.rank for s in expected.stragglers] == [SLOW_RANK]
+
+
 def test_the_dashboard_reads_the_ranks_through_dask_as_it_does_here(
     synthetic: Path, cluster: str
 ) -> None:
@@ -194,10 +203,7 @@ def test_the_dashboard_reads_the_ranks_through_dask_as_it_does_here(
         data.use_dask(None)
         both()
     assert there_ranks == here_ranks
-    for field in ("files", "clock_offset_us", "file_offsets_us", "method", "stragglers"):
-        assert getattr(there_alignment, field) == getattr(here_alignment, field), field
-    assert there_alignment.steps.equals(here_alignment.steps)  # type: ignore[attr-defined]
-    assert [s.rank for s in here_alignment.stragglers] == [SLOW_RANK]  # type: ignore[attr-defined]
+    assert_same_alignment(there_alignment, here_alignment)
 
 
 def test_the_dashboard_reads_a_many_file_run_from_the_stored_summaries(
@@ -223,10 +229,7 @@ def test_the_dashboard_reads_a_many_file_run_from_the_stored_summaries(
     from_summaries = alignment()
     data._cached_alignment.cache_clear()
     assert all(summary_files(t)["steps"].exists() for t in traces)
-    for field in ("files", "clock_offset_us", "file_offsets_us", "method", "stragglers"):
-        assert getattr(from_summaries, field) == getattr(from_traces, field), field
-    assert from_summaries.steps.equals(from_traces.steps)  # type: ignore[attr-defined]
-    assert [s.rank for s in from_summaries.stragglers] == [SLOW_RANK]  # type: ignore[attr-defined]
+    assert_same_alignment(from_summaries, from_traces)
 
 
 def test_the_dashboard_command_hands_its_dask_address_to_the_app(
