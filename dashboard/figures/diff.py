@@ -12,14 +12,19 @@ from typing import Any
 import plotly.graph_objects as go
 
 from dashboard.figures.overview import CATEGORY_LABELS, empty_figure
+from dashboard.figures.palette import (
+    BASE_COLOR,
+    BETTER_COLOR,
+    NEW_COLOR,
+    WORSE_COLOR,
+    themed_figure,
+)
 from dashboard.figures.text import plain, unique_labels
 
 BASE = "base"
 NEW = "new"
-BASE_COLOR = "#bab0ac"
-NEW_COLOR = "#4c78a8"
-SLOWER_COLOR = "#e45756"
-FASTER_COLOR = "#54a24b"
+SLOWER_COLOR = WORSE_COLOR
+FASTER_COLOR = BETTER_COLOR
 TOP_N = 15
 NO_CHANGES = "Nothing to compare"
 
@@ -39,7 +44,7 @@ def category_diff_figure(categories: Sequence[Mapping[str, Any]]) -> go.Figure:
         return empty_figure(NO_CHANGES)
     labels = [CATEGORY_LABELS.get(str(r["category"]), str(r["category"])) for r in categories]
     hover = [_delta_text(r) for r in categories]
-    figure = go.Figure()
+    figure = themed_figure()
     for side, color in ((BASE, BASE_COLOR), (NEW, NEW_COLOR)):
         figure.add_trace(
             go.Bar(
@@ -78,7 +83,7 @@ def name_diff_figure(rows: Sequence[Mapping[str, Any]], title: str, *, n: int = 
     top = sorted(rows, key=lambda r: (-abs(float(r["delta"])), str(r["name"])))[:n]
     top.reverse()  # plotly draws the first category at the bottom
     deltas = [float(r["delta"]) for r in top]
-    figure = go.Figure(
+    figure = themed_figure(
         go.Bar(
             x=deltas,
             y=unique_labels([str(r["name"]) for r in top]),

@@ -10,6 +10,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from dashboard.figures.overview import CATEGORY_LABELS, empty_figure, stacked_categories
+from dashboard.figures.palette import BLUE, WORSE_COLOR, rank_color, themed_figure
 
 NO_RANKS = "No steps in this run"
 NO_COMMUNICATION = "No communication kernels in this run"
@@ -19,8 +20,8 @@ STEP_STATS: dict[str, str] = {
     "step_median_us": "median",
     "step_max_us": "max",
 }
-STRAGGLER_COLOR = "#e45756"
-RANK_COLOR = "#4c78a8"
+STRAGGLER_COLOR = WORSE_COLOR
+RANK_COLOR = BLUE
 NO_STEPS = "No profiler steps in this run"
 #: Up to this many ranks, wait and work are bars side by side per step; beyond, one heatmap row
 #: per rank (64 ranks of bars per step would be slivers).
@@ -52,7 +53,7 @@ def rank_step_figure(
     if not timed:
         return empty_figure(NO_RANKS)
     labels = [_marked_label(row["rank"], stragglers) for row in timed]
-    figure = go.Figure()
+    figure = themed_figure()
     for key, name in STEP_STATS.items():
         figure.add_trace(
             go.Bar(
@@ -103,7 +104,7 @@ def overlap_figure(ranks: Sequence[Mapping[str, Any]]) -> go.Figure:
     shown = [row for row in ranks if row.get("comm_overlap_pct") is not None]
     if not shown:
         return empty_figure(NO_COMMUNICATION)
-    figure = go.Figure(
+    figure = themed_figure(
         go.Bar(
             name="overlap",
             x=[rank_label(row["rank"]) for row in shown],
@@ -142,7 +143,7 @@ def wait_work_figure(steps: pd.DataFrame, stragglers: Collection[int] = ()) -> g
     ranks = sorted(int(rank) for rank in steps["rank"].unique())
     if len(ranks) > MAX_BAR_RANKS:
         return _wait_heatmap(steps, ranks, stragglers)
-    figure = go.Figure()
+    figure = themed_figure()
     for rank in ranks:
         mine = steps[steps["rank"] == rank].sort_values("step")
         x = [f"step {int(step)}" for step in mine["step"]]
@@ -162,7 +163,7 @@ def wait_work_figure(steps: pd.DataFrame, stragglers: Collection[int] = ()) -> g
                     offsetgroup=str(rank),
                     legendgroup=str(rank),
                     opacity=opacity,
-                    marker_color=STRAGGLER_COLOR if rank in stragglers else _rank_color(rank),
+                    marker_color=STRAGGLER_COLOR if rank in stragglers else rank_color(rank),
                     hovertemplate=f"{part}: %{{y:,.2f}} ms<extra>{name}, %{{x}}</extra>",
                 )
             )
@@ -173,7 +174,7 @@ def _wait_heatmap(steps: pd.DataFrame, ranks: list[int], stragglers: Collection[
     share = steps.assign(
         pct=100.0 * steps["comm_wait_us"] / (steps["work_us"] + steps["comm_wait_us"])
     ).pivot_table(index="rank", columns="step", values="pct", aggfunc="mean")
-    figure = go.Figure(
+    figure = themed_figure(
         go.Heatmap(
             z=share.to_numpy().tolist(),
             x=[f"step {int(step)}" for step in share.columns],
@@ -192,13 +193,6 @@ def _wait_heatmap(steps: pd.DataFrame, ranks: list[int], stragglers: Collection[
         margin={"t": 30},
     )
     return figure
-
-
-_PALETTE = ("#4c78a8", "#54a24b", "#b279a2", "#9d755d", "#eeca3b", "#72b7b2", "#f58518")
-
-
-def _rank_color(rank: int) -> str:
-    return _PALETTE[rank % len(_PALETTE)]
 
 
 def _grouped(figure: go.Figure, x_title: str, y_title: str) -> go.Figure:

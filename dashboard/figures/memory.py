@@ -8,6 +8,7 @@ from typing import Any
 import plotly.graph_objects as go
 
 from dashboard.figures.overview import empty_figure
+from dashboard.figures.palette import WORSE_COLOR, themed_figure
 from dashboard.figures.text import plain
 
 NO_SAMPLES = "No memory samples in this run"
@@ -55,7 +56,7 @@ def memory_figure(series: Sequence[Any], peak: Mapping[str, Any] | None) -> go.F
     """
     if not series:
         return empty_figure(NO_SAMPLES)
-    figure = go.Figure()
+    figure = themed_figure()
     for line in series:
         label = f"{line.trace} ({line.device})"
         figure.add_trace(
@@ -86,7 +87,7 @@ def memory_figure(series: Sequence[Any], peak: Mapping[str, Any] | None) -> go.F
                 y=[peak["allocated_bytes"]],
                 mode="markers",
                 name=PEAK,
-                marker={"size": 12, "symbol": "star", "color": "#e45756"},
+                marker={"size": 12, "symbol": "star", "color": WORSE_COLOR},
                 hovertext=[peak_hover(peak)],
                 hoverinfo="text",
             )
@@ -137,7 +138,7 @@ def module_tree_figure(rows: Sequence[Mapping[str, Any]]) -> go.Figure:
         return empty_figure(NO_MODULES)
     ids = [str(r["path"]) for r in rows]
     known = set(ids)
-    figure = go.Figure(
+    figure = themed_figure(
         go.Treemap(
             ids=ids,
             labels=[plain(path) for path in ids],

@@ -7,8 +7,12 @@ from typing import Any
 
 import plotly.graph_objects as go
 
+from dashboard.figures import palette
+from dashboard.figures.palette import themed_figure
+
 #: The breakdown's categories in the analysis's priority order (profiler.analysis.steps), with
-#: the labels and colours the page shows. Kept here so figures need no analysis import.
+#: the labels the page shows (colours: :mod:`dashboard.figures.palette`). Kept here so figures
+#: need no analysis import.
 CATEGORY_LABELS: dict[str, str] = {
     "kernel": "Kernel",
     "memcpy": "Memcpy",
@@ -19,16 +23,7 @@ CATEGORY_LABELS: dict[str, str] = {
     "cpu_exec": "CPU exec",
     "other": "Other",
 }
-CATEGORY_COLORS: dict[str, str] = {
-    "kernel": "#4c78a8",
-    "memcpy": "#f58518",
-    "memset": "#e45756",
-    "communication": "#72b7b2",
-    "runtime": "#54a24b",
-    "dataloader": "#eeca3b",
-    "cpu_exec": "#b279a2",
-    "other": "#bab0ac",
-}
+CATEGORY_COLORS: dict[str, str] = {c: palette.CATEGORY_COLORS[c] for c in CATEGORY_LABELS}
 STEP_TIME = "step time"
 DATA_WAIT = "data wait"
 MEMORY = "memory"
@@ -72,7 +67,7 @@ def stacked_categories(
         value_hover: how the hover shows a value (a plotly template of ``%{y}``).
         shares: each category's percent per bar, shown in the hover after the value.
     """
-    figure = go.Figure()
+    figure = themed_figure()
     for category, label in CATEGORY_LABELS.items():
         share = " (%{customdata:.1f}%)" if shares is not None else ""
         figure.add_trace(
@@ -122,7 +117,7 @@ def step_metrics_figure(steps_rows: Sequence[Mapping[str, Any]]) -> go.Figure:
     ranks = {rank for rank, _ in series}
     names = {key: name for key, name, _ in STEP_SERIES}
     axes = {key: axis for key, _, axis in STEP_SERIES}
-    figure = go.Figure()
+    figure = themed_figure()
     for (rank, key), (steps, values) in series.items():
         suffix = f" (rank {rank})" if len(ranks) > 1 else ""
         figure.add_trace(_line(steps, values, names[key] + suffix, axes[key]))
@@ -186,7 +181,7 @@ def step_metrics_extension(
 
 def empty_figure(note: str) -> go.Figure:
     """A valid figure with no data and ``note`` in the middle, axes hidden."""
-    figure = go.Figure()
+    figure = themed_figure()
     figure.update_layout(
         xaxis={"visible": False},
         yaxis={"visible": False},

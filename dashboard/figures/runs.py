@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 import plotly.graph_objects as go
 
 from dashboard.figures.overview import empty_figure
+from dashboard.figures.palette import themed_figure
 from dashboard.figures.text import plain
 
 PICK_RUNS = "Select runs in the table to compare their step times"
@@ -30,7 +31,7 @@ def step_distribution_figure(durations_us: Mapping[str, Sequence[float]]) -> go.
     """
     if not durations_us:
         return empty_figure(PICK_RUNS)
-    figure = go.Figure()
+    figure = themed_figure()
     for name, durations in durations_us.items():
         label = plain(name) if durations else f"{plain(name)} ({NO_STEPS})"
         figure.add_trace(

@@ -8,6 +8,7 @@ from typing import Any
 import plotly.graph_objects as go
 
 from dashboard.figures.overview import empty_figure
+from dashboard.figures.palette import themed_figure
 from dashboard.figures.text import plain, unique_labels
 
 TOP_N = 15
@@ -34,7 +35,7 @@ def top_bar_figure(
     top = sorted(rows, key=lambda r: (-float(r[value_key]), str(r["name"])))[:n]
     top.reverse()  # plotly draws the first category at the bottom
     names = [str(r["name"]) for r in top]
-    figure = go.Figure(
+    figure = themed_figure(
         go.Bar(
             x=[float(r[value_key]) for r in top],
             y=unique_labels(names),
@@ -64,7 +65,7 @@ def kernel_type_figure(rows: Sequence[Mapping[str, Any]]) -> go.Figure:
     """
     if not rows:
         return empty_figure(NO_ROWS)
-    figure = go.Figure(
+    figure = themed_figure(
         go.Pie(
             labels=[plain(r["kernel_type"]) for r in rows],
             values=[float(r["sum_us"]) for r in rows],

@@ -17,25 +17,30 @@ import numpy as np
 import pandas as pd
 
 from dashboard.figures.overview import empty_figure
+from dashboard.figures.palette import BLUE, CATEGORY_COLORS, INK, MUTED, TEMPLATE
 from dashboard.figures.text import plain
 
 NO_EVENTS = "No events in this trace"
+#: The event kinds in the legend's order, each in its category's colour.
 KIND_COLORS: dict[str, str] = {
-    "cpu_op": "#4c78a8",
-    "user_annotation": "#b279a2",
-    "python_function": "#9d755d",
-    "runtime": "#54a24b",
-    "driver": "#88d27a",
-    "kernel": "#f58518",
-    "memcpy": "#e45756",
-    "memset": "#ff9da6",
-    "gpu_user_annotation": "#d6a5c9",
-    "sync": "#eeca3b",
+    kind: CATEGORY_COLORS[kind]
+    for kind in (
+        "cpu_op",
+        "user_annotation",
+        "python_function",
+        "runtime",
+        "driver",
+        "kernel",
+        "memcpy",
+        "memset",
+        "gpu_user_annotation",
+        "sync",
+    )
 }
-OTHER_COLOR = "#bab0ac"
-MATCH_OUTLINE_COLOR = "#111111"
+OTHER_COLOR = CATEGORY_COLORS["other"]
+MATCH_OUTLINE_COLOR = INK
 DIMMED_OPACITY = 0.2  # events not matching a search
-GROUP_LINE_COLOR = "#555555"
+GROUP_LINE_COLOR = MUTED
 RANKS_AXIS = "time (ms) on the ranks' common clock, from the earliest rank's first event"
 # Aggregated bins: one band per busy fraction, darker when busier.
 BUSY_BANDS = (0.25, 0.5, 0.75, 1.0)
@@ -47,12 +52,13 @@ _HEIGHT_MARGIN_PX = 140
 MIN_HEIGHT_PX = 360
 MAX_HEIGHT_PX = 1600
 STEP_BAND_COLOR = "rgba(120, 120, 120, 0.10)"
-STEP_LABEL_COLOR = "#666666"
+STEP_LABEL_COLOR = MUTED
 _BAND_HEIGHT = 0.8  # of a lane's row, for the rows of nested events
 _POINTS_PER_SHAPE = 4  # start, middle, end, gap
 _HOVER_CHARS = 100
 _LINE_PX = 10
 _OUTLINE_PX = 16  # drawn under a match's own segment: a dark rim around it
+_TEMPLATE_JSON = TEMPLATE.to_plotly_json()  # the layout is a dict: the template as one too
 
 
 def to_ms(view: Any, time_us: float | np.ndarray) -> Any:
@@ -232,7 +238,7 @@ def _bin_traces(view: Any, shapes: pd.DataFrame) -> list[dict[str, Any]]:
         hover = _bin_hover(part, width)
         low = 0 if number == 0 else int(100 * BUSY_BANDS[number - 1])
         label = f"busy {low}-{int(100 * top)}% ({len(part):,} bins)"
-        color = f"rgba(76, 120, 168, {opacity})"
+        color = _rgba(BLUE, opacity)
         traces.append(_segments(view, part, part["lane"].to_numpy(float), label, color, hover))
     return traces
 
@@ -306,6 +312,7 @@ def _kinds_in_order(kinds: pd.Series) -> list[str]:
 
 def _layout(lanes: Sequence[Any], revision: str) -> dict[str, Any]:
     return {
+        "template": _TEMPLATE_JSON,
         "uirevision": revision,
         "height": figure_height(len(lanes)),
         "margin": {"l": 10, "r": 10, "t": 30, "b": 40},
@@ -322,3 +329,9 @@ def _layout(lanes: Sequence[Any], revision: str) -> dict[str, Any]:
         },
         "legend": {"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0},
     }
+
+
+def _rgba(color: str, opacity: float) -> str:
+    """A ``#rrggbb`` colour at ``opacity``."""
+    red, green, blue = (int(color[i : i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({red}, {green}, {blue}, {opacity})"
