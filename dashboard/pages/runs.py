@@ -2,8 +2,10 @@
 
 One row per run from its ``meta/`` alone (status, start, steps, mean step, data-wait share,
 GPU utilisation, peak memory; no trace is read), sortable and filterable. A run's name opens
-its Overview; two selected rows give a link to their Diff (the earlier run as the base); the
-step-time distributions of every selected run are drawn in one figure below the table.
+its Overview; two selected rows give a link to their Diff (the earlier run as the base); every
+selected run is compared below the table (:mod:`dashboard.data.compare`): their step-time
+distributions in one figure, their step breakdowns as stacked bars in the Overview's colours in
+another (a run without traces on its step logs).
 The rows are read again at each poll of the shell, in place: sorting and selection stay.
 """
 
@@ -21,16 +23,18 @@ from dashboard.app import BASE_PARAM, RUN_PARAM, run_href
 from dashboard.components.grid import Column, data_grid
 from dashboard.components.messages import no_runs
 from dashboard.components.page import page_layout, register_body
-from dashboard.data.run_table import run_rows, step_durations
+from dashboard.data.compare import compare_runs
+from dashboard.data.run_table import run_rows
 from dashboard.data.runs import current_root
-from dashboard.figures.runs import step_distribution_figure
+from dashboard.figures.runs import breakdown_figure, step_distribution_figure
 
 dash.register_page(__name__, path="/runs", name="Runs", title="trainprof: runs", order=-1)
 
 GRID = "runs-table"
 DIFF_LINK = "runs-diff"
 FIGURE = "runs-steps"
-PICK_TWO = "Select two runs to diff them; select any to compare their step times."
+BREAKDOWN = "runs-breakdown"
+PICK_TWO = "Select two runs to diff them; select any to compare their steps."
 COLUMNS = (
     Column("name", "run", wide=True, link=True),
     Column("status", "status"),
@@ -56,12 +60,18 @@ def content(**_query: Any) -> html.Div:
             html.H3(f"Runs ({len(rows)})"),
             data_grid(GRID, COLUMNS, rows, row_id="name", select_rows=True),
             html.Div(PICK_TWO, id=DIFF_LINK, style={"margin": "0.5em 0"}),
+            html.H4("Step time"),
             dcc.Graph(id=FIGURE, figure=step_distribution_figure({})),
+            html.H4("Step breakdown"),
+            dcc.Graph(id=BREAKDOWN, figure=breakdown_figure([])),
         ]
     )
 
 
-layout = page_layout("runs", [dag.AgGrid(id=GRID), html.Div(id=DIFF_LINK), dcc.Graph(id=FIGURE)])
+layout = page_layout(
+    "runs",
+    [dag.AgGrid(id=GRID), html.Div(id=DIFF_LINK), dcc.Graph(id=FIGURE), dcc.Graph(id=BREAKDOWN)],
+)
 register_body("runs", content)
 
 
@@ -87,16 +97,17 @@ def diff_link(selected: Sequence[Mapping[str, Any]]) -> Any:
 @dash.callback(
     Output(DIFF_LINK, "children"),
     Output(FIGURE, "figure"),
+    Output(BREAKDOWN, "figure"),
     Input(GRID, "selectedRows"),
     prevent_initial_call=True,
 )
-def compare(selected: list[dict[str, Any]] | None) -> tuple[Any, Any]:
-    """The diff link of two selected runs and the step-time figure of every selected one."""
+def compare(selected: list[dict[str, Any]] | None) -> tuple[Any, Any, Any]:
+    """The diff link of two selected runs, and the step-time and breakdown figures of every
+    selected one."""
     selected = selected or []
-    names = [str(row["name"]) for row in selected]
-    durations = step_durations(current_root(), names)
-    shown = {name: durations.get(name, []) for name in names}
-    return diff_link(selected), step_distribution_figure(shown)
+    runs = compare_runs(current_root(), [str(row["name"]) for row in selected])
+    steps = step_distribution_figure({run.name: run.step_us for run in runs})
+    return diff_link(selected), steps, breakdown_figure(runs)
 
 
 @dash.callback(

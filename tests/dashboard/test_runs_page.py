@@ -1,8 +1,11 @@
 """The Runs page: one row per run from its ``meta/`` (each status as the store writes it), the
-step-time comparison figure, and in Chromium the table, its sorting and the way to the Diff."""
+comparison of several runs (step times, step breakdowns: light-only runs on their step logs,
+traced runs on their traces), and in Chromium the table, its sorting, the comparison figures
+and the way to the Diff."""
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -15,9 +18,18 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from dashboard.app import create_app
+from dashboard.data.compare import compare_runs
+from dashboard.data.overview import run_summary
 from dashboard.data.run_table import run_rows, step_durations
-from dashboard.figures.runs import PICK_RUNS, step_distribution_figure
+from dashboard.figures.overview import CATEGORY_COLORS, CATEGORY_LABELS
+from dashboard.figures.runs import (
+    PICK_RUNS,
+    STEP_LOG_ONLY,
+    breakdown_figure,
+    step_distribution_figure,
+)
 from profiler.store.liveness import HEARTBEAT_STALE_S
+from tests.conftest import REFERENCE_TRACES
 from tests.dashboard.browser import (
     WAIT_S,
     figure_traces,
@@ -25,18 +37,28 @@ from tests.dashboard.browser import (
     grid_column,
     number,
     open_path,
+    plotly_data,
     query_value,
     wait_for_url,
 )
 from tests.dashboard.status_runs import PEAK_BYTES, RUNS, StatusRun, status_root, write_run
 
 GRID = "runs-table"
+TRACED = "gpu"  # a run of one reference GPU trace (3 steps), no meta/: torch.profiler's own
 
 
 @pytest.fixture
 def root(tmp_path: Path) -> Iterator[Path]:
     with status_root(tmp_path / "traces") as root:
         yield root
+
+
+@pytest.fixture
+def mixed(root: Path) -> Path:
+    """A run of each status (step logs only) and one run of a GPU trace alone."""
+    (root / TRACED).mkdir()
+    shutil.copy(REFERENCE_TRACES / "hta" / "nccl.json.gz", root / TRACED)
+    return root
 
 
 def test_each_run_is_one_row_with_its_status_and_step_log_figures(root: Path) -> None:
@@ -100,6 +122,51 @@ def test_the_figure_of_no_runs_asks_for_a_selection() -> None:
     assert not figure.data and figure.layout.annotations[0].text == PICK_RUNS
 
 
+def test_light_only_runs_compare_on_their_step_logs(mixed: Path) -> None:
+    done, crashed = compare_runs(mixed, ["done", "nothing", "crashed"])
+
+    assert (done.name, crashed.name) == ("done", "crashed")
+    assert done.step_us == (10_000.0, 12_000.0, 14_000.0) and done.step_source == "step log"
+    assert done.breakdown_source == "step log"
+    assert {c: us for c, us in done.breakdown_us.items() if us} == {
+        "dataloader": 1_000.0, "other": 11_000.0}  # fmt: skip
+    assert crashed.breakdown_us["dataloader"] == 15_000.0
+    assert sum(crashed.breakdown_us.values()) == pytest.approx(40_000.0)  # the mean step
+
+
+def test_a_traced_run_compares_on_its_traces_as_its_summary_splits_them(mixed: Path) -> None:
+    (traced,) = compare_runs(mixed, [TRACED])
+    summary = run_summary(mixed, TRACED)
+    (report,) = summary.summary["traces"]
+
+    assert traced.step_source == traced.breakdown_source == "trace"
+    assert len(traced.step_us) == report["steps"]["count"] == 3
+    assert sum(traced.step_us) / 3 == pytest.approx(report["steps"]["mean_us"], abs=0.01)
+    step_us = sum(traced.breakdown_us.values())
+    shares = {c: 100 * us / step_us for c, us in traced.breakdown_us.items()}
+    assert shares == pytest.approx(report["step_breakdown_pct"], abs=0.01)
+    assert traced.breakdown_us["kernel"] > 0 and traced.breakdown_us["communication"] > 0
+
+
+def test_the_breakdown_figure_stacks_each_runs_mean_step_in_the_overviews_colours(
+    mixed: Path,
+) -> None:
+    runs = compare_runs(mixed, ["done", TRACED])
+
+    figure = breakdown_figure(runs)
+
+    assert [bar.name for bar in figure.data] == list(CATEGORY_LABELS.values())
+    assert [bar.marker.color for bar in figure.data] == list(CATEGORY_COLORS.values())
+    assert figure.layout.barmode == "stack"
+    assert list(figure.data[0].x) == [f"done ({STEP_LOG_ONLY})", TRACED]
+    heights = [sum(bar.y[at] for bar in figure.data) for at in range(2)]
+    assert heights[0] == pytest.approx(12.0)  # done's mean step, ms
+    assert heights[1] == pytest.approx(sum(runs[1].step_us) / 3 / 1000, rel=1e-3)
+    shares = [sum(bar.customdata[at] for bar in figure.data) for at in range(2)]
+    assert shares == pytest.approx([100.0, 100.0])
+    assert not breakdown_figure([]).data
+
+
 def test_two_selected_runs_diff_the_later_against_the_earlier(root: Path) -> None:
     create_app(root)  # pages register with an app
     page = next(p for p in dash.page_registry.values() if p["path"] == "/runs")
@@ -144,17 +211,25 @@ def test_the_runs_page_lists_every_run_with_its_status_and_sorts(dash_duo: Any, 
 
 
 @pytest.mark.browser
-def test_selected_runs_are_compared_and_two_open_their_diff(dash_duo: Any, root: Path) -> None:
-    open_path(dash_duo, root, "/runs")
+def test_selected_runs_are_compared_and_two_open_their_diff(dash_duo: Any, mixed: Path) -> None:
+    open_path(dash_duo, mixed, "/runs")
     grid_column(dash_duo, GRID, "name")
 
-    for name in ("done", "live", "crashed"):
+    for name in ("done", TRACED, "crashed"):
         _select(dash_duo, name)
     WebDriverWait(dash_duo.driver, WAIT_S).until(
         lambda _: len(figure_traces(dash_duo, "runs-steps")) == 3, "no violin per selected run"
     )
     drawn = {trace["name"]: trace["y"] for trace in figure_traces(dash_duo, "runs-steps")}
     assert drawn["done"] == [10.0, 12.0, 14.0] and drawn["crashed"] == [30.0, 50.0]
+    assert len(drawn[TRACED]) == 3  # its trace's steps
+    bars = plotly_data(
+        dash_duo, "runs-breakdown", "return d.map(t => [t.name, t.marker.color, t.x]);"
+    )
+    assert [(name, color) for name, color, _ in bars] == list(
+        zip(CATEGORY_LABELS.values(), CATEGORY_COLORS.values(), strict=True)
+    )
+    assert bars[0][2] == [f"done ({STEP_LOG_ONLY})", TRACED, f"crashed ({STEP_LOG_ONLY})"]
     assert "#runs-diff-link" not in dash_duo.driver.page_source
 
     _select(dash_duo, "crashed")  # two left: the diff link shows
@@ -162,7 +237,7 @@ def test_selected_runs_are_compared_and_two_open_their_diff(dash_duo: Any, root:
     link.click()
 
     url = wait_for_url(dash_duo, lambda u: "/diff" in u)
-    assert {query_value(url), query_value(url, "base")} == {"done", "live"}
+    assert {query_value(url), query_value(url, "base")} == {"done", TRACED}
     dash_duo.wait_for_element("#diff-base", timeout=WAIT_S)
 
 
