@@ -37,6 +37,8 @@ DEFAULT_REFRESH_S = 2.0
 # Pages that show the run's status: a new status must redraw them. (Their step-log figure is
 # extended by its own poll: a new steps line redraws nothing.)
 _META_PAGES = frozenset({"/"})
+# Pages drawn from the step logs as a whole: a new steps line redraws them.
+_STEP_PAGES = frozenset({"/steps"})
 _RUNS_PAGE = "/runs"
 _PAGE_CONTENT = "_pages_content"  # dash.page_container's element for the page's layout
 
@@ -240,6 +242,8 @@ def _version(root: Path, name: str, path: str | None) -> str | None:
         return None
     if path in _META_PAGES:
         return overview_version(root, name)
+    if path in _STEP_PAGES:
+        return run_version(root, name, with_meta=True)
     return run_version(root, name, with_meta=False)
 
 

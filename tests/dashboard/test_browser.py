@@ -30,8 +30,8 @@ pytestmark = pytest.mark.browser
 
 REFERENCE_TRACE = REFERENCE_TRACES / "hta" / "two_ranks_rank-0.json.gz"
 REFERENCE_RUN = "reference/two_ranks"
-NAV_ORDER = ["Runs", "Overview", "Timeline", "Operators", "Kernels", "Memory", "Modules",
-             "Distributed", "Diff"]  # fmt: skip
+NAV_ORDER = ["Runs", "Overview", "Steps", "Timeline", "Operators", "Kernels", "Memory",
+             "Modules", "Distributed", "Diff"]  # fmt: skip
 
 
 @pytest.fixture

@@ -1,0 +1,221 @@
+"""Figures of the Steps page: the always-on step logs over the whole run, in ms, MiB/GiB and %.
+
+Each takes step-log records (``meta/steps.<rank>.jsonl`` lines, each with its ``rank``) and
+draws one line per rank (names get `` (rank N)`` when there are several). A value no step
+carries draws no trace; a figure with nothing to draw says what was not sampled.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import plotly.graph_objects as go
+
+from dashboard.figures.overview import CATEGORY_COLORS, empty_figure
+
+US_PER_MS = 1000.0
+MIB = 1024**2
+GIB = 1024**3
+NO_STEPS = "No steps logged yet"
+NO_PHASES = "No step has its forward/backward/optimizer split timed yet"
+NOT_SAMPLED = "not sampled"
+SLOW_STEP = "slow step"
+SLOW_COLOR = "#d62728"
+#: The phase split's parts, as the step log names them, with the label and the colour of the
+#: breakdown category closest to each (the colours every page uses).
+PHASES: tuple[tuple[str, str, str], ...] = (
+    ("data_wait_us", "data wait", CATEGORY_COLORS["dataloader"]),
+    ("forward_us", "forward", CATEGORY_COLORS["kernel"]),
+    ("backward_us", "backward", CATEGORY_COLORS["cpu_exec"]),
+    ("optimizer_us", "optimizer", CATEGORY_COLORS["runtime"]),
+    ("rest_us", "rest of the step", CATEGORY_COLORS["other"]),
+)
+_PHASE_KEYS = ("forward_us", "backward_us", "optimizer_us")
+_GPU_UTIL = re.compile(r"^gpu(\d+)_util_pct$")
+_GPU_MEMORY = re.compile(r"^gpu(\d+)_memory_used_bytes$")
+
+
+def step_time_figure(
+    steps: Sequence[Mapping[str, Any]], slow: Sequence[Mapping[str, Any]] = ()
+) -> go.Figure:
+    """Step time and data wait per step in ms, the slow steps marked on the step-time line.
+
+    Args:
+        steps: step-log records with ``step``, ``dur_us``, optionally ``data_wait_us``.
+        slow: slow steps (``rank``, ``step``, ``dur_us``, ``median_us``, ``ratio``).
+    """
+    by_rank = _by_rank(steps)
+    if not by_rank:
+        return empty_figure(NO_STEPS)
+    figure = go.Figure()
+    for rank, rows in by_rank.items():
+        suffix = _suffix(rank, by_rank)
+        for key, name, dash in (
+            ("dur_us", "step time", None),
+            ("data_wait_us", "data wait", "dot"),
+        ):
+            xs, ys = _points(rows, key, 1 / US_PER_MS)
+            if xs:
+                figure.add_trace(_line(xs, ys, name + suffix, "%{y:,.2f} ms", dash=dash))
+    if slow:
+        figure.add_trace(_slow_markers(slow, len(by_rank) > 1))
+    return _layout(figure, "time (ms)")
+
+
+def phase_figure(steps: Sequence[Mapping[str, Any]]) -> go.Figure:
+    """Stacked bars of each sampled step: data wait, forward, backward, optimizer and the rest.
+
+    Only the steps whose split was timed (``forward_us`` etc. not None: every step of a deep
+    window and a sample of the others) have a bar; ``rest of the step`` is the step time less
+    the parts (never below 0).
+    """
+    timed = [row for row in steps if any(row.get(key) is not None for key in _PHASE_KEYS)]
+    if not timed:
+        return empty_figure(NO_PHASES)
+    timed.sort(key=lambda row: (int(row.get("rank", 0)), row["step"]))
+    several = len({int(row.get("rank", 0)) for row in timed}) > 1
+    labels = [
+        f"rank {row.get('rank', 0)} step {row['step']}" if several else f"step {row['step']}"
+        for row in timed
+    ]
+    figure = go.Figure()
+    for key, name, color in PHASES:
+        values = [_part(row, key) / US_PER_MS for row in timed]
+        figure.add_trace(
+            go.Bar(x=labels, y=values, name=name, marker_color=color,
+                   hovertemplate=f"{name}: %{{y:,.2f}} ms<extra>%{{x}}</extra>")
+        )  # fmt: skip
+    figure.update_layout(barmode="stack", xaxis={"type": "category"})
+    return _layout(figure, "time (ms)", x_title="sampled step")
+
+
+def memory_figure(steps: Sequence[Mapping[str, Any]], device: str | None) -> go.Figure:
+    """Memory at each step's end and its peak within the step, in MiB or GiB.
+
+    Args:
+        steps: records with ``memory_bytes`` and ``peak_memory_bytes``.
+        device: ``cuda`` (the allocator's allocated bytes), else the process's RSS.
+    """
+    what = "CUDA allocated" if device == "cuda" else "RSS"
+    series = (("memory_bytes", what), ("peak_memory_bytes", f"peak {what} in the step"))
+    return _lines(steps, series, _bytes_axis(steps, [key for key, _ in series]))
+
+
+def system_figure(steps: Sequence[Mapping[str, Any]]) -> go.Figure:
+    """CPU % of the process (100 = one core busy) and each GPU's utilisation %, per step."""
+    gpus = _sampled_keys(steps, _GPU_UTIL)
+    series = (("cpu_pct", "CPU %"), *((key, f"GPU {index} utilisation %") for key, index in gpus))
+    return _lines(steps, series, ("%", 1.0), note=f"CPU and GPU utilisation: {NOT_SAMPLED}")
+
+
+def gpu_memory_figure(steps: Sequence[Mapping[str, Any]]) -> go.Figure:
+    """Each GPU's used memory as NVML reports it (the whole device, every process)."""
+    series = [(key, f"GPU {index} memory used") for key, index in _sampled_keys(steps, _GPU_MEMORY)]
+    return _lines(steps, series, _bytes_axis(steps, [key for key, _ in series]),
+                  note=f"GPU memory: {NOT_SAMPLED}")  # fmt: skip
+
+
+def gpu_sampled(steps: Sequence[Mapping[str, Any]]) -> tuple[bool, bool]:
+    """Whether any step carries GPU utilisation, and whether any carries GPU memory."""
+    return bool(_sampled_keys(steps, _GPU_UTIL)), bool(_sampled_keys(steps, _GPU_MEMORY))
+
+
+def memory_unit(largest_bytes: float) -> tuple[str, float]:
+    """``("GiB", 2**30)`` from 1 GiB up, else ``("MiB", 2**20)``."""
+    return ("GiB", GIB) if largest_bytes >= GIB else ("MiB", MIB)
+
+
+def _lines(
+    steps: Sequence[Mapping[str, Any]],
+    series: Sequence[tuple[str, str]],
+    unit: tuple[str, float],
+    note: str = NO_STEPS,
+) -> go.Figure:
+    """One line per rank and series key, values divided by ``unit``'s divisor."""
+    label, divisor = unit
+    figure = go.Figure()
+    by_rank = _by_rank(steps)
+    for rank, rows in by_rank.items():
+        for key, name in series:
+            xs, ys = _points(rows, key, 1 / divisor)
+            if xs:
+                figure.add_trace(
+                    _line(xs, ys, name + _suffix(rank, by_rank), f"%{{y:,.1f}} {label}")
+                )
+    if not figure.data:
+        return empty_figure(note)
+    return _layout(figure, label)
+
+
+def _line(
+    xs: list[Any], ys: list[Any], name: str, value: str, dash: str | None = None
+) -> go.Scatter:
+    hover = f"step %{{x}}: {value}<extra>{name}</extra>"
+    return go.Scatter(x=xs, y=ys, name=name, mode="lines", line={"dash": dash}, hovertemplate=hover)
+
+
+def _slow_markers(slow: Sequence[Mapping[str, Any]], several: bool) -> go.Scatter:
+    text = [
+        f"{'rank ' + str(s['rank']) + ' ' if several else ''}step {s['step']}: "
+        f"{s['dur_us'] / US_PER_MS:,.2f} ms, {s['ratio']:.1f}x the median "
+        f"({s['median_us'] / US_PER_MS:,.2f} ms)"
+        for s in slow
+    ]
+    return go.Scatter(
+        x=[s["step"] for s in slow],
+        y=[s["dur_us"] / US_PER_MS for s in slow],
+        name=SLOW_STEP,
+        mode="markers",
+        marker={"color": SLOW_COLOR, "size": 11, "symbol": "x"},
+        text=text,
+        hovertemplate="%{text}<extra>slow step</extra>",
+    )
+
+
+def _layout(figure: go.Figure, y_title: str, x_title: str = "step") -> go.Figure:
+    figure.update_layout(
+        xaxis={"title": {"text": x_title}},
+        yaxis={"title": {"text": y_title}, "rangemode": "tozero"},
+        legend={"orientation": "h", "y": -0.25},
+        margin={"t": 30},
+        uirevision="steps",  # a redraw with new steps keeps the user's zoom
+    )
+    return figure
+
+
+def _by_rank(steps: Sequence[Mapping[str, Any]]) -> dict[int, list[Mapping[str, Any]]]:
+    by_rank: dict[int, list[Mapping[str, Any]]] = {}
+    for row in steps:
+        by_rank.setdefault(int(row.get("rank", 0)), []).append(row)
+    return {rank: sorted(rows, key=lambda r: r["step"]) for rank, rows in sorted(by_rank.items())}
+
+
+def _points(rows: Sequence[Mapping[str, Any]], key: str, scale: float) -> tuple[list[Any], ...]:
+    points = [(row["step"], row[key] * scale) for row in rows if row.get(key) is not None]
+    return tuple(map(list, zip(*points, strict=True))) if points else ([], [])
+
+
+def _suffix(rank: int, by_rank: Mapping[int, Any]) -> str:
+    return f" (rank {rank})" if len(by_rank) > 1 else ""
+
+
+def _part(row: Mapping[str, Any], key: str) -> float:
+    if key != "rest_us":
+        return float(row.get(key) or 0.0)
+    parts = sum(float(row.get(k) or 0.0) for k, _, _ in PHASES if k != "rest_us")
+    return max(0.0, float(row["dur_us"]) - parts)
+
+
+def _sampled_keys(
+    steps: Sequence[Mapping[str, Any]], pattern: re.Pattern[str]
+) -> list[tuple[str, int]]:
+    """The record keys matching ``pattern`` that some step carries, by device index."""
+    found = {key: match for row in steps for key in row if (match := pattern.match(key))}
+    return sorted(((key, int(match.group(1))) for key, match in found.items()), key=lambda k: k[1])
+
+
+def _bytes_axis(steps: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> tuple[str, float]:
+    values = [float(row[key]) for row in steps for key in keys if row.get(key) is not None]
+    return memory_unit(max(values, default=0.0))

@@ -1,0 +1,86 @@
+"""The Steps page in headless Chromium, on a run captured here: the phase split, CPU % and RSS,
+and a slow step linked to the deep window that recorded it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from selenium.webdriver.common.by import By
+
+from dashboard.figures.steps import NOT_SAMPLED, PHASES, SLOW_STEP
+from tests.dashboard.browser import (
+    WAIT_S,
+    figure_traces,
+    grid_cell,
+    grid_column,
+    open_path,
+    query_value,
+    wait_for_url,
+)
+
+pytestmark = pytest.mark.browser
+
+STEPS = 20
+SLOW = 13  # the window's first recorded step: wait 12, warm up 1, record 3
+STALL_S = 0.5  # far above 2x any step of this model, however loaded the machine
+
+
+def stalled_loader(batches: list[Any]) -> Iterator[Any]:
+    """The batches, the one of step ``SLOW`` after a stall (an input pipeline's hiccup)."""
+    for index, batch in enumerate(batches):
+        if index == SLOW:
+            time.sleep(STALL_S)
+        yield batch
+
+
+def test_steps_page_shows_the_split_the_system_metrics_and_a_linked_slow_step(
+    dash_duo: Any, train: Callable[..., Any], tmp_path: Path, every_step_timed: None
+) -> None:
+    import torch
+
+    import profiler
+
+    batches = [(torch.randn(4, 3, 8, 8), torch.randint(0, 5, (4,))) for _ in range(STEPS)]
+    prof = train(
+        steps=STEPS,
+        run_name="captured",
+        loader=stalled_loader(batches),
+        schedule=profiler.schedule(wait=12, warmup=1, active=3, repeat=1),
+        system_metrics=True,
+    )
+    (window,) = [Path(path).name for path in prof.trace_files]
+
+    open_path(dash_duo, tmp_path / "traces", "/steps?run=captured")
+    dash_duo.wait_for_contains_text("#steps-body h3", "Steps of run captured", timeout=WAIT_S)
+
+    phases = figure_traces(dash_duo, "steps-phases")
+    assert [t["name"] for t in phases] == [label for _, label, _ in PHASES]
+    assert all(len(t["y"]) == STEPS for t in phases)  # every step timed (every_step_timed)
+    stalled = next(t for t in phases if t["name"] == "data wait")["y"][SLOW]
+    assert stalled >= STALL_S * 1000  # ms
+
+    steps = figure_traces(dash_duo, "steps-time")
+    assert [t["name"] for t in steps][:2] == ["step time", "data wait"]
+    assert SLOW_STEP in [t["name"] for t in steps]
+    system = figure_traces(dash_duo, "steps-system")
+    cpu = next(t for t in system if t["name"] == "CPU %")
+    assert cpu["y"] and all(0 <= v <= 100 * 64 for v in cpu["y"])
+    memory = figure_traces(dash_duo, "steps-memory")
+    rss = next(t for t in memory if t["name"] == "RSS")
+    assert len(rss["y"]) == STEPS and all(v > 10 for v in rss["y"])  # MiB: a Python with torch
+    assert NOT_SAMPLED in dash_duo.find_element("#steps-gpu-util").text  # a CPU-only run
+
+    assert str(SLOW) in grid_column(dash_duo, "steps-slow", "step")
+    row = f'#steps-slow .ag-center-cols-container .ag-row[row-id="0:{SLOW}"]'
+    cell = dash_duo.find_element(f'{row} .ag-cell[col-id="window"]')
+    assert cell.text == window
+    cell.click()
+    url = wait_for_url(dash_duo, lambda u: "/timeline" in u)
+    assert (query_value(url), query_value(url, "file")) == ("captured", window)
+    dash_duo.wait_for_contains_text("#timeline-body h3", "Timeline of run captured", timeout=WAIT_S)
+    assert not dash_duo.driver.find_elements(By.CSS_SELECTOR, grid_cell("steps-slow", "step"))
+    assert dash_duo.get_logs() == []
