@@ -21,9 +21,10 @@ TWO_RANKS = ("two_ranks_rank-0.json.gz", "two_ranks_rank-1.json.gz")
 # of the GPU-only ones.
 FIGURES = {
     "/": ["step-breakdown", "step-metrics"],
+    "/steps": ["steps-time", "steps-phases", "steps-memory"],
     "/timeline": ["timeline"],
     "/operators": ["ops-top"],
-    "/kernels": ["kernel-types", "kernels-top"],
+    "/kernels": ["kernel-types", "kernels-top", "idle-time"],
     "/memory": ["memory-timeline"],
     "/modules": ["module-tree"],
     "/distributed": ["rank-step-time", "rank-breakdown", "rank-overlap"],
@@ -88,6 +89,8 @@ def test_every_page_draws_its_figures(
             figures, notices = [], [NO_MEMORY_SAMPLES[page]]
         if gpu and page == "/":  # a plain torch.profiler run has no always-on step metrics
             figures = ["step-breakdown"]
+        if gpu and page == "/steps":
+            figures, notices = [], ["no-steps"]
         query = f"?run={run}" + (f"&base={base}" if page == "/diff" else "")
         visit(dash_duo, f"{page}{query}", figures, notices)
     assert dash_duo.get_logs() == []
