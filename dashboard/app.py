@@ -23,6 +23,7 @@ from dash import Input, Output, State, ctx, dcc, html
 from dashboard.components.grid import register_csv_export
 from dashboard.components.messages import error_banner
 from dashboard.components.page import BODY_SUFFIX
+from dashboard.components.shell import app_shell, brand, nav_link, picker, status_line
 from dashboard.data.cache import work_in_progress
 from dashboard.data.distributed import use_dask
 from dashboard.data.live import overview_version
@@ -51,6 +52,8 @@ def create_app(
     refresh_s: float = DEFAULT_REFRESH_S,
     allowed_hosts: Iterable[str] = (),
     dask: str | None = None,
+    frame_ancestors: Iterable[str] = (),
+    first_run: str | None = None,
 ) -> dash.Dash:
     """Build the dashboard over the runs under ``root``.
 
@@ -65,6 +68,9 @@ def create_app(
         dask: a Dask scheduler address (``tcp://host:8786``) or ``"local"``: the Distributed
             page and the Timeline's ranks read each file's per-rank summary, made on the
             cluster (see ``profiler.analysis.fanout``); None: each file is loaded here.
+        frame_ancestors: origins (CSP sources such as ``http://localhost:*``) whose pages may
+            show the app in a frame, as Jupyter does (``profiler.show``); none by default.
+        first_run: the run a URL naming none opens on (default: the first by name).
 
     Returns:
         The app; ``app.run(host=..., port=...)`` serves it.
@@ -81,11 +87,12 @@ def create_app(
         on_error=_callback_failed,
     )
     app.server.config[ROOT_CONFIG_KEY] = str(Path(root).resolve())
-    harden(app.server, allowed_host_names(allowed_hosts), app.csp_hashes)
+    hosts = allowed_host_names(allowed_hosts)
+    harden(app.server, hosts, app.csp_hashes, tuple(frame_ancestors))
     register_download(app.server, Path(root).resolve())
     use_dask(dask)
     app.layout = lambda: _shell(refresh_s)
-    _register_shell_callbacks(app, Path(root).resolve())
+    _register_shell_callbacks(app, Path(root).resolve(), first_run)
     _register_live_callbacks(app, Path(root).resolve())
     register_csv_export(app)
     return app
@@ -107,49 +114,32 @@ def query_values(search: str | None, key: str) -> list[str]:
     return parse_qs((search or "").lstrip("?")).get(key, [])
 
 
-def _shell(refresh_s: float) -> html.Div:
+def _shell(refresh_s: float) -> Any:
     page_drawn: Any = {_PAGE_CONTENT: "children"}
-    return html.Div(
-        [
-            dcc.Location(id="url", refresh="callback-nav"),
-            dcc.Interval(id="refresh", interval=int(refresh_s * 1000)),
-            dcc.Store(id="run-version"),
-            html.Header(
-                [
-                    html.H2("trainprof", style={"margin": "0 1em 0 0"}),
-                    dcc.Dropdown(
-                        id="run-picker",
-                        placeholder="pick a run",
-                        clearable=False,
-                        style={"minWidth": "22em"},
-                    ),
-                    html.Nav(id="nav", style={"marginLeft": "1em"}),
-                    html.Span(id="run-status", style={"marginLeft": "auto", "color": "#555"}),
-                ],
-                style={"display": "flex", "alignItems": "center", "gap": "0.5em"},
-            ),
-            html.Hr(),
-            # Only a page being drawn shows the spinner, not a page's own callbacks (a zoom).
-            dcc.Loading(
-                dash.page_container,
-                target_components=page_drawn,
-                delay_show=300,
-                overlay_style={"visibility": "visible", "opacity": 0.5},
-                type="dot",
-            ),
-        ],
-        style={"fontFamily": "sans-serif", "margin": "1em"},
-    )
+    header = [brand(), picker("run-picker", "pick a run"), status_line("run-status")]
+    main = [
+        dcc.Location(id="url", refresh="callback-nav"),
+        dcc.Interval(id="refresh", interval=int(refresh_s * 1000)),
+        dcc.Store(id="run-version"),
+        # Only a page being drawn shows the spinner, not a page's own callbacks (a zoom).
+        dcc.Loading(
+            dash.page_container,
+            target_components=page_drawn,
+            delay_show=300,
+            overlay_style={"visibility": "visible", "opacity": 0.5},
+            type="dot",
+        ),
+    ]
+    return app_shell(header, html.Nav(id="nav"), main)
 
 
 def _nav_links(run: str | None) -> list[Any]:
     return [
-        dcc.Link(page["name"], href=run_href(page["path"], run), style={"marginRight": "1em"})
-        for page in dash.page_registry.values()
+        nav_link(page["name"], run_href(page["path"], run)) for page in dash.page_registry.values()
     ]
 
 
-def _register_shell_callbacks(app: dash.Dash, root: Path) -> None:
+def _register_shell_callbacks(app: dash.Dash, root: Path, first_run: str | None) -> None:
     # Two callbacks, not one: Dash drops the answer of a request still in flight when the same
     # callback is asked again, so a refresh tick arriving while a pick was answered lost the
     # pick. Ticks only list the runs; picks and URL changes alone move the run shown.
@@ -166,8 +156,8 @@ def _register_shell_callbacks(app: dash.Dash, root: Path) -> None:
         wanted = run_from_search(search)
         if "run-picker.value" in set(ctx.triggered_prop_ids) and picked:
             wanted = picked
-        elif wanted is None and names:
-            wanted = names[0]  # a bare URL shows the first run, as a deep link
+        elif wanted is None and names:  # a bare URL shows the first run, as a deep link
+            wanted = first_run if first_run in names else names[0]
         new_search: Any = dash.no_update
         if wanted is not None and wanted != run_from_search(search):
             new_search = run_href("", wanted)

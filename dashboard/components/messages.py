@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+import dash_mantine_components as dmc
 from dash import html
 
 from dashboard.data.fetch import Problem, fetch
@@ -17,14 +18,12 @@ from dashboard.data.runs import current_root, list_runs
 
 T = TypeVar("T")
 
-_NOTICE = {"padding": "0.75em", "borderRadius": "4px", "margin": "0.5em 0"}
-ERROR_STYLE = {**_NOTICE, "background": "#fde2e1", "border": "1px solid #e45756"}
-INFO_STYLE = {**_NOTICE, "background": "#eef3fb", "border": "1px solid #4c78a8"}
-
 
 def notice(element_id: str, text: str) -> html.Div:
-    """An information box with id ``element_id``."""
-    return html.Div(text, id=element_id, style=INFO_STYLE)
+    """An information box (Mantine's Alert, blue) with id ``element_id``, in a Div: what
+    :func:`page_data` returns instead of data is always a Div."""
+    alert = dmc.Alert(text, id=element_id, color="blue", variant="light", className="notice")
+    return html.Div(alert)
 
 
 def error_banner(errors: tuple[str, ...] | list[str], title: str | None = None) -> html.Div:
@@ -33,12 +32,23 @@ def error_banner(errors: tuple[str, ...] | list[str], title: str | None = None) 
     Args:
         errors: one line each, naming the file and the problem.
         title: the banner's heading (default: how many problems).
+
+    Returns:
+        Mantine's Alert (red, ``role="alert"``) in a Div, or a hidden Div when there is none.
     """
     if not errors:
         return html.Div(id="error-banner", hidden=True)
     items = [html.Li(error) for error in errors]
-    heading = html.Strong(title or f"{len(errors)} problem(s) reading this run's files:")
-    return html.Div([heading, html.Ul(items)], id="error-banner", role="alert", style=ERROR_STYLE)
+    heading = title or f"{len(errors)} problem(s) reading this run's files:"
+    alert = dmc.Alert(
+        html.Ul(items),
+        id="error-banner",
+        title=heading,
+        color="red",
+        variant="light",
+        className="notice notice-error",
+    )
+    return html.Div(alert)
 
 
 def failed_page(run: str, problem: Problem) -> html.Div:

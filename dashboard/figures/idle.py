@@ -8,6 +8,7 @@ from typing import Any
 import plotly.graph_objects as go
 
 from dashboard.figures.overview import CATEGORY_COLORS, empty_figure
+from dashboard.figures.palette import themed_figure
 
 NO_IDLE = "No GPU stream in this run"
 #: Each idle category's label and colour: host wait is the host not enqueuing work (CPU
@@ -37,7 +38,7 @@ def idle_time_figure(rows: Sequence[Mapping[str, Any]]) -> go.Figure:
         f"rank {row['rank']} stream {row['stream']}" if several else f"stream {row['stream']}"
         for row in rows
     ]
-    figure = go.Figure()
+    figure = themed_figure()
     for category, label, color in IDLE_PARTS:
         hover = f"{label}: %{{x:,.2f}} ms (%{{customdata:.1f}}%)<extra>%{{y}}</extra>"
         figure.add_trace(

@@ -49,6 +49,13 @@ CATEGORY_COLORS: dict[str, str] = {
     "sync": DARK_GREY,
     "other": GREY,
 }
+#: HTA's kernel types, in their category's colour (computation is the kernel orange).
+KERNEL_TYPE_COLORS: dict[str, str] = {
+    "COMPUTATION": CATEGORY_COLORS["kernel"],
+    "COMMUNICATION": CATEGORY_COLORS["communication"],
+    "MEMORY": CATEGORY_COLORS["memcpy"],
+    "OTHER": CATEGORY_COLORS["other"],
+}
 #: The parts of a training step the always-on log times; data wait is the DataLoader's colour.
 PHASE_COLORS: dict[str, str] = {
     "data_wait": YELLOW,
@@ -91,6 +98,12 @@ def themed_figure(data: Any = None) -> go.Figure:
     ``profiler.show`` in a notebook leaves the user's own figures as they were.
     """
     return go.Figure(data, layout={"template": TEMPLATE})
+
+
+def kernel_type_color(kernel_type: str) -> str:
+    """The colour of a kernel type, or of an overlap of types (``A overlapping B``: A's)."""
+    first = kernel_type.split(" overlapping ", 1)[0]
+    return KERNEL_TYPE_COLORS.get(first, CATEGORY_COLORS["other"])
 
 
 def rank_color(rank: int) -> str:

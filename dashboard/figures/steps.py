@@ -14,6 +14,7 @@ from typing import Any
 import plotly.graph_objects as go
 
 from dashboard.figures.overview import CATEGORY_COLORS, empty_figure
+from dashboard.figures.palette import PHASE_COLORS, WORSE_COLOR, themed_figure
 
 US_PER_MS = 1000.0
 MIB = 1024**2
@@ -22,14 +23,14 @@ NO_STEPS = "No steps logged yet"
 NO_PHASES = "No step has its forward/backward/optimizer split timed yet"
 NOT_SAMPLED = "not sampled"
 SLOW_STEP = "slow step"
-SLOW_COLOR = "#d62728"
-#: The phase split's parts, as the step log names them, with the label and the colour of the
-#: breakdown category closest to each (the colours every page uses).
+SLOW_COLOR = WORSE_COLOR
+#: The phase split's parts, as the step log names them, with the label and the colour of each
+#: (the palette's phases: data wait is the DataLoader's colour, the rest "other").
 PHASES: tuple[tuple[str, str, str], ...] = (
-    ("data_wait_us", "data wait", CATEGORY_COLORS["dataloader"]),
-    ("forward_us", "forward", CATEGORY_COLORS["kernel"]),
-    ("backward_us", "backward", CATEGORY_COLORS["cpu_exec"]),
-    ("optimizer_us", "optimizer", CATEGORY_COLORS["runtime"]),
+    ("data_wait_us", "data wait", PHASE_COLORS["data_wait"]),
+    ("forward_us", "forward", PHASE_COLORS["forward"]),
+    ("backward_us", "backward", PHASE_COLORS["backward"]),
+    ("optimizer_us", "optimizer", PHASE_COLORS["optimizer"]),
     ("rest_us", "rest of the step", CATEGORY_COLORS["other"]),
 )
 _PHASE_KEYS = ("forward_us", "backward_us", "optimizer_us")
@@ -49,7 +50,7 @@ def step_time_figure(
     by_rank = _by_rank(steps)
     if not by_rank:
         return empty_figure(NO_STEPS)
-    figure = go.Figure()
+    figure = themed_figure()
     for rank, rows in by_rank.items():
         suffix = _suffix(rank, by_rank)
         for key, name, dash in (
@@ -80,7 +81,7 @@ def phase_figure(steps: Sequence[Mapping[str, Any]]) -> go.Figure:
         f"rank {row.get('rank', 0)} step {row['step']}" if several else f"step {row['step']}"
         for row in timed
     ]
-    figure = go.Figure()
+    figure = themed_figure()
     for key, name, color in PHASES:
         values = [_part(row, key) / US_PER_MS for row in timed]
         figure.add_trace(
@@ -135,7 +136,7 @@ def _lines(
 ) -> go.Figure:
     """One line per rank and series key, values divided by ``unit``'s divisor."""
     label, divisor = unit
-    figure = go.Figure()
+    figure = themed_figure()
     by_rank = _by_rank(steps)
     for rank, rows in by_rank.items():
         for key, name in series:

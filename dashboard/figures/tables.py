@@ -8,11 +8,12 @@ from typing import Any
 import plotly.graph_objects as go
 
 from dashboard.figures.overview import empty_figure
-from dashboard.figures.palette import themed_figure
+from dashboard.figures.palette import kernel_type_color, themed_figure
 from dashboard.figures.text import plain, unique_labels
 
 TOP_N = 15
 NO_ROWS = "Nothing to show"
+_OVERLAP_HATCH = "/"  # a slice of kernel types overlapping
 
 
 def top_bar_figure(
@@ -70,8 +71,18 @@ def kernel_type_figure(rows: Sequence[Mapping[str, Any]]) -> go.Figure:
             labels=[plain(r["kernel_type"]) for r in rows],
             values=[float(r["sum_us"]) for r in rows],
             sort=False,
+            # A type in its category's colour; an overlap of types in the first's, hatched.
+            marker={
+                "colors": [kernel_type_color(str(r["kernel_type"])) for r in rows],
+                "pattern": {"shape": [_OVERLAP_HATCH if _overlaps(r) else "" for r in rows]},
+                "line": {"color": "white", "width": 1},
+            },
             hovertemplate="%{label}: %{value:,.0f} µs (%{percent})<extra></extra>",
         )
     )
     figure.update_layout(margin={"t": 30})
     return figure
+
+
+def _overlaps(row: Mapping[str, Any]) -> bool:
+    return " overlapping " in str(row["kernel_type"])

@@ -81,3 +81,18 @@ def test_the_timeline_dict_carries_the_template() -> None:
 
     assert drawn["layout"]["template"]["layout"]["font"]["family"] == FONT_FAMILY
     assert timeline._layout([], "r")["template"]["layout"]["font"]["family"] == FONT_FAMILY
+
+
+def test_kernel_types_take_their_category_colour_and_overlaps_are_hatched() -> None:
+    rows = [
+        {"kernel_type": "COMMUNICATION", "sum_us": 5.0},
+        {"kernel_type": "COMPUTATION", "sum_us": 3.0},
+        {"kernel_type": "COMPUTATION overlapping COMMUNICATION", "sum_us": 1.0},
+        {"kernel_type": "MEMORY", "sum_us": 1.0},
+    ]
+
+    pie = tables.kernel_type_figure(rows).data[0]
+
+    kernel, comm, copy = (CATEGORY_COLORS[c] for c in ("kernel", "communication", "memcpy"))
+    assert list(pie.marker.colors) == [comm, kernel, kernel, copy]
+    assert [bool(shape) for shape in pie.marker.pattern.shape] == [False, False, True, False]
