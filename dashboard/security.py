@@ -55,18 +55,28 @@ def allowed_host_names(hosts: Iterable[str]) -> frozenset[str]:
     return LOCAL_HOSTS | {host_name(host) for host in hosts if host.strip()}
 
 
-def content_security_policy(script_hashes: Iterable[str] = ()) -> str:
-    """The ``Content-Security-Policy`` header, allowing the inline scripts of these hashes."""
+def content_security_policy(
+    script_hashes: Iterable[str] = (), frame_ancestors: Iterable[str] = ()
+) -> str:
+    """The ``Content-Security-Policy`` header, allowing the inline scripts of these hashes
+    and, when ``frame_ancestors`` names origins, frames in pages of those (else in none)."""
     hashes = " ".join(script_hashes)
+    framers = " ".join(frame_ancestors)
+    extra = {"script-src": hashes, "frame-ancestors": framers}
     parts = [
-        f"{name} {value} {hashes}" if name == "script-src" and hashes else f"{name} {value}"
+        f"{name} {framers}" if name == "frame-ancestors" and framers
+        else f"{name} {value} {extra[name]}" if extra.get(name)
+        else f"{name} {value}"
         for name, value in _POLICY
-    ]
+    ]  # fmt: skip
     return "; ".join(parts)
 
 
 def harden(
-    server: flask.Flask, allowed: frozenset[str], script_hashes: Callable[[], Iterable[str]]
+    server: flask.Flask,
+    allowed: frozenset[str],
+    script_hashes: Callable[[], Iterable[str]],
+    frame_ancestors: tuple[str, ...] = (),
 ) -> None:
     """Check every request's Host against ``allowed`` and add the security headers.
 
@@ -75,6 +85,8 @@ def harden(
         allowed: host names (:func:`allowed_host_names`) requests may name, with any port.
         script_hashes: the CSP hashes of the app's inline scripts, asked for per response
             (Dash adds inline scripts up to the first request).
+        frame_ancestors: CSP sources (``http://localhost:*``) whose pages may frame the app,
+            as a notebook does (``profiler.show``); none by default: no page may.
     """
 
     def check_host() -> flask.Response | None:
@@ -83,9 +95,11 @@ def harden(
         return flask.Response(_refusal(flask.request.host, allowed), 400, mimetype="text/plain")
 
     def add_headers(response: flask.Response) -> flask.Response:
-        response.headers["X-Frame-Options"] = "DENY"
+        if not frame_ancestors:  # the CSP's frame-ancestors says whom, to current browsers
+            response.headers["X-Frame-Options"] = "DENY"
         response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["Content-Security-Policy"] = content_security_policy(script_hashes())
+        policy = content_security_policy(script_hashes(), frame_ancestors)
+        response.headers["Content-Security-Policy"] = policy
         response.headers["Referrer-Policy"] = "no-referrer"
         return response
 

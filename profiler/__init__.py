@@ -11,6 +11,7 @@ Public API::
     trace = profiler.load("traces/exp1")        # tables of every trace in the run
     report = profiler.summarize("traces/exp1")  # the trainprof.summary/1 dict
     for run in profiler.RunSet("traces"): ...   # the read side: each run's files, meta, steps
+    profiler.show("traces/exp1")                # the dashboard, inline in a notebook
 
 ``schedule=profiler.on_anomaly(factor=2.0)`` opens a window after a slow step instead.
 
@@ -30,6 +31,7 @@ __all__ = [
     "on_anomaly",
     "profile",
     "schedule",
+    "show",
     "summarize",
     "__version__",
 ]
@@ -41,6 +43,7 @@ if TYPE_CHECKING:
     from profiler.capture.anomaly import on_anomaly
     from profiler.capture.schedule import schedule
     from profiler.capture.session import profile
+    from profiler.notebook import show
 
 _LAZY = {
     "profile": "profiler.capture.session",
@@ -53,6 +56,7 @@ _LAZY = {
     "summarize": "profiler.analysis.summary",
     "Run": "profiler.analysis.run",
     "RunSet": "profiler.analysis.run",
+    "show": "profiler.notebook",
 }
 
 
