@@ -98,6 +98,7 @@ class Captures:
             self._clock.now_ns,
             memory_per_module=not self._options["profile_memory"],
             user_ranges=self._user_ranges,
+            with_stack=self._options["with_stack"],
         )
 
     def write(self, prof: Any, window: Window) -> None:

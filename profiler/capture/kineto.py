@@ -17,7 +17,6 @@ from profiler.capture.module_hooks import BackwardRange, WindowRecord
 from profiler.capture.schedule import Schedule
 from profiler.events import (
     BACKWARD_LANE_NAME,
-    CLOCK_SYNC_NAME,
     COUNTER_MEMORY,
     COUNTER_SYSTEM,
     DATALOADER_PREFIX,
@@ -203,6 +202,18 @@ def _counter(name: str, ts: float, values: Mapping[str, float], pid: int) -> dic
     }
 
 
+def _crossed(record: WindowRecord) -> tuple[str, ...]:
+    """The name prefixes of the ranges that Python frames may cross in a window with stacks.
+
+    Module ranges recorded as ops and the clock-sync markers are opened and closed by built-ins
+    that CPython does not report (``module_hooks._enter``, ``Clock.mark``): they contain whole
+    frames only, and the writer leaves them be (finding the frames is most of a window's
+    ``nest_ranges``). DataLoader waits are opened through Python calls (torch's
+    ``record_function``), and so are ``user_annotation`` module ranges (CUDA).
+    """
+    return (DATALOADER_PREFIX,) if record.forward_as_ops else (DATALOADER_PREFIX, MODULE_PREFIX)
+
+
 def write_window(
     prof: tp.profile,
     store: RunStore,
@@ -218,10 +229,11 @@ def write_window(
 ) -> Path:
     """Export one window with Kineto's writer, add our events and metadata, store it atomically.
 
-    With ``with_stack`` Kineto records Python frames that cross our module, DataLoader and
-    clock-sync ranges (the calls that open and close them); those ranges are widened to nest (see
-    :func:`profiler.store.chrome_trace.nest_ranges`). The clock mapping reads the marker's ``ts``
-    before that, from Kineto's own text.
+    With ``with_stack`` Kineto records Python frames that cross the ranges Python code opens
+    and closes through Python calls (DataLoader waits, module ranges recorded as
+    ``user_annotation``); those ranges are widened to nest (see
+    :func:`profiler.store.chrome_trace.nest_ranges`, :func:`_crossed`). The clock mapping reads
+    the marker's ``ts`` before that, from Kineto's own text.
     """
     path = store.trace_path()
     kineto_file = store.scratch_path(path)
@@ -239,7 +251,7 @@ def write_window(
         trace_name=path.name,
         source=kineto_file,
         annotations=(MODULE_PREFIX,) if record.forward_as_ops else (),
-        nest=(MODULE_PREFIX, DATALOADER_PREFIX, CLOCK_SYNC_NAME) if with_stack else (),
+        nest=_crossed(record) if with_stack else (),
     )
     tail = DeflateAhead(cut.after)  # Kineto's events, deflated while ours are worked out
     backward = record.backward_ranges(backward_starts(raw, record.output_sequences()), to_ts)

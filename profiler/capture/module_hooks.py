@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import functools
 import math
+import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
@@ -60,6 +61,20 @@ _user_enter = torch.ops.profiler._record_function_enter_new
 _user_exit = torch.ops.profiler._record_function_exit._RecordFunction
 _Fast = getattr(torch._C._profiler, "_RecordFunctionFast", None)  # torch >= 2.2
 _NO_OPS = "_trainprof_runs_no_ops"
+# With ``with_stack``, Kineto writes each call of a built-in from Python code as a
+# ``python_function`` frame, as CPython reports it to the profiler; a built-in called by another
+# built-in goes unreported. With stacks, the forward wrapper opens and closes its range through
+# ``methodcaller`` objects (themselves no built-in functions): no frame then starts inside the
+# range and ends after it (frames that cross a range make Perfetto drop one of them, and the
+# writer would have to find them and widen the range over them). ``with`` calls ``__enter__``
+# unreported but ``__exit__`` as a reported call. The bookkeeping's built-ins (clock, grad mode,
+# sequence numbers) go through ``partial``/``methodcaller`` too: no frames of ours in the user's
+# stacks, nor ~2,000 events more a 10-step window for Kineto to export and us to compress.
+# Without stacks nothing is recorded, and the plain calls are cheaper (~0.1 us each).
+_enter = operator.methodcaller("__enter__")
+_leave = operator.methodcaller("__exit__", None, None, None)
+_sequence_nr = operator.methodcaller("_sequence_nr")
+_grad_enabled = functools.partial(torch.is_grad_enabled)
 
 
 def user_range_enter(name: str) -> Any:
@@ -285,6 +300,8 @@ class ModuleTracer:
         memory_per_module: read memory at every module's boundaries (False: the roots' only).
         user_ranges: record forward ranges as ``user_annotation`` (needed for Kineto's GPU
             projection) rather than the cheaper way.
+        with_stack: Kineto records Python frames: make the wrapper's calls of built-ins
+            unreported (see ``_enter``), so that ranges recorded as ops contain whole frames.
     """
 
     def __init__(
@@ -295,11 +312,13 @@ class ModuleTracer:
         *,
         memory_per_module: bool = True,
         user_ranges: bool = False,
+        with_stack: bool = False,
     ):
+        self._with_stack = with_stack
         self._read = memory.reader()
         self._forward_as_ops = not user_ranges and ranges_are_ops()
         fast = _Fast if self._forward_as_ops else None
-        self._range: Callable[[str], Any] = UserRange if fast is None else fast
+        self._range: type[Any] = UserRange if fast is None else fast
         # The key of the plain Sequential whose loop runs now, with nothing run since the last
         # memory reading (see _traced); None otherwise.
         self._quiet: int | None = None
@@ -371,37 +390,61 @@ class ModuleTracer:
         Sequential's end, take the last reading again. A child called from anywhere else (its
         parent's key is not in ``_quiet``) reads, and so does everything after an exception.
         """
-        inner, opened, read, now_ns = module.forward, self._range, self._read, self._now_ns
+        inner, opened, read = module.forward, self._range, self._read
+        now_ns = functools.partial(self._now_ns)  # unreported (see _enter)
         name, sampled, root = info.forward_name, info.sampled, not info.ancestors
         parent, sequential = info.loop_parent, info.sequential
+        unreported, hooks, tensor = self._with_stack, _torch_module, torch.Tensor
+        enter = _enter if unreported else opened.__enter__
+        leave, exit_ = _leave, opened.__exit__
 
         @functools.wraps(inner)
         def traced_forward(*args: Any, **kwargs: Any) -> Any:
             # Called from its parent's loop with nothing run since (its own hooks run in
-            # nn.Module.__call__, before this and after it).
-            from_loop = parent is not None and self._quiet == parent and only_forward_runs(module)
+            # nn.Module.__call__, before this and after it): only_forward_runs, inlined (a call
+            # is a frame of ours in the user's stacks).
+            from_loop = (
+                parent is not None
+                and self._quiet == parent
+                and not (
+                    module._backward_hooks
+                    or module._backward_pre_hooks
+                    or module._forward_hooks
+                    or module._forward_pre_hooks
+                    or hooks._global_backward_pre_hooks
+                    or hooks._global_backward_hooks
+                    or hooks._global_forward_hooks
+                    or hooks._global_forward_pre_hooks
+                )
+            )
             if sampled:
                 memory = self.record.memory
-                memory.append((now_ns(), memory[-1][1] if from_loop and memory else read()))
+                memory += ((now_ns(), memory[-1][1] if from_loop and memory else read()),)
             self._quiet = key if sequential else None
+            handle = opened(name)
+            enter(handle)
             try:
-                with opened(name):
-                    output = inner(*args, **kwargs)
+                output = inner(*args, **kwargs)
             except BaseException:
                 self._quiet = None
                 raise
+            finally:
+                if unreported:
+                    leave(handle)
+                else:
+                    exit_(handle, None, None, None)
             if sampled:
                 memory = self.record.memory
                 again = sequential and self._quiet == key and memory
-                memory.append((now_ns(), memory[-1][1] if again else read()))
+                memory += ((now_ns(), memory[-1][1] if again else read()),)
             self._quiet = parent if from_loop else None
-            if torch.is_grad_enabled():
-                node = first_grad_fn(output)
-                if node is not None:
-                    self.record.outputs.append((node._sequence_nr(), key))
-                    if root and node not in self._root_nodes:
-                        self._root_nodes.add(node)
-                        node.register_prehook(self._backward_start)
+            node = output.grad_fn if type(output) is tensor else first_grad_fn(output)
+            if node is not None and _grad_enabled():
+                sequence = _sequence_nr(node) if unreported else node._sequence_nr()
+                self.record.outputs += ((sequence, key),)
+                if root and node not in self._root_nodes:
+                    self._root_nodes.add(node)
+                    node.register_prehook(self._backward_start)
             return output
 
         return traced_forward

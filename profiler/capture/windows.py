@@ -71,6 +71,7 @@ class DeepCapture:
             clock.now_ns,
             memory_per_module=not options["profile_memory"],
             user_ranges=user_ranges,
+            with_stack=options["with_stack"],
         )
         self.failed = False  # no window is written once set (by us or by the session)
         self.held: BaseException | None = None

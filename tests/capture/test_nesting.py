@@ -162,3 +162,26 @@ def test_captured_ranges_nest(tmp_path: Path, options: dict[str, bool], make: An
     assert any(name.startswith(CLOCK_SYNC_NAME) for name in names)
     if options.get("with_stack"):  # the frames that opened the ranges are there, now inside
         assert any(e.get("cat") == "python_function" for e in trace["traceEvents"])
+
+
+def test_stacks_hold_no_frames_of_the_tracers_calls(tmp_path: Path) -> None:
+    """With stacks, the module ranges contain whole frames as recorded (nothing to widen), and
+    the tracer's calls (the range's exit, the clock, the sequence numbers) leave no frames in the
+    user's stacks; the model's own frames are there."""
+    torch.manual_seed(0)
+    model = Residual()
+    schedule = profiler.schedule(wait=1, warmup=1, active=2)
+    with profiler.profile(
+        model, out_dir=tmp_path, system_metrics=False, schedule=schedule, with_stack=True
+    ) as prof:
+        for _ in range(4):
+            model(torch.randn(4, 8)).sum().backward()
+            prof.step()
+    (path,) = prof.trace_files
+    events = read_trace(path)["traceEvents"]
+    frames = [e["name"] for e in events if e.get("cat") == "python_function"]
+    assert any("forward" in name for name in frames)
+    tracer_calls = ("RecordFunctionFast", "_sequence_nr", ": now_ns")
+    assert not [name for name in frames if any(call in name for call in tracer_calls)]
+    ours = [v for v in nesting_violations(events) if v.ours]
+    assert not ours, format_violations(ours)
