@@ -72,7 +72,8 @@ CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time
 # Where trainprof's stop-to-disk goes, timed inside the write: (stage, where, attribute). "where"
 # is the writer module (write_window's own globals) or a class it calls; a name that is gone
 # leaves its stage out, and what no stage covers is "other" (the clock mapping, the scratch
-# file's path and removal, the deflate thread's start). "our events" includes their encoding
+# file's path and removal). "deflate start" is the deflate thread's start and the wait for it to
+# take its job (trace_store.DeflateAhead). "our events" includes their encoding
 # (window_events returns their JSON); "gzip + write" no longer rewrites run.json or the rank
 # record (the session's ticker lists the trace in them within a second).
 STAGES: tuple[tuple[str, str, str], ...] = (
@@ -82,6 +83,7 @@ STAGES: tuple[tuple[str, str, str], ...] = (
     ("backward lane", "writer", "backward_starts"),
     ("backward lane", "record", "backward_ranges"),
     ("our events", "writer", "window_events"),
+    ("deflate start", "writer", "DeflateAhead"),
     ("gzip + write", "store", "write_trace"),
 )
 
