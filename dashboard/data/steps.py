@@ -11,17 +11,23 @@ no step ranges covers no step.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from functools import lru_cache
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from dashboard.data.cache import RUN_CACHE_SIZE, gather, per_trace, records
-from dashboard.data.runs import Fingerprint, open_run
-from profiler.analysis.run import Run
+from dashboard.data.cache import gather, per_trace, records
+from dashboard.data.live import new_steps
+from dashboard.data.runs import META_DIR, RUN_META, open_run
 from profiler.analysis.slow_steps import slow_steps
 from profiler.analysis.steps import WHOLE_TRACE_NAME, step_table
 from profiler.analysis.table import TraceTable
+
+#: How many runs' step records stay in memory (a record is ~1 KB: 100 MB per 100k steps).
+_LOG_RUNS = 4
+_logs_lock = threading.Lock()
+_logs: OrderedDict[str, _Logs] = OrderedDict()  # by run directory, the latest used last
 
 
 @dataclass(frozen=True)
@@ -68,41 +74,70 @@ class StepsData:
 
 
 def run_steps(root: str | Path, name: str) -> StepsData:
-    """The steps of run ``name``, cached until any of its files changes.
+    """The steps of run ``name`` as its files are now.
+
+    The step logs are read from where the last call stopped (:func:`dashboard.data.live.new_steps`),
+    so a page drawn again as a live run appends steps costs the new lines, not the whole logs;
+    the trace files' windows are cached per file.
 
     Raises:
         RunRefused: the name leads outside the root.
         RunNotFound: there is no run of that name.
     """
     run = open_run(root, name)
-    # The step logs' fingerprints are part of the key only: a new steps line refreshes the page.
-    return _cached_steps((name, str(run.root), str(run.path)), run.fingerprints(),
-                         run.meta_fingerprints())  # fmt: skip
-
-
-@lru_cache(maxsize=RUN_CACHE_SIZE)
-def _cached_steps(
-    where: tuple[str, str, str], traces: tuple[Fingerprint, ...], _logs: tuple[Fingerprint, ...]
-) -> StepsData:
-    name, root, run_dir = where
-    found, errors = gather(traces, _trace_window)
+    found, errors = gather(run.fingerprints(), _trace_window)
     windows = tuple(window for window in found if window is not None)
-    run = Run(run_dir, root=root, name=name)
-    steps = tuple(run.steps())
+    logs = _read_logs(root, name, str(run.path))
     slow = [
         {**row, "file": next((w.file for w in windows if w.covers(row["rank"], row["step"])), None)}
-        for row in records(slow_steps(steps))
+        for row in logs.slow
     ]
-    environment = (run.meta.meta or {}).get("environment")
+    meta = run.meta
+    problems = [f"{META_DIR}/{RUN_META}: {meta.problem}"] if meta.problem else []
+    problems += meta.rank_problems
+    if logs.skipped:
+        problems.append(
+            f"{META_DIR}/steps.<rank>.jsonl: {logs.skipped} line(s) are no step records"
+        )
+    environment = (meta.meta or {}).get("environment")
     device = environment.get("device") if isinstance(environment, dict) else None
     return StepsData(
         name=name,
         device=device if isinstance(device, str) else None,
-        steps=steps,
+        steps=logs.rows,
         slow=tuple(slow),
         windows=windows,
-        errors=tuple(errors + run.problems()),
+        errors=tuple(errors + problems),
     )
+
+
+@dataclass(frozen=True)
+class _Logs:
+    """A run's step logs as read so far: the records, where each file was read to, how many
+    lines were no records, and the slow steps among the records."""
+
+    offsets: dict[str, int]
+    rows: tuple[dict[str, Any], ...]
+    skipped: int
+    slow: tuple[dict[str, Any], ...]
+
+
+def _read_logs(root: str | Path, name: str, run_dir: str) -> _Logs:
+    """The run's step logs: what was read before, and the lines appended since."""
+    with _logs_lock:  # one reader per run at a time: two would both append the same lines
+        seen = _logs.pop(run_dir, None)
+        chunk = new_steps(root, name, None if seen is None else seen.offsets)
+        if seen is not None and not chunk.restarted and not chunk.rows:
+            logs = replace(seen, offsets=chunk.offsets)
+        else:
+            before = () if seen is None or chunk.restarted else seen.rows
+            skipped = chunk.skipped + (0 if seen is None or chunk.restarted else seen.skipped)
+            rows = before + chunk.rows
+            logs = _Logs(chunk.offsets, rows, skipped, records(slow_steps(rows)))
+        _logs[run_dir] = logs
+        while len(_logs) > _LOG_RUNS:
+            _logs.popitem(last=False)
+        return logs
 
 
 @per_trace

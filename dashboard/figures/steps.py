@@ -11,12 +11,17 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import plotly.graph_objects as go
 
 from dashboard.figures.overview import CATEGORY_COLORS, empty_figure
 from dashboard.figures.palette import PHASE_COLORS, WORSE_COLOR, themed_figure
 
 US_PER_MS = 1000.0
+#: The most points a line sends, and bars the phase figure draws: beyond, consecutive steps are
+#: pooled (a 100k-step run's line is 2,000 means of 50 steps: ~100 KB, not 3 MB).
+MAX_POINTS = 2_000
+MAX_BARS = 300
 MIB = 1024**2
 GIB = 1024**3
 NO_STEPS = "No steps logged yet"
@@ -57,9 +62,10 @@ def step_time_figure(
             ("dur_us", "step time", None),
             ("data_wait_us", "data wait", "dot"),
         ):
-            xs, ys = _points(rows, key, 1 / US_PER_MS)
+            xs, ys, pooled = _thinned(*_points(rows, key, 1 / US_PER_MS))
             if xs:
-                figure.add_trace(_line(xs, ys, name + suffix, "%{y:,.2f} ms", dash=dash))
+                line = _line(xs, ys, name + suffix + pooled, "%{y:,.2f} ms", dash=dash)
+                figure.add_trace(line)
     if slow:
         figure.add_trace(_slow_markers(slow, len(by_rank) > 1))
     return _layout(figure, "time (ms)")
@@ -70,20 +76,19 @@ def phase_figure(steps: Sequence[Mapping[str, Any]]) -> go.Figure:
 
     Only the steps whose split was timed (``forward_us`` etc. not None: every step of a deep
     window and a sample of the others) have a bar; ``rest of the step`` is the step time less
-    the parts (never below 0).
+    the parts (never below 0). Beyond :data:`MAX_BARS` timed steps, a bar is the mean of
+    consecutive ones of a rank (``steps a-b``).
     """
     timed = [row for row in steps if any(row.get(key) is not None for key in _PHASE_KEYS)]
     if not timed:
         return empty_figure(NO_PHASES)
     timed.sort(key=lambda row: (int(row.get("rank", 0)), row["step"]))
     several = len({int(row.get("rank", 0)) for row in timed}) > 1
-    labels = [
-        f"rank {row.get('rank', 0)} step {row['step']}" if several else f"step {row['step']}"
-        for row in timed
-    ]
+    groups = _bar_groups(timed)
+    labels = [_bar_label(group, several) for group in groups]
     figure = themed_figure()
     for key, name, color in PHASES:
-        values = [_part(row, key) / US_PER_MS for row in timed]
+        values = [float(np.mean([_part(row, key) for row in g])) / US_PER_MS for g in groups]
         figure.add_trace(
             go.Bar(x=labels, y=values, name=name, marker_color=color,
                    hovertemplate=f"{name}: %{{y:,.2f}} ms<extra>%{{x}}</extra>")
@@ -140,11 +145,10 @@ def _lines(
     by_rank = _by_rank(steps)
     for rank, rows in by_rank.items():
         for key, name in series:
-            xs, ys = _points(rows, key, 1 / divisor)
+            xs, ys, pooled = _thinned(*_points(rows, key, 1 / divisor), peak=key.startswith("peak"))
             if xs:
-                figure.add_trace(
-                    _line(xs, ys, name + _suffix(rank, by_rank), f"%{{y:,.1f}} {label}")
-                )
+                name_shown = name + _suffix(rank, by_rank) + pooled
+                figure.add_trace(_line(xs, ys, name_shown, f"%{{y:,.1f}} {label}"))
     if not figure.data:
         return empty_figure(note)
     return _layout(figure, label)
@@ -191,6 +195,43 @@ def _by_rank(steps: Sequence[Mapping[str, Any]]) -> dict[int, list[Mapping[str, 
     for row in steps:
         by_rank.setdefault(int(row.get("rank", 0)), []).append(row)
     return {rank: sorted(rows, key=lambda r: r["step"]) for rank, rows in sorted(by_rank.items())}
+
+
+def _thinned(
+    xs: list[Any], ys: list[Any], *, peak: bool = False
+) -> tuple[list[Any], list[Any], str]:
+    """At most :data:`MAX_POINTS` points: each the mean (``peak``: the highest) of consecutive
+    steps, at the first step's x; and what to add to the line's name when steps were pooled."""
+    count = len(xs)
+    if count <= MAX_POINTS:
+        return xs, ys, ""
+    size = -(-count // MAX_POINTS)
+    starts = np.arange(0, count, size)
+    values = np.asarray(ys, dtype=float)
+    if peak:
+        pooled, how = np.maximum.reduceat(values, starts), "highest"
+    else:
+        pooled, how = np.add.reduceat(values, starts) / np.diff(np.append(starts, count)), "mean"
+    return [xs[i] for i in starts], pooled.tolist(), f" ({how} of {size} steps)"
+
+
+def _bar_groups(timed: list[Mapping[str, Any]]) -> list[list[Mapping[str, Any]]]:
+    """The timed steps in bars: one each, or runs of consecutive ones of a rank."""
+    size = -(-len(timed) // MAX_BARS)
+    groups: list[list[Mapping[str, Any]]] = []
+    for row in timed:
+        last = groups[-1] if groups else None
+        if last and len(last) < size and last[0].get("rank", 0) == row.get("rank", 0):
+            last.append(row)
+        else:
+            groups.append([row])
+    return groups
+
+
+def _bar_label(group: Sequence[Mapping[str, Any]], several: bool) -> str:
+    rank = f"rank {group[0].get('rank', 0)} " if several else ""
+    first, last = group[0]["step"], group[-1]["step"]
+    return f"{rank}step {first}" if len(group) == 1 else f"{rank}steps {first}-{last}"
 
 
 def _points(rows: Sequence[Mapping[str, Any]], key: str, scale: float) -> tuple[list[Any], ...]:

@@ -16,6 +16,8 @@ from dashboard.app import create_app
 from dashboard.data.steps import DeepWindow, run_steps
 from dashboard.figures.steps import (
     GIB,
+    MAX_BARS,
+    MAX_POINTS,
     MIB,
     NO_PHASES,
     NOT_SAMPLED,
@@ -79,6 +81,22 @@ def test_a_slow_step_links_the_window_that_covers_it(tmp_path: Path) -> None:
     assert page.open_window({**click, "rowId": "0:13"}, rows) is dash.no_update
     assert page.open_window({**click, "colId": "step"}, rows) is dash.no_update
     assert page.open_window(None, rows) is dash.no_update
+
+
+def test_lines_appended_or_a_log_rewritten_are_seen(tmp_path: Path) -> None:
+    root = _sample(tmp_path)
+    log = root / "sample" / "meta" / "steps.0.jsonl"
+    assert len(run_steps(root, "sample").steps) == 20
+    with log.open("a") as file:  # a slow step appended, and a line still being written
+        file.write(json.dumps({"step": 20, "dur_us": 500_000.0, "deep": False}) + "\n")
+        file.write('{"step": 21, "dur')
+    data = run_steps(root, "sample")
+    assert [row["step"] for row in data.steps] == list(range(21))
+    assert [(s["step"], s["file"]) for s in data.slow] == [(20, None)]
+    lines = log.read_text().splitlines()[:5]
+    log.write_text("\n".join(lines) + "\n")  # rewritten shorter: read again from its start
+    data = run_steps(root, "sample")
+    assert [row["step"] for row in data.steps] == list(range(5)) and data.slow == ()
 
 
 def test_a_run_without_step_logs_says_so(tmp_path: Path) -> None:
@@ -175,3 +193,26 @@ def test_one_line_per_rank() -> None:
 def test_no_steps_draws_a_note(figure: Any) -> None:
     drawn = figure([])
     assert not drawn.data and drawn.layout.annotations
+
+
+def test_a_long_run_sends_pooled_points() -> None:
+    count = 3 * MAX_POINTS + 1  # pooled by 4: MAX_POINTS points at the most
+    rows = [
+        {
+            "step": i,
+            "dur_us": 1000.0 * (i % 4),
+            "memory_bytes": MIB * (i % 8),
+            "peak_memory_bytes": MIB * (i % 8),
+        }
+        for i in range(count)
+    ]
+    (line,) = step_time_figure(rows).data
+    assert line.name == "step time (mean of 4 steps)"
+    assert len(line.x) <= MAX_POINTS and list(line.x[:2]) == [0, 4]
+    assert list(line.y[:2]) == [1.5, 1.5]  # (0 + 1 + 2 + 3) ms / 4
+    memory = {trace.name: trace for trace in memory_figure(rows, "cpu").data}
+    assert list(memory["RSS (mean of 4 steps)"].y[:2]) == [1.5, 5.5]
+    assert list(memory["peak RSS in the step (highest of 4 steps)"].y[:2]) == [3.0, 7.0]
+    timed = [{**row, "forward_us": 1.0} for row in rows[: 2 * MAX_BARS + 10]]
+    bars = phase_figure(timed).data[0]
+    assert len(bars.x) <= MAX_BARS and list(bars.x[:2]) == ["steps 0-2", "steps 3-5"]
