@@ -9,7 +9,8 @@ parses in a forked worker: that worker's peak over the same baseline is added) i
 trace's events. The timing processes' own peaks (one-time costs included) are in the JSON.
 
 - **cold**: trainprof's first load of the file, its columnar cache removed beforehand (the load
-  writes it; the time includes that);
+  writes it; the time includes that); **cold, 1 process**: the same with ``TRAINPROF_LOAD_SPLIT=0``
+  (no second process for a large file's second half, :mod:`profiler.analysis.halves`);
 - **warm**: a load that finds the cache; **summarize**: ``profiler.summarize``, cold;
 - **HTA**: ``TraceAnalysis(trace_dir=...)`` on a directory holding only the file.
 
@@ -43,18 +44,25 @@ if str(REPO) not in sys.path:  # run as `python bench/load_summary.py`
 
 from bench.common import Ratio, machine, machine_line, write_ratios  # noqa: E402
 from bench.synth import trace_file_name, write_synthetic_run  # noqa: E402
+from profiler.analysis.halves import SPLIT_ENV  # noqa: E402
 
 REFERENCE_TRACE = REPO / "tests" / "data" / "hta" / "diff_control.json.gz"
 BENCH_CACHE = Path(tempfile.gettempdir()) / "trainprof-bench"
 SYNTH_RUN = "synth"
 TARGET_COLD, TARGET_WARM, TARGET_BYTES_PER_EVENT = 10.0, 30.0, 300.0
 WARMUP_EVENTS = 2_000
-MEASURES = ("trainprof cold", "trainprof warm", "trainprof summarize", "HTA load")
+MEASURES = (
+    "trainprof cold", "trainprof cold, 1 process", "trainprof warm", "trainprof summarize",
+    "HTA load",
+)  # fmt: skip
 
 # Each snippet runs after its imports, with TRACE (in a run directory) and HTA_DIR set; it
 # leaves what it loaded in RESULT. Cache files are removed (cold) in the setup, off the clock.
 _SETUP = {
     "trainprof cold": "from profiler.analysis.table import load_trace\n"
+    "import shutil; shutil.rmtree(TRACE.parent / 'meta' / 'cache', ignore_errors=True)",
+    "trainprof cold, 1 process": "from profiler.analysis.table import load_trace\n"
+    f"import os; os.environ['{SPLIT_ENV}'] = '0'\n"
     "import shutil; shutil.rmtree(TRACE.parent / 'meta' / 'cache', ignore_errors=True)",
     "trainprof warm": "from profiler.analysis.table import load_trace",
     "trainprof summarize": "import profiler\n"
@@ -64,12 +72,14 @@ _SETUP = {
 }
 _STATEMENT = {
     "trainprof cold": "RESULT = load_trace(TRACE)",
+    "trainprof cold, 1 process": "RESULT = load_trace(TRACE)",
     "trainprof warm": "RESULT = load_trace(TRACE)",
     "trainprof summarize": "RESULT = profiler.summarize(TRACE)",
     "HTA load": "RESULT = TraceAnalysis(trace_dir=str(HTA_DIR))",
 }
 _WARMUP = {
     "trainprof cold": "load_trace(WARMUP / 'run' / 'w.pt.trace.json.gz')",
+    "trainprof cold, 1 process": "load_trace(WARMUP / 'run' / 'w.pt.trace.json.gz')",
     "HTA load": "TraceAnalysis(trace_dir=str(WARMUP / 'hta'))",
 }
 _CHILD = """\
@@ -207,7 +217,7 @@ def bench_trace(source: Path, reps: int, workdir: Path, warmup: Path) -> TraceRe
     """
     trace, hta_dir = copies(source, workdir / source.stem)
     result = TraceResult(source.name)
-    for measure in ("trainprof cold", "HTA load"):
+    for measure in ("trainprof cold", "trainprof cold, 1 process", "HTA load"):
         figures = measure_in_fresh_process(measure, trace, hta_dir, warmup)
         if "error" not in figures:
             result.marginal_bytes[measure] = int(figures["peak_bytes"])
@@ -244,6 +254,9 @@ def ratios(result: TraceResult) -> list[Ratio]:
     return found + [
         Ratio(f"load cold vs HTA, {result.name}", hta / result.median_s("trainprof cold"),
               TARGET_COLD, ">=", "x", note),
+        Ratio(f"load cold in 1 process vs HTA, {result.name}",
+              hta / result.median_s("trainprof cold, 1 process"), unit="x",
+              note=note + f", {SPLIT_ENV}=0"),
         Ratio(f"load warm (cache) vs HTA, {result.name}", hta / result.median_s("trainprof warm"),
               TARGET_WARM, ">=", "x", note),
         Ratio(f"peak memory per event, HTA, {result.name}", result.bytes_per_event("HTA load"),

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from operator import attrgetter
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -32,6 +32,7 @@ from profiler.analysis.columns import (
     RARE_ARG_COLUMNS,
     ArgsError,
     Columns,
+    ColumnsPart,
     Vocabulary,
     compact_text,
     decode_args,
@@ -39,9 +40,9 @@ from profiler.analysis.columns import (
     select,
     values,
 )
-from profiler.analysis.decode import MISSING_INT, Event
+from profiler.analysis.decode import MISSING_INT, Event, EventStream
 from profiler.analysis.devices import KIND_BY_CATEGORY
-from profiler.analysis.rows import Rows
+from profiler.analysis.rows import Rows, RowsPart
 from profiler.events import PHASE_COMPLETE
 
 
@@ -61,6 +62,15 @@ class Tables:
     memory: pd.DataFrame
     threads: pd.DataFrame
     processes: pd.DataFrame
+    event_count: int
+
+
+class BuilderPart(NamedTuple):
+    """A :class:`TableBuilder`'s tables before they are finished (picklable)."""
+
+    events: ColumnsPart
+    flows: ColumnsPart
+    rows: RowsPart
     event_count: int
 
 
@@ -109,6 +119,20 @@ class TableBuilder:
         if others.any():
             rest = select(events, others)
             self._rows.add(rest, np.array(list(map(attrgetter("ph"), rest))), fraction_read)
+
+    def part(self) -> BuilderPart:
+        """The tables so far, unfinished, for another builder to :meth:`absorb`."""
+        return BuilderPart(
+            self._events.part(), self._flows.part(), self._rows.part(), self.event_count
+        )
+
+    def absorb(self, part: BuilderPart) -> None:
+        """Add the events of another builder's :meth:`part` after these: the tables are then
+        those of one builder that took both's pieces, in order."""
+        self._events.extend(part.events)
+        self._flows.extend(part.flows)
+        self._rows.extend(part.rows)
+        self.event_count += part.event_count
 
     def finish(self) -> Tables:
         """The tables, events sorted by start (stable, so ties keep file order)."""
@@ -220,6 +244,19 @@ class TableBuilder:
         flows.put("tid", rows, ids(events, "tid"))
         flows.put("ts_us", rows, values(events, "ts", np.float64))
         flows.commit(rows)
+
+
+def build_all(stream: EventStream) -> TableBuilder:
+    """A builder that took every piece of ``stream`` (each piece's structs freed as it goes).
+
+    Raises:
+        TraceFormatError: what the stream raises; EventError: what :meth:`TableBuilder.add` does.
+    """
+    builder = TableBuilder()
+    for events in stream:
+        builder.add(events, stream.fraction_read())
+        events.clear()  # the piece's structs go now, not when the next piece replaces them
+    return builder
 
 
 def _differs(items: list[Any], getter: Any, defaults: tuple[Any, ...]) -> np.ndarray:

@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Iterable
 from itertools import compress, islice
 from operator import attrgetter
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 import numpy as np
@@ -247,6 +247,14 @@ class Vocabulary:
         return pd.Categorical.from_codes(codes, categories=categories)
 
 
+class ColumnsPart(NamedTuple):
+    """A table's rows (:meth:`Columns.part`): each column's values (codes for strings), and each
+    string column's values by code."""
+
+    buffers: dict[str, np.ndarray]
+    values: dict[str, list[str]]
+
+
 class Columns:
     """A table built a piece at a time into one preallocated array per column.
 
@@ -310,6 +318,28 @@ class Columns:
     def commit(self, rows: slice) -> None:
         """The rows reserved are filled."""
         self.size = rows.stop
+
+    def part(self) -> ColumnsPart:
+        """The rows so far, and each string column's values, to be added to another table."""
+        return ColumnsPart(
+            {column: buffer[: self.size] for column, buffer in self.buffers.items()},
+            {column: list(vocabulary.index) for column, vocabulary in self.vocabularies.items()},
+        )
+
+    def extend(self, part: ColumnsPart) -> None:
+        """Add the rows of ``part`` (another table of this schema) after these; its strings
+        not seen here are numbered after these, in its order (their order of first appearance,
+        when its rows followed these in the file)."""
+        size = len(next(iter(part.buffers.values()))) if part.buffers else 0
+        rows = self.reserve(size, 1.0)
+        for column, values in part.buffers.items():
+            if column in self.vocabularies:
+                codes = self.vocabularies[column].codes(
+                    part.values[column], len(part.values[column])
+                )
+                values = codes[values]
+            self.buffers[column][rows] = values
+        self.commit(rows)
 
     def column(self, column: str, order: np.ndarray | None) -> Any:
         """One finished column, put in ``order``; its buffer goes."""

@@ -24,6 +24,7 @@ import math
 import re
 import sys
 from collections.abc import Iterator
+from itertools import chain
 from operator import attrgetter
 from pathlib import Path
 from typing import Any, Literal
@@ -121,10 +122,22 @@ class EventStream:
     """
 
     def __init__(
-        self, path: Path, chunk_bytes: int | None = None, *, max_text_bytes: int | None = None
+        self,
+        path: Path,
+        chunk_bytes: int | None = None,
+        *,
+        max_text_bytes: int | None = None,
+        start: int = 0,
+        stop: int | None = None,
     ) -> None:
         self.path = path
         self.meta: dict[str, Any] = {}
+        # A part of the events (:mod:`profiler.analysis.halves`): from the first cut at or
+        # after text offset ``start`` (0: the array's start) to the first at or after ``stop``
+        # (None: its end). Where each part began and ended is kept (None: the array's ends).
+        self._start, self._stop = start, stop
+        self.started_at: int | None = None
+        self.stopped_at: int | None = None
         self._chunk_bytes = chunk_bytes or CHUNK_BYTES
         self._bare = False
         self._raw_meta: dict[str, bytes] = {}
@@ -155,8 +168,13 @@ class EventStream:
             raise TraceFormatError(self.path, f"invalid or truncated JSON: {message}") from exc
 
     def fraction_read(self) -> float:
-        """The share of the file's text read so far: how far the load has come."""
-        return self._reader.fraction_read()
+        """The share of the file's text read so far: how far the load has come. A part from
+        a ``start`` on counts from there (its tables are sized for what follows; a first part
+        sizes them for the whole file, which the next part's rows then join)."""
+        size = self._reader.text_size
+        if not self._start or size <= self._start:
+            return self._reader.fraction_read()
+        return min(max(self._reader.text_read - self._start, 0) / (size - self._start), 1.0)
 
     def _pieces(self) -> Iterator[list[Event]]:
         blocks = iter(self._reader)
@@ -228,8 +246,18 @@ class EventStream:
         :data:`MAX_EVENT_BYTES`.
         """
         pending, limit = text, self._chunk_bytes
+        if self._start:
+            skipped = self._skip(text, blocks)
+            if skipped is None:  # no cut after the start: the part holds no events
+                return
+            pending = skipped
         for block in blocks:
             pending += block
+            if self._stop is not None and self._offset + len(pending) > self._stop:
+                last = self._stop_piece(pending)
+                if last is not None:
+                    yield last
+                    return
             if len(pending) < limit:
                 continue
             events, rest = self._cut(pending)
@@ -270,6 +298,42 @@ class EventStream:
             text[end] = replaced
             return None, text
         return events, bytearray(b"[") + text[last.end() - 1 :]
+
+    def _skip(self, text: bytearray, blocks: Iterator[bytes]) -> bytearray | None:
+        """The text from the first cut at or after :attr:`_start` on, as an array's start
+        (``[`` and the next event); None where the array ends before one."""
+        pending = text
+        for block in chain((b"",), blocks):  # the text there already, then more
+            pending += block
+            at = self._start - self._offset
+            if at < 1:  # the array starts after the part's start: not a part of it
+                raise TraceFormatError(self.path, "the events array starts past the part")
+            match = _BOUNDARY.search(pending, at) if len(pending) > at else None
+            if match is not None:
+                self.started_at = self._offset + match.start()
+                brace = match.end() - 1
+                self._offset += brace - 1
+                self._reader.ahead = True
+                return bytearray(b"[") + pending[brace:]
+            keep = min(at, len(pending)) - 1  # only the text after the start can hold it
+            del pending[1 : keep + 1]
+            self._offset += keep
+            if len(pending) > MAX_EVENT_BYTES:
+                raise TraceFormatError(self.path, self._no_cut(pending))
+        return None
+
+    def _stop_piece(self, text: bytearray) -> list[Event] | None:
+        """The events of ``text`` up to the first cut at or after :attr:`_stop`, if it holds
+        one (the part's last piece).
+
+        Raises:
+            msgspec.DecodeError: the cut lies inside a string (the part is not whole).
+        """
+        match = _BOUNDARY.search(text, max(self._stop - self._offset, 1))  # type: ignore[operator]
+        if match is None:
+            return None
+        self.stopped_at = self._offset + match.start()
+        return self._decode_events(memoryview(bytes(text[: match.start() + 1]) + b"]"))
 
     def _decode_events(self, text: memoryview) -> list[Event]:
         """A piece's events: typed where they all fit, else with raw args.

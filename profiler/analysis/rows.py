@@ -5,13 +5,13 @@ names (as rows: a few)."""
 from __future__ import annotations
 
 from operator import attrgetter
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 import numpy as np
 import pandas as pd
 
-from profiler.analysis.columns import Columns, decode_args, ids, int_id, select, values
+from profiler.analysis.columns import Columns, ColumnsPart, decode_args, ids, int_id, select, values
 from profiler.analysis.decode import ANY_DECODER, Event
 from profiler.analysis.event_args import MemoryArgs
 from profiler.events import PHASE_COUNTER, PHASE_INSTANT, PHASE_METADATA
@@ -34,6 +34,15 @@ _MEMORY_ARGS = [
     ("total_reserved", "total_reserved"), ("device_type", "device_type"),
     ("device_id", "device_id"),
 ]  # fmt: skip
+
+
+class RowsPart(NamedTuple):
+    """What :class:`Rows` holds, to be added to another (picklable)."""
+
+    counters: list[tuple[Any, ...]]
+    memory: ColumnsPart
+    threads: list[tuple[int, int, str]]
+    processes: list[tuple[int, int, str]]
 
 
 class Rows:
@@ -71,6 +80,17 @@ class Rows:
             rows.append(
                 (int_id(event.pid), int_id(event.tid), name if isinstance(name, str) else "")
             )
+
+    def part(self) -> RowsPart:
+        """The rows so far, for another :class:`Rows` to :meth:`extend` with."""
+        return RowsPart(self.counters, self.memory.part(), self.threads, self.processes)
+
+    def extend(self, part: RowsPart) -> None:
+        """Add the rows of ``part`` (from the events after these) after these."""
+        self.counters.extend(part.counters)
+        self.memory.extend(part.memory)
+        self.threads.extend(part.threads)
+        self.processes.extend(part.processes)
 
     def frames(self) -> dict[str, pd.DataFrame]:
         """``counters``, ``memory``, ``threads`` and ``processes`` as DataFrames."""

@@ -23,7 +23,7 @@ from typing import Any
 import msgspec
 import pandas as pd
 
-from profiler.analysis.build import TableBuilder, Tables
+from profiler.analysis.build import Tables, build_all
 from profiler.analysis.cache import (
     TABLES,
     CachedTrace,
@@ -36,6 +36,7 @@ from profiler.analysis.columns import EVENT_COLUMNS, FLOW_COLUMNS, GPU_KINDS, Ev
 from profiler.analysis.decode import META_KEYS, MISSING_INT, EventStream
 from profiler.analysis.devices import KIND_BY_CATEGORY, detect_device
 from profiler.analysis.guards import MAX_TEXT_BYTES, text_limit
+from profiler.analysis.halves import load_in_halves, split_worthwhile
 from profiler.analysis.rows import COUNTER_COLUMNS, MEMORY_COLUMNS
 from profiler.events import TRAINPROF_KEY
 from profiler.store.chrome_trace import TraceFormatError
@@ -289,13 +290,14 @@ def _load_trace(path: Path, cache: bool, max_text_bytes: int) -> TraceTable:
 
 
 def _from_json(path: Path, max_text_bytes: int) -> tuple[Tables, dict[str, Any]]:
-    """The file's tables and top-level keys, built a piece of its text at a time."""
+    """The file's tables and top-level keys, built a piece of its text at a time (a large
+    file's halves in two processes, :mod:`profiler.analysis.halves`)."""
+    if split_worthwhile(path):
+        loaded = load_in_halves(path, max_text_bytes)
+        if loaded is not None:
+            return loaded
     stream = EventStream(path, max_text_bytes=max_text_bytes)
-    builder = TableBuilder()
-    for events in stream:
-        builder.add(events, stream.fraction_read())
-        events.clear()  # the piece's structs go now, not when the next piece replaces them
-    return builder.finish(), stream.meta
+    return build_all(stream).finish(), stream.meta
 
 
 def _cached_trace(path: Path, cached: CachedTrace) -> TraceTable | None:

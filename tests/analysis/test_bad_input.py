@@ -18,7 +18,7 @@ import orjson
 import pyarrow.parquet as pq
 import pytest
 
-from profiler.analysis import decode, summary, table
+from profiler.analysis import build, decode, summary
 from profiler.analysis.cache import cache_files
 from profiler.analysis.diff import diff_runs
 from profiler.analysis.guards import TEXT_LIMIT_ENV, size_text, text_limit
@@ -223,9 +223,9 @@ def test_an_unexpected_error_while_building_is_said_as_the_file_s(
     def broken(*_args: object, **_kwargs: object) -> None:
         raise KeyError("a builder bug")
 
-    monkeypatch.setattr(table.TableBuilder, "add", broken)
+    monkeypatch.setattr(build.TableBuilder, "add", broken)
     assert problem_of(path) == "cannot be read (KeyError: 'a builder bug')"
-    monkeypatch.setattr(table.TableBuilder, "add", lambda *_: (_ for _ in ()).throw(MemoryError()))
+    monkeypatch.setattr(build.TableBuilder, "add", lambda *_: (_ for _ in ()).throw(MemoryError()))
     assert problem_of(path) == "ran out of memory while loading it"
 
 
