@@ -3,13 +3,16 @@
 This path runs on every step of the run, so it costs a few attribute writes per step: one tuple of
 raw integers per step, turned into records once per flush (about a second). It never
 synchronises CUDA: there the phase times come from CUDA events, read once they have completed.
+Most steps end on :meth:`StepMetrics.roll`'s short path, a dozen lines that read no memory, write
+nothing out and time no phase; a step that does any of those takes the long one.
 
 Step time, data wait and memory are kept for every step. The forward/backward/optimizer split
 needs a wrapper around the root module(s)' forward and torch's global optimizer-step hooks, which
-cost ~10-15 us of Python per step, more than everything else here: ~0.5% of a 2.5 ms CPU step.
-So the split is timed on every step of a deep window and on a sample of the others, often enough
-that timing it costs at most ``PHASE_SHARE`` of the step time: every step once steps take 50 ms or
-more (most GPU training), every 20th step of a 2.5 ms one, at least every ``MAX_PHASE_EVERY``-th.
+with putting them in place and taking them off cost ~40-60 us of cold Python per timed step, more
+than everything else here: 2% of a 2.5 ms CPU step. So the split is timed on every step of a deep
+window and on a sample of the others, often enough that timing it costs at most ``PHASE_SHARE``
+(0.05%) of the step time: every step once steps take 120 ms or more (much GPU training), every
+48th step of a 2.5 ms one, at least every ``MAX_PHASE_EVERY``-th.
 Each timed step sets the interval from its own duration; the wrapper and hooks are in place only
 for timed steps, and the other steps' records carry ``None`` for the three phases.
 
@@ -44,18 +47,19 @@ from profiler.capture.module_hooks import runs_no_ops
 # of that reading, the one its start carried, and the sampler thread's readings in the step.
 RSS_INTERVAL_NS = 100_000_000
 FLUSH_INTERVAL_NS = 1_000_000_000
-# Timing the phase split costs about PHASE_COST_NS per timed step (measured in the CPU MLP loop of
-# bench/overhead.py: the forward wrapper and optimizer hooks ~10-15 us, installing and removing them
-# ~35 us, as everything runs on cold caches there); the split is timed often enough to cost at most
-# PHASE_SHARE of the step time.
-PHASE_COST_NS = 50_000
-PHASE_SHARE = 0.001
+# Timing the phase split costs about PHASE_COST_NS per timed step: measured in the CPU MLP loop of
+# bench/overhead.py (a timed step against an untimed one beside it, both on cold caches), 40-60 us,
+# most of it the long path of the two prof.step() calls that put the wrapper and hooks in place and
+# take them off. The split is timed often enough to cost at most PHASE_SHARE of the step time: a
+# tenth of the always-on budget (0.5%).
+PHASE_COST_NS = 60_000
+PHASE_SHARE = 0.0005
 MAX_PHASE_EVERY = 100
 _now = time.perf_counter_ns
 
 
 class _Phases(NamedTuple):
-    """A timed step's split, in ns (-1: not seen)."""
+    """A timed step's split, in ns (-1: not seen); kept as a plain tuple of these fields."""
 
     forward_ns: int
     backward_ns: int
@@ -75,7 +79,7 @@ class _Row(NamedTuple):
     deep: bool
     completed: bool
     extra: dict[str, float] | None
-    phases: _Phases | None  # None: a step whose phases were not timed
+    phases: tuple[Any, ...] | None  # a _Phases' fields; None: a step whose phases were not timed
 
 
 class _Sampler(Protocol):
@@ -124,6 +128,9 @@ class StepMetrics:
         self.sampler: _Sampler | None = None
         self.data_wait_ns = 0  # the step in progress's; the loader adds to it directly
         self._timed = False
+        self._plain_until = 0  # see _arm
+        self._index = self._start_ns = 0  # the step in progress: set by _begin_state
+        self._active = False
         self._begin_state(0)
 
     def attach(self) -> None:
@@ -218,11 +225,34 @@ class StepMetrics:
         """End the step in progress and begin step ``index`` at the same clock reading: the
         light path's whole work per step (no Kineto window open).
 
+        Most steps take the few lines below: they read no memory, write no rows out and time
+        no phases, which :meth:`_arm` checked once for them all. In the training loop, after
+        milliseconds of tensor work, every line of Python here runs on cold caches: this path
+        took ``prof.step()`` from ~22 to ~13 us in the MLP loop of bench/overhead.py.
+
         Returns:
             The duration of the step just ended, in ns.
         """
         end = _now()
         start = self._start_ns
+        if end < self._plain_until and index < self._next_timed:
+            memory = self._memory_now  # no reading in the step: its peak is its start's
+            sampler = self.sampler
+            if sampler is None:
+                self._rows.append((
+                    self._index, start, end, self.data_wait_ns, memory, memory, False, True,
+                    None, None,
+                ))  # fmt: skip
+            else:
+                sampled = self.step_peak.take()
+                self._rows.append((
+                    self._index, start, end, self.data_wait_ns, memory,
+                    sampled if sampled > memory else memory, False, True, sampler.step_view, None,
+                ))  # fmt: skip
+            self._index = index
+            self._start_ns = end
+            self.data_wait_ns = 0
+            return end - start
         if self._active:
             self._close(end, False, True)
         self._begin_state(index, end, False)
@@ -238,6 +268,21 @@ class StepMetrics:
         timed = deep or index >= self._next_timed
         if timed or self._timed:  # an untimed step after another writes nothing more
             self._set_timed(timed)
+        self._arm()
+
+    def _arm(self) -> None:
+        """Until when the steps :meth:`roll` ends may take its short path (0: none may).
+
+        Not for CUDA (its memory is read every step), nor after a timed step (its split is
+        written and its hooks come off) or the end of the run; and only until RSS is next due or
+        the rows are next handed over.
+        """
+        if self._cuda or self._timed or not self._active:
+            self._plain_until = 0
+        else:
+            self._plain_until = min(
+                self._memory_at + RSS_INTERVAL_NS, self._last_flush + FLUSH_INTERVAL_NS
+            )
 
     def _set_timed(self, timed: bool) -> None:
         """Reset the phase split for a timed step; put the hooks in place or take them off."""
@@ -254,6 +299,7 @@ class StepMetrics:
     def discard(self) -> None:
         """Drop the step in progress (the run ended between steps)."""
         self._active = False
+        self._plain_until = 0
 
     def end(self, *, deep: bool, completed: bool = True) -> int:
         """Close the current step; write the finished ones once a second.
@@ -292,12 +338,12 @@ class StepMetrics:
             self._last_flush = end
             self._drain(block=False)
 
-    def _phases(self, end: int) -> _Phases:
-        """The timed step's split; sets the next step to time."""
+    def _phases(self, end: int) -> tuple[Any, ...]:
+        """The timed step's split (a ``_Phases``' fields); sets the next step to time."""
         self._next_timed = self._index + phase_every(end - self._start_ns)
         forward = self._forward_ns if self._forward_seen else -1
         backward = self._first_opt - self._forward_end if self._forward_seen else -1
-        return _Phases(
+        return (  # a plain tuple: building the NamedTuple is one Python call more
             forward,
             backward if self._optimizer_seen and backward >= 0 else -1,
             self._optimizer_ns if self._optimizer_seen else -1,
@@ -376,7 +422,8 @@ def _record(row: tuple[Any, ...], wall_offset: int) -> dict[str, Any]:
     step, start, end, wait, memory, peak, deep, completed, extra, phases = row
     forward = backward = optimizer = None
     if phases is not None:
-        times = phases[:3] if phases.events is None else _event_phases(phases.events)
+        events = _Phases(*phases).events
+        times = phases[:3] if events is None else _event_phases(events)
         forward, backward, optimizer = (_us(ns) for ns in times)
     record: dict[str, Any] = {
         "step": step,
@@ -411,7 +458,7 @@ def _cuda_event() -> Any:
 
 
 def _done(row: _Row) -> bool:
-    events = row.phases.events if row.phases is not None else None
+    events = _Phases(*row.phases).events if row.phases is not None else None
     last = next((e for e in reversed(events or ()) if e is not None), None)
     return last is None or bool(last.query())
 
