@@ -1,4 +1,5 @@
-"""The Timeline page's pieces: the status line, the details panel, and reading a zoom.
+"""The Timeline page's pieces: the status line, the details panel (with the flow partners of
+a launch or a kernel, each with a button that jumps to it), and reading a zoom.
 
 Everything from the trace goes in as text children, which Dash escapes.
 """
@@ -14,6 +15,7 @@ from dashboard.download import PERFETTO_HINT, download_href
 
 _MAX_ARG_CHARS = 400
 WHOLE = "whole"  # what x_window says of a reset (autorange)
+JUMP = "timeline-jump"  # the ``type`` of a flow partner's jump button's id
 
 
 def status_text(view: Any) -> str:
@@ -89,7 +91,34 @@ def details_panel(details: Any, origin_us: float) -> html.Div:
     parts += _refs("Launched by", "event-launched-by", details.launched_by, origin_us)
     if details.launch_op is not None:
         parts += _refs("CPU op of the launch", "event-launch-op", [details.launch_op], origin_us)
+    parts += _flow_partners(details, origin_us)
     return html.Div(parts)
+
+
+def flow_partners(details: Any) -> list[Any]:
+    """The events at the other end of the clicked event's flows (``EventRef``), in order."""
+    event = details.event
+    return [to if start.row == event.row else start for start, to in details.flows]
+
+
+def _flow_partners(details: Any, origin_us: float) -> list[Any]:
+    """Each flow partner named, with a button that jumps to it (it becomes the clicked one)."""
+    partners = flow_partners(details)
+    if not partners:
+        return []
+    launches = details.flows[0][0].row == details.event.row
+    title = "Flow: to its GPU work" if launches else "Flow: from its launch"
+    items = [
+        html.Li(
+            [
+                html.Button("jump to it", id={"type": JUMP, "row": ref.row},
+                            className="flow-jump", style={"marginRight": "0.5em"}),
+                _ref_text(ref, origin_us),
+            ]
+        )
+        for ref in partners
+    ]  # fmt: skip
+    return [html.H6(title), html.Ol(items, id="event-flow")]
 
 
 def _facts(facts: Sequence[tuple[str, str]]) -> html.Dl:
@@ -102,14 +131,15 @@ def _facts(facts: Sequence[tuple[str, str]]) -> html.Dl:
 def _refs(title: str, element_id: str, refs: Sequence[Any], origin_us: float) -> list[Any]:
     if not refs:
         return []
-    items = [
-        html.Li(
-            f"{ref.name} ({ref.kind}, {ref.lane}, at {(ref.start_us - origin_us) / 1000:,.4f} ms,"
-            f" {_duration(ref.dur_us)})"
-        )
-        for ref in refs
-    ]
+    items = [html.Li(_ref_text(ref, origin_us)) for ref in refs]
     return [html.H6(title), html.Ol(items, id=element_id)]
+
+
+def _ref_text(ref: Any, origin_us: float) -> str:
+    return (
+        f"{ref.name} ({ref.kind}, {ref.lane}, at {(ref.start_us - origin_us) / 1000:,.4f} ms,"
+        f" {_duration(ref.dur_us)})"
+    )
 
 
 def _duration(micros: float) -> str:

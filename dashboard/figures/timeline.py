@@ -6,6 +6,12 @@ anywhere near a long bar finds it) and a gap. Every point carries its event's ro
 ``customdata``, so a click maps back to the event; bins carry none. Times are milliseconds from
 the trace's first event. Names go into hover text with ``<``, ``>`` and ``&`` escaped, since
 plotly reads a subset of HTML there.
+
+Nested events sit one sub-row lower per level, each lane's levels spaced by its deepest nesting
+over the whole trace, so an event keeps its place in every view and a flow arrow
+(:func:`flow_arrows`: a launch call to its GPU work, as Kineto's ``ac2g`` flow events link them)
+can be drawn between two events from their lane and depth alone, as a layout annotation: no
+shape is added to the view's budget.
 """
 
 from __future__ import annotations
@@ -57,6 +63,8 @@ _BAND_HEIGHT = 0.8  # of a lane's row, for the rows of nested events
 _POINTS_PER_SHAPE = 4  # start, middle, end, gap
 _HOVER_CHARS = 100
 _LINE_PX = 10
+FLOW_COLOR = INK  # dark over every kind's colour
+FLOW_NAME = "flow"  # the ``name`` of every flow arrow's annotation
 _OUTLINE_PX = 16  # drawn under a match's own segment: a dark rim around it
 _TEMPLATE_JSON = TEMPLATE.to_plotly_json()  # the layout is a dict: the template as one too
 
@@ -121,8 +129,55 @@ def step_bands(view: Any, steps: pd.DataFrame) -> tuple[list[dict[str, Any]], li
     return bands, labels
 
 
+#: One end of a flow: ``(start_us, lane, depth)``, the event's start in the trace's µs, its
+#: lane's position in the view's lanes and its depth there (JSON-friendly, for a store).
+FlowEnd = tuple[float, int, int]
+
+
+def flow_arrows(view: Any, flows: Sequence[Sequence[FlowEnd]]) -> list[dict[str, Any]]:
+    """An arrow from each flow's first end (the launch call) to its second (its GPU work),
+    from start to start, as plotly layout annotations named :data:`FLOW_NAME`.
+
+    Args:
+        view: the view drawn (its ``span_us`` sets the x origin, its ``lanes`` the rows).
+        flows: ``(from, to)`` pairs of :data:`FlowEnd`; pairs with an end on no lane of the
+            view are left out.
+    """
+    arrows = []
+    for ends in flows:
+        (x0, y0), (x1, y1) = (_flow_point(view, end) for end in ends)
+        if y0 is None or y1 is None:
+            continue
+        arrows.append(
+            {
+                "name": FLOW_NAME, "x": x1, "y": y1, "ax": x0, "ay": y0,
+                "xref": "x", "yref": "y", "axref": "x", "ayref": "y", "text": "",
+                "showarrow": True, "arrowhead": 2, "arrowsize": 1.2, "arrowwidth": 2,
+                "arrowcolor": FLOW_COLOR, "standoff": 0, "startstandoff": 0,
+            }
+        )  # fmt: skip
+    return arrows
+
+
+def _flow_point(view: Any, end: Sequence[float]) -> tuple[float, float | None]:
+    start_us, lane, depth = float(end[0]), int(end[1]), int(end[2])
+    if not 0 <= lane < len(view.lanes):
+        return 0.0, None
+    y = lane + _BAND_HEIGHT * depth / (_max_depth(view.lanes[lane]) + 1)
+    return round(float(to_ms(view, start_us)), 4), round(y, 3)
+
+
+def _max_depth(lane: Any) -> int:
+    return int(getattr(lane, "max_depth", 0))
+
+
 def timeline_figure(
-    view: Any, *, revision: str = "", search: str = "", steps: pd.DataFrame | None = None
+    view: Any,
+    *,
+    revision: str = "",
+    search: str = "",
+    steps: pd.DataFrame | None = None,
+    flows: Sequence[Sequence[FlowEnd]] = (),
 ) -> dict[str, Any]:
     """The view as segments on lanes.
 
@@ -134,6 +189,7 @@ def timeline_figure(
             events are drawn at full strength over a dark rim (one more trace, first, named
             with their count), the others dimmed to :data:`DIMMED_OPACITY`.
         steps: the trace's steps (:func:`step_bands`), shaded and numbered behind the events.
+        flows: arrows to draw (:func:`flow_arrows`), after the steps' numbers.
 
     Returns:
         The figure as a dict (what ``dcc.Graph`` takes): one ``scattergl`` per event kind
@@ -150,9 +206,19 @@ def timeline_figure(
     else:
         traces = _event_traces(view, shapes, search_matches(view, search), search.strip())
     layout = _layout(view.lanes, revision)
+    layout["annotations"] = timeline_annotations(view, steps, flows)
     if steps is not None and len(steps):
-        layout["shapes"], layout["annotations"] = step_bands(view, steps)
+        layout["shapes"] = step_bands(view, steps)[0]
     return {"data": traces, "layout": layout}
+
+
+def timeline_annotations(
+    view: Any, steps: pd.DataFrame | None, flows: Sequence[Sequence[FlowEnd]]
+) -> list[dict[str, Any]]:
+    """A file's figure's annotations: each step's number (:func:`step_bands`), then the flow
+    arrows (:func:`flow_arrows`); what a new click patches in without redrawing the events."""
+    labels = step_bands(view, steps)[1] if steps is not None and len(steps) else []
+    return labels + flow_arrows(view, flows)
 
 
 def ranks_timeline_figure(ranks: Any, *, revision: str = "", search: str = "") -> dict[str, Any]:
@@ -194,7 +260,7 @@ def _group_note(group: Any) -> str:
 def _event_traces(
     view: Any, shapes: pd.DataFrame, matches: np.ndarray | None, search: str
 ) -> list[dict[str, Any]]:
-    y = shapes["lane"].to_numpy() + _depth_offsets(shapes)
+    y = shapes["lane"].to_numpy() + _depth_offsets(view.lanes, shapes)
     kinds = shapes["kind"].to_numpy()
     if matches is None:
         return [
@@ -298,11 +364,12 @@ def _interleave(*columns: Sequence[Any] | np.ndarray) -> list[Any]:
     return points.tolist()  # plain Python values: plotly sends lists, not typed arrays
 
 
-def _depth_offsets(shapes: pd.DataFrame) -> np.ndarray:
-    """Nested events one sub-row lower per level, every lane's stack within its row."""
+def _depth_offsets(lanes: Sequence[Any], shapes: pd.DataFrame) -> np.ndarray:
+    """Nested events one sub-row lower per level, every lane's stack within its row (spaced by
+    the lane's deepest nesting in the trace: an event's row is the same in every view)."""
     depth = shapes["depth"].to_numpy(float)
-    deepest = shapes.groupby("lane")["depth"].transform("max").to_numpy(float)
-    return _BAND_HEIGHT * depth / (deepest + 1)
+    deepest = np.array([_max_depth(lane) for lane in lanes], dtype=float)
+    return _BAND_HEIGHT * depth / (deepest[shapes["lane"].to_numpy(int)] + 1)
 
 
 def _kinds_in_order(kinds: pd.Series) -> list[str]:

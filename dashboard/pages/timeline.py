@@ -4,8 +4,13 @@ what such a run shows first), each rank's lanes a group (:mod:`dashboard.data.ti
 
 Level of detail is decided on the server: each zoom or pan asks the data layer for the view of
 the new x range (at most 50k shapes; aggregated bins when zoomed out, exact events when zoomed
-in), and a reset asks for the whole trace. Clicking an event fills the details panel. Names
-from the trace are shown as text components, which Dash escapes.
+in), and a reset asks for the whole trace. Clicking an event fills the details panel; a
+launch call or GPU work also gets its flow (a launch to its kernel, as Kineto's ``ac2g`` flow
+events and the correlation id link them): an arrow between the two, patched into the figure's
+annotations without redrawing the events and kept through zooms (``timeline-flow``), and the
+partner named in the panel with a button that jumps to it (zooms onto both ends, through
+plotly's own relayout, and shows its details). Names from the trace are shown as text
+components, which Dash escapes.
 """
 
 from __future__ import annotations
@@ -15,15 +20,17 @@ from pathlib import Path
 from typing import Any
 
 import dash
-from dash import Input, Output, State, ctx, dcc, html
+from dash import ALL, Input, Output, Patch, State, ctx, dcc, html
 
 from dashboard.app import run_from_search
 from dashboard.components.messages import error_banner, notice, page_data, pick_run
 from dashboard.components.page import page_layout, register_body
 from dashboard.components.timeline import (
+    JUMP,
     WHOLE,
     details_panel,
     download_links,
+    flow_partners,
     match_text,
     status_text,
     x_window,
@@ -32,6 +39,7 @@ from dashboard.data.distributed import run_alignment
 from dashboard.data.fetch import Problem, fetch
 from dashboard.data.runs import current_root
 from dashboard.data.timeline import (
+    EventDetails,
     RankGroup,
     RanksView,
     TimelineView,
@@ -44,8 +52,10 @@ from dashboard.data.timeline import (
     run_trace_files,
 )
 from dashboard.figures.timeline import (
+    FlowEnd,
     ranks_timeline_figure,
     search_matches,
+    timeline_annotations,
     timeline_figure,
     to_us,
 )
@@ -55,6 +65,10 @@ dash.register_page(
 )
 
 CLICK_HINT = "Click an event for its details."
+# A jump shows both ends of the flow with this much room on each side (of their span), at least
+# _JUMP_MIN_PAD_US: a launch and its kernel often lie microseconds apart.
+_JUMP_PAD = 0.5
+_JUMP_MIN_PAD_US = 20.0
 
 
 def content(run: str | None = None, file: str | None = None, **_query: Any) -> html.Div:
@@ -146,6 +160,8 @@ layout = page_layout(
         html.P(id="timeline-status"),
         dcc.Graph(id="timeline"),
         dcc.Store(id="timeline-zoom"),
+        dcc.Store(id="timeline-flow"),
+        dcc.Store(id="timeline-jump"),
         html.Div(id="event-details"),
     ],
 )
@@ -168,7 +184,7 @@ def _view_parts(view: Any, file: str, steps: Any) -> list[Any]:
             error_banner([view]),
             html.P(id="timeline-status"),
             dcc.Graph(id="timeline", style={"display": "none"}),
-            dcc.Store(id="timeline-zoom"),
+            *_stores(),
             html.Div(id="event-details"),
         ]
     return [
@@ -184,10 +200,15 @@ def _view_parts(view: Any, file: str, steps: Any) -> list[Any]:
             # The graph stays visible, dimmed, while a zoom is fetched (the default hides it).
             overlay_style={"visibility": "visible", "opacity": 0.6},
         ),
-        dcc.Store(id="timeline-zoom"),
+        *_stores(),
         html.H4("Event details"),
         html.Div(CLICK_HINT, id="event-details"),
     ]
+
+
+def _stores() -> list[Any]:
+    """The zoom asked, the flow drawn (``{"file", "flows"}``) and the window a jump asks for."""
+    return [dcc.Store(id=key) for key in ("timeline-zoom", "timeline-flow", "timeline-jump")]
 
 
 # Only relayouts that move the x axis go on to the server. Others (plotly's autosize after a
@@ -212,13 +233,19 @@ dash.clientside_callback(
     Input("timeline-file", "value"),
     Input("timeline-search", "value"),
     State("url", "search"),
+    State("timeline-flow", "data"),
     prevent_initial_call=True,
 )
 def rezoom(
-    relayout: dict[str, Any] | None, file: str | None, text: str | None, search: str | None
+    relayout: dict[str, Any] | None,
+    file: str | None,
+    text: str | None,
+    search: str | None,
+    flow: dict[str, Any] | None = None,
 ) -> Any:
     """Ask for the view of the new x range (or the whole trace of a newly picked file), with
-    the events matching the search box highlighted (a new search keeps the last zoom)."""
+    the events matching the search box highlighted (a new search keeps the last zoom) and the
+    flow of the clicked event drawn."""
     unchanged = dash.no_update, dash.no_update, dash.no_update
     run = pick_run(current_root(), run_from_search(search))
     if run is None or file is None:
@@ -234,8 +261,19 @@ def rezoom(
     text = text or ""
     matches = search_matches(_drawn(view), text)
     count = None if matches is None else int(matches.sum())
-    figure = _figure(view, file, text, _steps_of(run, file))
+    figure = _figure(view, file, text, _steps_of(run, file), _flows_of(flow, file))
+    if isinstance(window, tuple):
+        # The range drawn, in the figure: a relayout made by code (a jump) is no user edit
+        # that plotly's uirevision would keep, so without it the axis would spring back.
+        figure["layout"]["xaxis"]["range"] = list(window)
     return figure, _status(view), match_text(text, count)
+
+
+def _flows_of(flow: dict[str, Any] | None, file: str) -> list[Any]:
+    """The flows stored for ``file`` (none for another file's)."""
+    if not isinstance(flow, dict) or flow.get("file") != file:
+        return []
+    return list(flow.get("flows") or [])
 
 
 def _window_asked(relayout: dict[str, Any] | None) -> Any:
@@ -279,10 +317,12 @@ def _steps_of(run: str, choice: str) -> Any:
     return None if isinstance(steps, (Problem, str)) else steps
 
 
-def _figure(view: View, choice: str, search: str = "", steps: Any = None) -> dict[str, Any]:
+def _figure(
+    view: View, choice: str, search: str = "", steps: Any = None, flows: Sequence[Any] = ()
+) -> dict[str, Any]:
     if isinstance(view, RanksView):
         return ranks_timeline_figure(view, revision=choice, search=search)
-    return timeline_figure(view, revision=choice, search=search, steps=steps)
+    return timeline_figure(view, revision=choice, search=search, steps=steps, flows=flows)
 
 
 def _status(view: View) -> str:
@@ -294,55 +334,145 @@ def _status(view: View) -> str:
 
 @dash.callback(
     Output("event-details", "children", allow_duplicate=True),
+    Output("timeline-flow", "data", allow_duplicate=True),
     Input("timeline-file", "value"),
     prevent_initial_call=True,
 )
-def forget_event(_file: str | None) -> str:
-    """Another file is shown: the last clicked event is not in it."""
-    return CLICK_HINT
+def forget_event(_file: str | None) -> tuple[str, None]:
+    """Another file is shown: the last clicked event (and its flow) is not in it."""
+    return CLICK_HINT, None
 
 
 @dash.callback(
     Output("event-details", "children"),
+    Output("timeline-flow", "data"),
+    Output("timeline", "figure", allow_duplicate=True),
     Input("timeline", "clickData"),
     State("timeline-file", "value"),
     State("url", "search"),
     prevent_initial_call=True,
 )
 def show_event(click: dict[str, Any] | None, file: str | None, search: str | None) -> Any:
-    """Fill the details panel with the clicked event (bins have no single event)."""
+    """Fill the details panel with the clicked event (bins have no single event), and draw its
+    flow: only the figure's annotations change (a ``Patch``), not its events."""
     points = (click or {}).get("points") or [{}]
     row = points[0].get("customdata")
     if not isinstance(row, (int, float)) or isinstance(row, bool):
-        return "An aggregated bin: zoom in to pick single events."
+        return "An aggregated bin: zoom in to pick single events.", dash.no_update, dash.no_update
     run = pick_run(current_root(), run_from_search(search))
     if run is None or file is None:
-        return dash.no_update
+        return dash.no_update, dash.no_update, dash.no_update
     lane = points[0].get("y")
     found = fetch(
         current_root(), run, lambda root, name: _event_of(root, name, file, int(row), lane)
     )
     if isinstance(found, Problem):
-        return f"No details: {found.message}"
-    return found
+        return f"No details: {found.message}", dash.no_update, dash.no_update
+    return _with_flow(run, file, *found)
+
+
+@dash.callback(
+    Output("event-details", "children", allow_duplicate=True),
+    Output("timeline-flow", "data", allow_duplicate=True),
+    Output("timeline-jump", "data"),
+    Input({"type": JUMP, "row": ALL}, "n_clicks"),
+    State("timeline-file", "value"),
+    State("url", "search"),
+    State("timeline", "clickData"),
+    prevent_initial_call=True,
+)
+def jump(
+    clicks: list[int | None], file: str | None, search: str | None, click: dict[str, Any] | None
+) -> Any:
+    """A flow partner's button: it becomes the clicked event, and the figure zooms onto both
+    ends of its flow (the window goes to the clientside relayout below, as a user's zoom). The
+    partner lies in the clicked event's file: in a rank group, that of the lane last clicked."""
+    unchanged = dash.no_update, dash.no_update, dash.no_update
+    if not any(clicks):  # a new panel's buttons, none pressed yet
+        return unchanged
+    pressed = ctx.triggered_id
+    run = pick_run(current_root(), run_from_search(search))
+    if not isinstance(pressed, dict) or run is None or file is None:
+        return unchanged
+    row = int(pressed["row"])
+    lane = (((click or {}).get("points") or [{}])[0]).get("y", 0)
+    found = fetch(current_root(), run, lambda root, name: _event_of(root, name, file, row, lane))
+    if isinstance(found, Problem):
+        return f"No details: {found.message}", dash.no_update, dash.no_update
+    panel, details, origin_us = found
+    flow = _flow_data(file, details)
+    return panel, flow, _jump_window(details, origin_us)
+
+
+# A jump moves the x axis as a user's zoom does: plotly's relayout, which the zoom store and
+# the server's view of the new window follow.
+dash.clientside_callback(
+    """function (window_ms) {
+        const gd = document.querySelector('#timeline .js-plotly-plot');
+        if (gd && Array.isArray(window_ms)) {
+            Plotly.relayout(gd, {'xaxis.range[0]': window_ms[0], 'xaxis.range[1]': window_ms[1]});
+        }
+        return window.dash_clientside.no_update;
+    }""",
+    Output("timeline-jump", "clear_data"),
+    Input("timeline-jump", "data"),
+    prevent_initial_call=True,
+)
+
+
+def _with_flow(run: str, file: str, panel: Any, details: Any, origin_us: float) -> Any:
+    """The panel, the stored flow and the figure's new annotations of a clicked event."""
+    flow = _flow_data(file, details)
+    if flow is None:  # a rank group's lanes are not the file's: no arrow is drawn there
+        return panel, None, dash.no_update
+    whole = fetch(current_root(), run, lambda root, name: _view_of(root, name, file, WHOLE))
+    if isinstance(whole, (Problem, str, RanksView)):
+        return panel, flow, dash.no_update
+    patch = Patch()
+    patch["layout"]["annotations"] = timeline_annotations(
+        whole, _steps_of(run, file), flow["flows"]
+    )
+    return panel, flow, patch
+
+
+def _flow_data(file: str, details: Any) -> dict[str, Any] | None:
+    """What ``timeline-flow`` stores of an event's flows: the file and each flow's ends."""
+    if not isinstance(details, EventDetails) or is_rank_group(file):
+        return None
+    return {"file": file, "flows": [[_end(a), _end(b)] for a, b in details.flows]}
+
+
+def _end(ref: Any) -> FlowEnd:
+    return (ref.start_us, ref.lane_at, ref.depth)
+
+
+def _jump_window(details: Any, origin_us: float) -> Any:
+    """The x range (the figure's ms) holding the event and its flow partners, with room."""
+    refs = [details.event, *flow_partners(details)]
+    low = min(ref.start_us for ref in refs)
+    high = max(ref.start_us + ref.dur_us for ref in refs)
+    pad = max(_JUMP_PAD * (high - low), _JUMP_MIN_PAD_US)
+    return [(low - pad - origin_us) / 1000.0, (high + pad - origin_us) / 1000.0]
 
 
 def _event_of(root: Path, run: str, choice: str, row: int, y: Any) -> Any:
     """The details panel of event ``row`` of the file shown (of a rank group: the file of the
-    rank whose lane ``y`` is on), or the line saying why there is none."""
+    rank whose lane ``y`` is on), its details and the figure's origin; or the line saying why
+    there is none (and None, None)."""
     whole = _view_of(root, run, choice, WHOLE)
     if isinstance(whole, str):
-        return whole
+        return whole, None, 0.0
     file, offset_us = choice, 0.0
     if isinstance(whole, RanksView):
         group = whole.group_of(int(y // 1)) if isinstance(y, (int, float)) else None
         if group is None:
-            return "No details: the click is on no rank's lane."
+            return "No details: the click is on no rank's lane.", None, 0.0
         file, offset_us = group.file, group.offset_us
     try:
         details = run_event(root, run, file, row)
     except LookupError as exc:  # no such event (or file, or run): the click is stale
-        return f"No details: {exc}"
+        return f"No details: {exc}", None, 0.0
     if isinstance(details, str):
-        return details
-    return details_panel(details, _drawn(whole).span_us[0] - offset_us)
+        return details, None, 0.0
+    origin_us = _drawn(whole).span_us[0] - offset_us
+    return details_panel(details, origin_us), details, origin_us

@@ -18,6 +18,7 @@ the ``ProfilerStep#3`` around it.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -49,6 +50,8 @@ class Lane:
         gpu: whether it is a GPU stream.
         pid, tid: the host thread (-1 on a stream's lane).
         device, stream: the GPU stream (-1 on a thread's lane).
+        max_depth: the deepest nesting on it over the whole trace (0: nothing nests), so a
+            figure can give each level of its stack the same sub-row in every view.
     """
 
     label: str
@@ -57,6 +60,7 @@ class Lane:
     tid: int
     device: int
     stream: int
+    max_depth: int = 0
 
 
 @dataclass(frozen=True, eq=False)
@@ -147,6 +151,12 @@ def prepare_timeline(trace: TraceTable) -> TimelineIndex:
     nesting = pd.DataFrame({"pid": lane, "tid": 0, "ts_us": start, "end_us": end})
     parent = nest_parents(nesting).astype(np.int32)  # narrow ints: 1M events index in ~100 MB
     depth = _depths(parent)
+    deepest = np.zeros(len(lanes), dtype=np.int64)
+    np.maximum.at(deepest, lane, depth)
+    lanes = tuple(
+        dataclasses.replace(one, max_depth=int(most))
+        for one, most in zip(lanes, deepest, strict=True)
+    )
     name_code, names = pd.factorize(events["name"].astype(object).to_numpy())
     kind_code, kinds = pd.factorize(events["kind"].astype(object).to_numpy())
     name_code, kind_code = name_code.astype(np.int32), kind_code.astype(np.int8)

@@ -1,8 +1,11 @@
 """One timeline event in detail: its args, its stack, and the CPU/GPU work linked to it.
 
 Launches are linked as the kernel statistics link them (:func:`profiler.analysis.kernels.
-launch_links`): a runtime or driver call and GPU work sharing a ``correlation`` id. Here any
-such call counts, synchronous copies and graph launches included.
+launch_links`): a runtime or driver call and GPU work sharing a ``correlation`` id, the id
+Kineto's ``ac2g`` flow events carry from the one to the other. Here any such call counts,
+synchronous copies and graph launches included. :attr:`EventDetails.flows` are the arrows a
+timeline draws for the event: from a launch call to its own GPU work, or to GPU work from the
+call that launched it.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from profiler.analysis.timeline import TimelineIndex, prepare_timeline
 
 # The most linked events listed; the count says how many there are in all.
 MAX_LINKED = 100
+# The most flow arrows drawn for one event (a graph launch can start hundreds of kernels).
+MAX_FLOWS = 16
 _HOST_CALL_KINDS = ("runtime", "driver")
 _OP_KIND = "cpu_op"
 _BASIC_COLUMNS = frozenset({"name", "cat", "kind", "pid", "tid", "ts_us", "dur_us", "end_us"})
@@ -35,6 +40,8 @@ class EventRef:
         name, kind: its name and kind.
         lane: its lane's label.
         start_us, dur_us: its start and duration.
+        lane_at: its lane's position in the trace's lanes (``TimelineIndex.lanes``).
+        depth: its nesting depth on that lane (0: top level).
     """
 
     row: int
@@ -43,6 +50,8 @@ class EventRef:
     lane: str
     start_us: float
     dur_us: float
+    lane_at: int = -1
+    depth: int = 0
 
 
 @dataclass(frozen=True)
@@ -60,6 +69,9 @@ class EventDetails:
             :data:`MAX_LINKED`; ``launched_count`` counts them all.
         launched_by: for GPU work, the runtime or driver call(s) that launched it.
         launch_op: for GPU work, the innermost CPU op around its launch call, if any.
+        flows: ``(launch call, GPU work)`` pairs to draw as arrows: for a runtime or driver
+            call, to each piece of its own work; for GPU work, from each call that launched
+            it; none for other events. At most :data:`MAX_FLOWS`.
     """
 
     event: EventRef
@@ -70,6 +82,7 @@ class EventDetails:
     launched_count: int
     launched_by: tuple[EventRef, ...]
     launch_op: EventRef | None
+    flows: tuple[tuple[EventRef, EventRef], ...] = ()
 
 
 def event_details(
@@ -93,16 +106,31 @@ def event_details(
     on_gpu = str(events["kind"].iat[at]) in DEVICE_KINDS
     callers = _callers(events, at) if on_gpu else np.empty(0, np.int64)
     work = np.empty(0, np.int64) if on_gpu else _launched(events, index, at)
+    event = _ref(events, index, at)
+    launched = tuple(_ref(events, index, int(p)) for p in work[:MAX_LINKED])
+    launched_by = tuple(_ref(events, index, int(p)) for p in callers)
     return EventDetails(
-        event=_ref(events, index, at),
+        event=event,
         cat=str(events["cat"].iat[at]),
         args=_args(events.iloc[at]),
         stack=tuple(_ref(events, index, p) for p in _ancestors(index, at)),
-        launched=tuple(_ref(events, index, int(p)) for p in work[:MAX_LINKED]),
+        launched=launched,
         launched_count=len(work),
-        launched_by=tuple(_ref(events, index, int(p)) for p in callers),
+        launched_by=launched_by,
         launch_op=_launch_op(events, index, callers),
+        flows=_flows(event, launched, launched_by),
     )
+
+
+def _flows(
+    event: EventRef, launched: tuple[EventRef, ...], launched_by: tuple[EventRef, ...]
+) -> tuple[tuple[EventRef, EventRef], ...]:
+    """The event's own flows: a launch call's to its work, GPU work's from its calls."""
+    if event.kind in DEVICE_KINDS:
+        return tuple((call, event) for call in launched_by[:MAX_FLOWS])
+    if event.kind in _HOST_CALL_KINDS:
+        return tuple((event, work) for work in launched[:MAX_FLOWS])
+    return ()
 
 
 def _ref(events: pd.DataFrame, index: TimelineIndex, at: int) -> EventRef:
@@ -113,6 +141,8 @@ def _ref(events: pd.DataFrame, index: TimelineIndex, at: int) -> EventRef:
         lane=index.lanes[index.lane[at]].label,
         start_us=float(events["ts_us"].iat[at]),
         dur_us=float(events["dur_us"].iat[at]),
+        lane_at=int(index.lane[at]),
+        depth=int(index.depth[at]),
     )
 
 

@@ -526,9 +526,10 @@ def test_show_event_fills_the_details_of_the_clicked_row(root: Path) -> None:
     row = int(events.index[events["name"] == "aten::addmm"][0])
     app, page = _page_module(root)
     with app.server.app_context():
-        panel = page.show_event({"points": [{"customdata": row}]}, files[0], "?run=sample")
-        binned = page.show_event({"points": [{"customdata": None}]}, files[0], "?run=sample")
+        panel, flow, _ = page.show_event({"points": [{"customdata": row}]}, files[0], "?run=sample")
+        binned, *_ = page.show_event({"points": [{"customdata": None}]}, files[0], "?run=sample")
     assert _element(panel, "event-name").children == "aten::addmm"
+    assert flow == {"file": files[0], "flows": []}  # an op: no flow of its own
     assert "zoom in" in binned
 
 
@@ -544,7 +545,7 @@ def test_a_run_of_several_ranks_opens_on_them_and_clicks_find_each_ranks_event(
     app, page = _page_module(root)
     with app.server.app_context():
         tree = page.content(run="ranks")
-        panel = page.show_event(
+        panel, flow, patch = page.show_event(
             {"points": [{"customdata": row, "y": one.first_lane + 1.2}]}, group.key, "?run=ranks"
         )
         zoomed = page._view_of(root, "ranks", group.key, (10.0, 12.0))
@@ -555,6 +556,7 @@ def test_a_run_of_several_ranks_opens_on_them_and_clicks_find_each_ranks_event(
     assert status == f"2 ranks on one clock; {view.view.event_count:,} events drawn exactly"
     assert _element(panel, "event-name").children == "cudaLaunchKernel"
     assert "[4045]" in str(panel)  # rank 1's process, not rank 0's
+    assert flow is None and patch is dash.no_update  # no arrow across a group's lanes
     origin = view.view.span_us[0]
     assert (zoomed.view.start_us, zoomed.view.end_us) == (origin + 10_000.0, origin + 12_000.0)
 
