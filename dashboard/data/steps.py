@@ -2,11 +2,12 @@
 and the deep windows (trace files) that cover them.
 
 The step logs (``meta/steps.<rank>.jsonl``) hold every step; the trace files hold only the
-schedule's windows. A slow step (:func:`profiler.analysis.slow_steps.slow_steps`) is linked to
-the trace file of its rank whose window holds it, where one does: the window's span is the one
-trainprof wrote into the file (``trainprof.window``), else its ``ProfilerStep#N`` ranges, whose
-numbers are the step logs' (trainprof numbers both from the same counter); a foreign trace with
-no step ranges covers no step.
+windows. A slow step (:func:`profiler.analysis.slow_steps.slow_steps`) is linked to the trace
+file of its rank whose window holds it, else to the one it opened (``on_anomaly`` opens a window
+on the steps after a slow one; the file names its trigger's step), where one does. A window's
+span is the one trainprof wrote into the file (``trainprof.window``), else its
+``ProfilerStep#N`` ranges, whose numbers are the step logs' (trainprof numbers both from the
+same counter); a foreign trace with no step ranges covers no step.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from dashboard.data.runs import META_DIR, RUN_META, open_run
 from profiler.analysis.slow_steps import slow_steps
 from profiler.analysis.steps import WHOLE_TRACE_NAME, step_table
 from profiler.analysis.table import TraceTable
+from profiler.analysis.triggers import window_trigger
 
 #: How many runs' step records stay in memory (a record is ~1 KB: 100 MB per 100k steps).
 _LOG_RUNS = 4
@@ -39,16 +41,24 @@ class DeepWindow:
         rank: the rank that wrote it.
         first_step: its first ``ProfilerStep#N``.
         last_step: its last.
+        opened_by: the step after which a trigger opened it (the slow step, for
+            ``on_anomaly``); None for a scheduled window.
     """
 
     file: str
     rank: int
     first_step: int
     last_step: int
+    opened_by: int | None = None
 
     def covers(self, rank: int, step: int) -> bool:
         """Whether this window recorded step ``step`` of rank ``rank``."""
         return self.rank == rank and self.first_step <= step <= self.last_step
+
+    def opened_after(self, rank: int, step: int) -> bool:
+        """Whether step ``step`` of rank ``rank`` opened this window (``on_anomaly``, a capture
+        request): the window records the steps after it."""
+        return self.rank == rank and self.opened_by == step
 
 
 @dataclass(frozen=True)
@@ -60,7 +70,10 @@ class StepsData:
         device: the training device as ``run.json`` records it (``cpu``, ``cuda``), or None.
         steps: every step-log record, each with its ``rank``, rank by rank in file order.
         slow: the slow steps (``rank``, ``step``, ``dur_us``, ``median_us``, ``ratio``) with
-            ``file``: the trace file whose window covers the step, or None.
+            ``file``: the trace file whose window recorded the step, else the one whose window
+            the step opened (``on_anomaly`` records the steps after a slow one), else None;
+            ``first_step`` and ``last_step``: that window's span; ``opened``: whether the step
+            opened it rather than being recorded in it.
         windows: every trace file's window that has steps, in file order.
         errors: one line per file that could not be read, naming it.
     """
@@ -88,10 +101,7 @@ def run_steps(root: str | Path, name: str) -> StepsData:
     found, errors = gather(run.fingerprints(), _trace_window)
     windows = tuple(window for window in found if window is not None)
     logs = _read_logs(root, name, str(run.path))
-    slow = [
-        {**row, "file": next((w.file for w in windows if w.covers(row["rank"], row["step"])), None)}
-        for row in logs.slow
-    ]
+    slow = [{**row, **_window_of(windows, row["rank"], row["step"])} for row in logs.slow]
     meta = run.meta
     problems = [f"{META_DIR}/{RUN_META}: {meta.problem}"] if meta.problem else []
     problems += meta.rank_problems
@@ -140,6 +150,22 @@ def _read_logs(root: str | Path, name: str, run_dir: str) -> _Logs:
         return logs
 
 
+def _window_of(windows: tuple[DeepWindow, ...], rank: int, step: int) -> dict[str, Any]:
+    """The window that recorded step ``step`` of ``rank``, else the one it opened."""
+    window = next((w for w in windows if w.covers(rank, step)), None)
+    opened = window is None
+    if opened:
+        window = next((w for w in windows if w.opened_after(rank, step)), None)
+    if window is None:
+        return {"file": None, "first_step": None, "last_step": None, "opened": False}
+    return {
+        "file": window.file,
+        "first_step": window.first_step,
+        "last_step": window.last_step,
+        "opened": opened,
+    }
+
+
 @per_trace
 def _trace_window(trace: TraceTable, file: Path) -> DeepWindow | None:
     """The steps one trace file recorded: its window's span as trainprof wrote it, else its
@@ -149,8 +175,10 @@ def _trace_window(trace: TraceTable, file: Path) -> DeepWindow | None:
     first, last = (
         (span.get("first_step"), span.get("last_step")) if isinstance(span, dict) else (None, None)
     )
+    trigger = window_trigger(trace)
     if type(first) is int and type(last) is int:
-        return DeepWindow(file.name, trace.rank, first, last)
+        opened_by = None if trigger is None else trigger.step
+        return DeepWindow(file.name, trace.rank, first, last, opened_by)
     steps = step_table(trace)
     numbers = steps["step"][steps["name"] != WHOLE_TRACE_NAME]
     if numbers.empty:

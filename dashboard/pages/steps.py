@@ -3,7 +3,8 @@
 Step time and data wait with the slow steps marked, the forward/backward/optimizer split of the
 steps whose split was timed, memory, CPU % and GPU utilisation and memory where the system
 sampler took them ("not sampled" where it did not). Each slow step is listed with the deep
-window (trace file) that covers it; a click on the window opens it in the Timeline.
+window (trace file) that recorded it, or the one it opened (``on_anomaly``); a click on the
+window opens it in the Timeline.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ SLOW_COLUMNS = (
     Column("median_us", "running median ms", "ms"),
     Column("ratio", "x median", "rate"),
     Column("window", "deep window (opens the Timeline)", wide=True, link=True),
+    Column("recorded", "window records"),
 )
 
 
@@ -92,8 +94,9 @@ def steps_sections(data: StepsData) -> list[Any]:
 
 def slow_rows(data: StepsData) -> list[dict[str, Any]]:
     """The slow-step table's rows: each slow step with its window's file or "no deep window",
-    the Timeline link it opens (``href``: absent without a window) and its ``id``
-    (``rank:step``)."""
+    the steps the window recorded (and whether the slow step opened it), the Timeline link it
+    opens (``href``: absent without a window; ``step``: the slow step, or the window's first
+    when the step opened it) and its ``id`` (``rank:step``)."""
     rows = []
     for slow in data.slow:
         row = {key: slow[key] for key in ("rank", "step", "dur_us", "median_us", "ratio")}
@@ -101,7 +104,10 @@ def slow_rows(data: StepsData) -> list[dict[str, Any]]:
         file = slow.get("file")
         row["window"] = file or NO_WINDOW
         if file:
-            query = {RUN_PARAM: data.name, "file": file, "step": slow["step"]}
+            first, last, opened = slow["first_step"], slow["last_step"], slow["opened"]
+            span = f"step {first}" if first == last else f"steps {first}-{last}"
+            row["recorded"] = span + (", opened by this step" if opened else "")
+            query = {RUN_PARAM: data.name, "file": file, "step": first if opened else slow["step"]}
             row["href"] = "/timeline?" + urlencode(query, safe="/")
         rows.append(row)
     return rows

@@ -3,9 +3,11 @@ called directly; the browser test is tests/dashboard/test_steps_browser.py."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import shutil
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +75,7 @@ def test_a_slow_step_links_the_window_that_covers_it(tmp_path: Path) -> None:
     page = _page(root)
     rows = page.slow_rows(data)
     assert [r["window"] for r in rows] == [page.NO_WINDOW, SECOND_WINDOW.file]
+    assert "recorded" not in rows[0] and rows[1]["recorded"] == "steps 15-17"
     assert "href" not in rows[0]
     assert rows[1]["href"] == f"/timeline?run=sample&file={SECOND_WINDOW.file}&step=16"
 
@@ -81,6 +84,22 @@ def test_a_slow_step_links_the_window_that_covers_it(tmp_path: Path) -> None:
     assert page.open_window({**click, "rowId": "0:13"}, rows) is dash.no_update
     assert page.open_window({**click, "colId": "step"}, rows) is dash.no_update
     assert page.open_window(None, rows) is dash.no_update
+
+
+def test_a_slow_step_links_the_window_it_opened(tmp_path: Path) -> None:
+    # As on_anomaly writes it: the second window names step 13 as the trigger it opened after.
+    root = _sample(tmp_path, slow={13: 100_000.0})
+    path = root / "sample" / SECOND_WINDOW.file
+    trace = json.loads(gzip.decompress(path.read_bytes()))
+    trace["trainprof"]["window"]["trigger"] = {"kind": "anomaly", "step": 13, "factor": 2.0}
+    path.write_bytes(gzip.compress(json.dumps(trace).encode()))
+    data = run_steps(root, "sample")
+    assert data.windows[1] == replace(SECOND_WINDOW, opened_by=13)
+    (slow,) = data.slow
+    assert (slow["file"], slow["opened"]) == (SECOND_WINDOW.file, True)
+    (row,) = _page(root).slow_rows(data)
+    assert row["recorded"] == "steps 15-17, opened by this step"
+    assert row["href"].endswith("&step=15")  # the window's first step: 13 is not in it
 
 
 def test_lines_appended_or_a_log_rewritten_are_seen(tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
-"""The Steps page in headless Chromium, on a run captured here: the phase split, CPU % and RSS,
-and a slow step linked to the deep window that recorded it."""
+"""The Steps page in headless Chromium, on a run captured here with no schedule but
+``on_anomaly``: the phase split, CPU % and RSS, and a slow step linked to the one deep window,
+which it opened."""
 
 from __future__ import annotations
 
@@ -25,8 +26,11 @@ from tests.dashboard.browser import (
 pytestmark = pytest.mark.browser
 
 STEPS = 20
-SLOW = 13  # the window's first recorded step: wait 12, warm up 1, record 3
+SLOW = 13  # past on_anomaly's first 10 steps; its window warms up at 14 and records 15-17
 STALL_S = 0.5  # far above 2x any step of this model, however loaded the machine
+# Only the stall opens the window: a step must take 5x the median and 200 ms more (the page
+# still marks slow steps by the default rule, 2x and 1 ms).
+TRIGGER = {"factor": 5.0, "min_excess_ms": 200.0, "max_windows": 1}
 
 
 def stalled_loader(batches: list[Any]) -> Iterator[Any]:
@@ -49,7 +53,7 @@ def test_steps_page_shows_the_split_the_system_metrics_and_a_linked_slow_step(
         steps=STEPS,
         run_name="captured",
         loader=stalled_loader(batches),
-        schedule=profiler.schedule(wait=12, warmup=1, active=3, repeat=1),
+        schedule=profiler.on_anomaly(**TRIGGER),
         system_metrics=True,
     )
     (window,) = [Path(path).name for path in prof.trace_files]
@@ -79,6 +83,8 @@ def test_steps_page_shows_the_split_the_system_metrics_and_a_linked_slow_step(
     row = f'#steps-slow .ag-center-cols-container .ag-row[row-id="0:{SLOW}"]'
     cell = dash_duo.find_element(f'{row} .ag-cell[col-id="window"]')
     assert cell.text == window
+    recorded = dash_duo.find_element(f'{row} .ag-cell[col-id="recorded"]').text
+    assert recorded == f"steps {SLOW + 2}-{SLOW + 4}, opened by this step"
     cell.click()
     url = wait_for_url(dash_duo, lambda u: "/timeline" in u)
     assert (query_value(url), query_value(url, "file")) == ("captured", window)
