@@ -4,6 +4,7 @@ with a button that jumps to it; and in Chromium, a click on a kernel doing all o
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 from pathlib import Path
@@ -26,6 +27,7 @@ from profiler.events import PHASE_FLOW_END, PHASE_FLOW_START, Category
 from tests.conftest import REFERENCE_TRACES
 from tests.dashboard.browser import WAIT_S, open_path, plotly_data
 from tests.dashboard.test_timeline import _click_row, _element, _page_module
+from tests.peers import hta_load
 
 HTA = REFERENCE_TRACES / "hta"
 RUN = "alexnet"
@@ -70,17 +72,41 @@ def test_each_kernels_flow_is_the_launch_its_ac2g_flow_event_starts_at(name: str
         assert (call, work) in [(a.row, b.row) for a, b in from_call.flows]
 
 
+@functools.cache
+def _launch_flows(name: str) -> frozenset[tuple[int, int]]:
+    """``(call, work)`` rows of every runtime or driver call's flows in reference trace ``name``."""
+    trace = load_trace(HTA / f"{name}.json.gz")
+    events, index = trace.events, prepare_timeline(trace)
+    return frozenset(
+        (a.row, b.row)
+        for row in events.index[events["kind"].isin(["runtime", "driver"])]
+        for a, b in event_details(trace, int(row), index=index).flows
+    )
+
+
 def test_the_correlation_links_every_ac2g_flow_of_a_trace_and_no_other(alexnet: Any) -> None:
     pairs = ac2g_pairs(alexnet)
-    events = alexnet.events
-    index = prepare_timeline(alexnet)
-    launches = events.index[events["kind"].isin(["runtime", "driver"])]
-    linked = {
-        (a.row, b.row)
-        for row in launches
-        for a, b in event_details(alexnet, int(row), index=index).flows
+    assert _launch_flows("alexnet") == set(zip(pairs["call"], pairs["work"], strict=True))
+
+
+@pytest.mark.parametrize("name", ("alexnet", "amd_mi250", "triton"))
+def test_the_flows_are_htas_cpu_gpu_correlation(name: str, tmp_path: Path) -> None:
+    shutil.copy(HTA / f"{name}.json.gz", tmp_path)
+    peer = hta_load(tmp_path).t
+    frame, names = peer.get_trace(0), peer.symbol_table.sym_table
+    events = load_trace(HTA / f"{name}.json.gz").events
+    syncs = set(events.loc[events["kind"] == "sync", "name"])  # HTA links them too; no GPU work
+    gpu = frame[(frame["stream"] >= 0) & (frame["index_correlation"] > 0)]
+    theirs = {
+        (int(c), names[int(frame.loc[at, "name"])], names[int(n)])
+        for c, at, n in zip(gpu["correlation"], gpu["index_correlation"], gpu["name"], strict=True)
     }
-    assert linked == set(zip(pairs["call"], pairs["work"], strict=True))
+    theirs = {pair for pair in theirs if pair[2] not in syncs}
+    ours = {
+        (int(events.loc[call, "correlation"]), events.loc[call, "name"], events.loc[work, "name"])
+        for call, work in _launch_flows(name)
+    }
+    assert ours == theirs and ours
 
 
 def test_an_op_has_no_flow_of_its_own_though_it_launched_work(alexnet: Any) -> None:
