@@ -97,7 +97,7 @@ QUICK = Settings(
     rounds=12, block_s=0.1, warmup_steps=3, pair_s=1.5, breakdown_steps=300, micro_calls=2_000
 )
 FULL = Settings(
-    rounds=60, block_s=0.15, warmup_steps=5, pair_s=6.0, breakdown_steps=1_500, micro_calls=10_000
+    rounds=60, block_s=0.15, warmup_steps=5, pair_s=20.0, breakdown_steps=1_500, micro_calls=10_000
 )
 
 
@@ -357,6 +357,7 @@ def ratios(results: list[Comparison], steps: list[Interleaved]) -> list[Ratio]:
         for stat, value, (low, high) in (
             ("median", r.delta_pct, r.ci_pct),
             ("trimmed mean", r.mean_pct, r.mean_ci_pct),
+            *((("whole", r.whole_pct, r.whole_ci_pct),) if r.rare_us else ()),
         ):
             note = f"95% CI {low:+.2f}..{high:+.2f}, {r.pairs} pairs"
             found.append(Ratio(f"{name}, {stat}", value, target, comparison, "%", note))
@@ -440,12 +441,18 @@ class Interleaved:
     on_us: float
     delta_us: float  # median over pairs of (on step - off step)
     delta_ci_us: tuple[float, float]
-    # The trimmed mean over pairs counts what hits one step in several (the phase split, timed on
-    # a sample of steps; the step log's write once a second), which the median passes over.
+    # The trimmed mean over pairs also counts the phase-timed steps (one in phase_every), but the
+    # step log's write once a second lands in the trimmed tail with the preempted steps.
     mean_delta_us: float
     mean_ci_us: tuple[float, float]
     sections_off_us: dict[str, float]
     sections_delta_us: dict[str, float]
+    # The whole cost per step, rare steps included at their real rate: the median over the
+    # ordinary pairs plus what each rare kind of step costs more (its pairs' median over the
+    # ordinary median) times how often it comes (see ``rare_costs``).
+    whole_us: float = 0.0
+    whole_ci_us: tuple[float, float] = (0.0, 0.0)
+    rare_us: dict[str, float] = field(default_factory=dict)  # each rare kind's share, µs/step
 
     @property
     def delta_pct(self) -> float:
@@ -453,7 +460,7 @@ class Interleaved:
 
     @property
     def ci_pct(self) -> tuple[float, float]:
-        return self._pct(self.delta_ci_us[0]), self._pct(self.delta_ci_us[1])
+        return self._pcts(self.delta_ci_us)
 
     @property
     def mean_pct(self) -> float:
@@ -461,10 +468,21 @@ class Interleaved:
 
     @property
     def mean_ci_pct(self) -> tuple[float, float]:
-        return self._pct(self.mean_ci_us[0]), self._pct(self.mean_ci_us[1])
+        return self._pcts(self.mean_ci_us)
+
+    @property
+    def whole_pct(self) -> float:
+        return self._pct(self.whole_us)
+
+    @property
+    def whole_ci_pct(self) -> tuple[float, float]:
+        return self._pcts(self.whole_ci_us)
 
     def _pct(self, us: float) -> float:
         return 100 * us / self.off_us
+
+    def _pcts(self, interval: tuple[float, float]) -> tuple[float, float]:
+        return self._pct(interval[0]), self._pct(interval[1])
 
 
 def trimmed_mean(values: list[float], share: float = TRIM_SHARE) -> float:
@@ -486,12 +504,42 @@ def _bootstrap(
     return found[int(0.025 * resamples)], found[int(0.975 * resamples) - 1]
 
 
+# What an "on" step did besides the ordinary light path, read from the session around its
+# prof.step(): INSTALLS puts the phase split's wrapper and hooks in place for the next step, TIMED
+# is timed (its prof.step() takes them off), FLUSHES hands the rows over (once a second).
+ORDINARY, INSTALLS, TIMED, FLUSHES = "ordinary", "installs", "timed", "flushes"
+
+
+def rare_costs(
+    deltas: list[float], kinds: list[str], rows: list[int], every: int, steps_per_flush: float
+) -> dict[str, float]:
+    """Each rare kind's cost per step of the run, in µs: its pairs' median over the ordinary
+    pairs' median, times its rate (one step in ``every`` installs and one is timed;
+    the flush is counted per row, one row a step). A kind no measured pair saw counts 0."""
+    ordinary = statistics.median(d for d, k in zip(deltas, kinds, strict=True) if k == ORDINARY)
+    costs: dict[str, float] = {}
+    for kind, rate in ((INSTALLS, 1 / every), (TIMED, 1 / every)):
+        extra = [d - ordinary for d, k in zip(deltas, kinds, strict=True) if k == kind]
+        costs[kind] = statistics.median(extra) * rate if extra else 0.0
+    per_row = [
+        (d - ordinary) / n for d, k, n in zip(deltas, kinds, rows, strict=True) if k == FLUSHES
+    ]
+    costs[FLUSHES] = statistics.median(per_row) if per_row else 0.0
+    costs["steps_per_flush"] = steps_per_flush
+    return costs
+
+
 def interleaved(work: Workload, out_dir: Path, pairs: int, *, aa: bool) -> Interleaved | None:
     """Run the step-interleaved comparison; None where the session has no attach()/detach()."""
+    from profiler.capture import step_metrics
+
     model, opt = work.model, work.optimizer
     data = work.data(4 * pairs + 4)
     on_steps: list[tuple[int, ...]] = []
     off_steps: list[tuple[int, ...]] = []
+    kinds: list[str] = []  # of each measured "on" step
+    rows: list[int] = []  # rows its prof.step() handed over
+    flushes = 0
     gc.collect()
     with profiler.profile(
         model,
@@ -510,6 +558,7 @@ def interleaved(work: Workload, out_dir: Path, pairs: int, *, aa: bool) -> Inter
             if on != attached:
                 metrics.attach() if on else metrics.detach()  # type: ignore[union-attr]
                 attached = on
+            timed, pending = getattr(metrics, "_timed", False), len(getattr(metrics, "_rows", ()))
             t0 = perf_ns()
             x, y = next(wrapped) if on else next(bare)
             t1 = perf_ns()
@@ -524,17 +573,25 @@ def interleaved(work: Workload, out_dir: Path, pairs: int, *, aa: bool) -> Inter
             if on:
                 prof.step()
             t6 = perf_ns()
+            handed = pending + 1 - len(getattr(metrics, "_rows", ())) if on else 0
+            flushes += handed > 1
             if index % 2 == 1:
                 arm = on_steps if (index // 2) % 2 == 0 else off_steps
                 arm.append((t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5, t6 - t0))
+                if arm is on_steps:
+                    installs = getattr(metrics, "_timed", False) and not timed
+                    kind = FLUSHES if handed > 1 else TIMED if timed else ORDINARY
+                    kinds.append(INSTALLS if installs and kind == ORDINARY else kind)
+                    rows.append(handed)
         if not attached:
             metrics.attach()  # type: ignore[union-attr]
     deltas = [(a[-1] - b[-1]) / 1000 for a, b in zip(on_steps, off_steps, strict=True)]
-    return Interleaved(
+    off_us = statistics.median(b[-1] for b in off_steps) / 1000
+    result = Interleaved(
         workload=work.name,
         aa=aa,
         pairs=pairs,
-        off_us=statistics.median(b[-1] for b in off_steps) / 1000,
+        off_us=off_us,
         on_us=statistics.median(a[-1] for a in on_steps) / 1000,
         delta_us=statistics.median(deltas),
         delta_ci_us=_bootstrap(deltas),
@@ -550,6 +607,16 @@ def interleaved(work: Workload, out_dir: Path, pairs: int, *, aa: bool) -> Inter
             for i, name in enumerate(SECTIONS)
         },
     )
+    if not aa and ORDINARY in kinds:
+        every = step_metrics.phase_every(round(off_us * 1000))
+        rare = rare_costs(deltas, kinds, rows, every, 2 * pairs / max(1, flushes))
+        ordinary = [d for d, k in zip(deltas, kinds, strict=True) if k == ORDINARY]
+        extra = sum(v for k, v in rare.items() if k != "steps_per_flush")
+        low, high = _bootstrap(ordinary)
+        result.whole_us = statistics.median(ordinary) + extra
+        result.whole_ci_us = (low + extra, high + extra)
+        result.rare_us = rare
+    return result
 
 
 def measure_interleaved(
@@ -1154,15 +1221,18 @@ def parse_args(argv: Iterable[str] | None = None) -> argparse.Namespace:
 def interleaved_table(results: list[Interleaved]) -> Table:
     table = Table(
         title="Step-interleaved on/off within one session (system_metrics=False): per-pair "
-        "differences in µs/step (sections: medians); met: both the median and the trimmed mean"
+        "differences in µs/step (sections: medians); whole = ordinary pairs' median + the rare "
+        "steps at their rate; met: the median, the trimmed mean and the whole"
     )
     columns = ["workload", "run", "pairs", "bare µs/step", *(f"Δ {n}" for n in SECTIONS)]
-    columns += ["median Δ µs", "median Δ % [95% CI]", "trimmed mean Δ µs"]
-    columns += ["trimmed mean Δ % [95% CI]", "met"]
+    columns += ["median Δ µs", "median Δ % [95% CI]", "trimmed mean Δ % [95% CI]"]
+    columns += ["whole Δ µs", "whole Δ % [95% CI]", "met"]
     for index, name in enumerate(columns):
         table.add_column(name, justify="left" if index < 2 else "right")
     for r in results:
-        estimates = ((r.delta_pct, r.ci_pct), (r.mean_pct, r.mean_ci_pct))
+        estimates = [(r.delta_pct, r.ci_pct), (r.mean_pct, r.mean_ci_pct)]
+        if r.rare_us:
+            estimates.append((r.whole_pct, r.whole_ci_pct))
         if r.aa:
             met = "n/a"
         else:
@@ -1177,11 +1247,26 @@ def interleaved_table(results: list[Interleaved]) -> Table:
             *(f"{r.sections_delta_us[name]:+.1f}" for name in SECTIONS),
             f"{r.delta_us:+.1f}",
             _pct_ci(*estimates[0]),
-            f"{r.mean_delta_us:+.1f}",
             _pct_ci(*estimates[1]),
+            f"{r.whole_us:+.1f}" if r.rare_us else "",
+            _pct_ci(*estimates[2]) if r.rare_us else "",
             met,
         )
     return table
+
+
+def rare_note(results: list[Interleaved]) -> str:
+    """What the rare steps add to each on-vs-off run's whole figure, in µs per step."""
+    notes = []
+    for r in results:
+        if r.rare_us:
+            rare = r.rare_us
+            notes.append(
+                f"{r.workload}: phase split {rare[INSTALLS]:+.2f} (putting it in place) "
+                f"{rare[TIMED]:+.2f} (the timed step), step log {rare[FLUSHES]:+.2f} (one row a "
+                f"step, handed over every {rare['steps_per_flush']:.0f} steps)"
+            )
+    return "rare steps, µs per step of the run: " + "; ".join(notes) if notes else ""
 
 
 def _pct_ci(value: float, ci: tuple[float, float]) -> str:
@@ -1237,6 +1322,7 @@ def main(argv: Iterable[str] | None = None) -> int:
         )
         if steps:
             console.print(interleaved_table(steps))
+            console.print(rare_note(steps))
         console.print(
             f"CPU busy during the measurement, all processes (/proc/stat): {info['cpu_busy_pct']}"
             f" (this process keeps one CPU busy); load average now {info['loadavg_end']}"
