@@ -22,8 +22,10 @@ WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::"})
 # Dash starts its renderer from an inline script, allowed by its hash and those of the
 # clientside callbacks (``content_security_policy``), never by 'unsafe-inline'; plotly, the
 # dropdowns and the grid set inline styles and inject <style> elements, hence 'unsafe-inline'
-# for styles only; the grid's icons are data: SVG images. Neither Dash nor plotly nor the grid's
-# "function" formatters need 'unsafe-eval' here. Everything else is the app's own, or nothing.
+# for styles only; the grid's icons are data: SVG images. Neither Dash nor the grid's "function"
+# formatters need 'unsafe-eval', nor does plotly's strict bundle, which the app serves from
+# assets/vendor in place of plotly.min.js (whose WebGL traces, the Timeline's, compile code with
+# new Function()). Everything else is the app's own, or nothing.
 _POLICY = (
     ("default-src", "'self'"),
     ("script-src", "'self'"),

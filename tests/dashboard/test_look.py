@@ -147,3 +147,51 @@ def test_only_a_framable_app_draws_in_another_origins_frame(
         assert dash_duo.driver.title != "trainprof"
         assert not dash_duo.driver.find_elements("css selector", "#react-entry-point")
     dash_duo.driver.switch_to.default_content()
+
+
+@pytest.fixture
+def webgl_driver() -> Iterator[Any]:
+    """Chromium as the other tests start it, but with (software) WebGL, as users' browsers."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+
+    from tests.dashboard.conftest import CHROME_ARGS, CHROMIUM
+
+    options = Options()
+    webgl = ("--use-angle=swiftshader", "--enable-unsafe-swiftshader")
+    for argument in [a for a in CHROME_ARGS if a != "--disable-gpu"] + list(webgl):
+        options.add_argument(argument)
+    options.binary_location = str(CHROMIUM)
+    driver = webdriver.Chrome(options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def test_the_timeline_draws_with_webgl_under_the_content_security_policy(
+    dash_duo: Any, root: Path, webgl_driver: Any
+) -> None:
+    # plotly.min.js compiles its WebGL code with new Function(), which the policy (no
+    # 'unsafe-eval') refuses: scattergl then says "WebGL is not supported". The app serves
+    # plotly's strict bundle instead, which needs no eval.
+    dash_duo.start_server(create_app(root), port=free_port())
+    assert webgl_driver.execute_script(
+        "return !!document.createElement('canvas').getContext('webgl')"
+    )
+
+    webgl_driver.get(f"{dash_duo.server_url}/timeline?run=sample")
+    graph = "document.querySelector('#timeline .js-plotly-plot')"
+    drawn = f"return !!{graph}?._fullLayout;"
+    WebDriverWait(webgl_driver, WAIT_S * 2).until(lambda d: d.execute_script(drawn))
+
+    text = webgl_driver.execute_script("return document.body.innerText")
+    assert "WebGL is not supported" not in text
+    assert webgl_driver.find_elements("css selector", "#timeline .gl-container canvas")
+    plotly = webgl_driver.execute_script(
+        "return performance.getEntriesByType('resource').map(e => e.name)"
+        ".filter(u => u.includes('plotly'))"
+    )
+    assert [url.split("?")[0].rsplit("/", 1)[-1] for url in plotly] == ["plotly-strict.min.js"]
+    refused = [e for e in webgl_driver.get_log("browser") if "Content Security" in e["message"]]
+    assert refused == []
