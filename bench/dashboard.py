@@ -125,11 +125,19 @@ def _wait_for_port(port: int, server: subprocess.Popen[bytes]) -> None:
     raise TimeoutError(f"the dashboard server did not listen on port {port}")
 
 
+# Software WebGL, as users' browsers have WebGL (the tests' Chromium runs with --disable-gpu).
+WEBGL_ARGS = ("--use-angle=swiftshader", "--enable-unsafe-swiftshader")
+
+
 @contextmanager
-def browser(window: tuple[int, int] = WINDOW) -> Iterator[webdriver.Chrome]:
-    """Headless Chromium with the browser tests' options, at a fixed window size."""
+def browser(window: tuple[int, int] = WINDOW, *, webgl: bool = False) -> Iterator[webdriver.Chrome]:
+    """Headless Chromium with the browser tests' options, at a fixed window size; with
+    ``webgl``, WebGL in software instead of no GPU."""
+    arguments = [*CHROME_ARGS, f"--window-size={window[0]},{window[1]}"]
+    if webgl:
+        arguments = [a for a in arguments if a != "--disable-gpu"] + list(WEBGL_ARGS)
     options = Options()
-    for argument in (*CHROME_ARGS, f"--window-size={window[0]},{window[1]}"):
+    for argument in arguments:
         options.add_argument(argument)
     options.binary_location = str(CHROMIUM)
     driver = webdriver.Chrome(options=options)

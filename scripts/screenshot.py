@@ -17,8 +17,6 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,8 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as `python scripts/screenshot.py`
     sys.path.insert(0, str(REPO))
 
-from bench.dashboard import serve  # noqa: E402
-from tests.dashboard.conftest import CHROME_ARGS, CHROMIUM  # noqa: E402
+from bench.dashboard import browser, serve  # noqa: E402
 
 DEFAULT_OUT_DIR = REPO / "docs" / "images"
 WIDTH_PX = 1280
@@ -43,8 +40,6 @@ SETTLE_S = 1.5  # plotly's and the grid's own transitions, after they exist
 MAX_BYTES = 250 * 1024
 TWO_RANKS = ("two_ranks_rank-0.json.gz", "two_ranks_rank-1.json.gz")
 GPU_RUN = "reference/two_ranks"
-# The Timeline draws with WebGL (scattergl): headless Chromium has it in software only.
-WEBGL_ARGS = ("--use-angle=swiftshader", "--enable-unsafe-swiftshader")
 # Ready when the page's body is filled, every figure drawn, every grid has rows, no spinner.
 PAGE_READY = """
     const [wanted] = arguments;
@@ -111,7 +106,7 @@ def capture(root: Path, shots: list[Shot], out_dir: Path) -> list[Path]:
     with (
         tempfile.TemporaryDirectory() as tmp,
         serve(root, Path(tmp) / "server.log") as base,
-        browser() as driver,
+        browser((WIDTH_PX, FIRST_HEIGHT_PX), webgl=True) as driver,  # the Timeline: WebGL
     ):
         for shot in shots:
             driver.set_window_size(WIDTH_PX, FIRST_HEIGHT_PX)
@@ -131,24 +126,6 @@ def capture(root: Path, shots: list[Shot], out_dir: Path) -> list[Path]:
             saved.append(out)
             print(f"{out.name}: {out.stat().st_size / 1024:.0f} KB", flush=True)
     return saved
-
-
-@contextmanager
-def browser() -> Iterator[Any]:
-    """Headless Chromium as the browser tests start it, with software WebGL."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
-
-    options = Options()
-    for argument in (*CHROME_ARGS, *WEBGL_ARGS, f"--window-size={WIDTH_PX},{FIRST_HEIGHT_PX}"):
-        if argument != "--disable-gpu":
-            options.add_argument(argument)
-    options.binary_location = str(CHROMIUM)
-    driver = webdriver.Chrome(options=options)
-    try:
-        yield driver
-    finally:
-        driver.quit()
 
 
 def _wait_ready(driver: Any, shot: Shot) -> None:

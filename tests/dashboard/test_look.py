@@ -14,6 +14,7 @@ import dash
 import pytest
 from selenium.webdriver.support.ui import WebDriverWait
 
+from bench.dashboard import browser
 from dashboard.app import create_app
 from dashboard.figures.palette import FONT_FAMILY
 from tests.conftest import REFERENCE_TRACES
@@ -152,21 +153,8 @@ def test_only_a_framable_app_draws_in_another_origins_frame(
 @pytest.fixture
 def webgl_driver() -> Iterator[Any]:
     """Chromium as the other tests start it, but with (software) WebGL, as users' browsers."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
-
-    from tests.dashboard.conftest import CHROME_ARGS, CHROMIUM
-
-    options = Options()
-    webgl = ("--use-angle=swiftshader", "--enable-unsafe-swiftshader")
-    for argument in [a for a in CHROME_ARGS if a != "--disable-gpu"] + list(webgl):
-        options.add_argument(argument)
-    options.binary_location = str(CHROMIUM)
-    driver = webdriver.Chrome(options=options)
-    try:
+    with browser((WIDTH, HEIGHT), webgl=True) as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def test_the_timeline_draws_with_webgl_under_the_content_security_policy(
