@@ -448,8 +448,8 @@ class Interleaved:
     sections_off_us: dict[str, float]
     sections_delta_us: dict[str, float]
     # The whole cost per step, rare steps included at their real rate: the median over the
-    # ordinary pairs plus what each rare kind of step costs more (its pairs' median over the
-    # ordinary median) times how often it comes (see ``rare_costs``).
+    # ordinary pairs plus what each rare kind of step costs more than an ordinary "on" step,
+    # times how often it comes (see ``rare_costs``).
     whole_us: float = 0.0
     whole_ci_us: tuple[float, float] = (0.0, 0.0)
     rare_us: dict[str, float] = field(default_factory=dict)  # each rare kind's share, µs/step
@@ -510,21 +510,47 @@ def _bootstrap(
 ORDINARY, INSTALLS, TIMED, FLUSHES = "ordinary", "installs", "timed", "flushes"
 
 
+# Where each rare kind's own work lands: prof.step() puts the split in place, takes it off and
+# flushes; a timed step also runs the forward wrapper and the optimizer hooks.
+RARE_SECTIONS = {
+    INSTALLS: ("prof.step",),
+    TIMED: ("forward", "opt.step", "prof.step"),
+    FLUSHES: ("prof.step",),
+}
+
+
 def rare_costs(
-    deltas: list[float], kinds: list[str], rows: list[int], every: int, steps_per_flush: float
+    sections: list[dict[str, float]],
+    kinds: list[str],
+    rows: list[int],
+    every: int,
+    steps_per_flush: float,
 ) -> dict[str, float]:
-    """Each rare kind's cost per step of the run, in µs: its pairs' median over the ordinary
-    pairs' median, times its rate (one step in ``every`` installs and one is timed;
-    the flush is counted per row, one row a step). A kind no measured pair saw counts 0."""
-    ordinary = statistics.median(d for d, k in zip(deltas, kinds, strict=True) if k == ORDINARY)
+    """Each rare kind's cost per step of the run, in µs, from the "on" steps alone.
+
+    A kind's extra is the median over its steps of the sections its work lands in
+    (``RARE_SECTIONS``) less the same over the ordinary steps: short sections, which a preempted
+    step rarely hits, where the whole step's difference is noisy on few steps. It is charged at
+    its rate: one step in ``every`` installs the split and one is timed; the flush per row, one
+    row a step. A kind no measured step saw counts 0.
+
+    Args:
+        sections: each measured "on" step's sections, in µs.
+        kinds: each step's kind (``ORDINARY``, ``INSTALLS``, ``TIMED`` or ``FLUSHES``).
+        rows: the rows each step's prof.step() handed over.
+        every: the phase split's sampling interval for this step time.
+        steps_per_flush: kept in the result, for the report.
+    """
+    ordinary = [step for step, kind in zip(sections, kinds, strict=True) if kind == ORDINARY]
     costs: dict[str, float] = {}
-    for kind, rate in ((INSTALLS, 1 / every), (TIMED, 1 / every)):
-        extra = [d - ordinary for d, k in zip(deltas, kinds, strict=True) if k == kind]
-        costs[kind] = statistics.median(extra) * rate if extra else 0.0
-    per_row = [
-        (d - ordinary) / n for d, k, n in zip(deltas, kinds, rows, strict=True) if k == FLUSHES
-    ]
-    costs[FLUSHES] = statistics.median(per_row) if per_row else 0.0
+    for kind, names in RARE_SECTIONS.items():
+        base = statistics.median(sum(step[name] for name in names) for step in ordinary)
+        extra = [  # the flush per row (one row a step); the phase split one step in ``every``
+            (sum(step[name] for name in names) - base) / (count if kind == FLUSHES else every)
+            for step, k, count in zip(sections, kinds, rows, strict=True)
+            if k == kind
+        ]
+        costs[kind] = statistics.median(extra) if extra else 0.0
     costs["steps_per_flush"] = steps_per_flush
     return costs
 
@@ -609,7 +635,8 @@ def interleaved(work: Workload, out_dir: Path, pairs: int, *, aa: bool) -> Inter
     )
     if not aa and ORDINARY in kinds:
         every = step_metrics.phase_every(round(off_us * 1000))
-        rare = rare_costs(deltas, kinds, rows, every, 2 * pairs / max(1, flushes))
+        on_sections = [{name: a[i] / 1000 for i, name in enumerate(SECTIONS)} for a in on_steps]
+        rare = rare_costs(on_sections, kinds, rows, every, 2 * pairs / max(1, flushes))
         ordinary = [d for d, k in zip(deltas, kinds, strict=True) if k == ORDINARY]
         extra = sum(v for k, v in rare.items() if k != "steps_per_flush")
         low, high = _bootstrap(ordinary)

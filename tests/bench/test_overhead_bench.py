@@ -1,7 +1,6 @@
 """bench/overhead.py's step-interleaved statistics: the rare steps (the phase split put in
 place, a timed step, the step log's flush) are charged at their rate in a real run, over the
-ordinary pairs' median, so the "whole" figure counts what the median and the trimmed mean pass
-over."""
+ordinary steps, so the "whole" figure counts what the median and the trimmed mean pass over."""
 
 from __future__ import annotations
 
@@ -10,19 +9,33 @@ import pytest
 from bench.overhead import FLUSHES, INSTALLS, ORDINARY, TIMED, rare_costs, trimmed_mean
 
 
-def test_rare_steps_are_charged_at_their_rate_over_the_ordinary_median() -> None:
-    deltas = [10.0, 8.0, 12.0, 10.0, 10.0, 40.0, 50.0, 70.0, 510.0, 310.0]
-    kinds = [ORDINARY] * 5 + [INSTALLS, INSTALLS, TIMED, FLUSHES, FLUSHES]
-    rows = [1] * 8 + [50, 30]
-    costs = rare_costs(deltas, kinds, rows, every=10, steps_per_flush=40.0)
-    assert costs[INSTALLS] == pytest.approx((45.0 - 10.0) / 10)  # median 45 over 10, 1 in 10
-    assert costs[TIMED] == pytest.approx((70.0 - 10.0) / 10)
-    assert costs[FLUSHES] == pytest.approx(10.0)  # (500 / 50 + 300 / 30) / 2 µs a row, a step
+def steps(*rows: tuple[float, float, float]) -> list[dict[str, float]]:
+    """ "On" steps' sections in µs: (forward, opt.step, prof.step) and a noisy backward."""
+    return [
+        {"next": 1.0, "forward": f, "loss+backward": 900.0 + 97 * i, "opt.step": o,
+         "zero_grad": 1.0, "prof.step": p}
+        for i, (f, o, p) in enumerate(rows)
+    ]  # fmt: skip
+
+
+def test_rare_steps_are_charged_at_their_rate_from_the_sections_their_work_lands_in() -> None:
+    sections = steps(
+        *[(500.0, 100.0, 5.0)] * 3,  # ordinary
+        (500.0, 100.0, 45.0), (500.0, 100.0, 25.0),  # installs: median 35, 30 over ordinary
+        (520.0, 110.0, 35.0),  # timed: 20 + 10 + 30 over ordinary
+        (500.0, 100.0, 505.0), (500.0, 100.0, 305.0),  # flushes of 50 and 30 rows
+    )  # fmt: skip
+    kinds = [ORDINARY] * 3 + [INSTALLS, INSTALLS, TIMED, FLUSHES, FLUSHES]
+    rows = [1] * 6 + [50, 30]
+    costs = rare_costs(sections, kinds, rows, every=10, steps_per_flush=40.0)
+    assert costs[INSTALLS] == pytest.approx(30.0 / 10)
+    assert costs[TIMED] == pytest.approx(60.0 / 10)
+    assert costs[FLUSHES] == pytest.approx(10.0)  # 500 / 50 and 300 / 30 µs a row, a step
     assert costs["steps_per_flush"] == 40.0
 
 
-def test_a_kind_no_pair_saw_costs_nothing() -> None:
-    costs = rare_costs([5.0, 7.0, 6.0], [ORDINARY] * 3, [1, 1, 1], every=48, steps_per_flush=0.0)
+def test_a_kind_no_step_saw_costs_nothing() -> None:
+    costs = rare_costs(steps(*[(5.0, 7.0, 6.0)] * 3), [ORDINARY] * 3, [1] * 3, 48, 0.0)
     assert costs[INSTALLS] == costs[TIMED] == costs[FLUSHES] == 0.0
 
 
