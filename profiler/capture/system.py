@@ -71,7 +71,9 @@ class SystemSampler:
         self._step_peak = step_peak
         self.samples: deque[tuple[int, dict[str, float]]] = deque(maxlen=MAX_SAMPLES)
         self.latest: dict[str, float] = {}
-        self.step_view: dict[str, float] = {}  # the figures per-step records carry
+        # The figures per-step records carry: CPU %, and each GPU's utilisation and used memory
+        # (RSS is the step's own memory_bytes on CPU).
+        self.step_view: dict[str, float] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._memory = MemoryProbe("cpu")  # the process's RSS (statm, or psutil elsewhere)
@@ -105,9 +107,7 @@ class SystemSampler:
         values = {"cpu_pct": cpu_pct, "rss_bytes": float(rss), **self._nvml.sample()}
         self.samples.append((now, values))
         self.latest = values
-        self.step_view = {
-            k: v for k, v in values.items() if k == "cpu_pct" or k.endswith("util_pct")
-        }
+        self.step_view = {k: v for k, v in values.items() if k == "cpu_pct" or k.startswith("gpu")}
         return values
 
     def between(self, start_ns: int, end_ns: int) -> list[tuple[int, dict[str, float]]]:
