@@ -13,6 +13,7 @@ import dash
 from dash import Input, Output, State, dcc, html
 
 from dashboard.app import run_href
+from dashboard.components.cards import KeyNumber, key_numbers
 from dashboard.components.messages import error_banner, page_data
 from dashboard.components.page import page_layout, register_body
 from dashboard.data.fetch import Problem, fetch
@@ -134,6 +135,7 @@ def _verdict(data: RunData) -> html.Div:
     to the page that shows it; or that nothing stands out."""
     verdict = data.verdict
     parts: list[Any] = [html.H4("Verdict"), html.P(verdict.text, className="verdict-text")]
+    parts.append(key_numbers("verdict-numbers", _verdict_numbers(verdict)))
     if verdict.method:
         parts.append(html.P(f"Saving estimated as {verdict.method}", className="verdict-method"))
     if verdict.page:
@@ -142,6 +144,21 @@ def _verdict(data: RunData) -> html.Div:
         href = run_href(verdict.page, data.name)
         parts.append(dcc.Link(label, href=href, id="verdict-evidence"))
     return html.Div(parts, id="verdict", className=f"verdict verdict-{verdict.severity or 'none'}")
+
+
+def _verdict_numbers(verdict: Any) -> list[KeyNumber]:
+    """The verdict's figures as cards: the mean step, and the saving where one is estimated."""
+    numbers = [
+        ("mean step", _ms(verdict.step_mean_us)),
+        ("saving per step", _ms(verdict.saving_us_per_step)),
+        ("share of the step", None if verdict.saving_pct is None else f"{verdict.saving_pct:.1f}%"),
+        ("severity", verdict.severity),
+    ]
+    return [KeyNumber(label, value) for label, value in numbers if value is not None]
+
+
+def _ms(value_us: float | None) -> str | None:
+    return None if value_us is None else f"{value_us / 1000:,.2f} ms"
 
 
 def _triggers(data: RunData) -> list[html.P]:

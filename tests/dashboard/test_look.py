@@ -16,6 +16,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from bench.dashboard import browser
 from dashboard.app import create_app
+from dashboard.data.overview import run_summary
 from dashboard.figures.palette import FONT_FAMILY
 from tests.conftest import REFERENCE_TRACES
 from tests.dashboard.browser import WAIT_S, free_port
@@ -91,9 +92,17 @@ def test_the_shell_is_mantine_with_the_figures_font(dash_duo: Any, root: Path) -
     assert header.find_element("css selector", "#run-picker")
     font = dash_duo.driver.execute_script("return getComputedStyle(document.body).fontFamily")
     assert font.split(",")[0] == FONT_FAMILY.split(",")[0]
-    # The verdict is a card: a border and its severity on the left edge.
+    # The verdict is a card: a border and its severity on the left edge, its figures as cards.
     verdict = dash_duo.find_element("#verdict")
     assert verdict.value_of_css_property("border-left-width") == "6px"
+    expected = run_summary(root, "sample").verdict
+    cards = [c.text.split("\n") for c in dash_duo.find_elements("#verdict-numbers .key-number")]
+    assert cards == [
+        ["mean step", f"{expected.step_mean_us / 1000:,.2f} ms"],
+        ["saving per step", f"{expected.saving_us_per_step / 1000:,.2f} ms"],
+        ["share of the step", f"{expected.saving_pct:.1f}%"],
+        ["severity", expected.severity],
+    ]
 
 
 class _Parent(BaseHTTPRequestHandler):
