@@ -23,7 +23,14 @@ from dash import Input, Output, State, ctx, dcc, html
 from dashboard.components.grid import register_csv_export
 from dashboard.components.messages import error_banner
 from dashboard.components.page import BODY_SUFFIX
-from dashboard.components.shell import app_shell, brand, nav_link, picker, status_line
+from dashboard.components.shell import (
+    app_shell,
+    brand,
+    nav_link,
+    picker,
+    scheme_toggle,
+    status_line,
+)
 from dashboard.data.cache import work_in_progress
 from dashboard.data.distributed import use_dask
 from dashboard.data.live import overview_version
@@ -116,7 +123,12 @@ def query_values(search: str | None, key: str) -> list[str]:
 
 def _shell(refresh_s: float) -> Any:
     page_drawn: Any = {_PAGE_CONTENT: "children"}
-    header = [brand(), picker("run-picker", "pick a run"), status_line("run-status")]
+    header = [
+        brand(),
+        picker("run-picker", "pick a run"),
+        status_line("run-status"),
+        scheme_toggle("color-scheme"),
+    ]
     main = [
         dcc.Location(id="url", refresh="callback-nav"),
         dcc.Interval(id="refresh", interval=int(refresh_s * 1000)),

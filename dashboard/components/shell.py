@@ -65,6 +65,19 @@ def nav_link(label: str, href: str) -> dmc.NavLink:
     return dmc.NavLink(label=label, href=href, active="exact", className="nav-link")
 
 
+def scheme_toggle(element_id: str) -> dmc.ColorSchemeToggle:
+    """Mantine's light/dark switch: it sets the page's colour scheme and keeps the choice in
+    the browser's local storage; the assets' CSS carries the figures and tables along."""
+    return dmc.ColorSchemeToggle(
+        id=element_id,
+        lightIcon="☾",  # shown in light mode: what a click turns on
+        darkIcon="☀",
+        variant="default",
+        size="lg",
+        **{"aria-label": "dark or light colours"},
+    )
+
+
 def status_line(element_id: str) -> html.Span:
     """The header's right-hand note (what is being loaded), filled by a callback."""
     return html.Span(id=element_id, className="status-line")

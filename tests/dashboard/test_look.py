@@ -192,3 +192,40 @@ def test_the_timeline_draws_with_webgl_under_the_content_security_policy(
     assert [url.split("?")[0].rsplit("/", 1)[-1] for url in plotly] == ["plotly-strict.min.js"]
     refused = [e for e in webgl_driver.get_log("browser") if "Content Security" in e["message"]]
     assert refused == []
+
+
+def test_the_dark_switch_darkens_the_page_its_figures_and_tables(dash_duo: Any, root: Path) -> None:
+    dash_duo.start_server(create_app(root), port=free_port())
+    dash_duo.driver.set_window_size(WIDTH, HEIGHT)
+    wait_drawn(dash_duo, f"{dash_duo.server_url}/kernels?run={GPU_RUN}")
+    scheme = "return document.documentElement.getAttribute('data-mantine-color-scheme')"
+    assert dash_duo.driver.execute_script(scheme) == "light"
+
+    dash_duo.find_element("#color-scheme").click()
+
+    WebDriverWait(dash_duo.driver, WAIT_S).until(lambda d: d.execute_script(scheme) == "dark")
+    colours = dash_duo.driver.execute_script(
+        """
+        const style = (selector, property) =>
+            getComputedStyle(document.querySelector(selector)).getPropertyValue(property);
+        return {
+            body: style('body', 'background-color'),
+            grid: style('.ag-root-wrapper', 'background-color'),
+            figure: style('.js-plotly-plot .main-svg', 'background-color'),
+            text: style('.js-plotly-plot .xtick text', 'fill'),
+        };
+        """
+    )
+    assert _brightness(colours["body"]) < 80  # Mantine's dark body
+    assert colours["grid"] == colours["body"]
+    assert colours["figure"] == "rgba(0, 0, 0, 0)"  # the page shows through
+    assert _brightness(colours["text"]) > 150  # light text on it
+    # The choice outlives the page: Mantine keeps it in the browser's storage.
+    wait_drawn(dash_duo, f"{dash_duo.server_url}/?run=sample")
+    assert dash_duo.driver.execute_script(scheme) == "dark"
+
+
+def _brightness(css_colour: str) -> float:
+    """The mean of an ``rgb(...)``/``rgba(...)`` colour's red, green and blue."""
+    channels = css_colour[css_colour.index("(") + 1 : css_colour.index(")")].split(",")
+    return sum(float(c) for c in channels[:3]) / 3
