@@ -346,29 +346,52 @@ def forget_event(_file: str | None) -> tuple[str, None]:
 @dash.callback(
     Output("event-details", "children"),
     Output("timeline-flow", "data"),
-    Output("timeline", "figure", allow_duplicate=True),
     Input("timeline", "clickData"),
     State("timeline-file", "value"),
     State("url", "search"),
     prevent_initial_call=True,
 )
 def show_event(click: dict[str, Any] | None, file: str | None, search: str | None) -> Any:
-    """Fill the details panel with the clicked event (bins have no single event), and draw its
-    flow: only the figure's annotations change (a ``Patch``), not its events."""
+    """Fill the details panel with the clicked event (bins have no single event), and keep its
+    flows for :func:`draw_flow`."""
     points = (click or {}).get("points") or [{}]
     row = points[0].get("customdata")
     if not isinstance(row, (int, float)) or isinstance(row, bool):
-        return "An aggregated bin: zoom in to pick single events.", dash.no_update, dash.no_update
+        return "An aggregated bin: zoom in to pick single events.", dash.no_update
     run = pick_run(current_root(), run_from_search(search))
     if run is None or file is None:
-        return dash.no_update, dash.no_update, dash.no_update
+        return dash.no_update, dash.no_update
     lane = points[0].get("y")
     found = fetch(
         current_root(), run, lambda root, name: _event_of(root, name, file, int(row), lane)
     )
     if isinstance(found, Problem):
-        return f"No details: {found.message}", dash.no_update, dash.no_update
-    return _with_flow(run, file, *found)
+        return f"No details: {found.message}", dash.no_update
+    panel, details, _ = found
+    return panel, _flow_data(file, details)
+
+
+@dash.callback(
+    Output("timeline", "figure", allow_duplicate=True),
+    Input("timeline-flow", "data"),
+    State("timeline-file", "value"),
+    State("url", "search"),
+    prevent_initial_call=True,
+)
+def draw_flow(flow: dict[str, Any] | None, file: str | None, search: str | None) -> Any:
+    """The clicked event's flow arrows in the figure: only its annotations change (a
+    ``Patch``), not its events. None for a rank group (a file's lanes are not the group's)."""
+    run = pick_run(current_root(), run_from_search(search))
+    if run is None or file is None or is_rank_group(file) or not isinstance(flow, dict):
+        return dash.no_update
+    whole = fetch(current_root(), run, lambda root, name: _view_of(root, name, file, WHOLE))
+    if isinstance(whole, (Problem, str, RanksView)):
+        return dash.no_update
+    patch = Patch()
+    patch["layout"]["annotations"] = timeline_annotations(
+        whole, _steps_of(run, file), _flows_of(flow, file)
+    )
+    return patch
 
 
 @dash.callback(
@@ -418,21 +441,6 @@ dash.clientside_callback(
     Input("timeline-jump", "data"),
     prevent_initial_call=True,
 )
-
-
-def _with_flow(run: str, file: str, panel: Any, details: Any, origin_us: float) -> Any:
-    """The panel, the stored flow and the figure's new annotations of a clicked event."""
-    flow = _flow_data(file, details)
-    if flow is None:  # a rank group's lanes are not the file's: no arrow is drawn there
-        return panel, None, dash.no_update
-    whole = fetch(current_root(), run, lambda root, name: _view_of(root, name, file, WHOLE))
-    if isinstance(whole, (Problem, str, RanksView)):
-        return panel, flow, dash.no_update
-    patch = Patch()
-    patch["layout"]["annotations"] = timeline_annotations(
-        whole, _steps_of(run, file), flow["flows"]
-    )
-    return panel, flow, patch
 
 
 def _flow_data(file: str, details: Any) -> dict[str, Any] | None:

@@ -197,12 +197,15 @@ def test_the_pages_callbacks_answer_for_bad_runs(served: Any, run: str) -> None:
         [{"id": "timeline-zoom", "property": "data", "value": {"xaxis.range": [1, 2]}},
          {"id": "timeline-file", "property": "value", "value": file},
          {"id": "timeline-search", "property": "value", "value": "aten"}],
-        [search],
+        [search, {"id": "timeline-flow", "property": "data", "value": None}],
     )  # fmt: skip
     show = _callback(
         client,
-        "event-details.children",
-        {"id": "event-details", "property": "children"},
+        "..event-details.children...timeline-flow.data..",
+        [
+            {"id": "event-details", "property": "children"},
+            {"id": "timeline-flow", "property": "data"},
+        ],
         [{"id": "timeline", "property": "clickData", "value": {"points": [{"customdata": 3}]}}],
         [{"id": "timeline-file", "property": "value", "value": file}, search],
     )

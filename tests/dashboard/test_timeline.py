@@ -526,8 +526,8 @@ def test_show_event_fills_the_details_of_the_clicked_row(root: Path) -> None:
     row = int(events.index[events["name"] == "aten::addmm"][0])
     app, page = _page_module(root)
     with app.server.app_context():
-        panel, flow, _ = page.show_event({"points": [{"customdata": row}]}, files[0], "?run=sample")
-        binned, *_ = page.show_event({"points": [{"customdata": None}]}, files[0], "?run=sample")
+        panel, flow = page.show_event({"points": [{"customdata": row}]}, files[0], "?run=sample")
+        binned, _ = page.show_event({"points": [{"customdata": None}]}, files[0], "?run=sample")
     assert _element(panel, "event-name").children == "aten::addmm"
     assert flow == {"file": files[0], "flows": []}  # an op: no flow of its own
     assert "zoom in" in binned
@@ -545,9 +545,10 @@ def test_a_run_of_several_ranks_opens_on_them_and_clicks_find_each_ranks_event(
     app, page = _page_module(root)
     with app.server.app_context():
         tree = page.content(run="ranks")
-        panel, flow, patch = page.show_event(
+        panel, flow = page.show_event(
             {"points": [{"customdata": row, "y": one.first_lane + 1.2}]}, group.key, "?run=ranks"
         )
+        patch = page.draw_flow({"file": group.key, "flows": []}, group.key, "?run=ranks")
         zoomed = page._view_of(root, "ranks", group.key, (10.0, 12.0))
     dropdown = _element(tree, "timeline-file")
     assert dropdown.value == group.key

@@ -174,9 +174,10 @@ def test_a_clicked_kernel_names_its_launch_and_patches_the_arrow_in(root: Path) 
     call, work = _a_flow(root)
     app, page = _page_module(root)
     with app.server.app_context():
-        panel, flow, patch = page.show_event(
+        panel, flow = page.show_event(
             {"points": [{"customdata": work, "y": 3}]}, "alexnet.json.gz", f"?run={RUN}"
         )
+        patch = page.draw_flow(flow, "alexnet.json.gz", f"?run={RUN}")
         unpressed = page.jump([None], "alexnet.json.gz", f"?run={RUN}", None)
         pressed = json.dumps({"row": call, "type": JUMP}, separators=(",", ":"))
         token = context_value.set(
