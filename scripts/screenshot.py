@@ -54,6 +54,9 @@ PAGE_READY = """
     return grids.every(g => g.querySelector('.ag-row, .ag-overlay-no-rows-center'));
 """
 
+GROWN_HEIGHT = (
+    "return document.documentElement.scrollHeight + window.outerHeight - window.innerHeight;"
+)
 SELECT_ALL_RUNS = "dash_ag_grid.getApi('runs-table').selectAll();"
 
 
@@ -117,7 +120,8 @@ def capture(root: Path, shots: list[Shot], out_dir: Path) -> list[Path]:
                 time.sleep(SETTLE_S)  # the callbacks it starts
                 _wait_ready(driver, shot)
             time.sleep(SETTLE_S)
-            height = int(driver.execute_script("return document.documentElement.scrollHeight"))
+            # The window's height counts the browser's own bars: grow it by the page's overflow.
+            height = int(driver.execute_script(GROWN_HEIGHT))
             driver.set_window_size(WIDTH_PX, min(max(height, FIRST_HEIGHT_PX), MAX_HEIGHT_PX))
             time.sleep(SETTLE_S)  # plotly redraws at the new size
             out = out_dir / f"{shot.name}.png"
