@@ -81,7 +81,9 @@ def _slow_of_rank(
     outside = rows["dur_us"][~rows["deep"]]
     # The median of the last `history` steps outside windows up to each such step, carried to
     # the steps after it: shifted by one row, each step sees the median of those before it.
-    through = outside.rolling(history, min_periods=min_steps).median()
+    # The trigger's median: of an even count, the upper of the middle two (sorted[n // 2]).
+    window = outside.rolling(history, min_periods=min_steps)
+    through = window.quantile(0.5, interpolation="higher")
     median = through.reindex(rows.index).ffill().shift(1)
     limit = np.maximum(median * factor, median + min_excess_us)  # NaN before min_steps
     is_slow = (rows["dur_us"] > limit).to_numpy()

@@ -42,6 +42,13 @@ def test_a_step_over_twice_the_median_of_those_before_it_is_slow() -> None:
     ]
 
 
+def test_the_median_of_an_even_count_is_the_upper_middle_as_the_trigger_takes_it() -> None:
+    before = [1000.0 * (i + 1) for i in range(10)]  # 1..10 ms: middle two 5 and 6 ms
+    found = slow_steps(steps([*before, 12_500.0]))
+    assert found[["step", "median_us"]].to_dict("records") == [{"step": 10, "median_us": 6000.0}]
+    assert slow_steps(steps([*before, 11_500.0])).empty  # 2x 5.5 ms would call it slow
+
+
 def test_no_step_is_judged_before_min_steps() -> None:
     durations = [10_000.0] * 9 + [50_000.0]  # the 10th step has only 9 before it
     assert slow_steps(steps(durations)).empty

@@ -4,6 +4,8 @@ which it opened."""
 
 from __future__ import annotations
 
+import gzip
+import json
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,6 +14,7 @@ from typing import Any
 import pytest
 from selenium.webdriver.common.by import By
 
+from dashboard.data.steps import run_steps
 from dashboard.figures.steps import NOT_SAMPLED, PHASES, SLOW_STEP
 from tests.dashboard.browser import (
     WAIT_S,
@@ -26,18 +29,24 @@ from tests.dashboard.browser import (
 pytestmark = pytest.mark.browser
 
 STEPS = 20
-SLOW = 13  # past on_anomaly's first 10 steps; its window warms up at 14 and records 15-17
-STALL_S = 0.5  # far above 2x any step of this model, however loaded the machine
-# Only the stall opens the window: a step must take 5x the median and 200 ms more (the page
-# still marks slow steps by the default rule, 2x and 1 ms).
-TRIGGER = {"factor": 5.0, "min_excess_ms": 200.0, "max_windows": 1}
+SLOW = 13  # the first step on_anomaly judges (below); its window warms up at 14, records 15-17
+STALL_S = 0.5  # at least; and 10x the slowest step before it (a loaded machine's first steps)
+# Only the stall can open the window: on_anomaly judges no step before it, and it must take 5x
+# the median and 200 ms more (the page still marks slow steps by the default rule, 2x and 1 ms).
+TRIGGER = {"factor": 5.0, "min_excess_ms": 200.0, "max_windows": 1, "min_steps": SLOW}
 
 
 def stalled_loader(batches: list[Any]) -> Iterator[Any]:
-    """The batches, the one of step ``SLOW`` after a stall (an input pipeline's hiccup)."""
+    """The batches, the one of step ``SLOW`` after a stall (an input pipeline's hiccup) far
+    longer than any step before it, however slow the machine makes them."""
+    steps: list[float] = []
+    last = time.perf_counter()
     for index, batch in enumerate(batches):
+        now = time.perf_counter()
+        steps.append(now - last)
         if index == SLOW:
-            time.sleep(STALL_S)
+            time.sleep(max(STALL_S, 10 * max(steps)))
+        last = time.perf_counter()
         yield batch
 
 
@@ -56,7 +65,12 @@ def test_steps_page_shows_the_split_the_system_metrics_and_a_linked_slow_step(
         schedule=profiler.on_anomaly(**TRIGGER),
         system_metrics=True,
     )
-    (window,) = [Path(path).name for path in prof.trace_files]
+    (path,) = [Path(path) for path in prof.trace_files]
+    window = path.name
+    # The page's slow-step rule is the trigger's: the same median of the steps before.
+    trigger = json.loads(gzip.decompress(path.read_bytes()))["trainprof"]["window"]["trigger"]
+    slow = next(s for s in run_steps(path.parent.parent, "captured").slow if s["step"] == SLOW)
+    assert (trigger["step"], slow["median_us"]) == (SLOW, pytest.approx(trigger["median_us"]))
 
     open_path(dash_duo, tmp_path / "traces", "/steps?run=captured")
     dash_duo.wait_for_contains_text("#steps-body h3", "Steps of run captured", timeout=WAIT_S)
