@@ -7,7 +7,7 @@ names) become rows; the piece's structs are then dropped.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any, NamedTuple
@@ -126,12 +126,18 @@ class TableBuilder:
             self._events.part(), self._flows.part(), self._rows.part(), self.event_count
         )
 
-    def absorb(self, part: BuilderPart) -> None:
+    def absorb(self, part: BuilderPart, arrays: Iterator[np.ndarray] | None = None) -> None:
         """Add the events of another builder's :meth:`part` after these: the tables are then
-        those of one builder that took both's pieces, in order."""
-        self._events.extend(part.events)
-        self._flows.extend(part.flows)
-        self._rows.extend(part.rows)
+        those of one builder that took both's pieces, in order.
+
+        Args:
+            part: the other builder's tables.
+            arrays: their columns one by one (events', flows', allocator events'), where
+                ``part`` holds none (:meth:`Columns.extend`).
+        """
+        self._events.extend(part.events, arrays)
+        self._flows.extend(part.flows, arrays)
+        self._rows.extend(part.rows, arrays)
         self.event_count += part.event_count
 
     def finish(self) -> Tables:

@@ -9,7 +9,7 @@ categorical in the end, its categories in order of first appearance in the file)
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from itertools import compress, islice
 from operator import attrgetter
 from typing import Any, NamedTuple
@@ -248,11 +248,12 @@ class Vocabulary:
 
 
 class ColumnsPart(NamedTuple):
-    """A table's rows (:meth:`Columns.part`): each column's values (codes for strings), and each
-    string column's values by code."""
+    """A table's rows (:meth:`Columns.part`): how many, each string column's values by code,
+    and each column's values (codes for strings; empty where they travel on their own)."""
 
-    buffers: dict[str, np.ndarray]
+    size: int
     values: dict[str, list[str]]
+    buffers: dict[str, np.ndarray]
 
 
 class Columns:
@@ -322,22 +323,27 @@ class Columns:
     def part(self) -> ColumnsPart:
         """The rows so far, and each string column's values, to be added to another table."""
         return ColumnsPart(
-            {column: buffer[: self.size] for column, buffer in self.buffers.items()},
+            self.size,
             {column: list(vocabulary.index) for column, vocabulary in self.vocabularies.items()},
+            {column: buffer[: self.size] for column, buffer in self.buffers.items()},
         )
 
-    def extend(self, part: ColumnsPart) -> None:
+    def extend(self, part: ColumnsPart, arrays: Iterator[np.ndarray] | None = None) -> None:
         """Add the rows of ``part`` (another table of this schema) after these; its strings
         not seen here are numbered after these, in its order (their order of first appearance,
-        when its rows followed these in the file)."""
-        size = len(next(iter(part.buffers.values()))) if part.buffers else 0
-        rows = self.reserve(size, 1.0)
-        for column, values in part.buffers.items():
+        when its rows followed these in the file).
+
+        Args:
+            part: the rows.
+            arrays: where its columns come from, one by one in the schema's order, when not
+                in ``part.buffers`` (from another process: a column at a time in memory).
+        """
+        rows = self.reserve(part.size, 1.0)
+        for column in self.schema:
+            values = part.buffers[column] if arrays is None else next(arrays)
             if column in self.vocabularies:
-                codes = self.vocabularies[column].codes(
-                    part.values[column], len(part.values[column])
-                )
-                values = codes[values]
+                strings = part.values[column]
+                values = self.vocabularies[column].codes(strings, len(strings))[values]
             self.buffers[column][rows] = values
         self.commit(rows)
 

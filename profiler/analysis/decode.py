@@ -169,12 +169,13 @@ class EventStream:
 
     def fraction_read(self) -> float:
         """The share of the file's text read so far: how far the load has come. A part from
-        a ``start`` on counts from there (its tables are sized for what follows; a first part
-        sizes them for the whole file, which the next part's rows then join)."""
+        a ``start`` on counts what it decoded from there (its tables are sized for what
+        follows; a first part sizes them for the whole file, which the next part's rows then
+        join; the text read ahead while skipping to the start would make it guess short)."""
         size = self._reader.text_size
         if not self._start or size <= self._start:
             return self._reader.fraction_read()
-        return min(max(self._reader.text_read - self._start, 0) / (size - self._start), 1.0)
+        return min(max(self._offset - self._start, 0) / (size - self._start), 1.0)
 
     def _pieces(self) -> Iterator[list[Event]]:
         blocks = iter(self._reader)

@@ -11,8 +11,10 @@ order and string codes.
 Anything out of the ordinary falls back on the load in one process, which says what is wrong
 the usual way: a half that fails (a corrupt file, a cut inside a string, an event the tables
 cannot hold), two halves that disagree on where they meet, a child that dies or does not answer
-in time. The split is only tried where a fork is safe and pays: on Linux, in a process running
-no other thread, with two cores or more; ``TRAINPROF_LOAD_SPLIT=0`` turns it off.
+in time. The split is tried only when asked for (``TRAINPROF_LOAD_SPLIT=1``: it costs memory,
+the child's half of the columns beside this process's, ~340-370 bytes per event at the peak
+against ~270 in one process on diff_control, past the 300 the loader is held to), and where a
+fork is safe and pays: on Linux, in a process running no other thread, with two cores or more.
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, BinaryIO, NamedTuple
 
 from profiler.analysis.build import BuilderPart, Tables, build_all
 from profiler.analysis.decode import EventStream
@@ -35,8 +38,10 @@ from profiler.analysis.decode import EventStream
 # Below this much JSON text (~50k events) a fork and the hand-over cost more than they save.
 MIN_TEXT_BYTES = 16 * 1024**2
 SPLIT_ENV = "TRAINPROF_LOAD_SPLIT"
-_OFF = ("0", "false", "no", "off")
+_ON = ("1", "true", "yes", "on")
 _GZIP_MAGIC = b"\x1f\x8b"
+# The child's pieces: smaller than one process's, as its memory adds to this one's.
+_CHILD_CHUNK_BYTES = 128 * 1024
 # How long the child may take past this process's own half, at least: it does the same work.
 _MIN_WAIT_S = 60.0
 
@@ -53,7 +58,7 @@ class _SecondHalf(NamedTuple):
 
 def split_worthwhile(path: Path) -> bool:
     """Whether to load ``path`` in two processes (see the module's docstring)."""
-    if os.environ.get(SPLIT_ENV, "1").strip().lower() in _OFF:
+    if os.environ.get(SPLIT_ENV, "0").strip().lower() not in _ON:
         return False
     if sys.platform != "linux" or threading.active_count() > 1:
         return False
@@ -122,22 +127,19 @@ def _first_half_joined(
     builder = build_all(stream)
     if stream.stopped_at is None:  # the events ended before the split: all are here
         return builder.finish(), stream.meta
-    second = _receive(reader, max(_MIN_WAIT_S, 10 * (time.monotonic() - started)))
-    if second is None or second.started_at != stream.stopped_at:
-        return None
-    builder.absorb(second.part)
-    meta = second.meta  # the keys after the events are the second half's to see
-    del second  # its columns are copied: they go before the tables are sorted
-    return builder.finish(), meta
-
-
-def _receive(reader: int, timeout_s: float) -> _SecondHalf | None:
-    ready, _, _ = select.select([reader], [], [], timeout_s)
+    wait_s = max(_MIN_WAIT_S, 10 * (time.monotonic() - started))
+    ready, _, _ = select.select([reader], [], [], wait_s)
     if not ready:
         return None
     with os.fdopen(os.dup(reader), "rb") as pipe:
         second = pickle.load(pipe)
-    return second if isinstance(second, _SecondHalf) else None
+        if not isinstance(second, _SecondHalf) or second.started_at != stream.stopped_at:
+            return None
+        # Its columns follow, read one at a time into these tables (no second copy of half
+        # the tables here).
+        builder.absorb(second.part, _arrays(pipe))
+    # The keys after the events are the second half's to see.
+    return builder.finish(), second.meta
 
 
 def _child(path: Path, max_text_bytes: int, split: int, writer: int) -> None:  # pragma: no cover
@@ -146,14 +148,41 @@ def _child(path: Path, max_text_bytes: int, split: int, writer: int) -> None:  #
     try:
         result: _SecondHalf | None = None
         with contextlib.suppress(Exception):  # any failure: the parent loads the file itself
-            stream = EventStream(path, max_text_bytes=max_text_bytes, start=split)
+            stream = EventStream(
+                path, _CHILD_CHUNK_BYTES, max_text_bytes=max_text_bytes, start=split
+            )
             part = build_all(stream).part()  # (where it started is known once it ran)
             result = _SecondHalf(stream.started_at, part, stream.meta)
         with os.fdopen(writer, "wb") as pipe:
-            pickle.dump(result, pipe, protocol=pickle.HIGHEST_PROTOCOL)
+            _send(pipe, result)
         status = 0
     finally:
         os._exit(status)  # no atexit handlers, no flushing of the parent's buffers
+
+
+def _arrays(pipe: BinaryIO) -> Iterator[Any]:
+    """What :func:`_send` sent after the result, one by one."""
+    while True:
+        yield pickle.load(pipe)
+
+
+def _send(pipe: BinaryIO, result: _SecondHalf | None) -> None:  # pragma: no cover
+    """The child's result without its columns, then each column on its own, in the order
+    :meth:`TableBuilder.absorb` takes them."""
+    if result is None:
+        pickle.dump(None, pipe)
+        return
+    part = result.part
+    tables = (part.events, part.flows, part.rows.memory)
+    bare = part._replace(
+        events=part.events._replace(buffers={}),
+        flows=part.flows._replace(buffers={}),
+        rows=part.rows._replace(memory=part.rows.memory._replace(buffers={})),
+    )
+    pickle.dump(result._replace(part=bare), pipe, protocol=pickle.HIGHEST_PROTOCOL)
+    for table in tables:
+        for values in table.buffers.values():
+            pickle.dump(values, pipe, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def _reap(child: int) -> None:

@@ -4,6 +4,7 @@ names (as rows: a few)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from operator import attrgetter
 from typing import Any, NamedTuple
 
@@ -85,10 +86,11 @@ class Rows:
         """The rows so far, for another :class:`Rows` to :meth:`extend` with."""
         return RowsPart(self.counters, self.memory.part(), self.threads, self.processes)
 
-    def extend(self, part: RowsPart) -> None:
-        """Add the rows of ``part`` (from the events after these) after these."""
+    def extend(self, part: RowsPart, arrays: Iterator[np.ndarray] | None = None) -> None:
+        """Add the rows of ``part`` (from the events after these) after these; ``arrays``: the
+        allocator events' columns where ``part`` holds none (:meth:`Columns.extend`)."""
         self.counters.extend(part.counters)
-        self.memory.extend(part.memory)
+        self.memory.extend(part.memory, arrays)
         self.threads.extend(part.threads)
         self.processes.extend(part.processes)
 

@@ -169,10 +169,10 @@ def test_the_split_is_tried_only_where_a_fork_is_safe_and_pays(
 ) -> None:
     path = _trace(tmp_path / "t.json.gz", ["op"] * 10)
     monkeypatch.setattr(halves, "MIN_TEXT_BYTES", 1)
+    monkeypatch.delenv(halves.SPLIT_ENV, raising=False)
+    assert not halves.split_worthwhile(path)  # asked for only
+    monkeypatch.setenv(halves.SPLIT_ENV, "1")
     assert halves.split_worthwhile(path) is (threading.active_count() == 1)
-    monkeypatch.setenv(halves.SPLIT_ENV, "0")
-    assert not halves.split_worthwhile(path)
-    monkeypatch.delenv(halves.SPLIT_ENV)
     monkeypatch.setattr(halves, "MIN_TEXT_BYTES", 1 << 40)
     assert not halves.split_worthwhile(path)
     monkeypatch.setattr(halves, "MIN_TEXT_BYTES", 1)
