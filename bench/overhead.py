@@ -520,38 +520,33 @@ RARE_SECTIONS = {
 
 
 def rare_costs(
-    sections: list[dict[str, float]],
-    kinds: list[str],
-    rows: list[int],
-    every: int,
-    steps_per_flush: float,
+    sections: list[dict[str, float]], kinds: list[str], rates: dict[str, float]
 ) -> dict[str, float]:
     """Each rare kind's cost per step of the run, in µs, from the "on" steps alone.
 
     A kind's extra is the median over its steps of the sections its work lands in
     (``RARE_SECTIONS``) less the same over the ordinary steps: short sections, which a preempted
     step rarely hits, where the whole step's difference is noisy on few steps. It is charged at
-    its rate: one step in ``every`` installs the split and one is timed; the flush per row, one
-    row a step. A kind no measured step saw counts 0.
+    its rate in a real run. A kind no measured step saw counts 0.
 
     Args:
         sections: each measured "on" step's sections, in µs.
         kinds: each step's kind (``ORDINARY``, ``INSTALLS``, ``TIMED`` or ``FLUSHES``).
-        rows: the rows each step's prof.step() handed over.
-        every: the phase split's sampling interval for this step time.
-        steps_per_flush: kept in the result, for the report.
+        rates: how often each rare kind comes in a real run, per step: ``1 / phase_every`` for
+            the phase split's two, step time / flush interval for the flush (once a second
+            whatever the step: the interleaved run, which steps the session half as often,
+            flushes half as many rows each time).
     """
     ordinary = [step for step, kind in zip(sections, kinds, strict=True) if kind == ORDINARY]
     costs: dict[str, float] = {}
     for kind, names in RARE_SECTIONS.items():
         base = statistics.median(sum(step[name] for name in names) for step in ordinary)
-        extra = [  # the flush per row (one row a step); the phase split one step in ``every``
-            (sum(step[name] for name in names) - base) / (count if kind == FLUSHES else every)
-            for step, k, count in zip(sections, kinds, rows, strict=True)
+        found = [
+            sum(step[name] for name in names)
+            for step, k in zip(sections, kinds, strict=True)
             if k == kind
         ]
-        costs[kind] = statistics.median(extra) if extra else 0.0
-    costs["steps_per_flush"] = steps_per_flush
+        costs[kind] = (statistics.median(found) - base) * rates[kind] if found else 0.0
     return costs
 
 
@@ -564,8 +559,6 @@ def interleaved(work: Workload, out_dir: Path, pairs: int, *, aa: bool) -> Inter
     on_steps: list[tuple[int, ...]] = []
     off_steps: list[tuple[int, ...]] = []
     kinds: list[str] = []  # of each measured "on" step
-    rows: list[int] = []  # rows its prof.step() handed over
-    flushes = 0
     gc.collect()
     with profiler.profile(
         model,
@@ -600,7 +593,6 @@ def interleaved(work: Workload, out_dir: Path, pairs: int, *, aa: bool) -> Inter
                 prof.step()
             t6 = perf_ns()
             handed = pending + 1 - len(getattr(metrics, "_rows", ())) if on else 0
-            flushes += handed > 1
             if index % 2 == 1:
                 arm = on_steps if (index // 2) % 2 == 0 else off_steps
                 arm.append((t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5, t6 - t0))
@@ -608,7 +600,6 @@ def interleaved(work: Workload, out_dir: Path, pairs: int, *, aa: bool) -> Inter
                     installs = getattr(metrics, "_timed", False) and not timed
                     kind = FLUSHES if handed > 1 else TIMED if timed else ORDINARY
                     kinds.append(INSTALLS if installs and kind == ORDINARY else kind)
-                    rows.append(handed)
         if not attached:
             metrics.attach()  # type: ignore[union-attr]
     deltas = [(a[-1] - b[-1]) / 1000 for a, b in zip(on_steps, off_steps, strict=True)]
@@ -636,9 +627,11 @@ def interleaved(work: Workload, out_dir: Path, pairs: int, *, aa: bool) -> Inter
     if not aa and ORDINARY in kinds:
         every = step_metrics.phase_every(round(off_us * 1000))
         on_sections = [{name: a[i] / 1000 for i, name in enumerate(SECTIONS)} for a in on_steps]
-        rare = rare_costs(on_sections, kinds, rows, every, 2 * pairs / max(1, flushes))
+        flush_rate = off_us * 1000 / step_metrics.FLUSH_INTERVAL_NS
+        rates = {INSTALLS: 1 / every, TIMED: 1 / every, FLUSHES: flush_rate}
+        rare = rare_costs(on_sections, kinds, rates)
         ordinary = [d for d, k in zip(deltas, kinds, strict=True) if k == ORDINARY]
-        extra = sum(v for k, v in rare.items() if k != "steps_per_flush")
+        extra = sum(rare.values())
         low, high = _bootstrap(ordinary)
         result.whole_us = statistics.median(ordinary) + extra
         result.whole_ci_us = (low + extra, high + extra)
@@ -1290,8 +1283,8 @@ def rare_note(results: list[Interleaved]) -> str:
             rare = r.rare_us
             notes.append(
                 f"{r.workload}: phase split {rare[INSTALLS]:+.2f} (putting it in place) "
-                f"{rare[TIMED]:+.2f} (the timed step), step log {rare[FLUSHES]:+.2f} (one row a "
-                f"step, handed over every {rare['steps_per_flush']:.0f} steps)"
+                f"{rare[TIMED]:+.2f} (the timed step), step log {rare[FLUSHES]:+.2f} (its write "
+                "once a second)"
             )
     return "rare steps, µs per step of the run: " + "; ".join(notes) if notes else ""
 

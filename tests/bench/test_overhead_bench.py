@@ -23,19 +23,19 @@ def test_rare_steps_are_charged_at_their_rate_from_the_sections_their_work_lands
         *[(500.0, 100.0, 5.0)] * 3,  # ordinary
         (500.0, 100.0, 45.0), (500.0, 100.0, 25.0),  # installs: median 35, 30 over ordinary
         (520.0, 110.0, 35.0),  # timed: 20 + 10 + 30 over ordinary
-        (500.0, 100.0, 505.0), (500.0, 100.0, 305.0),  # flushes of 50 and 30 rows
+        (500.0, 100.0, 505.0), (500.0, 100.0, 305.0),  # flushes
     )  # fmt: skip
     kinds = [ORDINARY] * 3 + [INSTALLS, INSTALLS, TIMED, FLUSHES, FLUSHES]
-    rows = [1] * 6 + [50, 30]
-    costs = rare_costs(sections, kinds, rows, every=10, steps_per_flush=40.0)
+    # The split is timed one step in 10; 2.5 ms steps: the flush comes once in 400 steps.
+    costs = rare_costs(sections, kinds, {INSTALLS: 0.1, TIMED: 0.1, FLUSHES: 1 / 400})
     assert costs[INSTALLS] == pytest.approx(30.0 / 10)
     assert costs[TIMED] == pytest.approx(60.0 / 10)
-    assert costs[FLUSHES] == pytest.approx(10.0)  # 500 / 50 and 300 / 30 µs a row, a step
-    assert costs["steps_per_flush"] == 40.0
+    assert costs[FLUSHES] == pytest.approx(400.0 / 400)  # median of 500 and 300 over 5
 
 
 def test_a_kind_no_step_saw_costs_nothing() -> None:
-    costs = rare_costs(steps(*[(5.0, 7.0, 6.0)] * 3), [ORDINARY] * 3, [1] * 3, 48, 0.0)
+    rates = {INSTALLS: 1 / 48, TIMED: 1 / 48, FLUSHES: 1 / 400}
+    costs = rare_costs(steps(*[(5.0, 7.0, 6.0)] * 3), [ORDINARY] * 3, rates)
     assert costs[INSTALLS] == costs[TIMED] == costs[FLUSHES] == 0.0
 
 
