@@ -1368,6 +1368,8 @@ def main(argv: Iterable[str] | None = None) -> int:
                         ci_pct=r.ci_pct,
                         mean_pct=r.mean_pct,
                         mean_ci_pct=r.mean_ci_pct,
+                        whole_pct=r.whole_pct,
+                        whole_ci_pct=r.whole_ci_pct,
                     )
                     for r in steps
                 ],
