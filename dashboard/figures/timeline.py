@@ -221,12 +221,15 @@ def timeline_annotations(
     return labels + flow_arrows(view, flows)
 
 
-def ranks_timeline_figure(ranks: Any, *, revision: str = "", search: str = "") -> dict[str, Any]:
+def ranks_timeline_figure(
+    ranks: Any, *, revision: str = "", search: str = "", flows: Sequence[Sequence[FlowEnd]] = ()
+) -> dict[str, Any]:
     """Several ranks' view (a ``RanksView``) as :func:`timeline_figure` draws one trace's, with a
     line between ranks' lane groups and each group named at its first lane.
 
     Times are milliseconds from the earliest rank's first event on the ranks' common clock; the
-    groups are ``ranks.groups`` (``label``, ``first_lane``, ``clock_offset_us``).
+    groups are ``ranks.groups`` (``label``, ``first_lane``, ``clock_offset_us``); ``flows`` are
+    on that clock and the group's lanes (:func:`ranks_annotations`).
     """
     figure = timeline_figure(ranks.view, revision=revision, search=search)
     if not ranks.view.lanes:
@@ -241,7 +244,14 @@ def ranks_timeline_figure(ranks: Any, *, revision: str = "", search: str = "") -
         }
         for group in ranks.groups[1:]
     ]  # fmt: skip
-    layout["annotations"] = [
+    layout["annotations"] = ranks_annotations(ranks, flows)
+    return figure
+
+
+def ranks_annotations(ranks: Any, flows: Sequence[Sequence[FlowEnd]]) -> list[dict[str, Any]]:
+    """A rank group's figure's annotations: each group's name at its first lane, then the flow
+    arrows (:func:`flow_arrows`, their ends on the common clock and the group's lanes)."""
+    notes = [
         {
             "xref": "paper", "x": 1, "xanchor": "right", "yref": "y", "y": group.first_lane - 0.3,
             "yanchor": "top", "showarrow": False, "text": plain(_group_note(group)),
@@ -249,7 +259,7 @@ def ranks_timeline_figure(ranks: Any, *, revision: str = "", search: str = "") -
         }
         for group in ranks.groups
     ]  # fmt: skip
-    return figure
+    return notes + flow_arrows(ranks.view, flows)
 
 
 def _group_note(group: Any) -> str:

@@ -52,7 +52,7 @@ from dashboard.data.timeline import (
     run_trace_files,
 )
 from dashboard.figures.timeline import (
-    FlowEnd,
+    ranks_annotations,
     ranks_timeline_figure,
     search_matches,
     timeline_annotations,
@@ -321,7 +321,7 @@ def _figure(
     view: View, choice: str, search: str = "", steps: Any = None, flows: Sequence[Any] = ()
 ) -> dict[str, Any]:
     if isinstance(view, RanksView):
-        return ranks_timeline_figure(view, revision=choice, search=search)
+        return ranks_timeline_figure(view, revision=choice, search=search, flows=flows)
     return timeline_figure(view, revision=choice, search=search, steps=steps, flows=flows)
 
 
@@ -367,8 +367,8 @@ def show_event(click: dict[str, Any] | None, file: str | None, search: str | Non
     )
     if isinstance(found, Problem):
         return f"No details: {found.message}", dash.no_update
-    panel, details, _ = found
-    return panel, _flow_data(file, details)
+    panel, details, _, group = found
+    return panel, _flow_data(file, details, group)
 
 
 @dash.callback(
@@ -380,17 +380,19 @@ def show_event(click: dict[str, Any] | None, file: str | None, search: str | Non
 )
 def draw_flow(flow: dict[str, Any] | None, file: str | None, search: str | None) -> Any:
     """The clicked event's flow arrows in the figure: only its annotations change (a
-    ``Patch``), not its events. None for a rank group (a file's lanes are not the group's)."""
+    ``Patch``), not its events."""
     run = pick_run(current_root(), run_from_search(search))
-    if run is None or file is None or is_rank_group(file) or not isinstance(flow, dict):
+    if run is None or file is None or not isinstance(flow, dict):
         return dash.no_update
     whole = fetch(current_root(), run, lambda root, name: _view_of(root, name, file, WHOLE))
-    if isinstance(whole, (Problem, str, RanksView)):
+    if isinstance(whole, (Problem, str)):
         return dash.no_update
+    flows = _flows_of(flow, file)
     patch = Patch()
-    patch["layout"]["annotations"] = timeline_annotations(
-        whole, _steps_of(run, file), _flows_of(flow, file)
-    )
+    if isinstance(whole, RanksView):
+        patch["layout"]["annotations"] = ranks_annotations(whole, flows)
+    else:
+        patch["layout"]["annotations"] = timeline_annotations(whole, _steps_of(run, file), flows)
     return patch
 
 
@@ -422,8 +424,8 @@ def jump(
     found = fetch(current_root(), run, lambda root, name: _event_of(root, name, file, row, lane))
     if isinstance(found, Problem):
         return f"No details: {found.message}", dash.no_update, dash.no_update
-    panel, details, origin_us = found
-    flow = _flow_data(file, details)
+    panel, details, origin_us, group = found
+    flow = _flow_data(file, details, group)
     return panel, flow, _jump_window(details, origin_us)
 
 
@@ -443,15 +445,17 @@ dash.clientside_callback(
 )
 
 
-def _flow_data(file: str, details: Any) -> dict[str, Any] | None:
-    """What ``timeline-flow`` stores of an event's flows: the file and each flow's ends."""
-    if not isinstance(details, EventDetails) or is_rank_group(file):
+def _flow_data(file: str, details: Any, group: Any = None) -> dict[str, Any] | None:
+    """What ``timeline-flow`` stores of an event's flows: the file (or rank group) shown and
+    each flow's ends, in a rank group on the common clock and the group's lanes."""
+    if not isinstance(details, EventDetails):
         return None
-    return {"file": file, "flows": [[_end(a), _end(b)] for a, b in details.flows]}
-
-
-def _end(ref: Any) -> FlowEnd:
-    return (ref.start_us, ref.lane_at, ref.depth)
+    first_lane, offset_us = (0, 0.0) if group is None else (group.first_lane, group.offset_us)
+    ends = [
+        [(ref.start_us + offset_us, ref.lane_at + first_lane, ref.depth) for ref in pair]
+        for pair in details.flows
+    ]
+    return {"file": file, "flows": ends}
 
 
 def _jump_window(details: Any, origin_us: float) -> Any:
@@ -466,21 +470,21 @@ def _jump_window(details: Any, origin_us: float) -> Any:
 def _event_of(root: Path, run: str, choice: str, row: int, y: Any) -> Any:
     """The details panel of event ``row`` of the file shown (of a rank group: the file of the
     rank whose lane ``y`` is on), its details and the figure's origin; or the line saying why
-    there is none (and None, None)."""
+    there is none (and None, 0, None); and in a rank group, the rank's lane group."""
     whole = _view_of(root, run, choice, WHOLE)
     if isinstance(whole, str):
-        return whole, None, 0.0
-    file, offset_us = choice, 0.0
+        return whole, None, 0.0, None
+    file, offset_us, group = choice, 0.0, None
     if isinstance(whole, RanksView):
         group = whole.group_of(int(y // 1)) if isinstance(y, (int, float)) else None
         if group is None:
-            return "No details: the click is on no rank's lane.", None, 0.0
+            return "No details: the click is on no rank's lane.", None, 0.0, None
         file, offset_us = group.file, group.offset_us
     try:
         details = run_event(root, run, file, row)
     except LookupError as exc:  # no such event (or file, or run): the click is stale
-        return f"No details: {exc}", None, 0.0
+        return f"No details: {exc}", None, 0.0, None
     if isinstance(details, str):
-        return details, None, 0.0
+        return details, None, 0.0, None
     origin_us = _drawn(whole).span_us[0] - offset_us
-    return details_panel(details, origin_us), details, origin_us
+    return details_panel(details, origin_us), details, origin_us, group

@@ -548,7 +548,7 @@ def test_a_run_of_several_ranks_opens_on_them_and_clicks_find_each_ranks_event(
         panel, flow = page.show_event(
             {"points": [{"customdata": row, "y": one.first_lane + 1.2}]}, group.key, "?run=ranks"
         )
-        patch = page.draw_flow({"file": group.key, "flows": []}, group.key, "?run=ranks")
+        patch = page.draw_flow(flow, group.key, "?run=ranks")
         zoomed = page._view_of(root, "ranks", group.key, (10.0, 12.0))
     dropdown = _element(tree, "timeline-file")
     assert dropdown.value == group.key
@@ -557,7 +557,12 @@ def test_a_run_of_several_ranks_opens_on_them_and_clicks_find_each_ranks_event(
     assert status == f"2 ranks on one clock; {view.view.event_count:,} events drawn exactly"
     assert _element(panel, "event-name").children == "cudaLaunchKernel"
     assert "[4045]" in str(panel)  # rank 1's process, not rank 0's
-    assert flow is None and patch is dash.no_update  # no arrow across a group's lanes
+    ((launch, kernel),) = flow["flows"]  # on the common clock and rank 1's lanes
+    assert launch[0] == events.loc[row, "ts_us"] + one.offset_us
+    assert one.holds(launch[1]) and one.holds(kernel[1]) and launch[1] < kernel[1]
+    operations = patch.to_plotly_json()["operations"]
+    (drawn,) = [op["params"]["value"] for op in operations if op["location"][-1] == "annotations"]
+    assert len(drawn) == len(view.groups) + 1  # each group's note, and the arrow
     origin = view.view.span_us[0]
     assert (zoomed.view.start_us, zoomed.view.end_us) == (origin + 10_000.0, origin + 12_000.0)
 
