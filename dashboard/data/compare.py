@@ -38,8 +38,8 @@ class RunComparison:
         breakdown_us: the mean time per step of each breakdown category (every category of
             :data:`profiler.analysis.steps.CATEGORIES`, 0 where none); empty without steps.
         breakdown_source: ``trace`` (the categories measured in its deep windows), ``step
-            log`` (data wait and the rest only) or ``none``.
-        errors: one line per file that could not be read, naming it.
+            log`` (data wait and the rest only; also a run none of whose traces could be read)
+            or ``none``.
     """
 
     name: str
@@ -47,7 +47,6 @@ class RunComparison:
     step_source: Source
     breakdown_us: dict[str, float]
     breakdown_source: Source
-    errors: tuple[str, ...] = ()
 
 
 def compare_runs(root: str | Path, names: Iterable[str]) -> list[RunComparison]:
@@ -63,7 +62,7 @@ def compare_runs(root: str | Path, names: Iterable[str]) -> list[RunComparison]:
             data = run_summary(root, name)
         except (RunNotFound, RunRefused):  # gone since it was listed
             continue
-        compared.append(_comparison(name, logged[name], data.breakdown, data.steps, data.errors))
+        compared.append(_comparison(name, logged[name], data.breakdown, data.steps))
     return compared
 
 
@@ -72,7 +71,6 @@ def _comparison(
     logged_us: Sequence[float],
     trace_rows: Sequence[Mapping[str, Any]],
     step_records: Sequence[Mapping[str, Any]],
-    errors: Sequence[str],
 ) -> RunComparison:
     traced_us = tuple(float(row["dur_us"]) for row in trace_rows)
     step_source: Source = "step log" if logged_us else "trace" if traced_us else "none"
@@ -88,7 +86,6 @@ def _comparison(
         step_source=step_source,
         breakdown_us=breakdown,
         breakdown_source=source,
-        errors=tuple(errors),
     )
 
 
