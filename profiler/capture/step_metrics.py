@@ -299,7 +299,7 @@ class StepMetrics:
     def discard(self) -> None:
         """Drop the step in progress (the run ended between steps)."""
         self._active = False
-        self._plain_until = 0
+        self._plain_until = 0  # see _close
 
     def end(self, *, deep: bool, completed: bool = True) -> int:
         """Close the current step; write the finished ones once a second.
@@ -315,6 +315,7 @@ class StepMetrics:
     def _close(self, end: int, deep: bool, completed: bool) -> None:
         """Keep the step ending at ``end`` as one tuple; hand the rows over once a second."""
         self._active = False
+        self._plain_until = 0  # no step in progress until the next begins (and _arm says)
         sampler = self.sampler
         if self._cuda:
             self._memory_now, peak = self._memory.cuda_step_bytes()  # reset at begin
