@@ -550,6 +550,18 @@ def rare_costs(
     return costs
 
 
+def hooks_off(metrics: Any) -> None:
+    """Take the phase split's wrapper and hooks off for the "off" arm, as ``detach()`` does, but
+    keep them registered. ``detach()`` forgets them (a run detaches only at its end), so the
+    ``attach()`` after it would build and register them anew, a cost no real run pays between
+    its timed steps; it is the fallback where the private parts have gone."""
+    if hasattr(metrics, "_uninstall") and hasattr(metrics, "_enabled"):
+        metrics._enabled = False
+        metrics._uninstall()
+    else:
+        metrics.detach()
+
+
 def interleaved(work: Workload, out_dir: Path, pairs: int, *, aa: bool) -> Interleaved | None:
     """Run the step-interleaved comparison; None where the session has no attach()/detach()."""
     from profiler.capture import step_metrics
@@ -575,7 +587,7 @@ def interleaved(work: Workload, out_dir: Path, pairs: int, *, aa: bool) -> Inter
         for index in range(4 * pairs):
             on = (index // 2) % 2 == 0 and not aa
             if on != attached:
-                metrics.attach() if on else metrics.detach()  # type: ignore[union-attr]
+                metrics.attach() if on else hooks_off(metrics)  # type: ignore[union-attr]
                 attached = on
             timed, pending = getattr(metrics, "_timed", False), len(getattr(metrics, "_rows", ()))
             t0 = perf_ns()
