@@ -568,6 +568,10 @@ def interleaved(work: Workload, out_dir: Path, pairs: int, *, aa: bool) -> Inter
 
     model, opt = work.model, work.optimizer
     data = work.data(4 * pairs + 4)
+    # Which pair of each four steps is "on", drawn per cycle: a cost that comes every 4th or 8th
+    # step (a gc generation, a periodic thread) would otherwise land in one arm every time.
+    rng = random.Random(1)
+    on_first = [rng.random() < 0.5 for _ in range(pairs)]
     on_steps: list[tuple[int, ...]] = []
     off_steps: list[tuple[int, ...]] = []
     kinds: list[str] = []  # of each measured "on" step
@@ -585,7 +589,8 @@ def interleaved(work: Workload, out_dir: Path, pairs: int, *, aa: bool) -> Inter
         wrapped, bare = iter(prof.loader(data)), iter(data)
         attached = True
         for index in range(4 * pairs):
-            on = (index // 2) % 2 == 0 and not aa
+            slot = ((index // 2) % 2 == 0) == on_first[index // 4]  # the "on" arm's pair
+            on = slot and not aa
             if on != attached:
                 metrics.attach() if on else hooks_off(metrics)  # type: ignore[union-attr]
                 attached = on
@@ -606,7 +611,7 @@ def interleaved(work: Workload, out_dir: Path, pairs: int, *, aa: bool) -> Inter
             t6 = perf_ns()
             handed = pending + 1 - len(getattr(metrics, "_rows", ())) if on else 0
             if index % 2 == 1:
-                arm = on_steps if (index // 2) % 2 == 0 else off_steps
+                arm = on_steps if slot else off_steps
                 arm.append((t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5, t6 - t0))
                 if arm is on_steps:
                     installs = getattr(metrics, "_timed", False) and not timed
