@@ -52,9 +52,9 @@ def app_shell(header: Sequence[Any], nav: Any, main: Sequence[Any]) -> dmc.Manti
     )
 
 
-def brand() -> dmc.Text:
-    """The app's name, top left: text, not a heading (the pages' titles are the headings)."""
-    return dmc.Text("trainprof", fw=700, fz="xl", className="brand")
+def brand() -> dmc.Title:
+    """The app's name, top left: the ``h2`` over the pages' ``h3`` titles, as it always was."""
+    return dmc.Title("trainprof", order=2, fz="xl", className="brand")
 
 
 def nav_link(label: str, href: str) -> dmc.NavLink:
