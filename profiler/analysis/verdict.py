@@ -114,7 +114,16 @@ def _action(message: str) -> str:
 
 
 def _method(rule: object) -> str | None:
-    """The "Saving:" paragraph of a rule's docstring, on one line."""
+    """The "Saving:" part of a rule's docstring (from "Saving:", at a line's or a sentence's
+    start, to the paragraph's end), on one line, in plain words: a cross-reference such as
+    ``:attr:`TraceFacts.sync_idle_pct``` reads ``sync_idle_pct``, as a page shows it."""
     doc = inspect.getdoc(type(rule)) if rule is not None else None
-    found = re.search(r"^Saving: (.+?)(?:\n\n|\Z)", doc or "", re.S | re.M)
-    return " ".join(found.group(1).replace("``", "").split()) if found else None
+    found = re.search(r"(?:^|(?<=\. ))Saving: (.+?)(?:\n\n|\Z)", doc or "", re.S | re.M)
+    if not found:
+        return None
+    text = _ROLE.sub(r"\1", found.group(1)).replace("``", "")
+    return " ".join(text.split())
+
+
+#: A Sphinx cross-reference, ``:role:`Owner.name``` or ``:role:`name```: its last name stays.
+_ROLE = re.compile(r":\w+:`(?:[\w.]*\.)?(\w+)`")

@@ -5,14 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from profiler.analysis.rules import (
+    RULES,
     AmpEligible,
     CommHeavy,
     DataloaderBound,
+    LowGpuUtilization,
     MemoryNearCapacity,
     TraceFacts,
 )
 from profiler.analysis.summary import STEP_LOG_METHOD, summary_verdict
-from profiler.analysis.verdict import NOTHING_STANDS_OUT, leading, verdict
+from profiler.analysis.verdict import NOTHING_STANDS_OUT, _method, leading, verdict
 
 STEP_US = 40_000.0
 
@@ -82,6 +84,16 @@ def test_the_verdict_names_the_bottleneck_its_method_and_its_action() -> None:
     assert found.method and found.method.startswith("the data wait per step")
     assert found.text.startswith("The step waits on the input pipeline. Fixing it saves up to ")
     assert found.to_dict()["saving_us_per_step"] == 0.54 * STEP_US
+
+
+def test_every_rules_method_is_plain_words() -> None:
+    """Each rule states how it estimates its saving, without docstring markup: the Overview
+    shows this line as it is (it once read ``(:attr:`TraceFacts.gpu_idle_us_per_step`: ...``)."""
+    for rule in RULES:
+        method = _method(rule)
+        assert method, f"{rule.id} states no saving method"
+        assert "`" not in method and ":attr:" not in method, (rule.id, method)
+    assert "(gpu_idle_us_per_step: " in str(_method(LowGpuUtilization()))
 
 
 def test_no_finding_says_nothing_stands_out() -> None:
