@@ -90,11 +90,12 @@ def stacked_categories(
     return figure
 
 
-#: The per-step lines: the row key, the trace name and its y axis.
+#: The per-step lines: the row key, the trace name, its y axis and the factor from the row's
+#: unit to the axis' (µs -> ms, bytes -> MiB).
 STEP_SERIES = (
-    ("dur_us", STEP_TIME, "y"),
-    ("data_wait_us", DATA_WAIT, "y"),
-    ("memory_bytes", MEMORY, "y2"),
+    ("dur_us", STEP_TIME, "y", 1e-3),
+    ("data_wait_us", DATA_WAIT, "y", 1e-3),
+    ("memory_bytes", MEMORY, "y2", 1 / 2**20),
 )
 
 
@@ -115,16 +116,16 @@ def step_metrics_figure(steps_rows: Sequence[Mapping[str, Any]]) -> go.Figure:
     if not series:
         return empty_figure(NO_STEPS)
     ranks = {rank for rank, _ in series}
-    names = {key: name for key, name, _ in STEP_SERIES}
-    axes = {key: axis for key, _, axis in STEP_SERIES}
+    names = {key: name for key, name, _, _ in STEP_SERIES}
+    axes = {key: axis for key, _, axis, _ in STEP_SERIES}
     figure = themed_figure()
     for (rank, key), (steps, values) in series.items():
         suffix = f" (rank {rank})" if len(ranks) > 1 else ""
         figure.add_trace(_line(steps, values, names[key] + suffix, axes[key]))
     figure.update_layout(
         xaxis={"title": {"text": "step"}},
-        yaxis={"title": {"text": "time (µs)"}},
-        yaxis2={"title": {"text": "memory (bytes)"}, "overlaying": "y", "side": "right"},
+        yaxis={"title": {"text": "time (ms)"}},
+        yaxis2={"title": {"text": "memory (MiB)"}, "overlaying": "y", "side": "right"},
         legend={"orientation": "h", "y": -0.2},
         margin={"t": 30},
     )
@@ -135,15 +136,16 @@ def step_series(
     steps_rows: Sequence[Mapping[str, Any]],
 ) -> dict[tuple[int, str], tuple[list[Any], list[Any]]]:
     """The per-step lines' points: ``(rank, key) -> (steps, values)``, ranks in order, each
-    rank's rows by step, keys in :data:`STEP_SERIES` order; only lines with a point."""
+    rank's rows by step, keys in :data:`STEP_SERIES` order, values in the axes' units (ms,
+    MiB); only lines with a point."""
     by_rank: dict[int, list[Mapping[str, Any]]] = {}
     for row in steps_rows:
         by_rank.setdefault(int(row.get("rank", 0)), []).append(row)
     series: dict[tuple[int, str], tuple[list[Any], list[Any]]] = {}
     for rank, rows in sorted(by_rank.items()):
         rows = sorted(rows, key=lambda r: r["step"])
-        for key, _, _ in STEP_SERIES:
-            points = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
+        for key, _, _, scale in STEP_SERIES:
+            points = [(r["step"], r[key] * scale) for r in rows if r.get(key) is not None]
             if points:
                 steps, values = zip(*points, strict=True)
                 series[(rank, key)] = (list(steps), list(values))

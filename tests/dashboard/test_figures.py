@@ -76,9 +76,11 @@ def test_step_metrics_lines_over_the_whole_run() -> None:
     assert {t.type for t in figure.data} == {"scatter"}
     step_time, data_wait, memory = figure.data
     assert list(step_time.x) == [0, 1]  # in step order
-    assert list(step_time.y) == [35.0, 30.0]
-    assert list(data_wait.y) == [22.0, 20.0]
-    assert list(memory.y) == [1024, 2048]
+    assert list(step_time.y) == pytest.approx([0.035, 0.030])  # ms
+    assert list(data_wait.y) == pytest.approx([0.022, 0.020])
+    assert list(memory.y) == pytest.approx([1 / 1024, 2 / 1024])  # MiB
+    assert figure.layout.yaxis.title.text == "time (ms)"
+    assert figure.layout.yaxis2.title.text == "memory (MiB)"
     assert memory.yaxis == "y2" and step_time.yaxis == "y"
     assert figure.layout.yaxis2.overlaying == "y"
 
@@ -92,7 +94,7 @@ def test_step_metrics_leave_out_what_was_not_recorded_and_name_ranks() -> None:
     figure = step_metrics_figure(rows)
 
     assert [t.name for t in figure.data] == [f"{STEP_TIME} (rank 0)", f"{STEP_TIME} (rank 1)"]
-    assert [list(t.y) for t in figure.data] == [[5.0], [6.0]]
+    assert [list(t.y) for t in figure.data] == [pytest.approx([0.005]), pytest.approx([0.006])]
 
 
 @pytest.mark.parametrize("rows", [[], ()])

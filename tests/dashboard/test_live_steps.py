@@ -101,7 +101,7 @@ def test_the_extension_names_the_traces_it_extends() -> None:
         {},
         [],
     )
-    assert (update, indices) == ({"x": [[2]], "y": [[7.0]]}, [1])
+    assert (update, indices) == ({"x": [[2]], "y": [[pytest.approx(0.007)]]}, [1])  # in ms
     assert step_metrics_extension([], shown) == ({"x": [], "y": []}, [])
     # A value first recorded now needs a new trace: the figure is drawn again.
     assert step_metrics_extension([{"step": 2, "dur_us": 1.0, "data_wait_us": 1.0}], shown) is None
