@@ -90,7 +90,10 @@ def test_steps_page_shows_the_split_the_system_metrics_and_a_linked_slow_step(
     assert cpu["y"] and all(0 <= v <= 100 * 64 for v in cpu["y"])
     memory = figure_traces(dash_duo, "steps-memory")
     rss = next(t for t in memory if t["name"] == "RSS")
-    assert len(rss["y"]) == STEPS and all(v > 10 for v in rss["y"])  # MiB: a Python with torch
+    title = "return document.querySelector('#steps-memory .js-plotly-plot').layout.yaxis.title.text"
+    unit = dash_duo.driver.execute_script(title)  # MiB, or GiB from 1 GiB up (CI's Python is)
+    scale = {"MiB": 2**20, "GiB": 2**30}[unit.rsplit("(", 1)[-1].rstrip(")").strip()]
+    assert len(rss["y"]) == STEPS and all(v * scale > 10 * 2**20 for v in rss["y"])  # with torch
     assert NOT_SAMPLED in dash_duo.find_element("#steps-gpu-util").text  # a CPU-only run
 
     assert str(SLOW) in grid_column(dash_duo, "steps-slow", "step")
