@@ -57,6 +57,7 @@ from dashboard.figures.timeline import (
     search_matches,
     timeline_annotations,
     timeline_figure,
+    to_ms,
     to_us,
 )
 
@@ -71,9 +72,13 @@ _JUMP_PAD = 0.5
 _JUMP_MIN_PAD_US = 20.0
 
 
-def content(run: str | None = None, file: str | None = None, **_query: Any) -> html.Div:
+def content(
+    run: str | None = None, file: str | None = None, step: str | None = None, **_query: Any
+) -> html.Div:
     """The timeline of ``file`` of ``run``: a trace file's name or a rank group's key (the first
-    run when not named; its first rank group, else its first file)."""
+    run when not named; its first rank group, else its first file); zoomed onto ``step``
+    (``ProfilerStep#N``) when the file has that step (a link from the Steps page's slow steps),
+    else whole."""
     loaded = page_data(run, run_trace_files)
     if isinstance(loaded, html.Div):
         return loaded
@@ -110,9 +115,22 @@ def content(run: str | None = None, file: str | None = None, **_query: Any) -> h
             ),
             html.Span(id="timeline-matches", style={"marginLeft": "1em"}),
             *_alignment_notes(run, file),
-            *_view_parts(view, file, _steps_of(run, file)),
+            *_view_parts(*_on_step(run, file, view, step), file, _steps_of(run, file)),
         ]
     )
+
+
+def _on_step(run: str, file: str, whole: Any, step: str | None) -> tuple[Any, Any]:
+    """The view to open on, and its x range (figure ms): step ``step``'s when the file has it,
+    else ``whole`` and None."""
+    steps = _steps_of(run, file) if step and step.isdigit() and not isinstance(whole, str) else None
+    hit = None if steps is None else steps[steps["step"] == int(step or -1)]
+    if hit is None or hit.empty:
+        return whole, None
+    drawn = _drawn(whole)
+    window = tuple(to_ms(drawn, float(hit[edge].iloc[0])) for edge in ("start_us", "end_us"))
+    view = fetch(current_root(), run, lambda root, name: _view_of(root, name, file, window))
+    return (whole, None) if isinstance(view, (Problem, str)) else (view, window)
 
 
 def _files_of(groups: Sequence[RankGroup], files: Sequence[str], choice: str) -> list[str]:
@@ -177,7 +195,7 @@ def _file_problem(run: str, file: Any, problem: Problem) -> html.Div:
     return error_banner([problem.message])
 
 
-def _view_parts(view: Any, file: str, steps: Any) -> list[Any]:
+def _view_parts(view: Any, window: Any, file: str, steps: Any) -> list[Any]:
     if isinstance(view, str):
         # The callbacks' components exist, empty, so picking another file still works.
         return [
@@ -193,7 +211,7 @@ def _view_parts(view: Any, file: str, steps: Any) -> list[Any]:
         dcc.Loading(
             dcc.Graph(
                 id="timeline",
-                figure=_figure(view, file, steps=steps),
+                figure=_figure(view, file, steps=steps, window=window),
                 config={"scrollZoom": True, "displaylogo": False},
             ),
             delay_show=300,
@@ -261,11 +279,9 @@ def rezoom(
     text = text or ""
     matches = search_matches(_drawn(view), text)
     count = None if matches is None else int(matches.sum())
-    figure = _figure(view, file, text, _steps_of(run, file), _flows_of(flow, file))
-    if isinstance(window, tuple):
-        # The range drawn, in the figure: a relayout made by code (a jump) is no user edit
-        # that plotly's uirevision would keep, so without it the axis would spring back.
-        figure["layout"]["xaxis"]["range"] = list(window)
+    # A relayout made by code (a jump) keeps its range only in the figure (see _figure).
+    ranged = window if isinstance(window, tuple) else None
+    figure = _figure(view, file, text, _steps_of(run, file), _flows_of(flow, file), ranged)
     return figure, _status(view), match_text(text, count)
 
 
@@ -318,11 +334,23 @@ def _steps_of(run: str, choice: str) -> Any:
 
 
 def _figure(
-    view: View, choice: str, search: str = "", steps: Any = None, flows: Sequence[Any] = ()
+    view: View,
+    choice: str,
+    search: str = "",
+    steps: Any = None,
+    flows: Sequence[Any] = (),
+    window: Any = None,
 ) -> dict[str, Any]:
+    """The figure of ``view``; with ``window`` (figure ms), its x range set to it: a range set
+    by code is no user edit that plotly's uirevision keeps, so without it the axis would
+    spring back to the whole trace."""
     if isinstance(view, RanksView):
-        return ranks_timeline_figure(view, revision=choice, search=search, flows=flows)
-    return timeline_figure(view, revision=choice, search=search, steps=steps, flows=flows)
+        figure = ranks_timeline_figure(view, revision=choice, search=search, flows=flows)
+    else:
+        figure = timeline_figure(view, revision=choice, search=search, steps=steps, flows=flows)
+    if window is not None:
+        figure["layout"]["xaxis"]["range"] = list(window)
+    return figure
 
 
 def _status(view: View) -> str:

@@ -508,6 +508,32 @@ def test_layout_shades_and_numbers_the_files_steps(root: Path) -> None:
     assert len(layout["shapes"]) == (len(steps) + 1) // 2
 
 
+def test_layout_opens_on_the_step_a_link_names(root: Path) -> None:
+    """The Steps page links a slow step's window with ``step=N``: the Timeline opens zoomed
+    onto that step's ``ProfilerStep#N`` (its events only), and whole for a step the file lacks."""
+    file = _first(SAMPLE).name
+    steps = run_steps(root, "sample", file)
+    assert not isinstance(steps, str) and len(steps) > 1
+    step = steps.iloc[1]
+    number = int(step["step"])
+    app, page = _page_module(root)
+    with app.server.app_context():
+        whole = page.content(run="sample", file=file)
+        zoomed = page.content(run="sample", file=file, step=str(number))
+        absent = page.content(run="sample", file=file, step="99999")
+    # The range is the step's own: centred where the whole view numbers it, as long as it is.
+    label = f"step {number}"
+    whole_layout = _element(whole, "timeline").figure["layout"]
+    centre = next(a["x"] for a in whole_layout["annotations"] if a["text"] == label)
+    x_range = _element(zoomed, "timeline").figure["layout"]["xaxis"]["range"]
+    assert sum(x_range) / 2 == pytest.approx(centre)
+    assert x_range[1] - x_range[0] == pytest.approx((step["end_us"] - step["start_us"]) / 1000)
+    count = lambda tree: int(_element(tree, "timeline-status").children.split()[0].replace(",", ""))  # noqa: E731
+    assert 0 < count(zoomed) < count(whole)
+    assert "range" not in _element(absent, "timeline").figure["layout"]["xaxis"]
+    assert count(absent) == count(whole)
+
+
 def test_layout_of_an_unreadable_file_shows_the_banner(root: Path) -> None:
     (root / "broken").mkdir()
     (root / "broken" / "w.1.pt.trace.json.gz").write_bytes(b"\x1f\x8b <b>not gzip</b>")
