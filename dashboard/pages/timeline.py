@@ -94,6 +94,7 @@ def content(
     if isinstance(view, Problem):
         return html.Div([heading, _file_problem(run, file, view)])
     download = download_links(run, _files_of(groups, files, file))
+    steps = _steps_of(run, file)
     options = [{"label": g.label, "value": g.key} for g in groups]
     return html.Div(
         [
@@ -115,17 +116,18 @@ def content(
             ),
             html.Span(id="timeline-matches", style={"marginLeft": "1em"}),
             *_alignment_notes(run, file),
-            *_view_parts(*_on_step(run, file, view, step), file, _steps_of(run, file)),
+            *_view_parts(*_on_step(run, file, view, steps, step), file, steps),
         ]
     )
 
 
-def _on_step(run: str, file: str, whole: Any, step: str | None) -> tuple[Any, Any]:
-    """The view to open on, and its x range (figure ms): step ``step``'s when the file has it,
-    else ``whole`` and None."""
-    steps = _steps_of(run, file) if step and step.isdigit() and not isinstance(whole, str) else None
-    hit = None if steps is None else steps[steps["step"] == int(step or -1)]
-    if hit is None or hit.empty:
+def _on_step(run: str, file: str, whole: Any, steps: Any, step: str | None) -> tuple[Any, Any]:
+    """The view to open on, and its x range (figure ms): step ``step``'s when the file's
+    ``steps`` (:func:`_steps_of`) have it, else ``whole`` and None."""
+    if steps is None or isinstance(whole, str) or not (step and step.isdigit()):
+        return whole, None
+    hit = steps[steps["step"] == int(step)]
+    if hit.empty:
         return whole, None
     drawn = _drawn(whole)
     window = tuple(to_ms(drawn, float(hit[edge].iloc[0])) for edge in ("start_us", "end_us"))
