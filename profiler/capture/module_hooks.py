@@ -31,10 +31,12 @@ reserved-bytes series beside Kineto's for a fraction of the cost. Memory is read
 have changed since the last reading: a plain ``nn.Sequential`` runs nothing between its children,
 so a child called from its loop (with no hook of its own or global one to run first) and the
 Sequential's own end take the last reading again instead of a system call (see
-:meth:`ModuleTracer._traced`); every boundary still gets its sample. No reading is taken at a
-module's backward boundaries (that needs the hooks ruled out above): memory per module backward
-comes from Kineto's allocator samples inside each backward range, when the trace is read
-(``profiler.analysis.memory.module_memory``).
+:meth:`ModuleTracer._traced`), and on CPU so does a boundary within ``MemoryProbe.reuse_ns``
+(50 us) of the last system call: the RSS cannot grow by more than a few dozen KiB in that time
+(see :data:`profiler.capture.memory.RSS_FRESH_NS`); every boundary still gets its sample. No
+reading is taken at a module's backward boundaries (that needs the hooks ruled out above): memory
+per module backward comes from Kineto's allocator samples inside each backward range, when the
+trace is read (``profiler.analysis.memory.module_memory``).
 
 Everything here is attached at the start of a deep window and removed at its end: outside windows
 no per-module wrapper or hook runs at all.
@@ -322,6 +324,9 @@ class ModuleTracer:
         # The key of the plain Sequential whose loop runs now, with nothing run since the last
         # memory reading (see _traced); None otherwise.
         self._quiet: int | None = None
+        # When memory was last read (our clock), and how old a reading may be to be taken again.
+        self._read_ns = 0
+        self._reuse_ns: int = memory.reuse_ns
         self._now_ns = now_ns
         self._modules = _module_infos(models, memory_per_module=memory_per_module)
         self._info = {id(module): info for module, info in self._modules}
@@ -389,6 +394,8 @@ class ModuleTracer:
         loop, no hook: see :func:`only_forward_runs`). A child that starts then, and the
         Sequential's end, take the last reading again. A child called from anywhere else (its
         parent's key is not in ``_quiet``) reads, and so does everything after an exception.
+        Any boundary within ``reuse_ns`` of the last system call takes that reading again
+        (RSS only: see :data:`profiler.capture.memory.RSS_FRESH_NS`).
         """
         inner, opened, read = module.forward, self._range, self._read
         now_ns = functools.partial(self._now_ns)  # unreported (see _enter)
@@ -418,8 +425,12 @@ class ModuleTracer:
                 )
             )
             if sampled:
-                memory = self.record.memory
-                memory += ((now_ns(), memory[-1][1] if from_loop and memory else read()),)
+                memory, now = self.record.memory, now_ns()
+                if memory and (from_loop or now - self._read_ns < self._reuse_ns):
+                    memory += ((now, memory[-1][1]),)
+                else:
+                    memory += ((now, read()),)
+                    self._read_ns = now
             self._quiet = key if sequential else None
             handle = opened(name)
             enter(handle)
@@ -434,9 +445,13 @@ class ModuleTracer:
                 else:
                     exit_(handle, None, None, None)
             if sampled:
-                memory = self.record.memory
-                again = sequential and self._quiet == key and memory
-                memory += ((now_ns(), memory[-1][1] if again else read()),)
+                memory, now = self.record.memory, now_ns()
+                quiet = sequential and self._quiet == key
+                if memory and (quiet or now - self._read_ns < self._reuse_ns):
+                    memory += ((now, memory[-1][1]),)
+                else:
+                    memory += ((now, read()),)
+                    self._read_ns = now
             self._quiet = parent if from_loop else None
             node = output.grad_fn if type(output) is tensor else first_grad_fn(output)
             if node is not None and _grad_enabled():
@@ -450,13 +465,14 @@ class ModuleTracer:
         return traced_forward
 
     def _backward_start(self, grad_outputs: Any) -> None:
-        self.record.memory.append((self._now_ns(), self._read()))
+        self._read_ns = now = self._now_ns()
+        self.record.memory.append((now, self._read()))
         if not self._end_queued:
             torch.autograd.Variable._execution_engine.queue_callback(self._backward_end)
             self._end_queued = True
 
     def _backward_end(self) -> None:
-        now = self._now_ns()
+        self._read_ns = now = self._now_ns()
         self.record.memory.append((now, self._read()))
         self._end_backward(now)
 

@@ -15,8 +15,9 @@ from profiler.capture.module_hooks import ModuleTracer
 class CountingProbe:
     """A memory probe whose readings are 1, 2, 3... so a reading taken again shows."""
 
-    def __init__(self) -> None:
+    def __init__(self, reuse_ns: int = 0) -> None:
         self.reads = 0
+        self.reuse_ns = reuse_ns
 
     def reader(self) -> Callable[[], int]:
         def read() -> int:
@@ -37,9 +38,13 @@ class Residual(nn.Module):
         return self.b(self.a(x) + x)
 
 
-def traced(model: nn.Module) -> tuple[ModuleTracer, CountingProbe]:
-    probe = CountingProbe()
-    clock = itertools.count()
+def traced(
+    model: nn.Module, reuse_ns: int = 0, tick_ns: int = 1
+) -> tuple[ModuleTracer, CountingProbe]:
+    """``model`` traced by a probe that counts its reads, on a fake clock that moves ``tick_ns``
+    each time it is read."""
+    probe = CountingProbe(reuse_ns)
+    clock = itertools.count(step=tick_ns)
     tracer = ModuleTracer([model], probe, lambda: next(clock))  # type: ignore[arg-type]
     tracer.attach()
     return tracer, probe
@@ -103,6 +108,39 @@ def test_an_exception_leaves_no_quiet_state() -> None:
     tracer.detach()
     # root start, 0 start (again), 0 end, Boom start (again), no end; then 0 alone reads.
     assert samples(tracer) == [1, 1, 2, 2, 3, 4]
+
+
+def test_a_reading_younger_than_the_reuse_window_is_taken_again() -> None:
+    """Boundaries of a module that does not run a loop of its children read memory only once
+    ``reuse_ns`` has passed since the last system call (the clock moves 10 ns a reading here)."""
+    model = nn.Sequential(Residual())
+    tracer, probe = traced(model, reuse_ns=25, tick_ns=10)
+    model(torch.randn(2, 4))
+    tracer.detach()
+    # Boundaries at 0 (root start: read), 10 (Residual start: the loop's), 20 (a start: 20 ns
+    # since the read), 30 (a end: read), 40, 50 (b start/end: 10, 20 ns), 60 (Residual end:
+    # read), 70 (root end: the loop's).
+    assert samples(tracer) == [1, 1, 1, 2, 2, 2, 3, 3]
+    assert probe.reads == 3
+
+
+def test_no_reading_is_taken_again_past_the_window() -> None:
+    model = nn.Sequential(Residual())
+    tracer, probe = traced(model, reuse_ns=25, tick_ns=30)
+    model(torch.randn(2, 4))
+    tracer.detach()
+    # Every boundary is 30 ns after the one before: each reads, but the loop's own.
+    assert samples(tracer) == [1, 1, 2, 3, 4, 5, 6, 6]
+    assert probe.reads == 6
+
+
+def test_the_window_is_rss_only() -> None:
+    """RSS grows only as pages are touched (rate-bound); CUDA's allocator hands out gigabytes
+    at once, so a CUDA reading is never taken again on account of its age."""
+    from profiler.capture.memory import RSS_FRESH_NS, MemoryProbe
+
+    assert MemoryProbe("cpu").reuse_ns == RSS_FRESH_NS > 0
+    assert MemoryProbe("cuda").reuse_ns == 0
 
 
 def test_a_cuda_reading_is_one_statistics_call(monkeypatch: pytest.MonkeyPatch) -> None:
