@@ -59,6 +59,17 @@ TRACE_FORMAT: Final = "trainprof.trace/1"
 RUN_FORMAT: Final = "trainprof.run/1"
 STEP_FORMAT: Final = "trainprof.steps/1"
 
+# What makes a step slow, for ``profiler.on_anomaly``'s trigger and for the step logs' slow steps
+# (``profiler.analysis.slow_steps``), one rule: over SLOW_STEP_FACTOR x the median of the last
+# SLOW_STEP_HISTORY steps outside deep windows, and SLOW_STEP_MIN_EXCESS_MS more than it (on steps
+# of tens of microseconds an interrupt is "3x the median" and not worth a window; 1 ms is below
+# any slowdown worth profiling and above the scheduler's jitter); none judged before
+# SLOW_STEP_MIN_STEPS such steps (a run's first steps are slow for reasons of their own).
+SLOW_STEP_FACTOR: Final = 2.0
+SLOW_STEP_HISTORY: Final = 50
+SLOW_STEP_MIN_STEPS: Final = 10
+SLOW_STEP_MIN_EXCESS_MS: Final = 1.0
+
 # Kineto writes event timestamps in microseconds relative to this top-level field (nanoseconds).
 BASE_TIME_KEY: Final = "baseTimeNanoseconds"
 

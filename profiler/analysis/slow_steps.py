@@ -5,9 +5,8 @@ times, and at least ``min_excess_us`` more than that median. As in the trigger
 (``profiler/capture/anomaly.py``), the median is that of the last ``history`` steps outside
 deep windows before the step (a profiled step is slower by the profiler's own cost), and no step
 is judged before ``min_steps`` such steps have been seen (the first steps of a run are slow for
-reasons of their own: compilation, allocator growth). The defaults are the trigger's. The
-capture layer may not import the analysis, so the numbers are repeated here rather than shared;
-``tests/analysis/test_slow_steps.py`` holds them equal.
+reasons of their own: compilation, allocator growth). The defaults are the trigger's, from
+:mod:`profiler.events` (which both layers read).
 """
 
 from __future__ import annotations
@@ -18,20 +17,23 @@ from typing import Any, Final
 import numpy as np
 import pandas as pd
 
-DEFAULT_FACTOR: Final = 2.0
-DEFAULT_HISTORY: Final = 50
-DEFAULT_MIN_STEPS: Final = 10
-DEFAULT_MIN_EXCESS_US: Final = 1000.0
+from profiler.events import (
+    SLOW_STEP_FACTOR,
+    SLOW_STEP_HISTORY,
+    SLOW_STEP_MIN_EXCESS_MS,
+    SLOW_STEP_MIN_STEPS,
+)
+
 SLOW_STEP_COLUMNS: Final = ("rank", "step", "dur_us", "median_us", "ratio")
 
 
 def slow_steps(
     records: Iterable[Mapping[str, Any]],
     *,
-    factor: float = DEFAULT_FACTOR,
-    history: int = DEFAULT_HISTORY,
-    min_steps: int = DEFAULT_MIN_STEPS,
-    min_excess_us: float = DEFAULT_MIN_EXCESS_US,
+    factor: float = SLOW_STEP_FACTOR,
+    history: int = SLOW_STEP_HISTORY,
+    min_steps: int = SLOW_STEP_MIN_STEPS,
+    min_excess_us: float = SLOW_STEP_MIN_EXCESS_MS * 1000,
 ) -> pd.DataFrame:
     """The steps slower than ``factor`` x the running median of the steps before them.
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from profiler.events import SLOW_STEP_FACTOR
+
 #: Holds the run's settings as JSON; the bootstrap does nothing where it is unset.
 ENV_VAR = "TRAINPROF_RUN"
 #: The directory ``trainprof run`` puts first on the command's ``PYTHONPATH``.
@@ -23,8 +25,8 @@ DEFAULT: Literal["default"] = "default"
 _SCHEDULE_FIELDS = ("wait", "warmup", "active", "repeat")
 #: ``--schedule anomaly[:FACTOR]``: ``profiler.on_anomaly`` instead of fixed windows.
 ANOMALY = "anomaly"
-#: ``profiler.on_anomaly``'s default factor (this module may not import capture to ask it).
-DEFAULT_ANOMALY_FACTOR = 2.0
+#: ``profiler.on_anomaly``'s default factor.
+DEFAULT_ANOMALY_FACTOR = SLOW_STEP_FACTOR
 
 
 @dataclass(frozen=True)

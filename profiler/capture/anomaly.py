@@ -20,14 +20,13 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-# Steps before the first window may open: the first steps of a run (compilation, allocator
-# growth, autotuning) are slow for reasons of their own.
-DEFAULT_MIN_STEPS = 10
-DEFAULT_HISTORY = 50
-# A step must also take this much longer than the median: on steps of tens or hundreds of
-# microseconds, an interrupt or a page fault is "3x the median" and not worth a window. 1 ms is
-# below any slowdown worth profiling on a real training step, and above the scheduler's jitter.
-DEFAULT_MIN_EXCESS_MS = 1.0
+from profiler.events import (
+    SLOW_STEP_FACTOR,
+    SLOW_STEP_HISTORY,
+    SLOW_STEP_MIN_EXCESS_MS,
+    SLOW_STEP_MIN_STEPS,
+)
+
 # The threshold is recomputed from the recent step times every this many steps (a sort of
 # `history` numbers, ~1-2 us, shared by the steps between).
 REFRESH_EVERY = 10
@@ -50,9 +49,9 @@ class AnomalySchedule:
     max_windows: int = 3
     warmup: int = 1
     cooldown: int = 20
-    min_steps: int = DEFAULT_MIN_STEPS
-    history: int = DEFAULT_HISTORY
-    min_excess_ms: float = DEFAULT_MIN_EXCESS_MS
+    min_steps: int = SLOW_STEP_MIN_STEPS
+    history: int = SLOW_STEP_HISTORY
+    min_excess_ms: float = SLOW_STEP_MIN_EXCESS_MS
 
     def __post_init__(self) -> None:
         factor = self.factor
@@ -102,14 +101,14 @@ class AnomalySchedule:
 
 def on_anomaly(
     *,
-    factor: float = 2.0,
+    factor: float = SLOW_STEP_FACTOR,
     active: int = 3,
     max_windows: int = 3,
     warmup: int = 1,
     cooldown: int = 20,
-    min_steps: int = DEFAULT_MIN_STEPS,
-    history: int = DEFAULT_HISTORY,
-    min_excess_ms: float = DEFAULT_MIN_EXCESS_MS,
+    min_steps: int = SLOW_STEP_MIN_STEPS,
+    history: int = SLOW_STEP_HISTORY,
+    min_excess_ms: float = SLOW_STEP_MIN_EXCESS_MS,
 ) -> AnomalySchedule:
     """A schedule that opens a deep window after a step slower than ``factor`` x the median.
 

@@ -7,30 +7,15 @@ from typing import Any
 import pytest
 
 from profiler.analysis.slow_steps import (
-    DEFAULT_FACTOR,
-    DEFAULT_HISTORY,
-    DEFAULT_MIN_EXCESS_US,
-    DEFAULT_MIN_STEPS,
     SLOW_STEP_COLUMNS,
     slow_steps,
 )
-from profiler.capture.anomaly import AnomalySchedule
 
 
 def steps(durations: list[float], rank: int = 0, deep: set[int] = frozenset()) -> list[Any]:
     return [
         {"step": i, "dur_us": d, "rank": rank, "deep": i in deep} for i, d in enumerate(durations)
     ]
-
-
-def test_the_defaults_are_the_anomaly_triggers() -> None:
-    trigger = AnomalySchedule()
-    assert (
-        trigger.factor,
-        trigger.history,
-        trigger.min_steps,
-    ) == (DEFAULT_FACTOR, DEFAULT_HISTORY, DEFAULT_MIN_STEPS)
-    assert trigger.min_excess_ms * 1000 == DEFAULT_MIN_EXCESS_US
 
 
 def test_a_step_over_twice_the_median_of_those_before_it_is_slow() -> None:
