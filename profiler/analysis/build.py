@@ -18,7 +18,6 @@ import pandas as pd
 from profiler.analysis.columns import (
     ARGS_LIST_DECODER,
     CATEGORY,
-    EMPTY_RAW,
     EVENT_COLUMNS,
     FLOW_COLUMNS,
     FLOW_PHASES,
@@ -198,7 +197,12 @@ class TableBuilder:
         # typically).
         gpu_at, host_at = np.flatnonzero(gpu), np.flatnonzero(~gpu)
         gpu_args, host_args = select(args, gpu), select(args, ~gpu)
-        self._texts(rows, "input_dims", host_args, host_at, "input_dims_2021")
+        # The others: read over the rows that have any of them.
+        host_rare = _differs(host_args, HOST_RARE_GETTER, HOST_RARE_DEFAULTS)
+        rare = np.zeros(len(args), bool)
+        rare[host_at] = host_rare
+        rare[gpu_at] = _differs(gpu_args, GPU_RARE_GETTER, GPU_RARE_DEFAULTS)
+        self._texts(rows, "input_dims", host_args, host_at, np.flatnonzero(host_rare).tolist())
         self._texts(rows, "grid", gpu_args, gpu_at)
         self._texts(rows, "block", gpu_args, gpu_at)
         for column, field, dtype, _ in GPU_ARG_COLUMNS:
@@ -208,10 +212,6 @@ class TableBuilder:
             columns.put_at(column, rows, host_at, values(host_args, field, dtype), MISSING_INT)
         stream = np.full(len(args), MISSING_INT, np.int64)
         stream[gpu_at] = ids(gpu_args, "stream")
-        # The others: read over the rows that have any of them.
-        rare = np.zeros(len(args), bool)
-        rare[host_at] = _differs(host_args, HOST_RARE_GETTER, HOST_RARE_DEFAULTS)
-        rare[gpu_at] = _differs(gpu_args, GPU_RARE_GETTER, GPU_RARE_DEFAULTS)
         at = np.flatnonzero(rare)
         some = select(args, rare)
         external_2021 = np.full(len(args), MISSING_INT, np.int64)
@@ -229,14 +229,13 @@ class TableBuilder:
                 columns.put_at(column, rows, at, values(some, field, dtype), MISSING_INT)
 
     def _texts(
-        self, rows: slice, column: str, args: list[Any], at: np.ndarray, fallback: str = ""
+        self, rows: slice, column: str, args: list[Any], at: np.ndarray, older: Any = ()
     ) -> None:
-        """A list-valued arg (shapes, grid, block) as compact text, at rows ``at`` of ``rows``."""
+        """A list-valued arg (shapes, grid, block) as compact text, at rows ``at`` of ``rows``;
+        ``older``: which of ``args`` may spell the shapes as 2021's traces do (few traces)."""
         texts = list(map(bytes, map(attrgetter(column), args)))
-        if fallback:  # (an older spelling, which few traces have)
-            olds = list(map(attrgetter(fallback), args))
-            if olds.count(EMPTY_RAW) != len(olds):
-                texts = [t or bytes(o) for t, o in zip(texts, olds, strict=True)]
+        for index in older:
+            texts[index] = texts[index] or bytes(args[index].input_dims_2021)
         # Normalise each distinct text once, not each event's: shapes repeat across many ops.
         self._events.put_scattered(column, rows, at, texts, compact_text)
 

@@ -58,14 +58,13 @@ GPU_ARG_COLUMNS = [c for c in ARG_COLUMNS if c[3] == GPU]
 HOST_ARG_COLUMNS = [c for c in ARG_COLUMNS if c[3] == HOST]
 RARE_ARG_COLUMNS = [c for c in ARG_COLUMNS if c[3] == RARE]
 _RARE = ("external_id_2021", *(field for _, field, _, _ in RARE_ARG_COLUMNS))
-# The args a host op or GPU work rarely has (a stream on a host op, a sequence number on GPU
-# work, and the RARE ones): one getter call per event tells which events have any (defaults are
-# shared objects, so the comparison is by identity, mostly).
-HOST_RARE_GETTER = attrgetter("stream", *_RARE)
+# The args a host op or GPU work rarely has (a stream or 2021's shapes on a host op, a sequence
+# number on GPU work, and the RARE ones): one getter call per event tells which events have any
+# (defaults are shared objects, so the comparison is by identity, mostly).
+HOST_RARE_GETTER = attrgetter("stream", "input_dims_2021", *_RARE)
 GPU_RARE_GETTER = attrgetter(*(field for _, field, _, _ in HOST_ARG_COLUMNS), *_RARE)
 HOST_RARE_DEFAULTS = HOST_RARE_GETTER(CompleteArgs())
 GPU_RARE_DEFAULTS = GPU_RARE_GETTER(CompleteArgs())
-EMPTY_RAW = CompleteArgs().input_dims_2021
 # The events table's columns in order, and their types.
 EVENT_COLUMNS: dict[str, Any] = {
     "name": CATEGORY, "cat": CATEGORY, "kind": CATEGORY, "pid": np.int64, "tid": np.int64,

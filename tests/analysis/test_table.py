@@ -158,6 +158,29 @@ def test_legacy_2021_schema(tmp_path: Path) -> None:
     assert trace.threads["tid"].tolist() == [7]
 
 
+def test_shapes_in_either_spelling_in_one_file(tmp_path: Path) -> None:
+    """2021's "Input dims" is read on the ops that have it, beside today's "Input Dims" (which
+    wins where an op has both), whatever else those ops carry."""
+    args = [
+        {"Input Dims": [[1, 2]]},
+        {"Input dims": [[3, 4]]},
+        {"Input Dims": [[5]], "Input dims": [[6]]},
+        {},
+        {"Input dims": [[7]], "Sequence number": 9},
+        {"Input dims": [[3, 4]], "stream": 2},
+    ]
+    events = [
+        {"ph": "X", "cat": "cpu_op", "name": f"op{i}", "pid": 1, "tid": 1, "ts": i, "dur": 1,
+         "args": a}
+        for i, a in enumerate(args)
+    ]  # fmt: skip
+    trace = load_trace(write(tmp_path / "t.json.gz", {"traceEvents": events}), cache=False)
+    shapes = trace.events["input_dims"].astype(str).tolist()
+    assert shapes == ["[[1,2]]", "[[3,4]]", "[[5]]", "", "[[7]]", "[[3,4]]"]
+    assert trace.events["seq"].tolist() == [-1, -1, -1, -1, 9, -1]
+    assert trace.events["stream"].tolist() == [-1, -1, -1, -1, -1, 2]
+
+
 def test_bare_array_form_and_plain_json(tmp_path: Path) -> None:
     trace = load_trace(write(tmp_path / "a.json", LEGACY_2021["traceEvents"], compress=False))
     assert len(trace.events) == 6 and trace.meta == {}
