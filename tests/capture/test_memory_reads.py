@@ -110,28 +110,25 @@ def test_an_exception_leaves_no_quiet_state() -> None:
     assert samples(tracer) == [1, 1, 2, 2, 3, 4]
 
 
-def test_a_reading_younger_than_the_reuse_window_is_taken_again() -> None:
-    """Boundaries of a module that does not run a loop of its children read memory only once
-    ``reuse_ns`` has passed since the last system call (the clock moves 10 ns a reading here)."""
+# Boundaries of nn.Sequential(Residual()): root start, Residual start (the loop's: taken again),
+# a start/end, b start/end, Residual end, root end (the loop's). The clock moves tick_ns a reading.
+# 10 ns: 0 read; 20 (a start) 20 ns since it: again; 30 read; 40, 50 again; 60 read.
+# 30 ns: every boundary is past the window of the last read: each reads but the loop's own.
+@pytest.mark.parametrize(
+    ("tick_ns", "expected"),
+    [(10, [1, 1, 1, 2, 2, 2, 3, 3]), (30, [1, 1, 2, 3, 4, 5, 6, 6])],
+)
+def test_a_reading_younger_than_the_reuse_window_is_taken_again(
+    tick_ns: int, expected: list[int]
+) -> None:
+    """A boundary reads memory only once ``reuse_ns`` (25 ns here) has passed since the last
+    system call, as well as where the loop of a Sequential ran nothing since."""
     model = nn.Sequential(Residual())
-    tracer, probe = traced(model, reuse_ns=25, tick_ns=10)
+    tracer, probe = traced(model, reuse_ns=25, tick_ns=tick_ns)
     model(torch.randn(2, 4))
     tracer.detach()
-    # Boundaries at 0 (root start: read), 10 (Residual start: the loop's), 20 (a start: 20 ns
-    # since the read), 30 (a end: read), 40, 50 (b start/end: 10, 20 ns), 60 (Residual end:
-    # read), 70 (root end: the loop's).
-    assert samples(tracer) == [1, 1, 1, 2, 2, 2, 3, 3]
-    assert probe.reads == 3
-
-
-def test_no_reading_is_taken_again_past_the_window() -> None:
-    model = nn.Sequential(Residual())
-    tracer, probe = traced(model, reuse_ns=25, tick_ns=30)
-    model(torch.randn(2, 4))
-    tracer.detach()
-    # Every boundary is 30 ns after the one before: each reads, but the loop's own.
-    assert samples(tracer) == [1, 1, 2, 3, 4, 5, 6, 6]
-    assert probe.reads == 6
+    assert samples(tracer) == expected
+    assert probe.reads == max(expected)
 
 
 def test_the_window_is_rss_only() -> None:
