@@ -44,15 +44,27 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
-@pytest.fixture(autouse=True, scope="session")
-def reference_traces_left_as_found() -> Iterator[None]:
-    """Loading a reference trace caches its tables beside it (``meta/cache/``): remove what the
-    run added, so the reference folder holds only the traces."""
-    cache = REFERENCE_TRACES / "hta" / "meta"
-    existed = cache.exists()
-    yield
-    if not existed:
-        shutil.rmtree(cache, ignore_errors=True)
+# Loading a reference trace caches its tables beside it: the run removes what it added.
+_REFERENCE_CACHE = REFERENCE_TRACES / "hta" / "meta"
+_REFERENCE_CACHE_EXISTED = pytest.StashKey[bool]()
+
+
+def _xdist_worker(config: pytest.Config) -> bool:
+    """Whether this process is one of pytest-xdist's workers (they carry ``workerinput``)."""
+    return hasattr(config, "workerinput")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config.stash[_REFERENCE_CACHE_EXISTED] = _REFERENCE_CACHE.exists()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Leave the reference folder holding only the traces. Under pytest-xdist only the controller
+    removes the cache, once every worker is done: a worker that finished first would pull it from
+    under another still reading it."""
+    if _xdist_worker(session.config) or session.config.stash[_REFERENCE_CACHE_EXISTED]:
+        return
+    shutil.rmtree(_REFERENCE_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

@@ -202,14 +202,20 @@ def test_our_trace_counters_and_memory(tmp_path: Path, train) -> None:
     ("content", "problem"),
     [
         (b"", "empty file"),
-        (gzip.compress(b'{"traceEvents": [{"ph": "X"}')[:-12], "corrupt or truncated gzip"),
-        (gzip.compress(b'{"traceEvents": [{"ph": "X", "name": "a"'), "invalid or truncated JSON"),
+        (
+            gzip.compress(b'{"traceEvents": [{"ph": "X"}', mtime=0)[:-12],
+            "corrupt or truncated gzip",
+        ),
+        (
+            gzip.compress(b'{"traceEvents": [{"ph": "X", "name": "a"', mtime=0),
+            "invalid or truncated JSON",
+        ),
         (b"this is not json", "invalid or truncated JSON"),
         (b'{"schemaVersion": 1}', "no traceEvents array"),
         (b'{"traceEvents": {"ph": "X"}}', "not a Kineto trace"),
         (b'{"traceEvents": [1, 2, 3]}', "not a Kineto trace"),
         (b'{"traceEvents": [{"ph": "X", "ts": "soon"}]}', "not a Kineto trace"),
-        (gzip.compress(b""), "empty after gunzip"),
+        (gzip.compress(b"", mtime=0), "empty after gunzip"),
     ],
 )
 def test_bad_files_get_one_clear_error(tmp_path: Path, content: bytes, problem: str) -> None:
