@@ -397,7 +397,7 @@ class ModuleTracer:
         Any boundary within ``reuse_ns`` of the last system call takes that reading again
         (RSS only: see :data:`profiler.capture.memory.RSS_FRESH_NS`).
         """
-        inner, opened, read = module.forward, self._range, self._read
+        inner, opened, read, reuse_ns = module.forward, self._range, self._read, self._reuse_ns
         now_ns = functools.partial(self._now_ns)  # unreported (see _enter)
         name, sampled, root = info.forward_name, info.sampled, not info.ancestors
         parent, sequential = info.loop_parent, info.sequential
@@ -426,7 +426,7 @@ class ModuleTracer:
             )
             if sampled:
                 memory, now = self.record.memory, now_ns()
-                if memory and (from_loop or now - self._read_ns < self._reuse_ns):
+                if memory and (from_loop or now - self._read_ns < reuse_ns):
                     memory += ((now, memory[-1][1]),)
                 else:
                     memory += ((now, read()),)
@@ -447,7 +447,7 @@ class ModuleTracer:
             if sampled:
                 memory, now = self.record.memory, now_ns()
                 quiet = sequential and self._quiet == key
-                if memory and (quiet or now - self._read_ns < self._reuse_ns):
+                if memory and (quiet or now - self._read_ns < reuse_ns):
                     memory += ((now, memory[-1][1]),)
                 else:
                     memory += ((now, read()),)
