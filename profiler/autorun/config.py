@@ -25,8 +25,6 @@ DEFAULT: Literal["default"] = "default"
 _SCHEDULE_FIELDS = ("wait", "warmup", "active", "repeat")
 #: ``--schedule anomaly[:FACTOR]``: ``profiler.on_anomaly`` instead of fixed windows.
 ANOMALY = "anomaly"
-#: ``profiler.on_anomaly``'s default factor.
-DEFAULT_ANOMALY_FACTOR = SLOW_STEP_FACTOR
 
 
 @dataclass(frozen=True)
@@ -34,7 +32,7 @@ class AnomalyWindows:
     """``--schedule anomaly[:FACTOR]``: a deep window after each step slower than ``factor`` x
     the running median (``profiler.on_anomaly(factor=factor)``, its other settings default)."""
 
-    factor: float = DEFAULT_ANOMALY_FACTOR
+    factor: float = SLOW_STEP_FACTOR
 
 
 Windows = tuple[int, ...] | AnomalyWindows | Literal["default"] | None
@@ -99,7 +97,7 @@ def parse_schedule(text: str) -> tuple[int, ...] | AnomalyWindows:
     """
     kind, colon, factor = text.strip().partition(":")
     if kind.strip() == ANOMALY:
-        return AnomalyWindows(_anomaly_factor(factor) if colon else DEFAULT_ANOMALY_FACTOR)
+        return AnomalyWindows(_anomaly_factor(factor) if colon else SLOW_STEP_FACTOR)
     parts = [part.strip() for part in text.split(",")]
     if len(parts) not in (3, 4) or not all(part.isdigit() for part in parts):
         raise ValueError(
