@@ -231,7 +231,7 @@ class TableBuilder:
                 columns.put_at(column, rows, at, values(some, field, dtype), MISSING_INT)
 
     def _texts(
-        self, rows: slice, column: str, args: list[Any], at: np.ndarray, older: Any = ()
+        self, rows: slice, column: str, args: list[Any], at: np.ndarray, older: Iterable[int] = ()
     ) -> None:
         """A list-valued arg (shapes, grid, block) as compact text, at rows ``at`` of ``rows``;
         ``older``: which of ``args`` may spell the shapes as 2021's traces do (few traces)."""
