@@ -14,10 +14,16 @@ a custom autograd Function and so breaks any in-place op that follows (``nn.ReLU
 after a BatchNorm: "Output 0 of BackwardHookFunction is a view and is being modified inplace").
 A pre-hook on the autograd node that produced each module's output would do, but registering it
 and the engine's call back into Python cost ~9% of a small model's step under the profiler. So
-the forward wrapper only notes the autograd sequence number of that node, and the window's writer
-finds when the engine started on it in Kineto's own ``autograd::engine::evaluate_function``
-events (:func:`profiler.store.chrome_trace.backward_starts`): a module's backward starts there and
-ends when the backward of a module outside it starts, or when the backward pass ends (one
+the forward wrapper only notes which autograd sequence numbers its forward took: every autograd
+node takes the thread's next number as it is made, so the numbers from the counter's value before
+the forward to its value after (``torch._C._autograd._get_sequence_nr``, a read of a thread-local
+counter) are the nodes the module made, its output's among them. Looking the output's node up
+instead (``grad_fn`` builds a Python object for it, ``_sequence_nr()`` parses arguments) took
+twice the instructions (callgrind: ~4,800 a module against ~2,400). The window's writer finds when the engine started on those nodes in
+Kineto's own ``autograd::engine::evaluate_function`` events
+(:func:`profiler.store.chrome_trace.backward_starts`): a module's backward starts when the engine
+starts on the first of its nodes (its output's, unless another of its outputs is needed first)
+and ends when the backward of a module outside it starts, or when the backward pass ends (one
 pre-hook per root output queues an engine callback that notes it), or at the step's end. Those
 events overlap the engine's own per-node ranges without nesting in them, so the backward ranges
 are written as our own complete events on a lane of their own (one per process), where they nest
@@ -47,6 +53,7 @@ from __future__ import annotations
 import functools
 import math
 import operator
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
@@ -75,8 +82,8 @@ _NO_OPS = "_trainprof_runs_no_ops"
 # Without stacks nothing is recorded, and the plain calls are cheaper (~0.1 us each).
 _enter = operator.methodcaller("__enter__")
 _leave = operator.methodcaller("__exit__", None, None, None)
-_sequence_nr = operator.methodcaller("_sequence_nr")
-_grad_enabled = functools.partial(torch.is_grad_enabled)
+# The autograd sequence number the thread's next node takes (see the module docstring).
+_next_sequence_nr = torch._C._autograd._get_sequence_nr
 
 
 def user_range_enter(name: str) -> Any:
@@ -183,14 +190,15 @@ class WindowRecord:
     """What the tracer saw in one window, handed to the trace writer.
 
     ``memory`` holds raw readings (see :meth:`MemoryProbe.reader`); :meth:`memory_values`
-    decodes them. ``outputs`` holds (autograd sequence number of a module's output node, the
-    module's key), in the order the forwards returned; ``backward_ends`` our clock at the end of
+    decodes them. ``outputs`` holds (first, end, the module's key) for each forward that made
+    autograd nodes, in the order the forwards returned: the nodes' sequence numbers run from
+    first to end (excluded); ``backward_ends`` our clock at the end of
     each backward pass and of each step.
     """
 
     modules: Mapping[int, _ModuleInfo] = field(default_factory=dict)
     memory: list[tuple[int, Reading]] = field(default_factory=list)
-    outputs: list[tuple[int, int]] = field(default_factory=list)
+    outputs: list[tuple[int, int, int]] = field(default_factory=list)
     backward_ends: list[int] = field(default_factory=list)
     forward_as_ops: bool = False  # forward ranges were recorded as cpu_op (see module docstring)
 
@@ -199,8 +207,11 @@ class WindowRecord:
         return [(ns, MemoryProbe.values(reading)) for ns, reading in self.memory]
 
     def output_sequences(self) -> set[int]:
-        """The sequence numbers of the modules' output nodes."""
-        return {sequence for sequence, _ in self.outputs}
+        """The sequence numbers of every node the traced forwards made."""
+        numbers: set[int] = set()
+        for first, end, _ in self.outputs:
+            numbers.update(range(first, end))
+        return numbers
 
     def backward_ranges(
         self, starts: Mapping[int, float], to_ts: Callable[[int], float]
@@ -236,11 +247,16 @@ class WindowRecord:
         return ranges
 
     def _timeline(self, starts: Mapping[int, float]) -> list[tuple[float, list[int]]]:
-        """(start, the node's modules outermost first) for each output node the engine started
-        on, by start (stable: nodes started at one instant keep their order)."""
+        """(start, the modules whose backward starts there, outermost first) for each node the
+        engine started on first of some forward's nodes, by start (stable: nodes started at one
+        instant keep their order). Nested modules that share that node share the start."""
+        numbers = sorted(starts)
         nodes: dict[int, list[int]] = {}  # a node's modules, innermost (first to return) first
-        for sequence, key in self.outputs:
-            if sequence in starts:
+        for first, end, key in self.outputs:
+            low = bisect_left(numbers, first)
+            high = bisect_left(numbers, end, low)
+            if low < high:  # the engine ran some of this forward's nodes: the first it ran
+                sequence = min(numbers[low:high], key=starts.__getitem__)
                 keys = nodes.get(sequence)
                 if keys is None:
                     nodes[sequence] = [key]
@@ -258,6 +274,12 @@ class WindowRecord:
         while stack:
             key, start = stack.pop()
             ranges.append(BackwardRange(modules[key].backward_name, start, end, len(stack)))
+
+
+def _unreported(*calls: Callable[[], int], when: bool) -> tuple[Callable[[], int], ...]:
+    """``calls`` as they go unreported under ``with_stack`` (through ``partial``, see
+    ``_enter``), or as they are when ``when`` is false: a plain call is cheaper."""
+    return tuple(functools.partial(call) for call in calls) if when else calls
 
 
 def root_names(models: Sequence[nn.Module]) -> list[str]:
@@ -385,8 +407,8 @@ class ModuleTracer:
         return WindowRecord(modules=self._info, forward_as_ops=self._forward_as_ops)
 
     def _traced(self, module: nn.Module, key: int, info: _ModuleInfo) -> Callable[..., Any]:
-        """``module``'s forward in a range, with memory samples at its boundaries and its output
-        node noted.
+        """``module``'s forward in a range, with memory samples at its boundaries and the
+        sequence numbers of the autograd nodes it made noted.
 
         Memory is read only where it can have changed. ``self._quiet`` holds a plain
         Sequential's key from the reading at its start, and again from each reading at the end of
@@ -398,12 +420,21 @@ class ModuleTracer:
         (RSS only: see :data:`profiler.capture.memory.RSS_FRESH_NS`).
         """
         inner, opened, read, reuse_ns = module.forward, self._range, self._read, self._reuse_ns
-        now_ns = functools.partial(self._now_ns)  # unreported (see _enter)
         name, sampled, root = info.forward_name, info.sampled, not info.ancestors
         parent, sequential = info.loop_parent, info.sequential
-        unreported, hooks, tensor = self._with_stack, _torch_module, torch.Tensor
+        unreported, tensor = self._with_stack, torch.Tensor
         enter = _enter if unreported else opened.__enter__
         leave, exit_ = _leave, opened.__exit__
+        now_ns, sequence_nr = _unreported(self._now_ns, _next_sequence_nr, when=unreported)
+        # The hooks nn.Module.__call__ would run (see only_forward_runs), looked up once a window
+        # (a module's attribute read goes through nn.Module's __getattr__ slot): torch adds and
+        # removes hooks in these dicts and never replaces them after a module's __init__.
+        own_backward, own_backward_pre = module._backward_hooks, module._backward_pre_hooks
+        own_forward, own_forward_pre = module._forward_hooks, module._forward_pre_hooks
+        global_backward_pre = _torch_module._global_backward_pre_hooks
+        global_backward = _torch_module._global_backward_hooks
+        global_forward = _torch_module._global_forward_hooks
+        global_forward_pre = _torch_module._global_forward_pre_hooks
 
         @functools.wraps(inner)
         def traced_forward(*args: Any, **kwargs: Any) -> Any:
@@ -414,14 +445,14 @@ class ModuleTracer:
                 parent is not None
                 and self._quiet == parent
                 and not (
-                    module._backward_hooks
-                    or module._backward_pre_hooks
-                    or module._forward_hooks
-                    or module._forward_pre_hooks
-                    or hooks._global_backward_pre_hooks
-                    or hooks._global_backward_hooks
-                    or hooks._global_forward_hooks
-                    or hooks._global_forward_pre_hooks
+                    own_backward
+                    or own_backward_pre
+                    or own_forward
+                    or own_forward_pre
+                    or global_backward_pre
+                    or global_backward
+                    or global_forward
+                    or global_forward_pre
                 )
             )
             if sampled:
@@ -432,6 +463,7 @@ class ModuleTracer:
                     memory += ((now, read()),)
                     self._read_ns = now
             self._quiet = key if sequential else None
+            first = sequence_nr()
             handle = opened(name)
             enter(handle)
             try:
@@ -453,11 +485,18 @@ class ModuleTracer:
                     memory += ((now, read()),)
                     self._read_ns = now
             self._quiet = parent if from_loop else None
-            node = output.grad_fn if type(output) is tensor else first_grad_fn(output)
-            if node is not None and _grad_enabled():
-                sequence = _sequence_nr(node) if unreported else node._sequence_nr()
-                self.record.outputs += ((sequence, key),)
-                if root and node not in self._root_nodes:
+            end = sequence_nr()
+            if end != first:  # the forward made autograd nodes: the backward will run them
+                self.record.outputs += ((first, end, key),)
+                # A pre-hook on a root's output node marks each backward pass's start.
+                if (
+                    root
+                    and (
+                        node := output.grad_fn if type(output) is tensor else first_grad_fn(output)
+                    )
+                    is not None
+                    and node not in self._root_nodes
+                ):
                     self._root_nodes.add(node)
                     node.register_prehook(self._backward_start)
             return output

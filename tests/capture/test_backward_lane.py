@@ -1,4 +1,4 @@
-"""The module-backward lane, built from when the engine started on each module's output node."""
+"""The module-backward lane, built from when the engine started on the nodes each forward made."""
 
 from __future__ import annotations
 
@@ -31,9 +31,16 @@ def _lane(record: WindowRecord, starts: dict[int, float]) -> list[tuple[str, flo
 def test_ranges_nest_close_at_outer_starts_and_end_with_the_pass() -> None:
     tracer, key = _tracer()
     record = tracer.take()
-    # Forwards return innermost first; "0.1" (ReLU) and its parent "0" share one output node (2),
-    # and "1" shares the root's node (3). Node 1 is "0.0"'s output.
-    record.outputs += [(1, key["0.0"]), (2, key["0.1"]), (2, key["0"]), (3, key["1"]), (3, key[""])]
+    # Forwards return innermost first, each with the sequence numbers of the nodes it made:
+    # "0.0" (Linear) node 1, "0.1" (ReLU) node 2, their parent "0" both, "1" node 3, the root all.
+    # The engine runs 3, 2, 1: "0" starts with its node 2, the root with its node 3.
+    record.outputs += [
+        (1, 2, key["0.0"]),
+        (2, 3, key["0.1"]),
+        (1, 3, key["0"]),
+        (3, 4, key["1"]),
+        (1, 4, key[""]),
+    ]
     record.backward_ends.append(100)
     lane = _lane(record, {3: 10.0, 2: 40.0, 1: 60.0})
     assert lane == [
@@ -49,7 +56,7 @@ def test_each_backward_pass_closes_its_ranges() -> None:
     tracer, key = _tracer()
     record = tracer.take()
     for first in (1, 11):  # two micro-batches in one step: two forwards, two backward passes
-        record.outputs += [(first, key["0.0"]), (first + 1, key[""])]
+        record.outputs += [(first, first + 1, key["0.0"]), (first, first + 2, key[""])]
     record.backward_ends += [50, 200]
     lane = _lane(record, {2: 10.0, 1: 20.0, 12: 110.0, 11: 120.0})
     assert lane == [
@@ -63,10 +70,62 @@ def test_each_backward_pass_closes_its_ranges() -> None:
 def test_nodes_the_engine_never_ran_get_no_range() -> None:
     tracer, key = _tracer()
     record = tracer.take()
-    record.outputs += [(1, key["0.0"]), (2, key[""])]
+    record.outputs += [(1, 2, key["0.0"]), (1, 3, key[""])]
     record.backward_ends.append(30)
     assert _lane(record, {2: 10.0}) == [("model (Sequential).backward", 10.0, 30.0, 0)]
     assert _lane(record, {}) == []
+
+
+def test_a_backward_starts_at_the_first_of_its_nodes_the_engine_ran() -> None:
+    tracer, key = _tracer()
+    record = tracer.take()
+    # "0.0" made nodes 1 and 2 and returned node 1's tensor; the engine ran node 2 first.
+    record.outputs += [(1, 3, key["0.0"]), (1, 3, key["0"]), (1, 4, key[""])]
+    record.backward_ends.append(100)
+    lane = _lane(record, {3: 10.0, 2: 30.0, 1: 50.0})
+    assert lane == [
+        ("0 (Sequential).backward", 30.0, 100.0, 1),
+        ("0.0 (Linear).backward", 30.0, 100.0, 2),
+        ("model (Sequential).backward", 10.0, 100.0, 0),
+    ]
+
+
+class TwoHeads(nn.Module):
+    """Returns two tensors; the loss's use of the second runs its node first."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first, self.second = nn.Linear(4, 4), nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.first(x), self.second(x)
+
+
+def test_a_module_whose_first_output_runs_last_still_contains_its_children(
+    tmp_path: Path,
+) -> None:
+    """Its backward starts with the node the engine ran first (the second head's), so both
+    heads' backward ranges nest in it on the lane."""
+    model = nn.Sequential(TwoHeads())
+    schedule = profiler.schedule(wait=0, warmup=1, active=1)
+    with profiler.profile(
+        model, out_dir=tmp_path, run_name="heads", schedule=schedule, system_metrics=False
+    ) as prof:
+        for _ in range(2):
+            first, second = model(torch.randn(2, 4))
+            (first.sum() + second.sum()).backward()
+            prof.step()
+    events = read_trace(prof.trace_files[0])["traceEvents"]
+    lane = {
+        e["name"].split(": ")[1]: e
+        for e in events
+        if e.get("tid") == BACKWARD_LANE_TID and e.get("ph") == PHASE_COMPLETE
+    }
+    heads = lane["0 (TwoHeads).backward"]
+    for child in ("0.first (Linear).backward", "0.second (Linear).backward"):
+        assert heads["ts"] <= lane[child]["ts"]
+        assert lane[child]["ts"] + lane[child]["dur"] <= heads["ts"] + heads["dur"]
+    assert heads["ts"] == lane["0.second (Linear).backward"]["ts"]  # the head run first
 
 
 def test_gradient_accumulation_gives_each_pass_its_ranges(tmp_path: Path) -> None:
