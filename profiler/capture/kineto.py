@@ -35,7 +35,7 @@ from profiler.store.chrome_trace import (
     clock_sync_ts_us,
     read_text,
 )
-from profiler.store.trace_store import DeflateAhead
+from profiler.store.trace_store import DeflateAhead, remove_soon
 
 # Backward ranges get a lane of their own (see module_hooks). Linux pids and tids stay below
 # 2**22, so this tid never collides with a real thread's.
@@ -240,20 +240,20 @@ def write_window(
     try:
         prof.export_chrome_trace(str(kineto_file))
         raw = read_text(kineto_file)
-    finally:
-        kineto_file.unlink(missing_ok=True)
-    marker_ts = clock_sync_ts_us(raw, marker.name) if marker is not None else None
-    to_ts = clock.to_trace(base_ns=base_time_ns(raw), marker=marker, marker_ts_us=marker_ts)
-    cut = Splice(
-        raw,
-        top_level={TRAINPROF_KEY: dict(metadata)},
-        distributed_info=distributed_info,
-        trace_name=path.name,
-        source=kineto_file,
-        annotations=(MODULE_PREFIX,) if record.forward_as_ops else (),
-        nest=_crossed(record) if with_stack else (),
-    )
-    tail = DeflateAhead(cut.after)  # Kineto's events, deflated while ours are worked out
+        marker_ts = clock_sync_ts_us(raw, marker.name) if marker is not None else None
+        to_ts = clock.to_trace(base_ns=base_time_ns(raw), marker=marker, marker_ts_us=marker_ts)
+        cut = Splice(
+            raw,
+            top_level={TRAINPROF_KEY: dict(metadata)},
+            distributed_info=distributed_info,
+            trace_name=path.name,
+            source=kineto_file,
+            annotations=(MODULE_PREFIX,) if record.forward_as_ops else (),
+            nest=_crossed(record) if with_stack else (),
+        )
+        tail = DeflateAhead(cut.after)  # Kineto's events, deflated while ours are worked out
+    finally:  # read back: removed after the deflate ahead, off this path where a CPU is spare
+        remove_soon(kineto_file)
     backward = record.backward_ranges(backward_starts(raw, record.output_sequences()), to_ts)
     ours = window_events(record, backward, system, to_ts, pid=pid)
     if ours and cut.comma:  # Kineto's events follow

@@ -19,11 +19,11 @@ node takes the thread's next number as it is made, so the numbers from the count
 the forward to its value after (``torch._C._autograd._get_sequence_nr``, a read of a thread-local
 counter) are the nodes the module made, its output's among them. Looking the output's node up
 instead (``grad_fn`` builds a Python object for it, ``_sequence_nr()`` parses arguments) took
-twice the instructions (callgrind: ~4,800 a module against ~2,400). The window's writer finds when the engine started on those nodes in
-Kineto's own ``autograd::engine::evaluate_function`` events
-(:func:`profiler.store.chrome_trace.backward_starts`): a module's backward starts when the engine
-starts on the first of its nodes (its output's, unless another of its outputs is needed first)
-and ends when the backward of a module outside it starts, or when the backward pass ends (one
+twice the instructions (callgrind: ~4,800 a module against ~2,400). The window's writer finds
+when the engine started on those nodes in Kineto's own ``autograd::engine::evaluate_function``
+events (:func:`profiler.store.chrome_trace.backward_starts`): a module's backward starts when the
+engine starts on the first of its nodes (its output's, unless another of its outputs is needed
+first) and ends when the backward of a module outside it starts, or when the backward pass ends (one
 pre-hook per root output queues an engine callback that notes it), or at the step's end. Those
 events overlap the engine's own per-node ranges without nesting in them, so the backward ranges
 are written as our own complete events on a lane of their own (one per process), where they nest

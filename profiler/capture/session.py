@@ -45,7 +45,7 @@ from profiler.capture.system import SystemSampler
 from profiler.capture.watching import as_models, rewire
 from profiler.capture.windows import DeepCapture
 from profiler.events import STEP_FORMAT
-from profiler.store import RunStore, remove_stale_scratch
+from profiler.store import RunStore, drain_side_jobs, remove_stale_scratch
 
 __all__ = ["DEFAULT_SCHEDULE", "Profile", "ProfiledLoader", "ProfilerStateError", "profile"]
 T = TypeVar("T")
@@ -362,6 +362,7 @@ class Profile:
         self._guarded("end the capture", lambda: self._end_capture(error))
         for what, action in self._teardown():
             self._guarded(what, action)
+        drain_side_jobs()  # the last window's scratch file is gone before the run ends
         self._faults.finish(error, steps=self._step)
 
     def _end_capture(self, error: BaseException | None) -> None:
