@@ -209,8 +209,11 @@ class WindowRecord:
     def output_sequences(self) -> set[int]:
         """The sequence numbers of every node the traced forwards made."""
         numbers: set[int] = set()
-        for first, end, _ in self.outputs:
-            numbers.update(range(first, end))
+        done = -1  # forwards nest: a parent's numbers hold its children's, added once
+        for first, end, _ in sorted(self.outputs):
+            if end > done:
+                numbers.update(range(max(first, done), end))
+                done = end
         return numbers
 
     def backward_ranges(
