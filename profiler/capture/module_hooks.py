@@ -259,7 +259,11 @@ class WindowRecord:
             low = bisect_left(numbers, first)
             high = bisect_left(numbers, end, low)
             if low < high:  # the engine ran some of this forward's nodes: the first it ran
-                sequence = min(numbers[low:high], key=starts.__getitem__)
+                sequence = (
+                    numbers[low]  # most forwards made one node
+                    if high - low == 1
+                    else min(numbers[low:high], key=starts.__getitem__)
+                )
                 keys = nodes.get(sequence)
                 if keys is None:
                     nodes[sequence] = [key]
