@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -93,3 +96,73 @@ def test_no_scratch_file_outlives_the_session(
             prof.step()
     assert len(prof.trace_files) == 3
     assert list(shm.iterdir()) == []
+
+
+@pytest.fixture
+def slow_switch() -> Iterator[float]:
+    """The default 5 ms switch interval for the test, whatever the process had."""
+    saved = sys.getswitchinterval()
+    sys.setswitchinterval(0.005)
+    yield 0.005
+    sys.setswitchinterval(saved)
+
+
+def _recording_deflate(seen: list[float], gate: threading.Event | None = None) -> Any:
+    def deflate(parts: Any, level: int, *, final: bool) -> bytes:
+        if gate is not None:
+            gate.wait(30)
+        seen.append(sys.getswitchinterval())
+        return b""
+
+    return deflate
+
+
+def test_the_switch_interval_is_short_while_a_deflate_ahead_runs(
+    monkeypatch: pytest.MonkeyPatch, slow_switch: float
+) -> None:
+    """The compressor takes the GIL back between blocks: a short interval keeps it from waiting
+    out the writer's 5 ms; the interval is the process's again once the job is done."""
+    seen: list[float] = []
+    monkeypatch.setattr(trace_store, "_spare_cpu", lambda: True)
+    monkeypatch.setattr(trace_store, "_deflate", _recording_deflate(seen))
+    trace_store.DeflateAhead([b"x" * 100]).result()
+    assert trace_store.drain_side_jobs(timeout=30)
+    assert seen == [pytest.approx(trace_store.DEFLATE_SWITCH_S)]
+    assert sys.getswitchinterval() == pytest.approx(slow_switch)
+
+
+def test_the_interval_comes_back_when_the_last_of_two_jobs_ends(
+    monkeypatch: pytest.MonkeyPatch, slow_switch: float
+) -> None:
+    seen: list[float] = []
+    gate = threading.Event()
+    monkeypatch.setattr(trace_store, "_spare_cpu", lambda: True)
+    monkeypatch.setattr(trace_store, "_deflate", _recording_deflate(seen, gate))
+    first = trace_store.DeflateAhead([b"a"])
+    second = trace_store.DeflateAhead([b"b"])
+    assert sys.getswitchinterval() == pytest.approx(trace_store.DEFLATE_SWITCH_S)
+    gate.set()
+    first.result()
+    second.result()
+    assert trace_store.drain_side_jobs(timeout=30)
+    assert seen == [pytest.approx(trace_store.DEFLATE_SWITCH_S)] * 2
+    assert sys.getswitchinterval() == pytest.approx(slow_switch)
+
+
+@pytest.mark.parametrize("spare", [True, False], ids=["already short", "busy machine"])
+def test_the_interval_is_left_alone_when_short_or_when_no_thread_helps(
+    monkeypatch: pytest.MonkeyPatch, spare: bool
+) -> None:
+    saved = sys.getswitchinterval()
+    interval = 0.0001 if spare else 0.005
+    sys.setswitchinterval(interval)
+    try:
+        seen: list[float] = []
+        monkeypatch.setattr(trace_store, "_spare_cpu", lambda: spare)
+        monkeypatch.setattr(trace_store, "_deflate", _recording_deflate(seen))
+        trace_store.DeflateAhead([b"x"]).result()
+        assert trace_store.drain_side_jobs(timeout=30)
+        assert seen == [pytest.approx(interval)]
+        assert sys.getswitchinterval() == pytest.approx(interval)
+    finally:
+        sys.setswitchinterval(saved)
