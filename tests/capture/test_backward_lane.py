@@ -91,7 +91,7 @@ def test_a_backward_starts_at_the_first_of_its_nodes_the_engine_ran() -> None:
 
 
 def test_the_wanted_numbers_are_every_forwards_nodes_once() -> None:
-    # Children return first; a parent's numbers hold theirs; two steps; a forward with none.
+    # Children return first; a parent's numbers hold theirs; two steps.
     record = WindowRecord(outputs=[(3, 5, 1), (5, 6, 2), (3, 6, 0), (10, 12, 1), (10, 14, 0)])
     assert record.output_sequences() == {3, 4, 5, 10, 11, 12, 13}
     assert WindowRecord().output_sequences() == set()
