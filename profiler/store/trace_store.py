@@ -212,11 +212,11 @@ SIDE_JOBS = SideJobs()
 
 
 def _fresh_side_jobs() -> None:
-    global SIDE_JOBS
+    """In a forked child: an idle side-job thread of its own, and the switch interval as it
+    was before any deflate ahead the parent had in progress (none of them runs here)."""
+    global SIDE_JOBS, _FAST_SWITCH
     SIDE_JOBS = SideJobs()
-
-
-os.register_at_fork(after_in_child=_fresh_side_jobs)
+    _FAST_SWITCH = _FAST_SWITCH.forked()
 
 
 def drain_side_jobs(timeout: float = 5.0) -> bool:
@@ -265,8 +265,15 @@ class _FastSwitch:
             if self._depth == 0 and self._saved > DEFLATE_SWITCH_S:
                 sys.setswitchinterval(self._saved)
 
+    def forked(self) -> _FastSwitch:
+        """A fresh instance for a forked child, the interval put back if it was lowered."""
+        if self._depth and self._saved > DEFLATE_SWITCH_S:
+            sys.setswitchinterval(self._saved)
+        return _FastSwitch()
+
 
 _FAST_SWITCH = _FastSwitch()
+os.register_at_fork(after_in_child=_fresh_side_jobs)
 
 
 class DeflateAhead:

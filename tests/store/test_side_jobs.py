@@ -166,3 +166,24 @@ def test_the_interval_is_left_alone_when_short_or_when_no_thread_helps(
         assert sys.getswitchinterval() == pytest.approx(interval)
     finally:
         sys.setswitchinterval(saved)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX")
+def test_a_child_forked_mid_deflate_gets_the_interval_back(
+    monkeypatch: pytest.MonkeyPatch, slow_switch: float
+) -> None:
+    """The parent's job never ends in the child: the child does not keep the short interval."""
+    gate = threading.Event()
+    monkeypatch.setattr(trace_store, "_spare_cpu", lambda: True)
+    monkeypatch.setattr(trace_store, "_deflate", _recording_deflate([], gate))
+    ahead = trace_store.DeflateAhead([b"x"])
+    assert sys.getswitchinterval() == pytest.approx(trace_store.DEFLATE_SWITCH_S)
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0 if sys.getswitchinterval() == pytest.approx(slow_switch) else 1)
+    _, status = os.waitpid(pid, 0)
+    gate.set()
+    ahead.result()
+    assert trace_store.drain_side_jobs(timeout=30)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert sys.getswitchinterval() == pytest.approx(slow_switch)
