@@ -3,7 +3,7 @@
 
 Run from the repository root::
 
-    python bench/run.py --quick               # every bench at its smallest size, under 5 minutes
+    python bench/run.py --quick               # every bench at its smallest size (see README)
     python bench/run.py                       # the full run: minutes per bench
     python bench/run.py --only overhead capture --json ratios.json
 
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -46,7 +47,8 @@ LOG_TAIL_LINES = 8
 
 @dataclass(frozen=True)
 class Bench:
-    """One bench script, the options that make it quick, and its time limits."""
+    """One bench script, the options that make it quick, its time limits, and the programs it
+    needs on PATH beyond Python (without them it is reported missing, not run)."""
 
     name: str
     script: Path  # relative to the repository root, or absolute
@@ -54,6 +56,7 @@ class Bench:
     full_args: tuple[str, ...] = ()
     quick_timeout_s: float = 120.0
     full_timeout_s: float = 1800.0
+    needs: tuple[str, ...] = ()
 
     def command(self, json_out: Path, *, quick: bool) -> list[str]:
         """The command line that runs this bench and writes its ratios to ``json_out``."""
@@ -73,6 +76,16 @@ BENCHES: tuple[Bench, ...] = (
     Bench("dashboard", Path("bench/dashboard.py"), ("--quick", "--warm-reps", "2"), (), 150, 1800),
     Bench("payload", Path("bench/payload.py"), ("--quick",), (), 300, 1800),
     Bench("ranks", Path("bench/ranks.py"), ("--quick",), (), 180, 1800),
+    # The step ratio counted by callgrind, which the load does not move (~2.5 min quick).
+    Bench(
+        "cycles",
+        Path("bench/cycles.py"),
+        ("--models", "mlp", "--steps", "2"),
+        (),
+        360,
+        1800,
+        needs=("valgrind", "callgrind_control"),
+    ),
 )
 
 
@@ -135,6 +148,9 @@ def run_bench(bench: Bench, workdir: Path, *, quick: bool) -> Outcome:
     """Run one bench and read its ratios; a missing script or a failure becomes the outcome."""
     if not (REPO / bench.script).is_file():
         return Outcome(bench.name, "missing", detail=f"{bench.script} does not exist")
+    absent = [program for program in bench.needs if shutil.which(program) is None]
+    if absent:
+        return Outcome(bench.name, "missing", detail=f"needs {', '.join(absent)} on PATH")
     json_out, log = workdir / f"{bench.name}.json", workdir / f"{bench.name}.log"
     json_out.unlink(missing_ok=True)
     timeout_s = bench.timeout_s(quick=quick)

@@ -92,6 +92,25 @@ def test_unmet_targets_and_missing_scripts_exit_0(benches: list[Bench]) -> None:
     assert "crashing" not in text
 
 
+def test_a_bench_whose_program_is_absent_is_missing_not_run(tmp_path: Path) -> None:
+    """cycles.py needs valgrind: where a bench's program is not on PATH it is not started (this
+    one would crash) and is reported missing with what it needs, which fails nothing."""
+    crashing = fake_bench(tmp_path, "needy", "raise RuntimeError('must not run')\n")
+    needy = Bench(crashing.name, crashing.script, needs=("python3", "no-such-program-here"))
+    code, text = run_main(["--json", str(tmp_path / "out.json")], [needy])
+    assert code == 0
+    assert "needs no-such-program-here on PATH" in text and "must not run" not in text
+    (bench,) = orjson.loads((tmp_path / "out.json").read_bytes())["benches"]
+    assert bench["status"] == "missing" and "python3" not in bench["detail"]
+
+
+def test_the_cycles_bench_needs_valgrind() -> None:
+    from bench.run import BENCHES
+
+    (cycles,) = [b for b in BENCHES if b.name == "cycles"]
+    assert {"valgrind", "callgrind_control"} <= set(cycles.needs)
+
+
 def test_a_bench_past_its_limit_is_ended_and_reported(tmp_path: Path) -> None:
     script = tmp_path / "slow.py"
     script.write_text("import time\ntime.sleep(60)\n")
