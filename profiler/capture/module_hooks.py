@@ -192,8 +192,8 @@ class WindowRecord:
     ``memory`` holds raw readings (see :meth:`MemoryProbe.reader`); :meth:`memory_values`
     decodes them. ``outputs`` holds (first, end, the module's key) for each forward that made
     autograd nodes, in the order the forwards returned: the nodes' sequence numbers run from
-    first to end (excluded); ``backward_ends`` our clock at the end of
-    each backward pass and of each step.
+    first to end (excluded); ``backward_ends`` our clock at the end of each backward pass and of
+    each step.
     """
 
     modules: Mapping[int, _ModuleInfo] = field(default_factory=dict)
