@@ -133,19 +133,26 @@ class UserRange:
         _user_exit(self._handle)
 
 
+def _call_hooks(module: nn.Module) -> tuple[Mapping[int, Any], ...]:
+    """The hook dicts ``nn.Module.__call__`` looks at before taking its fast path: the module's
+    backward, backward-pre, forward and forward-pre hooks, then the global ones in that order.
+    torch adds and removes hooks in these dicts and never replaces them after ``__init__``."""
+    return (
+        module._backward_hooks,
+        module._backward_pre_hooks,
+        module._forward_hooks,
+        module._forward_pre_hooks,
+        _torch_module._global_backward_pre_hooks,
+        _torch_module._global_backward_hooks,
+        _torch_module._global_forward_hooks,
+        _torch_module._global_forward_pre_hooks,
+    )
+
+
 def only_forward_runs(module: nn.Module) -> bool:
     """Whether calling ``module`` runs its ``forward`` and nothing else: no hook of its own or
     global one (``nn.Module._call_impl``'s fast path, the same test)."""
-    return not (
-        module._backward_hooks
-        or module._backward_pre_hooks
-        or module._forward_hooks
-        or module._forward_pre_hooks
-        or _torch_module._global_backward_pre_hooks
-        or _torch_module._global_backward_hooks
-        or _torch_module._global_forward_hooks
-        or _torch_module._global_forward_pre_hooks
-    )
+    return not any(_call_hooks(module))
 
 
 def runs_no_ops(wrapper: Callable[..., Any]) -> Callable[..., Any]:
@@ -433,15 +440,18 @@ class ModuleTracer:
         enter = _enter if unreported else opened.__enter__
         leave, exit_ = _leave, opened.__exit__
         now_ns, sequence_nr = _unreported(self._now_ns, _next_sequence_nr, when=unreported)
-        # The hooks nn.Module.__call__ would run (see only_forward_runs), looked up once a window
-        # (a module's attribute read goes through nn.Module's __getattr__ slot): torch adds and
-        # removes hooks in these dicts and never replaces them after a module's __init__.
-        own_backward, own_backward_pre = module._backward_hooks, module._backward_pre_hooks
-        own_forward, own_forward_pre = module._forward_hooks, module._forward_pre_hooks
-        global_backward_pre = _torch_module._global_backward_pre_hooks
-        global_backward = _torch_module._global_backward_hooks
-        global_forward = _torch_module._global_forward_hooks
-        global_forward_pre = _torch_module._global_forward_pre_hooks
+        # The hooks nn.Module.__call__ would run, looked up once a window (a module's attribute
+        # read goes through nn.Module's __getattr__ slot).
+        (
+            own_backward,
+            own_backward_pre,
+            own_forward,
+            own_forward_pre,
+            global_backward_pre,
+            global_backward,
+            global_forward,
+            global_forward_pre,
+        ) = _call_hooks(module)
 
         @functools.wraps(inner)
         def traced_forward(*args: Any, **kwargs: Any) -> Any:
