@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 import torch
@@ -64,6 +64,7 @@ SETTINGS: dict[str, dict[str, bool]] = {
 
 
 Loop = tuple[nn.Module, Callable[[], None]]  # a model and one training step on it
+Side = Literal["trainprof", "torch"]  # whose profiler
 # wall: time.perf_counter. cpu: time.process_time, the CPU time of every thread of the process:
 # on a machine whose other work keeps more threads runnable than it has cores, the time either
 # profiler spends descheduled swamps a 5% difference; CPU time leaves that out (it still counts a
@@ -132,6 +133,39 @@ def writer_module() -> Any:
     raise RuntimeError(f"no write_window in any of {WRITER_MODULES}")
 
 
+def open_profiler(
+    side: Side,
+    model: nn.Module,
+    name: str,
+    active: int,
+    options: Mapping[str, bool],
+    out: Path,
+    *,
+    activities: Sequence[tp.ProfilerActivity] = (tp.ProfilerActivity.CPU,),
+    on_trace_ready: Callable[[tp.profile], None] | None = None,
+) -> Any:
+    """trainprof's or torch.profiler's session over wait=1, warmup=1, ``active``, with the same
+    Kineto options, not entered. trainprof writes its run ``name`` under ``out``; torch's window
+    goes to ``on_trace_ready``, by default exported to ``out / f"{name}.pt.trace.json"``."""
+    if side == "trainprof":
+        schedule = profiler.schedule(wait=1, warmup=1, active=active)
+        return profiler.profile(
+            model, out_dir=out, run_name=name, schedule=schedule, system_metrics=False, **options
+        )
+
+    def export(prof: tp.profile) -> None:
+        prof.export_chrome_trace(str(out / f"{name}.pt.trace.json"))
+
+    return tp.profile(
+        activities=list(activities),
+        schedule=tp.schedule(wait=1, warmup=1, active=active),
+        on_trace_ready=export if on_trace_ready is None else on_trace_ready,
+        record_shapes=options["record_shapes"],
+        profile_memory=options["profile_memory"],
+        with_stack=options["with_stack"],
+    )
+
+
 def run_trainprof(
     out: Path,
     name: str,
@@ -155,17 +189,9 @@ def run_trainprof(
     capture_session.write_window = timed_write  # type: ignore[assignment]
     steps: list[float] = []
     stages: dict[str, float] = {}
-    schedule = profiler.schedule(wait=1, warmup=1, active=active)
     try:
         with (
-            profiler.profile(
-                model,
-                out_dir=out,
-                run_name=name,
-                schedule=schedule,
-                system_metrics=False,
-                **options,
-            ) as prof,
+            open_profiler("trainprof", model, name, active, options, out) as prof,
             stage_timers(original, stages, CLOCKS[clock]),
         ):
             for index in range(2 + active + 1):
@@ -257,15 +283,10 @@ def run_torch(
         files.append(path)
 
     steps: list[float] = []
-    schedule = tp.schedule(wait=1, warmup=1, active=active)
-    with tp.profile(
-        activities=list(activities),
-        schedule=schedule,
-        on_trace_ready=export,
-        record_shapes=options["record_shapes"],
-        profile_memory=options["profile_memory"],
-        with_stack=options["with_stack"],
-    ) as prof:
+    torch_profiler = open_profiler(
+        "torch", model, name, active, options, out, activities=activities, on_trace_ready=export
+    )
+    with torch_profiler as prof:
         for index in range(2 + active + 1):
             start = CLOCKS[clock]()
             step()

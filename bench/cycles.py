@@ -38,7 +38,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from rich.console import Console
 from rich.table import Table
@@ -50,9 +50,8 @@ if str(REPO) not in sys.path:  # run as `python bench/cycles.py`
 from bench.common import Ratio, machine, write_ratios  # noqa: E402
 
 if TYPE_CHECKING:
-    from torch import nn
+    from bench.capture import Side
 
-Side = Literal["trainprof", "torch"]
 SIDES: tuple[Side, ...] = ("trainprof", "torch")
 Figure = Literal["ir", "cycles"]  # instructions, or estimated cycles
 DEFAULT_STEPS = 4
@@ -134,45 +133,11 @@ class StepCost:
         return statistics.fmean(getattr(self, figure))
 
 
-def open_profiler(
-    side: Side,
-    module: nn.Module,
-    name: str,
-    active: int,
-    options: Mapping[str, bool],
-    out_dir: Path,
-) -> Any:
-    """trainprof's or torch.profiler's session over wait=1, warmup=1, ``active``, not entered."""
-    import torch.profiler as tp
-
-    import profiler
-
-    if side == "trainprof":
-        return profiler.profile(
-            module,
-            out_dir=out_dir,
-            run_name=name,
-            schedule=profiler.schedule(wait=1, warmup=1, active=active),
-            system_metrics=False,
-            record_shapes=options["record_shapes"],
-            profile_memory=options["profile_memory"],
-            with_stack=options["with_stack"],
-        )
-    return tp.profile(
-        activities=[tp.ProfilerActivity.CPU],
-        schedule=tp.schedule(wait=1, warmup=1, active=active),
-        on_trace_ready=lambda p: p.export_chrome_trace(str(out_dir / f"{name}.pt.trace.json")),
-        record_shapes=options["record_shapes"],
-        profile_memory=options["profile_memory"],
-        with_stack=options["with_stack"],
-    )
-
-
 def run_child(side: Side, model: str, setting: str, steps: int, out_dir: Path) -> None:
     """The measured loop, run under callgrind: see the module's docstring for what is counted."""
     import torch
 
-    from bench.capture import MODELS, SETTINGS
+    from bench.capture import MODELS, SETTINGS, open_profiler
 
     torch.set_num_threads(1)
     module, step = MODELS[model]()
