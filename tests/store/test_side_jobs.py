@@ -99,22 +99,32 @@ def test_no_scratch_file_outlives_the_session(
 
 
 @pytest.fixture
-def slow_switch() -> Iterator[float]:
-    """The default 5 ms switch interval for the test, whatever the process had."""
+def slow_switch(request: pytest.FixtureRequest) -> Iterator[float]:
+    """A switch interval for the test (the default 5 ms unless parametrized), whatever the
+    process had, put back after it."""
+    interval = getattr(request, "param", 0.005)
     saved = sys.getswitchinterval()
-    sys.setswitchinterval(0.005)
-    yield 0.005
+    sys.setswitchinterval(interval)
+    yield interval
     sys.setswitchinterval(saved)
 
 
-def _recording_deflate(seen: list[float], gate: threading.Event | None = None) -> Any:
+def _record_deflates(
+    monkeypatch: pytest.MonkeyPatch, *, spare: bool = True, gate: threading.Event | None = None
+) -> list[float]:
+    """Deflates ahead that record the switch interval they ran under (after ``gate``, if any)
+    instead of deflating; ``spare``: whether a CPU is free for the side-job thread."""
+    seen: list[float] = []
+
     def deflate(parts: Any, level: int, *, final: bool) -> bytes:
         if gate is not None:
             gate.wait(30)
         seen.append(sys.getswitchinterval())
         return b""
 
-    return deflate
+    monkeypatch.setattr(trace_store, "_spare_cpu", lambda: spare)
+    monkeypatch.setattr(trace_store, "_deflate", deflate)
+    return seen
 
 
 def test_the_switch_interval_is_short_while_a_deflate_ahead_runs(
@@ -122,9 +132,7 @@ def test_the_switch_interval_is_short_while_a_deflate_ahead_runs(
 ) -> None:
     """The compressor takes the GIL back between blocks: a short interval keeps it from waiting
     out the writer's 5 ms; the interval is the process's again once the job is done."""
-    seen: list[float] = []
-    monkeypatch.setattr(trace_store, "_spare_cpu", lambda: True)
-    monkeypatch.setattr(trace_store, "_deflate", _recording_deflate(seen))
+    seen = _record_deflates(monkeypatch)
     trace_store.DeflateAhead([b"x" * 100]).result()
     assert trace_store.drain_side_jobs(timeout=30)
     assert seen == [pytest.approx(trace_store.DEFLATE_SWITCH_S)]
@@ -134,10 +142,8 @@ def test_the_switch_interval_is_short_while_a_deflate_ahead_runs(
 def test_the_interval_comes_back_when_the_last_of_two_jobs_ends(
     monkeypatch: pytest.MonkeyPatch, slow_switch: float
 ) -> None:
-    seen: list[float] = []
     gate = threading.Event()
-    monkeypatch.setattr(trace_store, "_spare_cpu", lambda: True)
-    monkeypatch.setattr(trace_store, "_deflate", _recording_deflate(seen, gate))
+    seen = _record_deflates(monkeypatch, gate=gate)
     first = trace_store.DeflateAhead([b"a"])
     second = trace_store.DeflateAhead([b"b"])
     assert sys.getswitchinterval() == pytest.approx(trace_store.DEFLATE_SWITCH_S)
@@ -149,23 +155,20 @@ def test_the_interval_comes_back_when_the_last_of_two_jobs_ends(
     assert sys.getswitchinterval() == pytest.approx(slow_switch)
 
 
-@pytest.mark.parametrize("spare", [True, False], ids=["already short", "busy machine"])
+@pytest.mark.parametrize(
+    ("slow_switch", "spare"),
+    [(0.0001, True), (0.005, False)],
+    ids=["already short", "busy machine"],
+    indirect=["slow_switch"],
+)
 def test_the_interval_is_left_alone_when_short_or_when_no_thread_helps(
-    monkeypatch: pytest.MonkeyPatch, spare: bool
+    monkeypatch: pytest.MonkeyPatch, slow_switch: float, spare: bool
 ) -> None:
-    saved = sys.getswitchinterval()
-    interval = 0.0001 if spare else 0.005
-    sys.setswitchinterval(interval)
-    try:
-        seen: list[float] = []
-        monkeypatch.setattr(trace_store, "_spare_cpu", lambda: spare)
-        monkeypatch.setattr(trace_store, "_deflate", _recording_deflate(seen))
-        trace_store.DeflateAhead([b"x"]).result()
-        assert trace_store.drain_side_jobs(timeout=30)
-        assert seen == [pytest.approx(interval)]
-        assert sys.getswitchinterval() == pytest.approx(interval)
-    finally:
-        sys.setswitchinterval(saved)
+    seen = _record_deflates(monkeypatch, spare=spare)
+    trace_store.DeflateAhead([b"x"]).result()
+    assert trace_store.drain_side_jobs(timeout=30)
+    assert seen == [pytest.approx(slow_switch)]
+    assert sys.getswitchinterval() == pytest.approx(slow_switch)
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX")
@@ -174,8 +177,7 @@ def test_a_child_forked_mid_deflate_gets_the_interval_back(
 ) -> None:
     """The parent's job never ends in the child: the child does not keep the short interval."""
     gate = threading.Event()
-    monkeypatch.setattr(trace_store, "_spare_cpu", lambda: True)
-    monkeypatch.setattr(trace_store, "_deflate", _recording_deflate([], gate))
+    _record_deflates(monkeypatch, gate=gate)
     ahead = trace_store.DeflateAhead([b"x"])
     assert sys.getswitchinterval() == pytest.approx(trace_store.DEFLATE_SWITCH_S)
     pid = os.fork()
