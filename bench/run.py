@@ -39,6 +39,7 @@ if str(REPO) not in sys.path:  # run as `python bench/run.py`
     sys.path.insert(0, str(REPO))
 
 from bench.common import Ratio, loadavg, machine, machine_line, read_ratios  # noqa: E402
+from bench.cycles import TOOLS as CALLGRIND_TOOLS  # noqa: E402
 
 Status = Literal["ok", "missing", "crashed", "timed out", "no ratios"]
 FAILED: frozenset[Status] = frozenset({"crashed", "timed out", "no ratios"})
@@ -84,7 +85,7 @@ BENCHES: tuple[Bench, ...] = (
         (),
         360,
         1800,
-        needs=("valgrind", "callgrind_control"),
+        needs=CALLGRIND_TOOLS,
     ),
 )
 
