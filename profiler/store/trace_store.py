@@ -283,11 +283,10 @@ class DeflateAhead:
     worked out our events (~2 ms of Python a 10-step window): where a CPU is free
     (:func:`_spare_cpu`), the side-job thread (:class:`SideJobs`) deflates those pieces
     meanwhile (the compressor drops the GIL; the switch interval is short meanwhile, see
-    :class:`_FastSwitch`), as the last slice of the member
-    :func:`gzip_bytes` then writes. Whoever gets to the job first runs it: :meth:`result` takes
-    it back from a thread that has not started it (on a busy machine it may not be scheduled in
-    time), so the write never waits on an idle thread.
-    The pieces must not change until then.
+    :class:`_FastSwitch`), as the last slice of the member :func:`gzip_bytes` then writes.
+    Whoever gets to the job first runs it: :meth:`result` takes it back from a thread that has
+    not started it (on a busy machine it may not be scheduled in time), so the write never waits
+    on an idle thread. The pieces must not change until then.
     """
 
     def __init__(self, parts: Sequence[bytes | memoryview], *, level: int = GZIP_LEVEL) -> None:
