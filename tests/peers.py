@@ -125,12 +125,12 @@ def hta_load(run_dir: Path) -> TraceAnalysis:
     return TraceAnalysis(trace_dir=str(run_dir))
 
 
-def hta_ranks(run_dir: Path) -> list[int]:
+def hta_ranks(run_dir: Path | TraceAnalysis) -> list[int]:
     """Return the ranks HTA finds in a trace directory.
 
     Args:
         run_dir: Directory holding one trace file per rank (see `hta_load` for
-            what HTA requires of it).
+            what HTA requires of it), or what `hta_load` made of one.
 
     Returns:
         The sorted ranks, e.g. ``[0, 1]`` for a two-rank run. A trace without a
@@ -138,10 +138,10 @@ def hta_ranks(run_dir: Path) -> list[int]:
     """
     # Trace.get_ranks() already sorts. Sort again so this does not depend on
     # an HTA detail.
-    return sorted(int(rank) for rank in hta_load(run_dir).t.get_ranks())
+    return sorted(int(rank) for rank in _loaded(run_dir).t.get_ranks())
 
 
-def hta_temporal_breakdown(run_dir: Path) -> pd.DataFrame:
+def hta_temporal_breakdown(run_dir: Path | TraceAnalysis) -> pd.DataFrame:
     """Return HTA's temporal breakdown (GPU idle / compute / non-compute time).
 
     Calls ``TraceAnalysis.get_temporal_breakdown(visualize=False)``, so no
@@ -152,7 +152,8 @@ def hta_temporal_breakdown(run_dir: Path) -> pd.DataFrame:
     error is deliberately left to propagate so tests see it.
 
     Args:
-        run_dir: Directory holding one trace file per rank.
+        run_dir: Directory holding one trace file per rank, or what `hta_load`
+            made of one.
 
     Returns:
         One row per rank, in rank order, with the columns ``rank``,
@@ -164,7 +165,12 @@ def hta_temporal_breakdown(run_dir: Path) -> pd.DataFrame:
     Raises:
         IndexError: The trace has no GPU kernels (HTA 0.5.0 behaviour).
     """
-    return hta_load(run_dir).get_temporal_breakdown(visualize=False)
+    return _loaded(run_dir).get_temporal_breakdown(visualize=False)
+
+
+def _loaded(run: Path | TraceAnalysis) -> TraceAnalysis:
+    """``run`` parsed by HTA: a directory is parsed now (seconds for a large trace)."""
+    return hta_load(run) if isinstance(run, Path) else run
 
 
 # --------------------------------------------------------------------------

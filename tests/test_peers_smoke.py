@@ -132,9 +132,10 @@ def test_hta_temporal_breakdown_cpu_only_reference_raises(
 ) -> None:
     # Known HTA 0.5.0 bug: no GPU kernels -> IndexError. The helper must not hide it.
     shutil.copyfile(hta_reference / "cpu_only.json.gz", tmp_path / "cpu_only.json.gz")
-    assert peers.hta_ranks(tmp_path) == [34]
+    analysis = peers.hta_load(tmp_path)
+    assert peers.hta_ranks(analysis) == [34]
     with pytest.raises(IndexError):
-        peers.hta_temporal_breakdown(tmp_path)
+        peers.hta_temporal_breakdown(analysis)
 
 
 @pytest.mark.parametrize(
@@ -157,8 +158,9 @@ def test_single_rank_references_open_in_both_tools(
     run.mkdir()
     shutil.copyfile(hta_reference / name, run / "worker.1.pt.trace.json.gz")
 
-    assert peers.hta_ranks(run) == [row["rank"] for row in expected]
-    assert peers.hta_temporal_breakdown(run).to_dict("records") == expected
+    analysis = peers.hta_load(run)  # parsed once for both questions
+    assert peers.hta_ranks(analysis) == [row["rank"] for row in expected]
+    assert peers.hta_temporal_breakdown(analysis).to_dict("records") == expected
 
     overview = peers.tb_plugin_overview(run, "worker")
     assert overview["device_type"] == "GPU"
@@ -262,9 +264,10 @@ def test_cpu_trace_opens_in_tb_plugin(cpu_run: Path) -> None:
 
 def test_cpu_trace_opens_in_hta(cpu_run: Path) -> None:
     # No distributedInfo in a non-distributed trace: HTA warns and uses rank 0.
-    assert peers.hta_ranks(cpu_run) == [0]
+    analysis = peers.hta_load(cpu_run)
+    assert peers.hta_ranks(analysis) == [0]
     with pytest.raises(IndexError):  # HTA 0.5.0 cannot break down a trace with no GPU kernels
-        peers.hta_temporal_breakdown(cpu_run)
+        peers.hta_temporal_breakdown(analysis)
 
 
 @pytest.mark.parametrize(
