@@ -19,10 +19,15 @@ in its own process under ``valgrind --tool=callgrind --instr-atstart=no --separa
 
 Estimated cycles are KCachegrind's: Ir + 10 x (I1mr + D1mr + D1mw) + 100 x (ILmr + DLmr + DLmw).
 
-    python bench/cycles.py [--models mlp cnn] [--settings defaults ...] [--steps K] [--json OUT]
+    python bench/cycles.py [--models mlp cnn] [--settings defaults ...] [--steps K] [--runs N]
+                           [--json OUT]
+
+Instructions repeat to ~0.3 points from run to run; the cycles ratio moves 2-4 points (each
+process lays its memory out anew, and the simulated caches see another set of conflicts), so
+``--runs N`` runs each case N times and pools the N x K steps of each side.
 
 It needs valgrind (callgrind_control comes with it). One case takes 2-4 minutes on a 2-core
-machine (both sides at once); the defaults (two cases, K=4) about 5-8 minutes.
+machine (both sides at once); the defaults (two cases, K=4) about 5-8 minutes a run.
 """
 
 from __future__ import annotations
@@ -128,6 +133,14 @@ class StepCost:
             cycles=tuple(estimated_cycles(t) - estimated_cycles(empty) for t in totals[2:]),
         )
 
+    @classmethod
+    def pooled(cls, runs: Sequence[StepCost]) -> StepCost:
+        """The steps of several runs of one side, in run order, as one run's."""
+        return cls(
+            ir=tuple(ir for run in runs for ir in run.ir),
+            cycles=tuple(cycles for run in runs for cycles in run.cycles),
+        )
+
     def mean(self, figure: Figure) -> float:
         """The mean of a figure over the measured steps."""
         return statistics.fmean(getattr(self, figure))
@@ -196,13 +209,26 @@ def child_command(side: Side, model: str, setting: str, steps: int, out: Path) -
 
 
 def measure_case(
-    setting: str, model: str, steps: int, work: Path, console: Console, label: str
+    setting: str, model: str, steps: int, work: Path, console: Console, label: str, runs: int = 1
 ) -> Case:
-    """Both sides of a case under callgrind at once, with their elapsed time on ``console``.
+    """Both sides of a case under callgrind at once, ``runs`` times, their steps pooled, with
+    the elapsed time on ``console``.
 
     Raises:
         RuntimeError: a side failed or ran past CHILD_TIMEOUT_S (the end of its log says why).
     """
+    costs: dict[Side, list[StepCost]] = {side: [] for side in SIDES}
+    for run in range(1, runs + 1):
+        shown = label if runs == 1 else f"{label}, run {run}/{runs}"
+        for side, cost in measure_run(setting, model, steps, work / str(run), console, shown):
+            costs[side].append(cost)
+    return Case(setting, model, *(StepCost.pooled(costs[side]) for side in SIDES))
+
+
+def measure_run(
+    setting: str, model: str, steps: int, work: Path, console: Console, label: str
+) -> list[tuple[Side, StepCost]]:
+    """One run of both sides of a case under callgrind at once: each side's step costs."""
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     children: dict[Side, tuple[subprocess.Popen[bytes], Path, Path]] = {}
     for side in SIDES:
@@ -226,11 +252,10 @@ def measure_case(
         if proc.returncode != 0:
             tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
             raise RuntimeError(f"{label}: the {side} side exited {proc.returncode}:\n{tail}")
-    costs = {side: StepCost.from_parts(out, steps) for side, (_, out, _) in children.items()}
-    return Case(setting, model, costs["trainprof"], costs["torch"])
+    return [(side, StepCost.from_parts(out, steps)) for side, (_, out, _) in children.items()]
 
 
-def ratios(cases: Sequence[Case], steps: int, target: float) -> list[Ratio]:
+def ratios(cases: Sequence[Case], steps: int, target: float, runs: int = 1) -> list[Ratio]:
     """Per case: estimated cycles against ``target``, then instructions (reported, no target)."""
     found = []
     for case in cases:
@@ -246,14 +271,21 @@ def ratios(cases: Sequence[Case], steps: int, target: float) -> list[Ratio]:
                     case.ratio(figure),
                     goal,
                     None if goal is None else "<=",
-                    note=f"{steps} steps ({low:.3f}..{high:.3f} per step), main thread",
+                    note=f"{_steps_text(steps, runs)} ({low:.3f}..{high:.3f} per step), "
+                    "main thread",
                 )
             )
     return found
 
 
-def print_table(cases: Sequence[Case], steps: int, target: float) -> None:
-    table = Table(title=f"Step cost under callgrind, trainprof vs torch.profiler, {steps} steps")
+def _steps_text(steps: int, runs: int) -> str:
+    return f"{steps} steps" if runs == 1 else f"{runs} runs x {steps} steps"
+
+
+def print_table(cases: Sequence[Case], steps: int, target: float, runs: int = 1) -> None:
+    table = Table(
+        title="Step cost under callgrind, trainprof vs torch.profiler, " + _steps_text(steps, runs)
+    )
     columns = ("setting", "model", "Ir/step (M)", "Ir ratio", "est. cycles/step (M)")
     for column in (*columns, "cycles ratio", "per step", "met"):
         table.add_column(column, justify="left" if column in {"setting", "model"} else "right")
@@ -291,12 +323,17 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
     parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=["defaults"])
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="measured steps (K)")
+    parser.add_argument(
+        "--runs", type=int, default=1, help="runs of each case, their steps pooled (default 1)"
+    )
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--child", choices=SIDES, help=argparse.SUPPRESS)
     parser.add_argument("--out-dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.steps < 1:
         parser.error("--steps must be at least 1")
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
     return args
 
 
@@ -323,7 +360,9 @@ def main() -> int:
             label = f"[{index}/{len(pairs)}] {setting}, {model}"
             started = time.monotonic()
             try:
-                case = measure_case(setting, model, args.steps, Path(tmp), console, label)
+                case = measure_case(
+                    setting, model, args.steps, Path(tmp), console, label, args.runs
+                )
             except RuntimeError as error:
                 console.print(f"[red]✗[/] {error}", markup=True, highlight=False)
                 return 1
@@ -332,13 +371,15 @@ def main() -> int:
                 f"{time.monotonic() - started:.0f} s"
             )
             cases.append(case)
-    print_table(cases, args.steps, STEP_RATIO_TARGET)
+    print_table(cases, args.steps, STEP_RATIO_TARGET, args.runs)
     if args.json:
-        found = ratios(cases, args.steps, STEP_RATIO_TARGET)
+        found = ratios(cases, args.steps, STEP_RATIO_TARGET, args.runs)
         per_step = {
             case.label: {"trainprof": vars(case.ours), "torch": vars(case.theirs)} for case in cases
         }
-        write_ratios(args.json, found, machine(), per_step=per_step, steps=args.steps)
+        write_ratios(
+            args.json, found, machine(), per_step=per_step, steps=args.steps, runs=args.runs
+        )
     return 0
 
 

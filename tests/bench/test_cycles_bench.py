@@ -95,6 +95,25 @@ def test_the_cycles_ratio_has_the_step_target_and_the_instructions_ratio_none() 
     assert cycles.note == "2 steps (1.000..1.100 per step), main thread"
 
 
+def test_runs_pool_their_steps_and_say_so() -> None:
+    first, second = StepCost(ir=(100, 110), cycles=(200, 230)), StepCost(ir=(90,), cycles=(170,))
+    pooled = StepCost.pooled([first, second])
+    assert pooled == StepCost(ir=(100, 110, 90), cycles=(200, 230, 170))
+    assert pooled.mean("cycles") == 200
+
+    theirs = StepCost(ir=(100, 100, 100), cycles=(200, 200, 200))
+    cycles, _ = ratios([Case("defaults", "mlp", pooled, theirs)], steps=1, target=1.05, runs=3)
+    assert cycles.value == 1.0
+    assert cycles.note == "3 runs x 1 steps (0.850..1.150 per step), main thread"
+
+
+def test_runs_below_one_are_refused() -> None:
+    command = [sys.executable, str(REPO / "bench" / "cycles.py"), "--runs", "0"]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert done.returncode == 2
+    assert "--runs must be at least 1" in done.stderr
+
+
 def test_the_bench_exits_2_naming_valgrind_where_it_is_missing(tmp_path: Path) -> None:
     empty_path = {**os.environ, "PATH": str(tmp_path)}
     command = [sys.executable, str(REPO / "bench" / "cycles.py"), "--models", "mlp"]
