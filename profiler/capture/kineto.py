@@ -237,6 +237,7 @@ def write_window(
     """
     path = store.trace_path()
     kineto_file = store.scratch_path(path)
+    tail: DeflateAhead | None = None
     try:
         prof.export_chrome_trace(str(kineto_file))
         raw = read_text(kineto_file)
@@ -253,7 +254,7 @@ def write_window(
         )
         tail = DeflateAhead(cut.after)  # Kineto's events, deflated while ours are worked out
     finally:  # read back: removed after the deflate ahead, off this path where a CPU is spare
-        remove_soon(kineto_file)
+        remove_soon(kineto_file, spare=None if tail is None else tail.ahead)
     backward = record.backward_ranges(backward_starts(raw, record.output_sequences()), to_ts)
     ours = window_events(record, backward, system, to_ts, pid=pid)
     if ours and cut.comma:  # Kineto's events follow

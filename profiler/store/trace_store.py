@@ -225,11 +225,12 @@ def drain_side_jobs(timeout: float = 5.0) -> bool:
     return SIDE_JOBS.drain(timeout)
 
 
-def remove_soon(path: Path) -> None:
+def remove_soon(path: Path, *, spare: bool | None = None) -> None:
     """Remove ``path`` on the side-job thread where a CPU is spare, after the jobs before it
-    (a window's deflate ahead), else now. A file it could not remove stays until
-    :func:`remove_stale_scratch` finds its process gone."""
-    if _spare_cpu():
+    (a window's deflate ahead), else now. ``spare``: the answer a caller already has (a
+    :class:`DeflateAhead`'s ``ahead``; the load average changes every 5 s), else it is looked up.
+    A file it could not remove stays until :func:`remove_stale_scratch` finds its process gone."""
+    if _spare_cpu() if spare is None else spare:
         SIDE_JOBS.submit(lambda: path.unlink(missing_ok=True))
     else:
         path.unlink(missing_ok=True)
@@ -305,6 +306,11 @@ class DeflateAhead:
             except BaseException:  # no thread (the process is at its limit): result() runs it
                 self._switching = False
                 _FAST_SWITCH.leave()
+
+    @property
+    def ahead(self) -> bool:
+        """Whether the job went to the side-job thread (a CPU was spare)."""
+        return self._switching
 
     def run(self) -> bool:
         """Deflate the pieces, unless another thread has taken the job; whether this one did."""

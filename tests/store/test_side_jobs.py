@@ -77,6 +77,29 @@ def test_remove_soon_removes_the_file(
     assert trace_store.drain_side_jobs(timeout=30)
 
 
+@pytest.mark.parametrize("spare", [True, False], ids=["spare CPU", "busy"])
+def test_remove_soon_follows_the_deflate_aheads_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spare: bool
+) -> None:
+    monkeypatch.setattr(trace_store, "_spare_cpu", lambda: spare)
+    tail = trace_store.DeflateAhead([b"x" * 100])
+    assert tail.ahead is spare
+    tail.result()
+
+    def asked() -> bool:
+        raise AssertionError("the CPU check ran again")
+
+    monkeypatch.setattr(trace_store, "_spare_cpu", asked)
+    scratch = tmp_path / "window.kineto.partial"
+    scratch.write_bytes(b"x" * 4096)
+    with monkeypatch.context() as inline:
+        if spare:  # handed to the thread, not removed here
+            inline.setattr(trace_store.SIDE_JOBS, "submit", lambda job: None)
+        remove_soon(scratch, spare=tail.ahead)
+        assert scratch.exists() is spare
+    assert trace_store.drain_side_jobs(timeout=30)
+
+
 def test_no_scratch_file_outlives_the_session(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
