@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import random
 import re
 import zlib
@@ -322,12 +323,28 @@ def test_a_job_is_run_once_by_whoever_takes_it_first() -> None:
 
 
 @pytest.mark.parametrize(
-    ("cpus", "load", "spare"), [(2, 0.3, True), (2, 1.8, False), (1, 0.0, False), (8, 6.0, True)]
+    ("cpus", "load", "runnable", "spare"),
+    [
+        (2, 0.3, 1, True),
+        (2, 1.8, 3, False),
+        (2, 1.8, 1, True),  # a burst of work just ended: the average still says busy
+        (2, 0.3, 3, True),  # one instant: the average says the CPU is mostly free
+        (2, 1.8, math.inf, False),  # no /proc/loadavg: the average alone
+        (1, 0.0, 1, False),
+        (8, 6.0, 9, True),
+        (8, 7.8, 9, False),
+    ],
 )
 def test_the_tail_is_deflated_ahead_only_with_a_cpu_to_spare(
-    cpus: int, load: float, spare: bool, monkeypatch: pytest.MonkeyPatch
+    cpus: int, load: float, runnable: float, spare: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The writer's own busy thread counts in the load average: one CPU must be left."""
+    """The writer's own busy thread counts in the load: one CPU must be left."""
     monkeypatch.setattr(trace_store, "_usable_cpus", lambda: cpus)
     monkeypatch.setattr(trace_store.os, "getloadavg", lambda: (load, load, load))
+    monkeypatch.setattr(trace_store, "_runnable_now", lambda: runnable)
     assert trace_store._spare_cpu() is spare
+
+
+@pytest.mark.skipif(not Path("/proc/loadavg").exists(), reason="Linux's /proc/loadavg")
+def test_the_runnable_count_includes_the_thread_that_reads_it() -> None:
+    assert 1 <= trace_store._runnable_now() < math.inf
