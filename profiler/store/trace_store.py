@@ -228,8 +228,8 @@ def drain_side_jobs(timeout: float = 5.0) -> bool:
 
 def remove_soon(path: Path, *, spare: bool | None = None) -> None:
     """Remove ``path`` on the side-job thread where a CPU is spare, after the jobs before it
-    (a window's deflate ahead), else now. ``spare``: the answer a caller already has (a
-    :class:`DeflateAhead`'s ``ahead``; the load average changes every 5 s), else it is looked up.
+    (a window's deflate ahead), else now. ``spare``: the answer a caller took a moment before
+    (a :class:`DeflateAhead`'s ``ahead``, in the same window's write), else it is looked up.
     A file it could not remove stays until :func:`remove_stale_scratch` finds its process gone."""
     if _spare_cpu() if spare is None else spare:
         SIDE_JOBS.submit(lambda: path.unlink(missing_ok=True))
@@ -373,8 +373,8 @@ def _spare_cpu() -> bool:
     The load is the lower of the 1-minute load average and the threads runnable now. The
     average decays with a one-minute time constant: after a burst of work (load ~4) it stays
     over 1.5 for a minute or two while only the training thread runs on two CPUs, and each
-    window's deflate waited for the writer meanwhile (the MLP's gzip + write 1.67 against 0.73
-    ms). The count is one instant's."""
+    window's deflate waited for the writer meanwhile (the MLP's gzip + write 1.73 ms against
+    0.67 with the deflate ahead). The count is one instant's."""
     cpus = _usable_cpus()
     try:
         load = os.getloadavg()[0]
