@@ -77,12 +77,13 @@ BENCHES: tuple[Bench, ...] = (
     Bench("dashboard", Path("bench/dashboard.py"), ("--quick", "--warm-reps", "2"), (), 150, 1800),
     Bench("payload", Path("bench/payload.py"), ("--quick",), (), 300, 1800),
     Bench("ranks", Path("bench/ranks.py"), ("--quick",), (), 180, 1800),
-    # The step ratio counted by callgrind, which the load does not move (~2.5 min quick).
+    # The step ratio counted by callgrind, which the load does not move (~2.5 min quick; the
+    # full run pools two runs of each case, ~10-16 min: the cycles ratio moves between runs).
     Bench(
         "cycles",
         Path("bench/cycles.py"),
         ("--models", "mlp", "--steps", "2"),
-        (),
+        ("--runs", "2"),
         360,
         1800,
         needs=CALLGRIND_TOOLS,
