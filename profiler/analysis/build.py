@@ -24,10 +24,10 @@ from profiler.analysis.columns import (
     GPU_ARG_COLUMNS,
     GPU_KINDS,
     GPU_RARE_DEFAULTS,
-    GPU_RARE_GETTER,
+    GPU_RARE_FIELDS,
     HOST_ARG_COLUMNS,
     HOST_RARE_DEFAULTS,
-    HOST_RARE_GETTER,
+    HOST_RARE_FIELDS,
     RARE_ARG_COLUMNS,
     ArgsError,
     Columns,
@@ -35,6 +35,7 @@ from profiler.analysis.columns import (
     Vocabulary,
     compact_text,
     decode_args,
+    differs,
     ids,
     select,
     values,
@@ -107,7 +108,7 @@ class TableBuilder:
             raise exc.event_error(events, first) from exc.error
 
     def _add(self, events: list[Event], fraction_read: float) -> None:
-        phases = self._phases.codes(map(attrgetter("ph"), events), len(events))
+        phases = self._phases.codes(events, len(events), field="ph")
         complete = phases == self._complete
         if complete.all():
             self._add_complete(events, fraction_read)
@@ -171,15 +172,15 @@ class TableBuilder:
         columns.put("dur_us", rows, values(events, "dur", np.float64))
         columns.put("pid", rows, ids(events, "pid"))
         columns.put("tid", rows, ids(events, "tid"))
-        columns.put_strings("name", rows, map(attrgetter("name"), events))
-        gpu = self._add_categories(rows, map(attrgetter("cat"), events))
+        columns.put_strings("name", rows, events, "name")
+        gpu = self._add_categories(rows, events)
         self._add_args(rows, decode_args(ARGS_LIST_DECODER, events), gpu)
         columns.commit(rows)
 
-    def _add_categories(self, rows: slice, cats: Iterable[str]) -> np.ndarray:
-        """Add ``cat`` and ``kind``; returns which rows are GPU work."""
+    def _add_categories(self, rows: slice, events: list[Any]) -> np.ndarray:
+        """Add ``cat`` and ``kind`` of ``events``; returns which rows are GPU work."""
         columns = self._events
-        cat_codes = columns.put_strings("cat", rows, cats)
+        cat_codes = columns.put_strings("cat", rows, events, "cat")
         kinds = columns.vocabularies["kind"]
         for cat in list(columns.vocabularies["cat"].index)[len(self._kind_of_cat) :]:
             kind = KIND_BY_CATEGORY.get(cat.lower(), "other")
@@ -200,10 +201,10 @@ class TableBuilder:
         gpu_at, host_at = np.flatnonzero(gpu), np.flatnonzero(~gpu)
         gpu_args, host_args = select(args, gpu), select(args, ~gpu)
         # The others: read over the rows that have any of them.
-        host_rare = _differs(host_args, HOST_RARE_GETTER, HOST_RARE_DEFAULTS)
+        host_rare = differs(host_args, HOST_RARE_FIELDS, HOST_RARE_DEFAULTS)
         rare = np.zeros(len(args), bool)
         rare[host_at] = host_rare
-        rare[gpu_at] = _differs(gpu_args, GPU_RARE_GETTER, GPU_RARE_DEFAULTS)
+        rare[gpu_at] = differs(gpu_args, GPU_RARE_FIELDS, GPU_RARE_DEFAULTS)
         self._texts(rows, "input_dims", host_args, host_at, np.flatnonzero(host_rare).tolist())
         self._texts(rows, "grid", gpu_args, gpu_at)
         self._texts(rows, "block", gpu_args, gpu_at)
@@ -226,7 +227,7 @@ class TableBuilder:
             columns.buffers[column][rows][at] = values(some, field, dtype)
         for column, field, dtype, _ in RARE_ARG_COLUMNS:
             if dtype == CATEGORY:
-                columns.put_scattered(column, rows, at, list(map(attrgetter(field), some)))
+                columns.put_scattered(column, rows, at, some, field=field)
             else:
                 columns.put_at(column, rows, at, values(some, field, dtype), MISSING_INT)
 
@@ -235,18 +236,22 @@ class TableBuilder:
     ) -> None:
         """A list-valued arg (shapes, grid, block) as compact text, at rows ``at`` of ``rows``;
         ``older``: which of ``args`` may spell the shapes as 2021's traces do (few traces)."""
+        # Normalise each distinct text once, not each event's: shapes repeat across many ops.
+        older = list(older)
+        if not older:
+            self._events.put_scattered(column, rows, at, args, compact_text, column)
+            return
         texts = list(map(bytes, map(attrgetter(column), args)))
         for index in older:
             texts[index] = texts[index] or bytes(args[index].input_dims_2021)
-        # Normalise each distinct text once, not each event's: shapes repeat across many ops.
         self._events.put_scattered(column, rows, at, texts, compact_text)
 
     def _add_flows(self, events: list[Any], fraction_read: float) -> None:
         flows = self._flows
         rows = flows.reserve(len(events), fraction_read)
         flows.put("id", rows, ids(events, "id"))
-        flows.put_strings("ph", rows, map(attrgetter("ph"), events))
-        flows.put_strings("cat", rows, map(attrgetter("cat"), events))
+        flows.put_strings("ph", rows, events, "ph")
+        flows.put_strings("cat", rows, events, "cat")
         flows.put("pid", rows, ids(events, "pid"))
         flows.put("tid", rows, ids(events, "tid"))
         flows.put("ts_us", rows, values(events, "ts", np.float64))
@@ -264,8 +269,3 @@ def build_all(stream: EventStream) -> TableBuilder:
         builder.add(events, stream.fraction_read())
         events.clear()  # the piece's structs go now, not when the next piece replaces them
     return builder
-
-
-def _differs(items: list[Any], getter: Any, defaults: tuple[Any, ...]) -> np.ndarray:
-    """Which of ``items`` have any field of ``getter`` other than its default."""
-    return np.fromiter(map(defaults.__ne__, map(getter, items)), bool, len(items))

@@ -9,6 +9,7 @@ categorical in the end, its categories in order of first appearance in the file)
 from __future__ import annotations
 
 import re
+import typing
 from collections.abc import Callable, Iterable, Iterator
 from itertools import compress, islice
 from operator import attrgetter
@@ -23,6 +24,11 @@ from profiler.analysis.devices import DEVICE_KINDS
 from profiler.analysis.event_args import MISSING_INT, CompleteArgs
 from profiler.analysis.guards import validation_problem
 from profiler.events import PHASE_FLOW_END, PHASE_FLOW_START
+
+try:  # the C field reader (_fields.c); where it was not built, the Python way does all
+    from profiler.analysis import _fields as fields_c
+except ImportError:  # pragma: no cover - a build without a C compiler
+    fields_c = None  # type: ignore[assignment]
 
 # Kinds: one vocabulary over both schema generations and every device (profiler.analysis.devices).
 GPU_KINDS = DEVICE_KINDS
@@ -61,10 +67,10 @@ _RARE = ("external_id_2021", *(field for _, field, _, _ in RARE_ARG_COLUMNS))
 # The args a host op or GPU work rarely has (a stream or 2021's shapes on a host op, a sequence
 # number on GPU work, and the RARE ones): one getter call per event tells which events have any
 # (defaults are shared objects, so the comparison is by identity, mostly).
-HOST_RARE_GETTER = attrgetter("stream", "input_dims_2021", *_RARE)
-GPU_RARE_GETTER = attrgetter(*(field for _, field, _, _ in HOST_ARG_COLUMNS), *_RARE)
-HOST_RARE_DEFAULTS = HOST_RARE_GETTER(CompleteArgs())
-GPU_RARE_DEFAULTS = GPU_RARE_GETTER(CompleteArgs())
+HOST_RARE_FIELDS = ("stream", "input_dims_2021", *_RARE)
+GPU_RARE_FIELDS = (*(field for _, field, _, _ in HOST_ARG_COLUMNS), *_RARE)
+HOST_RARE_DEFAULTS = attrgetter(*HOST_RARE_FIELDS)(CompleteArgs())
+GPU_RARE_DEFAULTS = attrgetter(*GPU_RARE_FIELDS)(CompleteArgs())
 # The events table's columns in order, and their types.
 EVENT_COLUMNS: dict[str, Any] = {
     "name": CATEGORY, "cat": CATEGORY, "kind": CATEGORY, "pid": np.int64, "tid": np.int64,
@@ -140,6 +146,10 @@ def int_id(value: int | str | None) -> int:
 
 def ids(items: list[Any], name: str) -> np.ndarray:
     """An id field (pid, tid, stream) of ``items`` as int64; labels through :func:`int_id`."""
+    if fields_c is not None:
+        out = np.empty(len(items), np.int64)
+        if fields_c.ints(items, name, out):
+            return out
     try:
         return np.fromiter(map(attrgetter(name), items), dtype=np.int64, count=len(items))
     except (TypeError, ValueError, OverflowError):
@@ -153,12 +163,33 @@ def values(items: list[Any], name: str, dtype: Any) -> np.ndarray:
     msgspec decodes integers of any size; one beyond 64 bits is no count, id or size a trace
     can mean, and is read as missing (-1, or NaN in a float column).
     """
+    read = _C_READERS.get(dtype) if fields_c is not None else None
+    if read is not None:
+        out = np.empty(len(items), dtype)
+        if read(items, name, out):
+            return out
     try:
         return np.fromiter(map(attrgetter(name), items), dtype=dtype, count=len(items))
     except OverflowError:
         missing = np.nan if np.dtype(dtype).kind == "f" else MISSING_INT
         fitting = [_fits(v, missing) for v in map(attrgetter(name), items)]
         return np.array(fitting, dtype=dtype)
+
+
+# The C reader for each dtype it takes; each answers False where the Python way must decide.
+_C_READERS: dict[Any, Any] = (
+    {np.float64: fields_c.floats, np.int64: fields_c.ints} if fields_c is not None else {}
+)
+
+
+def differs(items: list[Any], fields: tuple[str, ...], defaults: tuple[Any, ...]) -> np.ndarray:
+    """Which of ``items`` have any of ``fields`` other than its default."""
+    if fields_c is not None:
+        out = np.empty(len(items), bool)
+        fields_c.differs(items, fields, defaults, out)
+        return out
+    getter = attrgetter(*fields)
+    return np.fromiter(map(defaults.__ne__, map(getter, items)), bool, len(items))
 
 
 def _fits(value: Any, missing: float) -> Any:
@@ -216,20 +247,32 @@ class Vocabulary:
         count: int,
         normalise: Callable[[Any], str] | None = None,
         blank_after: int | None = None,
+        field: str | None = None,
     ) -> np.ndarray:
         """The codes of ``values`` (strings, or raw texts that ``normalise`` turns into them).
 
         Args:
-            values: the strings, ``count`` of them.
+            values: the strings, ``count`` of them; with ``field``, a list of items whose
+                field ``field`` holds each.
             count: how many.
-            normalise: turns each distinct value into its string (one function per column).
+            normalise: turns each distinct value into its string (one function per column);
+                the values are then raw texts, looked up as bytes.
             blank_after: number "" right after the values of the first ``blank_after`` rows.
+            field: see ``values``.
         """
-        lookup = self.index.__getitem__
+        index: dict[Any, int] = self.index
         if normalise is not None:
             if self._raw is None:
                 self._raw = _RawCodes(self.index, normalise)  # type: ignore[arg-type]
-            lookup = self._raw.__getitem__
+            index = self._raw
+        if field is not None:
+            items = typing.cast(list[Any], values)
+            if fields_c is not None:
+                return self._read_codes(items, field, index, normalise is not None, blank_after)
+            values = map(attrgetter(field), items)
+            if normalise is not None:
+                values = map(bytes, values)
+        lookup = index.__getitem__
         if blank_after is None:
             return np.fromiter(map(lookup, values), np.int32, count)
         values = iter(values)
@@ -237,6 +280,24 @@ class Vocabulary:
         self.code("")
         rest = np.fromiter(map(lookup, values), np.int32, count - blank_after)
         return np.concatenate((head, rest))
+
+    def _read_codes(
+        self,
+        items: list[Any],
+        field: str,
+        index: dict[Any, int],
+        raw: bool,
+        blank_after: int | None,
+    ) -> np.ndarray:
+        """:meth:`codes` of a field, read by the C reader."""
+        out = np.empty(len(items), np.int32)
+        if blank_after is None:
+            fields_c.codes(items, field, index, out, raw)
+            return out
+        fields_c.codes(items[:blank_after], field, index, out[:blank_after], raw)
+        self.code("")
+        fields_c.codes(items[blank_after:], field, index, out[blank_after:], raw)
+        return out
 
     def code(self, value: str) -> int:
         return self.index[value]
@@ -282,9 +343,10 @@ class Columns:
     def put(self, column: str, rows: slice, values: Any) -> None:
         self.buffers[column][rows] = values
 
-    def put_strings(self, column: str, rows: slice, values: Iterable[str]) -> np.ndarray:
-        """A string column's values at ``rows``; returns their codes."""
-        codes = self.vocabularies[column].codes(values, rows.stop - rows.start)
+    def put_strings(self, column: str, rows: slice, items: list[Any], field: str) -> np.ndarray:
+        """A string column's values at ``rows``, the field ``field`` of ``items``; returns
+        their codes."""
+        codes = self.vocabularies[column].codes(items, len(items), field=field)
         self.buffers[column][rows] = codes
         return codes
 
@@ -297,9 +359,16 @@ class Columns:
         target[at] = values
 
     def put_scattered(
-        self, column: str, rows: slice, at: np.ndarray, values: Any, normalise: Any = None
+        self,
+        column: str,
+        rows: slice,
+        at: np.ndarray,
+        values: Any,
+        normalise: Any = None,
+        field: str | None = None,
     ) -> None:
-        """A string column's ``values`` at rows ``at`` (sorted) of ``rows``; "" elsewhere."""
+        """A string column's ``values`` at rows ``at`` (sorted) of ``rows``; "" elsewhere
+        (``values``, ``normalise`` and ``field`` as :meth:`Vocabulary.codes` takes them)."""
         vocabulary = self.vocabularies[column]
         if not len(at):
             self.buffers[column][rows] = vocabulary.code("")
@@ -310,7 +379,7 @@ class Columns:
         if blank is not None and "" not in vocabulary.index:
             # number "" where it first appears, as a factorisation of the whole column would
             blank_after = int(np.searchsorted(at, blank))
-        codes = vocabulary.codes(values, len(at), normalise, blank_after)
+        codes = vocabulary.codes(values, len(at), normalise, blank_after, field)
         target = self.buffers[column][rows]
         target[:] = vocabulary.code("")
         target[at] = codes

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import threading
 import typing
 from pathlib import Path
@@ -13,10 +14,12 @@ import msgspec
 import pandas as pd
 import pytest
 
-from profiler.analysis import decode, text
+from profiler.analysis import columns, decode, text
 from profiler.analysis.table import load_trace
 from profiler.store.chrome_trace import TraceFormatError
 
+# In CI the C field reader must have been built (.ci/run installs a compiler where missing).
+CI_NEEDS_C_READER = bool(os.environ.get("CI"))
 TABLES = ("events", "flows", "counters", "memory", "threads", "processes")
 
 
@@ -172,3 +175,90 @@ def test_the_typed_pass_refuses_the_phases_whose_args_are_read_whole() -> None:
     for phase in decode._RAW_ARGS_PHASES:
         with pytest.raises(msgspec.ValidationError, match=r"\$\[1\]\.ph"):
             decode._TYPED_DECODER.decode(f'[{{"ph": "X"}}, {{"ph": "{phase}"}}]'.encode())
+
+
+REFERENCE = sorted((Path(__file__).parent.parent / "data" / "hta").glob("*.json.gz"))
+
+
+def _odd_events() -> list[dict[str, object]]:
+    """Values only the Python way reads: labels for ids, ints past 64 bits, and a start
+    missing (some of each in complete events, flows and allocator events)."""
+    events = _events(60)
+    for n, event in enumerate(events[:40]):
+        args = typing.cast(dict[str, object], event.get("args", {}))
+        odd = n % 8
+        if odd == 0:
+            event["pid"] = "stream 7"
+        elif odd == 1:
+            event["tid"] = 2**70
+        elif odd == 2 and "External id" in args:
+            args["External id"] = 2**64
+        elif odd == 3 and "Sequence number" in args:
+            args["Sequence number"] = -(2**63)
+        elif odd == 4:
+            event["dur"] = 2**80
+        elif odd == 5:
+            del event["ts"]
+        elif odd == 6:
+            event["ts"] = 1 << 60
+    return events
+
+
+@pytest.mark.parametrize("source", [*REFERENCE, "made", "odd"], ids=lambda s: getattr(s, "name", s))
+def test_the_c_field_reader_gives_the_tables_of_the_python_way(
+    source: Path | str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if CI_NEEDS_C_READER:
+        assert columns.fields_c is not None, "profiler.analysis._fields was not built"
+    elif columns.fields_c is None:
+        pytest.skip("profiler.analysis._fields was not built (no C compiler at install)")
+    if isinstance(source, str):
+        source = _write(
+            tmp_path / f"{source}.json.gz", _events(600) if source == "made" else _odd_events()
+        )
+        _pieces_of_4k(monkeypatch)
+    fast = load_trace(source, cache=False)
+    monkeypatch.setattr(columns, "fields_c", None)
+    monkeypatch.setattr(columns, "_C_READERS", {})
+    _assert_same(fast, load_trace(source, cache=False))
+
+
+def test_the_c_field_reader_answers_false_where_the_python_way_must_decide() -> None:
+    fields_c = columns.fields_c
+    if fields_c is None:
+        pytest.skip("profiler.analysis._fields was not built")
+    import numpy as np
+
+    from profiler.analysis.event_args import CompleteArgs
+
+    plain = [CompleteArgs(correlation=n, occupancy=n / 2) for n in range(5)]
+    out = np.zeros(5, np.int64)
+    assert fields_c.ints(plain, "correlation", out) and out.tolist() == [0, 1, 2, 3, 4]
+    floats = np.zeros(5)
+    assert fields_c.floats(plain, "occupancy", floats) and floats.tolist() == [0, 0.5, 1, 1.5, 2]
+    for odd in (2**63, True, 1.0, "1"):
+        assert not fields_c.ints(
+            [*plain, CompleteArgs(correlation=odd)], "correlation", np.zeros(6, np.int64)
+        )  # type: ignore[arg-type]
+    assert not fields_c.floats([*plain, CompleteArgs(occupancy=3)], "occupancy", np.zeros(6))
+    with pytest.raises(ValueError, match="out holds"):
+        fields_c.ints(plain, "correlation", np.zeros(4, np.int64))
+    with pytest.raises(AttributeError):
+        fields_c.ints(plain, "no_such_field", out)
+    # codes: numbered through the dict's __missing__, as dict.__getitem__ does
+    index = columns._Codes()
+    codes = np.zeros(5, np.int32)
+    assert fields_c.codes([CompleteArgs(dtype=t) for t in "abacb"], "dtype", index, codes)
+    assert codes.tolist() == [0, 1, 0, 2, 1] and list(index) == ["a", "b", "c"]
+    # differs: by identity first, then by value; NaN defaults compare by identity
+    names, defaults = ("correlation", "dtype", "occupancy"), (-1, "", CompleteArgs().occupancy)
+    items = [
+        CompleteArgs(),
+        CompleteArgs(dtype="x"),
+        CompleteArgs(correlation=-1),
+        CompleteArgs(occupancy=0.0),
+    ]
+    flags = np.zeros(4, bool)
+    fields_c.differs(items, names, defaults, flags)
+    getter = __import__("operator").attrgetter(*names)
+    assert flags.tolist() == [getter(i) != defaults for i in items] == [False, True, False, True]
