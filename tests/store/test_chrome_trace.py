@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import math
+import os
 import random
 import re
 import zlib
@@ -218,6 +219,19 @@ EVALUATE = b"""{"traceEvents": [
 ]}"""
 
 
+@pytest.fixture(params=["c", "python"])
+def scan_way(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """backward_starts by the C scan (which CI must have built) and by the Python way."""
+    if request.param == "python":
+        monkeypatch.setattr(chrome_trace, "scan_c", None)
+    elif chrome_trace.scan_c is None:
+        if os.environ.get("CI"):
+            pytest.fail("profiler.store._scan was not built")
+        pytest.skip("profiler.store._scan was not built (no C compiler at install)")
+    return str(request.param)
+
+
+@pytest.mark.usefixtures("scan_way")
 def test_backward_starts_reads_the_engines_events_in_place() -> None:
     starts = backward_starts(EVALUATE, {77, 76, 12})
     # The op itself (76 too) is not the engine's event; 75 is not wanted; 76's first start counts.
@@ -225,6 +239,31 @@ def test_backward_starts_reads_the_engines_events_in_place() -> None:
     assert backward_starts(EVALUATE, set()) == {}
 
 
+@pytest.mark.usefixtures("scan_way")
+def test_backward_starts_reads_the_fields_as_its_patterns_do() -> None:
+    def engine(args: bytes, ts: bytes = b"12.5") -> bytes:
+        head = b'{"name": "autograd::engine::evaluate_function: XBackward0", "ts": '
+        return head + ts + b', "args": {' + args + b"}}"
+
+    # whitespace of every sort around the colon; a key whose colon is missing, then a good one
+    assert backward_starts(engine(b'"Sequence number" \t\n: \r\x0b\x0c 7'), [7]) == {7: 12.5}
+    assert backward_starts(engine(b'"Sequence number" 5, "Sequence number": 8'), [5, 8]) == {
+        8: 12.5
+    }
+    # leading zeros, and a number only partly digits; no "ts", or one with two dots
+    assert backward_starts(engine(b'"Sequence number": 0009x'), (9,)) == {9: 12.5}
+    assert backward_starts(engine(b'"Sequence number": 3', ts=b'"x"'), {3}) == {}
+    with pytest.raises(ValueError):
+        backward_starts(engine(b'"Sequence number": 3', ts=b"1.2.3"), {3})
+    # an event cut before its closing brace ends the scan; the number is read before the brace
+    assert backward_starts(engine(b'"Sequence number": 4')[:-2], {4}) == {}
+    assert backward_starts(engine(b'"x": {}, "Sequence number": 4'), {4}) == {}
+    assert backward_starts(bytearray(engine(b'"Sequence number": 4')), frozenset({4})) == {4: 12.5}
+    big = 2**70
+    assert backward_starts(engine(b'"Sequence number": %d' % big), {big}) == {big: 12.5}
+
+
+@pytest.mark.usefixtures("scan_way")
 @pytest.mark.parametrize("name", ["nccl.json.gz", "two_ranks_rank-1.json.gz", "amd_mi250.json.gz"])
 def test_backward_starts_agrees_with_parsing_real_traces(reference_traces: Path, name: str) -> None:
     raw = gzip.decompress((reference_traces / "hta" / name).read_bytes())
