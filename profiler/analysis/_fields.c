@@ -54,6 +54,33 @@ field_get(Field *field, PyObject *item)
     return PyObject_GetAttr(item, field->name);
 }
 
+/* items[i] as a new reference; NULL with an error where the list changed size since it had
+ * `count` items (a lookup's __missing__ or a comparison runs Python code). */
+static PyObject *
+item_at(PyObject *items, Py_ssize_t i, Py_ssize_t count)
+{
+    if (PyList_GET_SIZE(items) != count) {
+        PyErr_SetString(PyExc_RuntimeError, "the items changed while they were read");
+        return NULL;
+    }
+    PyObject *item = PyList_GET_ITEM(items, i);
+    Py_INCREF(item);
+    return item;
+}
+
+/* The field's value of items[i]: a new reference, or NULL with an exception set. */
+static PyObject *
+item_field(Field *field, PyObject *items, Py_ssize_t i, Py_ssize_t count)
+{
+    PyObject *item = item_at(items, i, count);
+    if (item == NULL) {
+        return NULL;
+    }
+    PyObject *value = field_get(field, item);
+    Py_DECREF(item);
+    return value;
+}
+
 /* A writable, C-contiguous buffer of `count` items of `itemsize` bytes. */
 static int
 get_out(PyObject *out, Py_buffer *view, Py_ssize_t count, Py_ssize_t itemsize)
@@ -105,7 +132,7 @@ numbers(PyObject *const *args, Py_ssize_t nargs, int is_float, const char *fname
     Field field = {args[1], NULL, -1};
     PyObject *result = Py_True;
     for (Py_ssize_t i = 0; i < count; i++) {
-        PyObject *value = field_get(&field, PyList_GET_ITEM(items, i));
+        PyObject *value = item_field(&field, items, i, count);
         if (value == NULL) {
             result = NULL;
             break;
@@ -193,7 +220,7 @@ codes(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Field field = {args[1], NULL, -1};
     PyObject *result = Py_True;
     for (Py_ssize_t i = 0; i < count && result != NULL; i++) {
-        PyObject *value = field_get(&field, PyList_GET_ITEM(items, i));
+        PyObject *value = item_field(&field, items, i, count);
         if (value != NULL && raw) {
             Py_SETREF(value, as_bytes(value));
         }
@@ -265,9 +292,13 @@ differs(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     unsigned char *out = (unsigned char *)view.buf;
     PyObject *result = Py_True;
     for (Py_ssize_t i = 0; i < count && result != NULL; i++) {
-        PyObject *item = PyList_GET_ITEM(items, i);
+        PyObject *item = item_at(items, i, count);
+        if (item == NULL) {
+            result = NULL;
+            break;
+        }
         unsigned char any = 0;
-        for (Py_ssize_t j = 0; j < nfields && !any; j++) {
+        for (Py_ssize_t j = 0; j < nfields && !any && result != NULL; j++) {
             PyObject *value = field_get(&fields[j], item);
             if (value == NULL) {
                 result = NULL;
@@ -283,6 +314,7 @@ differs(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             }
             Py_DECREF(value);
         }
+        Py_DECREF(item);
         out[i] = any;
     }
     PyBuffer_Release(&view);

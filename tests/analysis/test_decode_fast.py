@@ -262,3 +262,30 @@ def test_the_c_field_reader_answers_false_where_the_python_way_must_decide() -> 
     fields_c.differs(items, names, defaults, flags)
     getter = __import__("operator").attrgetter(*names)
     assert flags.tolist() == [getter(i) != defaults for i in items] == [False, True, False, True]
+
+
+def test_the_c_field_reader_stops_where_python_code_it_calls_changes_the_items() -> None:
+    fields_c = columns.fields_c
+    if fields_c is None:
+        pytest.skip("profiler.analysis._fields was not built")
+    import numpy as np
+
+    from profiler.analysis.event_args import CompleteArgs
+
+    items = [CompleteArgs(dtype=t) for t in "abc"]
+
+    class Emptying(dict):  # a lookup that empties the list being read
+        def __missing__(self, key: object) -> int:
+            items.clear()
+            self[key] = len(self)
+            return self[key]
+
+    with pytest.raises(RuntimeError, match="changed"):
+        fields_c.codes(items, "dtype", Emptying(), np.zeros(3, np.int32))
+
+    class Odd:
+        def __ne__(self, other: object) -> bool:
+            raise ValueError("no comparing")
+
+    with pytest.raises(ValueError, match="no comparing"):
+        fields_c.differs([CompleteArgs()], ("dtype",), (Odd(),), np.zeros(1, bool))
