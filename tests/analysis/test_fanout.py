@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -158,6 +159,24 @@ def test_dask_without_distributed_names_the_extra(
     monkeypatch.setattr(fanout, "LOCAL_CLUSTER_MIN_FILES", 1)
     assert all(not isinstance(r, TraceFormatError) for r in summarize_files(
         find_trace_files(synthetic), cache=False))  # fmt: skip
+
+
+def test_a_summary_of_few_files_does_not_import_dask(tmp_path: Path) -> None:
+    # Importing dask.distributed takes longer than summarising a small trace; only a run of
+    # files worth a cluster needs to know whether it is installed.
+    pytest.importorskip("distributed")
+    trace = shutil.copy(
+        Path(__file__).parent.parent / "data" / "hta" / "cpu_only.json.gz", tmp_path
+    )
+    code = (
+        "import sys, profiler; profiler.summarize(sys.argv[1]); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed')))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(trace)], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
 
 
 def test_a_local_cluster_is_chosen_only_for_files_that_need_work(
