@@ -7,7 +7,7 @@ names) become rows; the piece's structs are then dropped.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any, NamedTuple
@@ -232,12 +232,11 @@ class TableBuilder:
                 columns.put_at(column, rows, at, values(some, field, dtype), MISSING_INT)
 
     def _texts(
-        self, rows: slice, column: str, args: list[Any], at: np.ndarray, older: Iterable[int] = ()
+        self, rows: slice, column: str, args: list[Any], at: np.ndarray, older: Sequence[int] = ()
     ) -> None:
         """A list-valued arg (shapes, grid, block) as compact text, at rows ``at`` of ``rows``;
         ``older``: which of ``args`` may spell the shapes as 2021's traces do (few traces)."""
         # Normalise each distinct text once, not each event's: shapes repeat across many ops.
-        older = list(older)
         if not older:
             self._events.put_scattered(column, rows, at, args, compact_text, column)
             return

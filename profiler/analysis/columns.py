@@ -146,10 +146,9 @@ def int_id(value: int | str | None) -> int:
 
 def ids(items: list[Any], name: str) -> np.ndarray:
     """An id field (pid, tid, stream) of ``items`` as int64; labels through :func:`int_id`."""
-    if fields_c is not None:
-        out = np.empty(len(items), np.int64)
-        if fields_c.ints(items, name, out):
-            return out
+    fast = _read_fast(items, name, np.int64)
+    if fast is not None:
+        return fast
     try:
         return np.fromiter(map(attrgetter(name), items), dtype=np.int64, count=len(items))
     except (TypeError, ValueError, OverflowError):
@@ -163,11 +162,9 @@ def values(items: list[Any], name: str, dtype: Any) -> np.ndarray:
     msgspec decodes integers of any size; one beyond 64 bits is no count, id or size a trace
     can mean, and is read as missing (-1, or NaN in a float column).
     """
-    read = _C_READERS.get(dtype) if fields_c is not None else None
-    if read is not None:
-        out = np.empty(len(items), dtype)
-        if read(items, name, out):
-            return out
+    fast = _read_fast(items, name, dtype)
+    if fast is not None:
+        return fast
     try:
         return np.fromiter(map(attrgetter(name), items), dtype=dtype, count=len(items))
     except OverflowError:
@@ -176,10 +173,14 @@ def values(items: list[Any], name: str, dtype: Any) -> np.ndarray:
         return np.array(fitting, dtype=dtype)
 
 
-# The C reader for each dtype it takes; each answers False where the Python way must decide.
-_C_READERS: dict[Any, Any] = (
-    {np.float64: fields_c.floats, np.int64: fields_c.ints} if fields_c is not None else {}
-)
+def _read_fast(items: list[Any], name: str, dtype: Any) -> np.ndarray | None:
+    """A float64 or int64 field of ``items`` by the C reader; None where it was not built, for
+    another dtype, or where it met a value the Python way must decide."""
+    if fields_c is None or dtype not in (np.float64, np.int64):
+        return None
+    out = np.empty(len(items), dtype)
+    read = fields_c.floats if dtype is np.float64 else fields_c.ints
+    return out if read(items, name, out) else None
 
 
 def differs(items: list[Any], fields: tuple[str, ...], defaults: tuple[Any, ...]) -> np.ndarray:

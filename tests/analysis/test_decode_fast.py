@@ -5,21 +5,23 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import threading
 import typing
+from operator import attrgetter
 from pathlib import Path
+from types import ModuleType
 
 import msgspec
+import numpy as np
 import pandas as pd
 import pytest
 
 from profiler.analysis import columns, decode, text
+from profiler.analysis.event_args import CompleteArgs
 from profiler.analysis.table import load_trace
 from profiler.store.chrome_trace import TraceFormatError
+from tests.extensions import require_built
 
-# In CI the C field reader must have been built (.ci/run installs a compiler where missing).
-CI_NEEDS_C_READER = bool(os.environ.get("CI"))
 TABLES = ("events", "flows", "counters", "memory", "threads", "processes")
 
 
@@ -204,14 +206,17 @@ def _odd_events() -> list[dict[str, object]]:
     return events
 
 
+@pytest.fixture
+def fields_c() -> ModuleType:
+    """The C field reader (profiler/analysis/_fields.c)."""
+    return require_built(columns.fields_c, "profiler.analysis._fields")
+
+
+@pytest.mark.usefixtures("fields_c")
 @pytest.mark.parametrize("source", [*REFERENCE, "made", "odd"], ids=lambda s: getattr(s, "name", s))
 def test_the_c_field_reader_gives_the_tables_of_the_python_way(
     source: Path | str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if CI_NEEDS_C_READER:
-        assert columns.fields_c is not None, "profiler.analysis._fields was not built"
-    elif columns.fields_c is None:
-        pytest.skip("profiler.analysis._fields was not built (no C compiler at install)")
     if isinstance(source, str):
         source = _write(
             tmp_path / f"{source}.json.gz", _events(600) if source == "made" else _odd_events()
@@ -219,18 +224,12 @@ def test_the_c_field_reader_gives_the_tables_of_the_python_way(
         _pieces_of_4k(monkeypatch)
     fast = load_trace(source, cache=False)
     monkeypatch.setattr(columns, "fields_c", None)
-    monkeypatch.setattr(columns, "_C_READERS", {})
     _assert_same(fast, load_trace(source, cache=False))
 
 
-def test_the_c_field_reader_answers_false_where_the_python_way_must_decide() -> None:
-    fields_c = columns.fields_c
-    if fields_c is None:
-        pytest.skip("profiler.analysis._fields was not built")
-    import numpy as np
-
-    from profiler.analysis.event_args import CompleteArgs
-
+def test_the_c_field_reader_answers_false_where_the_python_way_must_decide(
+    fields_c: ModuleType,
+) -> None:
     plain = [CompleteArgs(correlation=n, occupancy=n / 2) for n in range(5)]
     out = np.zeros(5, np.int64)
     assert fields_c.ints(plain, "correlation", out) and out.tolist() == [0, 1, 2, 3, 4]
@@ -260,18 +259,13 @@ def test_the_c_field_reader_answers_false_where_the_python_way_must_decide() -> 
     ]
     flags = np.zeros(4, bool)
     fields_c.differs(items, names, defaults, flags)
-    getter = __import__("operator").attrgetter(*names)
+    getter = attrgetter(*names)
     assert flags.tolist() == [getter(i) != defaults for i in items] == [False, True, False, True]
 
 
-def test_the_c_field_reader_stops_where_python_code_it_calls_changes_the_items() -> None:
-    fields_c = columns.fields_c
-    if fields_c is None:
-        pytest.skip("profiler.analysis._fields was not built")
-    import numpy as np
-
-    from profiler.analysis.event_args import CompleteArgs
-
+def test_the_c_field_reader_stops_where_python_code_it_calls_changes_the_items(
+    fields_c: ModuleType,
+) -> None:
     items = [CompleteArgs(dtype=t) for t in "abc"]
 
     class Emptying(dict):  # a lookup that empties the list being read
@@ -283,9 +277,11 @@ def test_the_c_field_reader_stops_where_python_code_it_calls_changes_the_items()
     with pytest.raises(RuntimeError, match="changed"):
         fields_c.codes(items, "dtype", Emptying(), np.zeros(3, np.int32))
 
-    class Odd:
-        def __ne__(self, other: object) -> bool:
+    class Odd:  # a default that cannot be compared (tuples compare their items by ==)
+        def __eq__(self, other: object) -> bool:
             raise ValueError("no comparing")
+
+        __hash__ = object.__hash__
 
     with pytest.raises(ValueError, match="no comparing"):
         fields_c.differs([CompleteArgs()], ("dtype",), (Odd(),), np.zeros(1, bool))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import gzip
 import json
 import math
-import os
 import random
 import re
 import zlib
@@ -24,6 +23,7 @@ from profiler.store.chrome_trace import (
     splice_kineto_trace,
     splice_parts,
 )
+from tests.extensions import require_built
 
 # The shape Kineto 2.x writes: pretty-printed, metadata first, trailing keys after the array.
 KINETO = b"""{
@@ -224,10 +224,8 @@ def scan_way(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) ->
     """backward_starts by the C scan (which CI must have built) and by the Python way."""
     if request.param == "python":
         monkeypatch.setattr(chrome_trace, "scan_c", None)
-    elif chrome_trace.scan_c is None:
-        if os.environ.get("CI"):
-            pytest.fail("profiler.store._scan was not built")
-        pytest.skip("profiler.store._scan was not built (no C compiler at install)")
+    else:
+        require_built(chrome_trace.scan_c, "profiler.store._scan")
     return str(request.param)
 
 
