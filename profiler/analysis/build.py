@@ -32,17 +32,20 @@ from profiler.analysis.columns import (
     ArgsError,
     Columns,
     ColumnsPart,
+    Items,
     Vocabulary,
     compact_text,
     decode_args,
     differs,
     ids,
+    raw_texts,
     select,
     values,
 )
-from profiler.analysis.decode import MISSING_INT, Event, EventStream
+from profiler.analysis.decode import EVENTS_DECODER, MISSING_INT, EventStream, Piece
 from profiler.analysis.devices import KIND_BY_CATEGORY
 from profiler.analysis.rows import Rows, RowsPart
+from profiler.analysis.scanned import ScannedPiece
 from profiler.events import PHASE_COMPLETE
 
 
@@ -90,7 +93,7 @@ class TableBuilder:
         # where np.isin cost 0.1-0.6 ms a piece).
         self._last_flow = max(self._phases.code(phase) for phase in FLOW_PHASES)
 
-    def add(self, events: list[Event], fraction_read: float = 1.0) -> None:
+    def add(self, events: Piece, fraction_read: float = 1.0) -> None:
         """Take one piece's events (in file order).
 
         Args:
@@ -107,7 +110,7 @@ class TableBuilder:
         except ArgsError as exc:
             raise exc.event_error(events, first) from exc.error
 
-    def _add(self, events: list[Event], fraction_read: float) -> None:
+    def _add(self, events: Piece, fraction_read: float) -> None:
         phases = self._phases.codes(events, len(events), field="ph")
         complete = phases == self._complete
         if complete.all():
@@ -119,8 +122,21 @@ class TableBuilder:
             self._add_flows(select(events, flows), fraction_read)
         others = ~(complete | flows)
         if others.any():
-            rest = select(events, others)
-            self._rows.add(rest, np.array(list(map(attrgetter("ph"), rest))), fraction_read)
+            self._add_rows(select(events, others), fraction_read)
+
+    def _add_rows(self, events: Any, fraction_read: float) -> None:
+        """The events that become rows; a scanner's piece's are decoded first, the reference
+        way (they are few: counters, names, allocator events)."""
+        places = None
+        if isinstance(events, ScannedPiece):
+            places = events.positions().tolist()
+            events = EVENTS_DECODER.decode(events.text_of_events())
+        try:
+            self._rows.add(events, np.array(list(map(attrgetter("ph"), events))), fraction_read)
+        except ArgsError as exc:
+            if places is not None:
+                exc.within = (events, places)
+            raise
 
     def part(self) -> BuilderPart:
         """The tables so far, unfinished, for another builder to :meth:`absorb`."""
@@ -159,12 +175,12 @@ class TableBuilder:
             **self._rows.frames(),
         )
 
-    def _add_complete(self, events: list[Any], fraction_read: float) -> None:
+    def _add_complete(self, events: Items, fraction_read: float) -> None:
         if not events:
             return
         ts = values(events, "ts", np.float64)
         if np.isnan(ts).any():  # no start, no place in the timeline
-            events = [event for event, keep in zip(events, ~np.isnan(ts), strict=True) if keep]
+            events = select(events, ~np.isnan(ts))
             ts = ts[~np.isnan(ts)]
         columns = self._events
         rows = columns.reserve(len(events), fraction_read)
@@ -177,7 +193,7 @@ class TableBuilder:
         self._add_args(rows, decode_args(ARGS_LIST_DECODER, events), gpu)
         columns.commit(rows)
 
-    def _add_categories(self, rows: slice, events: list[Any]) -> np.ndarray:
+    def _add_categories(self, rows: slice, events: Items) -> np.ndarray:
         """Add ``cat`` and ``kind`` of ``events``; returns which rows are GPU work."""
         columns = self._events
         cat_codes = columns.put_strings("cat", rows, events, "cat")
@@ -191,7 +207,7 @@ class TableBuilder:
         columns.put("kind", rows, kind_codes)
         return np.array(self._gpu_kind, dtype=bool)[kind_codes]
 
-    def _add_args(self, rows: slice, args: list[Any], gpu: np.ndarray) -> None:
+    def _add_args(self, rows: slice, args: Items, gpu: np.ndarray) -> None:
         columns = self._events
         external = values(args, "external_id", np.int64)
         columns.put("correlation", rows, values(args, "correlation", np.int64))
@@ -232,7 +248,7 @@ class TableBuilder:
                 columns.put_at(column, rows, at, values(some, field, dtype), MISSING_INT)
 
     def _texts(
-        self, rows: slice, column: str, args: list[Any], at: np.ndarray, older: Sequence[int] = ()
+        self, rows: slice, column: str, args: Items, at: np.ndarray, older: Sequence[int] = ()
     ) -> None:
         """A list-valued arg (shapes, grid, block) as compact text, at rows ``at`` of ``rows``;
         ``older``: which of ``args`` may spell the shapes as 2021's traces do (few traces)."""
@@ -240,12 +256,12 @@ class TableBuilder:
         if not older:
             self._events.put_scattered(column, rows, at, args, compact_text, column)
             return
-        texts = list(map(bytes, map(attrgetter(column), args)))
+        texts, previous = raw_texts(args, column), raw_texts(args, "input_dims_2021")
         for index in older:
-            texts[index] = texts[index] or bytes(args[index].input_dims_2021)
+            texts[index] = texts[index] or previous[index]
         self._events.put_scattered(column, rows, at, texts, compact_text)
 
-    def _add_flows(self, events: list[Any], fraction_read: float) -> None:
+    def _add_flows(self, events: Items, fraction_read: float) -> None:
         flows = self._flows
         rows = flows.reserve(len(events), fraction_read)
         flows.put("id", rows, ids(events, "id"))

@@ -23,6 +23,7 @@ from profiler.analysis.decode import TypedEvent
 from profiler.analysis.devices import DEVICE_KINDS
 from profiler.analysis.event_args import MISSING_INT, CompleteArgs
 from profiler.analysis.guards import validation_problem
+from profiler.analysis.scanned import ScannedPiece, scanner_c
 from profiler.events import PHASE_FLOW_END, PHASE_FLOW_START
 
 try:  # the C field reader (_fields.c); where it was not built, the Python way does all
@@ -83,6 +84,9 @@ FLOW_COLUMNS: dict[str, Any] = {
     "ts_us": np.float64,
 }  # fmt: skip
 _WHITESPACE = b" \n\r\t"
+# What the builder reads fields of: a piece's event structs (or their args), or the scanner's
+# columns of the same fields.
+Items = list[Any] | ScannedPiece
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _ID_LABEL = re.compile(r"-?[0-9]{1,19}")
 
@@ -103,26 +107,35 @@ class ArgsError(Exception):
         super().__init__(str(error))
         self.error = error
         self.items = items
+        # Where the items came from when the piece was the scanner's: those events decoded
+        # (a list) and their places in the piece.
+        self.within: tuple[list[Any], list[int]] | None = None
 
-    def event_error(self, events: list[Any], first: int) -> EventError:
+    def event_error(self, events: Any, first: int) -> EventError:
         """The error in the file's words, ``events`` being the piece (the first is ``first``)."""
         if not isinstance(self.error, msgspec.ValidationError):
             return EventError(f"the args of an event are not JSON: {self.error}")
+        places: list[int] | None = None
+        if self.within is not None:
+            events, places = self.within
 
         def number(index: int) -> int:
             item = self.items[index] if index < len(self.items) else None
-            return first + next((n for n, e in enumerate(events) if e is item), index)
+            place = next((n for n, e in enumerate(events) if e is item), index)
+            return first + (places[place] if places is not None and place < len(places) else place)
 
         return EventError(validation_problem(self.error, number, in_args=True))
 
 
-def decode_args(decoder: msgspec.json.Decoder, items: list[Any]) -> list[Any]:
+def decode_args(decoder: msgspec.json.Decoder, items: Items) -> Items:
     """The args of ``items`` by ``decoder`` (of a list): one call over the piece, as an array.
     Args decoded already (a piece of the typed pass, :class:`TypedEvent`) are handed back.
 
     Raises:
         ArgsError: they do not decode.
     """
+    if isinstance(items, ScannedPiece):  # its args are columns of its own
+        return items
     if items and type(items[0]) is TypedEvent:  # a piece is all typed or all raw
         return list(map(attrgetter("args"), items))
     raws = b",".join(map(attrgetter("args"), items))
@@ -144,8 +157,10 @@ def int_id(value: int | str | None) -> int:
     return MISSING_INT
 
 
-def ids(items: list[Any], name: str) -> np.ndarray:
+def ids(items: Items, name: str) -> np.ndarray:
     """An id field (pid, tid, stream) of ``items`` as int64; labels through :func:`int_id`."""
+    if isinstance(items, ScannedPiece):  # (the scanner reads labels as int_id does)
+        return items.column(name)
     fast = _read_fast(items, name, np.int64)
     if fast is not None:
         return fast
@@ -156,12 +171,14 @@ def ids(items: list[Any], name: str) -> np.ndarray:
         return np.array([int_id(v) for v in labels], dtype=np.int64)
 
 
-def values(items: list[Any], name: str, dtype: Any) -> np.ndarray:
+def values(items: Items, name: str, dtype: Any) -> np.ndarray:
     """A field of ``items`` as an array (fromiter: no list in between, 40% faster).
 
     msgspec decodes integers of any size; one beyond 64 bits is no count, id or size a trace
     can mean, and is read as missing (-1, or NaN in a float column).
     """
+    if isinstance(items, ScannedPiece):
+        return items.column(name).astype(dtype, copy=False)
     fast = _read_fast(items, name, dtype)
     if fast is not None:
         return fast
@@ -183,8 +200,13 @@ def _read_fast(items: list[Any], name: str, dtype: Any) -> np.ndarray | None:
     return out if read(items, name, out) else None
 
 
-def differs(items: list[Any], fields: tuple[str, ...], defaults: tuple[Any, ...]) -> np.ndarray:
+def differs(items: Items, fields: tuple[str, ...], defaults: tuple[Any, ...]) -> np.ndarray:
     """Which of ``items`` have any of ``fields`` other than its default."""
+    if isinstance(items, ScannedPiece):
+        out = np.zeros(len(items), bool)
+        for field, default in zip(fields, defaults, strict=True):
+            out |= items.differs(field, default)
+        return out
     if fields_c is not None:
         out = np.empty(len(items), bool)
         fields_c.differs(items, fields, defaults, out)
@@ -197,9 +219,24 @@ def _fits(value: Any, missing: float) -> Any:
     return value if not isinstance(value, int) or _INT64_MIN <= value <= _INT64_MAX else missing
 
 
-def select(items: list[Any], mask: np.ndarray) -> list[Any]:
+@typing.overload
+def select(items: list[Any], mask: np.ndarray) -> list[Any]: ...
+@typing.overload
+def select(items: ScannedPiece, mask: np.ndarray) -> ScannedPiece: ...
+@typing.overload
+def select(items: Items, mask: np.ndarray) -> Items: ...
+def select(items: Items, mask: np.ndarray) -> Items:
     """The items where ``mask`` is true."""
+    if isinstance(items, ScannedPiece):
+        return items.select(mask)
     return list(compress(items, mask.tolist()))
+
+
+def raw_texts(items: Items, field: str) -> list[bytes]:
+    """A raw JSON field (shapes, grid, block) of ``items``, as bytes."""
+    if isinstance(items, ScannedPiece):
+        return items.texts(field)
+    return list(map(bytes, map(attrgetter(field), items)))
 
 
 def compact_text(raw: bytes) -> str:
@@ -244,7 +281,7 @@ class Vocabulary:
 
     def codes(
         self,
-        values: Iterable[Any],
+        values: Iterable[Any] | ScannedPiece,
         count: int,
         normalise: Callable[[Any], str] | None = None,
         blank_after: int | None = None,
@@ -266,6 +303,10 @@ class Vocabulary:
             if self._raw is None:
                 self._raw = _RawCodes(self.index, normalise)  # type: ignore[arg-type]
             index = self._raw
+        if isinstance(values, ScannedPiece):
+            assert field is not None  # a piece's values are read by field
+            codes, distinct = values.column(field), values.values_of(field)
+            return _first_seen(codes, distinct, index, self.index, blank_after)
         if field is not None:
             items = typing.cast(list[Any], values)
             if fields_c is not None:
@@ -344,7 +385,7 @@ class Columns:
     def put(self, column: str, rows: slice, values: Any) -> None:
         self.buffers[column][rows] = values
 
-    def put_strings(self, column: str, rows: slice, items: list[Any], field: str) -> np.ndarray:
+    def put_strings(self, column: str, rows: slice, items: Items, field: str) -> np.ndarray:
         """A string column's values at ``rows``, the field ``field`` of ``items``; returns
         their codes."""
         codes = self.vocabularies[column].codes(items, len(items), field=field)
@@ -444,6 +485,29 @@ class Columns:
     def _empty(self, column: str, size: int) -> np.ndarray:
         dtype = self.schema[column]
         return np.empty(size, np.int32 if dtype == CATEGORY else dtype)
+
+
+def _first_seen(
+    codes: np.ndarray,
+    values: list[Any],
+    index: dict[Any, int],
+    strings: dict[str, int],
+    blank_after: int | None,
+) -> np.ndarray:
+    """A vocabulary's codes for a piece's codes into its distinct ``values`` (the scanner's),
+    numbering the values new to ``index`` in the order they first appear in ``codes`` (and ""
+    in ``strings``, the vocabulary's own index, right after the first ``blank_after`` rows), as
+    looking each row up in turn would."""
+    codes = np.ascontiguousarray(codes, np.int32)
+    out = np.empty(len(codes), np.int32)
+    mapping = np.full(len(values), -1, np.int32)
+    if blank_after is None:
+        scanner_c.number(codes, values, index, mapping, out)
+        return out
+    scanner_c.number(codes[:blank_after], values, index, mapping, out[:blank_after])
+    strings[""]  # noqa: B018 - numbers "" here, if new
+    scanner_c.number(codes[blank_after:], values, index, mapping, out[blank_after:])
+    return out
 
 
 def _first_gap(at: np.ndarray, size: int) -> int | None:

@@ -31,6 +31,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from profiler.analysis import scanned
 from profiler.analysis.event_args import MISSING_INT, EventArgs
 from profiler.analysis.guards import (
     MAX_DEPTH,
@@ -110,7 +111,12 @@ _Document = msgspec.defstruct(
 _DOCUMENT_DECODER = msgspec.json.Decoder(_Document)
 _EVENTS_DECODER = msgspec.json.Decoder(list[Event])
 _TYPED_DECODER = msgspec.json.Decoder(list[TypedEvent])
+EVENTS_DECODER = _EVENTS_DECODER
 ANY_DECODER = msgspec.json.Decoder()
+# What the C scanner reads of an event: the typed pass's fields (profiler.analysis.scanned).
+LAYOUT = scanned.Layout(TypedEvent)
+# A piece is a list of event structs (msgspec's) or the C scanner's columns of the same fields.
+Piece = list[Event] | scanned.ScannedPiece
 
 
 class EventStream:
@@ -149,8 +155,9 @@ class EventStream:
         # limit; where an application raised it, the C stack may not hold that many levels.
         self._scan_all = sys.getrecursionlimit() > SAFE_RECURSION_LIMIT
         self._typed = True  # try the typed pass first (off after a piece that needed raw args)
+        self._scans = [0, 0]  # pieces the C scanner took, and ones it left to msgspec
 
-    def __iter__(self) -> Iterator[list[Event]]:
+    def __iter__(self) -> Iterator[Piece]:
         """Yields each piece's events in file order.
 
         Raises:
@@ -177,7 +184,7 @@ class EventStream:
             return self._reader.fraction_read()
         return min(max(self._offset - self._start, 0) / (size - self._start), 1.0)
 
-    def _pieces(self) -> Iterator[list[Event]]:
+    def _pieces(self) -> Iterator[Piece]:
         blocks = iter(self._reader)
         try:
             head, start = self._find_array(blocks)
@@ -239,7 +246,7 @@ class EventStream:
         self._keep_meta(document)
         return match.end(), 0
 
-    def _stream(self, text: bytearray, blocks: Iterator[bytes]) -> Iterator[list[Event]]:
+    def _stream(self, text: bytearray, blocks: Iterator[bytes]) -> Iterator[Piece]:
         """The events of the array that starts ``text``, a piece per :data:`CHUNK_BYTES`.
 
         The piece grows in place; where no cut is found, it is tried again at twice the size
@@ -274,7 +281,7 @@ class EventStream:
             yield events  # the events' raw args hold the piece's text, until they go
         yield self._last(pending)
 
-    def _cut(self, text: bytearray) -> tuple[list[Event] | None, bytearray]:
+    def _cut(self, text: bytearray) -> tuple[Piece | None, bytearray]:
         """Decode ``text`` (``[`` and events) up to its last cut between two events.
 
         The byte after the cut's ``}`` becomes the array's ``]`` in place, so the piece is
@@ -323,7 +330,7 @@ class EventStream:
                 raise TraceFormatError(self.path, self._no_cut(pending))
         return None
 
-    def _stop_piece(self, text: bytearray) -> list[Event] | None:
+    def _stop_piece(self, text: bytearray) -> Piece | None:
         """The events of ``text`` up to the first cut at or after :attr:`_stop`, if it holds
         one (the part's last piece).
 
@@ -336,12 +343,24 @@ class EventStream:
         self.stopped_at = self._offset + match.start()
         return self._decode_events(memoryview(bytes(text[: match.start() + 1]) + b"]"))
 
-    def _decode_events(self, text: memoryview) -> list[Event]:
-        """A piece's events: typed where they all fit, else with raw args.
+    def _decode_events(self, text: memoryview) -> Piece:
+        """A piece's events: as columns by the C scanner where it takes them, else typed where
+        they all fit, else with raw args.
 
         The typed pass is tried again after a piece that needed raw args once the raw pass
         finds a piece that would not have (counters come in runs: a run costs one pass more).
+        The scanner is tried while it takes most pieces (a file whose names hold escapes would
+        pay for a scan and a decode of each).
         """
+        taken, left = self._scans
+        if left < 4 or left * 8 < taken:
+            if self._scan_all:
+                self._check_depth(text)
+            piece = scanned.scan(LAYOUT, text)
+            if piece is not None:
+                self._scans[0] += 1
+                return piece
+            self._scans[1] += 1
         if self._typed:
             try:
                 return self._decode(_TYPED_DECODER, text)

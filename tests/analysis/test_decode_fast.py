@@ -1,5 +1,7 @@
 """The fast ways of reading a trace give what the reference ways give: isal's inflate against
-zlib's (and zlib's words on a corrupt file), the typed pass against the raw-args pass."""
+zlib's (and zlib's words on a corrupt file), the typed pass against the raw-args pass, the C
+field reader against the Python way. (The C scanner, which takes pieces before either pass, is
+off here: tests/analysis/test_scanner.py compares it with these.)"""
 
 from __future__ import annotations
 
@@ -16,13 +18,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from profiler.analysis import columns, decode, text
+from profiler.analysis import columns, decode, scanned, text
 from profiler.analysis.event_args import CompleteArgs
 from profiler.analysis.table import load_trace
 from profiler.store.chrome_trace import TraceFormatError
 from tests.extensions import require_built
 
 TABLES = ("events", "flows", "counters", "memory", "threads", "processes")
+
+
+@pytest.fixture(autouse=True)
+def _without_the_scanner(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(scanned, "scanner_c", None)
 
 
 def _events(count: int) -> list[dict[str, object]]:

@@ -1,0 +1,8 @@
+"""Types of the C scanner (_scanner.c)."""
+
+from typing import Any
+
+def scan(
+    text: Any, fields: tuple[tuple[bytes, int, Any, Any], ...], /
+) -> tuple[int, list[bytearray], list[str], list[bytes], bytearray] | None: ...
+def number(codes: Any, values: list[Any], index: Any, mapping: Any, out: Any, /) -> None: ...
