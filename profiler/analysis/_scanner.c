@@ -38,6 +38,7 @@ typedef struct {
     int first_sub, sub_count; /* ARGS: its subfields in the table */
     int group;                /* ARGS: the index of its keys (Scan.groups) */
     int next_same_len;        /* the next field of its object whose key is as long, or -1 */
+    uint64_t word;            /* a key under 8 bytes as short_word reads it */
 } Field;
 
 /* An object's fields by the length of their keys: a key is compared with those alone. */
@@ -69,8 +70,10 @@ typedef struct {
     PyObject *spans;
     Py_ssize_t rows, capacity;
     Table strings, raws;
-    int ph_field; /* the field whose STR value says whether an event is complete ("X") */
-    int32_t complete_code;
+    /* Whose args the tables read, so whose args of other types must go to msgspec: complete
+     * events ("X") and allocator events (instants, "i" or "I", named "[memory]"). */
+    int ph_field, name_field;
+    int32_t complete_code, instant_code, old_instant_code, memory_code;
 } Scan;
 
 /* Why scanning stopped: BAIL hands the piece to msgspec; ERROR has a Python exception set. */
@@ -105,9 +108,27 @@ same_bytes(const char *a, const char *b, Py_ssize_t n)
     return 1;
 }
 
+/* The n < 8 bytes at p as one little-endian number (so equal bytes are equal numbers): read as
+ * one word and masked where 8 bytes may be read there (before limit), else byte by byte. */
 static inline uint64_t
-hash_bytes(const char *p, Py_ssize_t n)
+short_word(const char *p, Py_ssize_t n, const char *limit)
 {
+    uint64_t w = 0;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    if (limit != NULL && limit - p >= 8) {
+        memcpy(&w, p, 8);
+        return n ? w & (~0ULL >> (64 - 8 * n)) : 0;
+    }
+#endif
+    for (Py_ssize_t i = 0; i < n; i++) w |= (uint64_t)(unsigned char)p[i] << (8 * i);
+    return w;
+}
+
+/* A hash of p[0:n]; short_word's value where n <= 8 (then equal hashes are equal bytes). */
+static inline uint64_t
+hash_bytes(const char *p, Py_ssize_t n, const char *limit)
+{
+    if (n < 8) return short_word(p, n, limit);
     const uint64_t k = 0x9E3779B97F4A7C15ULL;
     uint64_t h = (uint64_t)n * k, w;
     for (; n >= 8; n -= 8, p += 8) {
@@ -115,10 +136,14 @@ hash_bytes(const char *p, Py_ssize_t n)
         h = (h ^ w) * k;
         h ^= h >> 29;
     }
-    w = 0;
-    memcpy(&w, p, (size_t)n);
-    h = (h ^ w) * k;
+    h = (h ^ short_word(p, n, limit)) * k;
     return h ^ (h >> 32);
+}
+
+static inline uint64_t
+slot_of(uint64_t h)
+{
+    return (h * 0x9E3779B97F4A7C15ULL) >> 17; /* short strings' hashes are their bytes: mix */
 }
 
 static int
@@ -160,7 +185,7 @@ table_rehash(Table *t)
         return ERROR;
     }
     for (Py_ssize_t code = 0; code < t->count; code++) {
-        Py_ssize_t at = (Py_ssize_t)(t->hash[code] & (uint64_t)(slot_count - 1));
+        Py_ssize_t at = (Py_ssize_t)(slot_of(t->hash[code]) & (uint64_t)(slot_count - 1));
         while (slots[at]) {
             at = (at + 1) & (slot_count - 1);
         }
@@ -172,21 +197,21 @@ table_rehash(Table *t)
     return OK;
 }
 
-/* The code of the value whose bytes are p[0:n] (for a str table, valid UTF-8 without escapes),
- * numbering it next when new: -1 with an exception set on failure (BAIL where a str is not
+/* The code of the value whose bytes are p[0:n] (for a str table, valid UTF-8 without escapes;
+ * text up to limit may be read), numbering it next when new: -1 with an exception set on failure (BAIL where a str is not
  * UTF-8: then -2). */
 static Py_ssize_t
-table_code(Table *t, const char *p, Py_ssize_t n)
+table_code(Table *t, const char *p, Py_ssize_t n, const char *limit)
 {
-    uint64_t h = hash_bytes(p, n);
-    Py_ssize_t at = (Py_ssize_t)(h & (uint64_t)(t->slot_count - 1));
+    uint64_t h = hash_bytes(p, n, limit);
+    Py_ssize_t at = (Py_ssize_t)(slot_of(h) & (uint64_t)(t->slot_count - 1));
     for (;;) {
         int32_t slot = t->slots[at];
         if (slot == 0) {
             break;
         }
         Py_ssize_t code = slot - 1;
-        if (t->hash[code] == h && t->len[code] == n && same_bytes(t->ptr[code], p, n)) {
+        if (t->hash[code] == h && t->len[code] == n && (n < 8 || same_bytes(t->ptr[code], p, n))) {
             return code;
         }
         at = (at + 1) & (t->slot_count - 1);
@@ -422,8 +447,47 @@ static const double POWERS[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
                                 1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
                                 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
 
+static const uint64_t POWERS_INT[] = {
+    1ULL, 10ULL, 100ULL, 1000ULL, 10000ULL, 100000ULL, 1000000ULL, 10000000ULL,
+    100000000ULL, 1000000000ULL, 10000000000ULL, 100000000000ULL, 1000000000000ULL,
+    10000000000000ULL, 100000000000000ULL, 1000000000000000ULL, 10000000000000000ULL,
+    100000000000000000ULL, 1000000000000000000ULL, 10000000000000000000ULL};
+
+static inline int
+bit_length(__uint128_t x)
+{
+    uint64_t high = (uint64_t)(x >> 64);
+    return high ? 128 - __builtin_clzll(high) : 64 - __builtin_clzll((uint64_t)x);
+}
+
+/* mantissa / 10^k (mantissa > 0, k <= 19) correctly rounded to a double, in integers: Kineto's
+ * times (16-19 digits, 3 after the point) are past the exact-doubles path. The numerator is
+ * shifted to 127 bits, so the quotient has 63 or more: its top 53 bits, rounded half to even
+ * on the bits below and the division's remainder, are the double's. */
+static double
+exact_quotient(uint64_t mantissa, int k)
+{
+    int shift = 127 - bit_length(mantissa);
+    __uint128_t numerator = (__uint128_t)mantissa << shift;
+    __uint128_t quotient = numerator / POWERS_INT[k];
+    int inexact = numerator % POWERS_INT[k] != 0;
+    int drop = bit_length(quotient) - 53; /* >= 10 */
+    __uint128_t kept = quotient >> drop;
+    __uint128_t rest = quotient & ((((__uint128_t)1) << drop) - 1);
+    __uint128_t half = ((__uint128_t)1) << (drop - 1);
+    if (rest > half || (rest == half && (inexact || (kept & 1)))) {
+        kept++;
+        if (kept == ((__uint128_t)1) << 53) {
+            kept >>= 1;
+            drop++;
+        }
+    }
+    return ldexp((double)(uint64_t)kept, drop - shift);
+}
+
 /* A number p[0:n] as a float, correctly rounded: exact in doubles where the digits and the
- * power of ten both are (Clinger's fast path), else by Python's own conversion. BAIL where it
+ * power of ten both are (Clinger's fast path), in integers where the digits fit 64 bits and
+ * there is no exponent, else by Python's own conversion. BAIL where it
  * overflows. An integer literal is first an int, as msgspec reads it (so -0 is 0.0). */
 static int
 parse_float(const char *p, const char *end, int integer, double *out)
@@ -454,6 +518,11 @@ parse_float(const char *p, const char *end, int integer, double *out)
     if (digits <= 15 && s == end && exponent >= -22) {
         double value = (double)mantissa;
         value = exponent < 0 ? value / POWERS[-exponent] : value;
+        *out = negative ? -value : value;
+        return OK;
+    }
+    if (digits <= 19 && s == end && exponent >= -19 && mantissa != 0) {
+        double value = exact_quotient(mantissa, -exponent);
         *out = negative ? -value : value;
         return OK;
     }
@@ -670,7 +739,7 @@ scan_field(Scan *scan, Field *field, const char **p, Py_ssize_t row, int *mismat
         const char *start = s + 1;
         s = start;
         if (scan_string(&s, end, &escaped) != OK || escaped) return BAIL;
-        Py_ssize_t code = table_code(&scan->strings, start, s - 1 - start);
+        Py_ssize_t code = table_code(&scan->strings, start, s - 1 - start, end);
         if (code < 0) return code == -2 ? BAIL : ERROR;
         ((int32_t *)column)[row] = (int32_t)code;
         *p = s;
@@ -680,7 +749,7 @@ scan_field(Scan *scan, Field *field, const char **p, Py_ssize_t row, int *mismat
         const char *start = s;
         int status = skip_value(&s, end, 1);
         if (status != OK) return status;
-        Py_ssize_t code = table_code(&scan->raws, start, s - start);
+        Py_ssize_t code = table_code(&scan->raws, start, s - start, end);
         if (code < 0) return ERROR;
         ((int32_t *)column)[row] = (int32_t)code;
         *p = s;
@@ -717,7 +786,9 @@ scan_object(Scan *scan, const Group *group, int first, const char **p, Py_ssize_
         int found = -1;
         if (key_len < MAX_KEY) {
             for (int f = group->first_of_len[key_len]; f >= 0; f = scan->fields[f].next_same_len) {
-                if (same_bytes(scan->fields[f].key, key, key_len)) {
+                Field *field = &scan->fields[f];
+                if (key_len < 8 ? short_word(key, key_len, end) == field->word
+                                : same_bytes(field->key, key, key_len)) {
                     found = f;
                     break;
                 }
@@ -785,7 +856,12 @@ scan_events(Scan *scan)
         if (mismatch) {
             /* args of other types than EventArgs': the tables read them on complete events */
             int32_t ph = ((int32_t *)scan->data[scan->fields[scan->ph_field].column])[row];
+            int32_t name = ((int32_t *)scan->data[scan->fields[scan->name_field].column])[row];
             if (ph == scan->complete_code) return BAIL;
+            if ((ph == scan->instant_code || ph == scan->old_instant_code) &&
+                name == scan->memory_code) {
+                return BAIL;
+            }
         }
         int64_t *span = (int64_t *)PyByteArray_AS_STRING(scan->spans) + 2 * row;
         span[0] = first - scan->start;
@@ -810,6 +886,7 @@ index_keys(Scan *scan, int first, int count)
             PyErr_SetString(PyExc_ValueError, "a field's key is too long");
             return ERROR;
         }
+        field->word = field->key_len < 8 ? short_word(field->key, field->key_len, NULL) : 0;
         field->next_same_len = group->first_of_len[field->key_len];
         group->first_of_len[field->key_len] = f;
     }
@@ -829,7 +906,7 @@ read_fields(Scan *scan, PyObject *spec)
     if (top > MAX_FIELDS) goto too_many;
     scan->top_count = (int)top;
     scan->field_count = (int)top;
-    scan->ph_field = -1;
+    scan->ph_field = scan->name_field = -1;
     for (Py_ssize_t i = 0; i < top; i++) {
         PyObject *item = PyTuple_GET_ITEM(spec, i), *subfields;
         Field *field = &scan->fields[i];
@@ -844,6 +921,7 @@ read_fields(Scan *scan, PyObject *spec)
             return ERROR;
         }
         if (field->key_len == 2 && memcmp(field->key, "ph", 2) == 0) scan->ph_field = (int)i;
+        if (field->key_len == 4 && memcmp(field->key, "name", 4) == 0) scan->name_field = (int)i;
         if (field->kind == ARGS) {
             if (!PyTuple_Check(subfields)) {
                 PyErr_SetString(PyExc_TypeError, "an ARGS field needs its subfields");
@@ -881,8 +959,9 @@ read_fields(Scan *scan, PyObject *spec)
         }
         if (PyErr_Occurred()) return ERROR;
     }
-    if (scan->ph_field < 0 || scan->fields[scan->ph_field].kind != STR) {
-        PyErr_SetString(PyExc_ValueError, "the fields need ph, a string");
+    if (scan->ph_field < 0 || scan->fields[scan->ph_field].kind != STR || scan->name_field < 0 ||
+        scan->fields[scan->name_field].kind != STR) {
+        PyErr_SetString(PyExc_ValueError, "the fields need ph and name, strings");
         return ERROR;
     }
     /* each object's keys by length */
@@ -942,11 +1021,17 @@ scan(PyObject *module, PyObject *args)
     }
     if (status == OK) {
         /* "" and b"" are code 0 (the defaults); "X" is looked up for the mismatch check */
-        if (table_code(&state->strings, "", 0) != 0 || table_code(&state->raws, "", 0) != 0)
+        if (table_code(&state->strings, "", 0, NULL) != 0 || table_code(&state->raws, "", 0, NULL) != 0)
             status = ERROR;
-        Py_ssize_t complete = table_code(&state->strings, "X", 1);
-        if (complete < 0) status = ERROR;
+        Py_ssize_t complete = table_code(&state->strings, "X", 1, NULL);
+        Py_ssize_t instant = table_code(&state->strings, "i", 1, NULL);
+        Py_ssize_t old_instant = table_code(&state->strings, "I", 1, NULL);
+        Py_ssize_t memory = table_code(&state->strings, "[memory]", 8, NULL);
+        if (complete < 0 || instant < 0 || old_instant < 0 || memory < 0) status = ERROR;
         state->complete_code = (int32_t)complete;
+        state->instant_code = (int32_t)instant;
+        state->old_instant_code = (int32_t)old_instant;
+        state->memory_code = (int32_t)memory;
     }
     if (status == OK) status = scan_events(state);
     if (status == OK) {

@@ -7,9 +7,9 @@ names) become rows; the piece's structs are then dropped.
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from operator import attrgetter
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -42,10 +42,9 @@ from profiler.analysis.columns import (
     select,
     values,
 )
-from profiler.analysis.decode import EVENTS_DECODER, MISSING_INT, EventStream, Piece
+from profiler.analysis.decode import MISSING_INT, EventStream, Piece
 from profiler.analysis.devices import KIND_BY_CATEGORY
 from profiler.analysis.rows import Rows, RowsPart
-from profiler.analysis.scanned import ScannedPiece
 from profiler.events import PHASE_COMPLETE
 
 
@@ -107,8 +106,8 @@ class TableBuilder:
         self.event_count += len(events)
         try:
             self._add(events, fraction_read)
-        except ArgsError as exc:
-            raise exc.event_error(events, first) from exc.error
+        except ArgsError as exc:  # (only msgspec's pieces: the scanner leaves it bad args)
+            raise exc.event_error(typing.cast(list[Any], events), first) from exc.error
 
     def _add(self, events: Piece, fraction_read: float) -> None:
         phases = self._phases.codes(events, len(events), field="ph")
@@ -122,21 +121,7 @@ class TableBuilder:
             self._add_flows(select(events, flows), fraction_read)
         others = ~(complete | flows)
         if others.any():
-            self._add_rows(select(events, others), fraction_read)
-
-    def _add_rows(self, events: Any, fraction_read: float) -> None:
-        """The events that become rows; a scanner's piece's are decoded first, the reference
-        way (they are few: counters, names, allocator events)."""
-        places = None
-        if isinstance(events, ScannedPiece):
-            places = events.positions().tolist()
-            events = EVENTS_DECODER.decode(events.text_of_events())
-        try:
-            self._rows.add(events, np.array(list(map(attrgetter("ph"), events))), fraction_read)
-        except ArgsError as exc:
-            if places is not None:
-                exc.within = (events, places)
-            raise
+            self._rows.add(select(events, others), fraction_read)
 
     def part(self) -> BuilderPart:
         """The tables so far, unfinished, for another builder to :meth:`absorb`."""

@@ -107,22 +107,15 @@ class ArgsError(Exception):
         super().__init__(str(error))
         self.error = error
         self.items = items
-        # Where the items came from when the piece was the scanner's: those events decoded
-        # (a list) and their places in the piece.
-        self.within: tuple[list[Any], list[int]] | None = None
 
-    def event_error(self, events: Any, first: int) -> EventError:
+    def event_error(self, events: list[Any], first: int) -> EventError:
         """The error in the file's words, ``events`` being the piece (the first is ``first``)."""
         if not isinstance(self.error, msgspec.ValidationError):
             return EventError(f"the args of an event are not JSON: {self.error}")
-        places: list[int] | None = None
-        if self.within is not None:
-            events, places = self.within
 
         def number(index: int) -> int:
             item = self.items[index] if index < len(self.items) else None
-            place = next((n for n, e in enumerate(events) if e is item), index)
-            return first + (places[place] if places is not None and place < len(places) else place)
+            return first + next((n for n, e in enumerate(events) if e is item), index)
 
         return EventError(validation_problem(self.error, number, in_args=True))
 
@@ -230,6 +223,13 @@ def select(items: Items, mask: np.ndarray) -> Items:
     if isinstance(items, ScannedPiece):
         return items.select(mask)
     return list(compress(items, mask.tolist()))
+
+
+def strings(items: Items, field: str) -> np.ndarray:
+    """A string field of ``items`` as an array of objects."""
+    if isinstance(items, ScannedPiece):
+        return np.array(items.strings, dtype=object)[items.column(field)]
+    return np.fromiter(map(attrgetter(field), items), dtype=object, count=len(items))
 
 
 def raw_texts(items: Items, field: str) -> list[bytes]:

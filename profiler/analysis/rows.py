@@ -5,16 +5,26 @@ names (as rows: a few)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from operator import attrgetter
 from typing import Any, NamedTuple
 
 import msgspec
 import numpy as np
 import pandas as pd
 
-from profiler.analysis.columns import Columns, ColumnsPart, decode_args, ids, int_id, select, values
-from profiler.analysis.decode import ANY_DECODER, Event
+from profiler.analysis.columns import (
+    Columns,
+    ColumnsPart,
+    Items,
+    decode_args,
+    ids,
+    int_id,
+    select,
+    strings,
+    values,
+)
+from profiler.analysis.decode import ANY_DECODER, EVENTS_DECODER, Event
 from profiler.analysis.event_args import MemoryArgs
+from profiler.analysis.scanned import ScannedPiece
 from profiler.events import PHASE_COUNTER, PHASE_INSTANT, PHASE_METADATA
 
 MEMORY_EVENT = "[memory]"
@@ -55,20 +65,22 @@ class Rows:
         self.threads: list[tuple[int, int, str]] = []
         self.processes: list[tuple[int, int, str]] = []
 
-    def add(self, events: list[Event], phases: np.ndarray, fraction_read: float) -> None:
+    def add(self, events: Items, fraction_read: float) -> None:
         """Take a piece's events that are neither complete nor flows (in file order).
 
         Args:
             events: the events.
-            phases: their ``ph``, as an array.
             fraction_read: how far through the file's text the piece ends.
         """
-        names = np.fromiter(map(attrgetter("name"), events), dtype=object, count=len(events))
+        phases, names = strings(events, "ph"), strings(events, "name")
         memory = np.isin(phases, _INSTANT_PHASES) & (names == MEMORY_EVENT)
         if memory.any():
             self._memory(select(events, memory), fraction_read)
         # Only counters and names become rows: other instants (most of these) are passed over.
-        for event in select(events, ~memory & np.isin(phases, _ROW_PHASES)):
+        rows = select(events, ~memory & np.isin(phases, _ROW_PHASES))
+        if isinstance(rows, ScannedPiece):  # their args are read whole: decoded as they are
+            rows = EVENTS_DECODER.decode(rows.text_of_events()) if len(rows) else []
+        for event in rows:
             self._add(event)
 
     def _add(self, event: Event) -> None:
@@ -112,7 +124,7 @@ class Rows:
             if number is not None:
                 self.counters.append((event.name, int_id(event.pid), event.ts, series, number))
 
-    def _memory(self, events: list[Event], fraction_read: float) -> None:
+    def _memory(self, events: Items, fraction_read: float) -> None:
         columns = self.memory
         rows = columns.reserve(len(events), fraction_read)
         columns.put("ts_us", rows, values(events, "ts", np.float64))

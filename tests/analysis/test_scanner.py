@@ -245,6 +245,38 @@ def test_args_of_other_types_are_passed_over_on_events_whose_args_are_not_read()
     assert _scan(events) is None
 
 
+@pytest.mark.usefixtures("scanner")
+def test_an_allocator_event_s_args_are_read_so_other_types_go_to_msgspec() -> None:
+    memory = {"ph": "i", "name": "[memory]", "pid": 1, "ts": 2, "args": {"Bytes": 512}}
+    other = {"ph": "i", "name": "mark", "pid": 1, "ts": 3, "args": {"Bytes": "many"}}
+    piece = _scan([memory, other])
+    assert piece is not None and piece.column("alloc_bytes").tolist() == [512, 0]
+    assert _scan([{**memory, "args": {"Bytes": "many"}}, other]) is None
+    assert _scan([{**memory, "ph": "I", "args": {"Device Id": 1.5}}]) is None
+
+
+def _decimal(value: int, point: int) -> str:
+    digits = str(value).rjust(point + 1, "0")
+    return f"{digits[:-point]}.{digits[-point:]}" if point else f"{digits}.0"
+
+
+@pytest.mark.usefixtures("scanner")
+def test_times_of_up_to_19_digits_are_the_floats_python_reads() -> None:
+    rng = random.Random(3)
+    texts = [_decimal(rng.randrange(10**19), rng.randint(0, 19)) for _ in range(20000)]
+    texts += [_decimal(rng.randrange(10**15, 10**17), 3) for _ in range(20000)]  # Kineto's
+    # Halfway between two doubles, which round to the even one: 2**53 + odd, 2**54 + 2 * odd.
+    texts += [_decimal(2**53 + n, 0) for n in range(1, 40, 2)]
+    texts += [_decimal((2**54 + 2 * n) * 100, 2) for n in range(1, 40, 2)]
+    texts += ["-" + text for text in texts[::7]] + ["0.000", "-0.0", "00.5"[1:], "1e5", "2.5E-3"]
+    events = b",".join(b'{"ph":"X","ts":%s}' % text.encode() for text in texts)
+    piece = _scan(b"[" + events + b"]")
+    assert piece is not None
+    got, want = piece.column("ts"), np.array([float(text) for text in texts])
+    assert got.tolist() == want.tolist()
+    assert (np.signbit(got) == np.signbit(want)).all()
+
+
 _MUTATIONS = b'{}[]",:0123456789-.eE+ \\\nnulltrue\x00\xc3\xa9\xff'
 
 
@@ -269,7 +301,7 @@ def test_a_thousand_mutated_pieces_are_refused_or_read_as_msgspec_reads_them() -
 
 
 @pytest.mark.usefixtures("scanner")
-def test_an_allocator_event_s_bad_args_in_a_scanned_piece_are_named(
+def test_an_allocator_event_s_bad_args_are_named_as_without_the_scanner(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _pieces_of_4k(monkeypatch)
