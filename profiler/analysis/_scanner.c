@@ -10,13 +10,14 @@
  * MAX_DEPTH, text that is not JSON) it answers None and the piece is decoded by msgspec, whose
  * results and errors stay the reference (profiler.analysis.scanned).
  *
- * scan(text, fields) -> None | (count, columns, strings, raws, spans)
+ * scan(text, fields) -> None | (count, columns, strings, raws, spans, args_seen)
  *   fields: a tuple of (key: bytes, kind: int, default: float | int, subfields: tuple | None);
  *     the event's keys, one of them (kind ARGS) an object with keys of its own (subfields,
  *     of the other kinds). Every field's column follows its parent's in the order given.
  *   columns: one bytearray per field (ARGS fields excepted): float64 (F64), int64 (I64, ID,
  *     ID_NULL) or int32 codes (STR into strings, RAW into raws; 0: the default, "" or b"").
  *   spans: int64 pairs, each event's first and last byte + 1 in text.
+ *   args_seen: uint64 per event, a bit per subfield its ARGS object has (1 << its place).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -68,6 +69,7 @@ typedef struct {
     int width[MAX_FIELDS];
     PyObject *buffers[MAX_FIELDS];
     PyObject *spans;
+    PyObject *args_seen; /* uint64 per event: which fields of its args it has (ARGS's bits) */
     Py_ssize_t rows, capacity;
     Table strings, raws;
     /* Whose args the tables read, so whose args of other types must go to msgspec: complete
@@ -658,6 +660,9 @@ grow(Scan *scan)
         scan->data[c] = PyByteArray_AS_STRING(scan->buffers[c]);
     }
     if (PyByteArray_Resize(scan->spans, capacity * 2 * sizeof(int64_t)) < 0) return ERROR;
+    if (PyByteArray_Resize(scan->args_seen, capacity * sizeof(uint64_t)) < 0) return ERROR;
+    memset(PyByteArray_AS_STRING(scan->args_seen) + scan->capacity * sizeof(uint64_t), 0,
+           (size_t)(capacity - scan->capacity) * sizeof(uint64_t));
     put_defaults(scan, scan->capacity, capacity);
     scan->capacity = capacity;
     return OK;
@@ -762,13 +767,15 @@ scan_field(Scan *scan, Field *field, const char **p, Py_ssize_t row, int *mismat
     return status;
 }
 
-/* An object's keys from just after its '{', its fields fields[first:first + count]. */
+/* An object's keys from just after its '{', its fields those of group from fields[first] on;
+ * *keys_seen gets a bit per field it has (1 << its place in the group). */
 static int
 scan_object(Scan *scan, const Group *group, int first, const char **p, Py_ssize_t row,
-            int *mismatch, int depth)
+            int *mismatch, int depth, uint64_t *keys_seen)
 {
     const char *s = skip_ws(*p, scan->end), *end = scan->end;
     uint64_t seen = 0;
+    *keys_seen = 0;
     if (s < end && *s == '}') {
         *p = s + 1;
         return OK;
@@ -807,8 +814,9 @@ scan_object(Scan *scan, const Group *group, int first, const char **p, Py_ssize_
                 if (*s == '{') {
                     s++;
                     int bad = 0;
+                    uint64_t *args_seen = (uint64_t *)PyByteArray_AS_STRING(scan->args_seen);
                     status = scan_object(scan, &scan->groups[field->group], field->first_sub,
-                                         &s, row, &bad, depth + 1);
+                                         &s, row, &bad, depth + 1, &args_seen[row]);
                     if (bad) *mismatch = 1;
                 }
                 else {
@@ -829,6 +837,7 @@ scan_object(Scan *scan, const Group *group, int first, const char **p, Py_ssize_
         status = after_member(&s, end, '}');
         if (status != MORE) {
             *p = s;
+            *keys_seen = seen;
             return status == DONE ? OK : BAIL;
         }
     }
@@ -851,7 +860,8 @@ scan_events(Scan *scan)
         const char *first = s;
         s++;
         int mismatch = 0;
-        int status = scan_object(scan, &scan->groups[0], 0, &s, row, &mismatch, 0);
+        uint64_t keys_seen;
+        int status = scan_object(scan, &scan->groups[0], 0, &s, row, &mismatch, 0, &keys_seen);
         if (status != OK) return status;
         if (mismatch) {
             /* args of other types than EventArgs': the tables read them on complete events */
@@ -923,6 +933,10 @@ read_fields(Scan *scan, PyObject *spec)
         if (field->key_len == 2 && memcmp(field->key, "ph", 2) == 0) scan->ph_field = (int)i;
         if (field->key_len == 4 && memcmp(field->key, "name", 4) == 0) scan->name_field = (int)i;
         if (field->kind == ARGS) {
+            if (scan->field_count > scan->top_count) {
+                PyErr_SetString(PyExc_ValueError, "one ARGS field at most");
+                return ERROR;
+            }
             if (!PyTuple_Check(subfields)) {
                 PyErr_SetString(PyExc_TypeError, "an ARGS field needs its subfields");
                 return ERROR;
@@ -1016,8 +1030,14 @@ scan(PyObject *module, PyObject *args)
     }
     if (status == OK) {
         state->spans = PyByteArray_FromStringAndSize(NULL, state->capacity * 2 * sizeof(int64_t));
-        if (state->spans == NULL) status = ERROR;
-        else put_defaults(state, 0, state->capacity);
+        state->args_seen = PyByteArray_FromStringAndSize(NULL, state->capacity * sizeof(uint64_t));
+        if (state->spans == NULL || state->args_seen == NULL) {
+            status = ERROR;
+        }
+        else {
+            memset(PyByteArray_AS_STRING(state->args_seen), 0, state->capacity * sizeof(uint64_t));
+            put_defaults(state, 0, state->capacity);
+        }
     }
     if (status == OK) {
         /* "" and b"" are code 0 (the defaults); "X" is looked up for the mismatch check */
@@ -1045,9 +1065,10 @@ scan(PyObject *module, PyObject *args)
             }
         }
         if (!failed) failed = PyByteArray_Resize(state->spans, state->rows * 16) < 0;
+        if (!failed) failed = PyByteArray_Resize(state->args_seen, state->rows * 8) < 0;
         if (!failed) {
-            result = Py_BuildValue("nNOOO", state->rows, columns, state->strings.values,
-                                   state->raws.values, state->spans);
+            result = Py_BuildValue("nNOOOO", state->rows, columns, state->strings.values,
+                                   state->raws.values, state->spans, state->args_seen);
             columns = NULL;
         }
         Py_XDECREF(columns);
@@ -1057,6 +1078,7 @@ scan(PyObject *module, PyObject *args)
     }
     for (int c = 0; c < MAX_FIELDS; c++) Py_XDECREF(state->buffers[c]);
     Py_XDECREF(state->spans);
+    Py_XDECREF(state->args_seen);
     table_free(&state->strings);
     table_free(&state->raws);
     PyMem_Free(state);
@@ -1125,8 +1147,8 @@ static PyMethodDef methods[] = {
      "number(codes, values, index, mapping, out): a piece's codes as a vocabulary's, each "
      "distinct value looked up once, in order of first appearance."},
     {"scan", scan, METH_VARARGS,
-     "scan(text, fields) -> None | (count, columns, strings, raws, spans): a piece of a trace's "
-     "events array as columns; None where msgspec must decode it."},
+     "scan(text, fields) -> None | (count, columns, strings, raws, spans, args_seen): a piece "
+     "of a trace's events array as columns; None where msgspec must decode it."},
     {NULL, NULL, 0, NULL},
 };
 

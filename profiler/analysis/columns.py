@@ -196,10 +196,7 @@ def _read_fast(items: list[Any], name: str, dtype: Any) -> np.ndarray | None:
 def differs(items: Items, fields: tuple[str, ...], defaults: tuple[Any, ...]) -> np.ndarray:
     """Which of ``items`` have any of ``fields`` other than its default."""
     if isinstance(items, ScannedPiece):
-        out = np.zeros(len(items), bool)
-        for field, default in zip(fields, defaults, strict=True):
-            out |= items.differs(field, default)
-        return out
+        return items.differs_any(fields, defaults)
     if fields_c is not None:
         out = np.empty(len(items), bool)
         fields_c.differs(items, fields, defaults, out)

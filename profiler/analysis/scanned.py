@@ -77,6 +77,7 @@ class Layout:
         self.kinds: dict[str, int] = {}
         self.defaults: dict[str, Any] = {}
         self.names: list[str] = []
+        self.bits: dict[str, int] = {}  # an args field's bit in the scanner's args_seen
         spec: list[tuple[bytes, int, Any, Any]] = []
         nested: list[str] = []
         for field in msgspec.structs.fields(event_type):
@@ -84,6 +85,7 @@ class Layout:
             if kind == ARGS:
                 before = len(self.names)
                 subfields = tuple(self._add(sub) for sub in msgspec.structs.fields(field.type))
+                self.bits = {name: 1 << n for n, name in enumerate(self.names[before:])}
                 spec.append((field.encode_name.encode(), ARGS, 0, subfields))
                 nested = self.names[before:]
                 del self.names[before:]
@@ -113,7 +115,17 @@ class ScannedPiece:
         raws: its distinct raw JSON values (RAW columns'; 0 is b"", no value).
     """
 
-    __slots__ = ("layout", "strings", "raws", "_text", "_columns", "_spans", "_index", "_size")
+    __slots__ = (
+        "layout",
+        "strings",
+        "raws",
+        "_text",
+        "_columns",
+        "_spans",
+        "_seen",
+        "_index",
+        "_size",
+    )
 
     def __init__(
         self,
@@ -123,11 +135,13 @@ class ScannedPiece:
         strings: list[str],
         raws: list[bytes],
         spans: np.ndarray,
+        seen: np.ndarray,
         index: np.ndarray | None = None,
     ) -> None:
         self.layout = layout
         self.strings, self.raws = strings, raws
         self._text, self._columns, self._spans, self._index = text, columns, spans, index
+        self._seen = seen  # per event, a bit per args field it has (Layout.bits)
         self._size = len(spans) if index is None else len(index)
 
     def __len__(self) -> int:
@@ -140,9 +154,20 @@ class ScannedPiece:
 
     def select(self, mask: np.ndarray) -> ScannedPiece:
         """The events where ``mask`` is true (their columns are taken as they are read)."""
-        index = np.flatnonzero(mask) if self._index is None else self._index[mask]
+        return self.take(np.flatnonzero(mask))
+
+    def take(self, rows: np.ndarray) -> ScannedPiece:
+        """The events at ``rows`` (sorted positions among these)."""
+        index = rows if self._index is None else self._index[rows]
         return ScannedPiece(
-            self.layout, self._text, self._columns, self.strings, self.raws, self._spans, index
+            self.layout,
+            self._text,
+            self._columns,
+            self.strings,
+            self.raws,
+            self._spans,
+            self._seen,
+            index,
         )
 
     def values_of(self, name: str) -> list[Any]:
@@ -153,6 +178,22 @@ class ScannedPiece:
         """A string or raw field's values, one per event."""
         values = self.values_of(name)
         return [values[code] for code in self.column(name).tolist()]
+
+    def differs_any(self, names: tuple[str, ...], defaults: tuple[Any, ...]) -> np.ndarray:
+        """Which events have any of the args fields ``names`` other than its default: looked
+        at only on the events that have one of them at all (most have none)."""
+        out = np.zeros(self._size, bool)
+        seen = self._seen if self._index is None else self._seen[self._index]
+        bits = sum(self.layout.bits[name] for name in names)
+        some = np.flatnonzero(seen & np.uint64(bits))
+        if not len(some):
+            return out
+        having = self.take(some)
+        found = np.zeros(len(some), bool)
+        for name, default in zip(names, defaults, strict=True):
+            found |= having.differs(name, default)
+        out[some] = found
+        return out
 
     def differs(self, name: str, default: Any) -> np.ndarray:
         """Which events have field ``name`` other than its default ``default``."""
@@ -179,6 +220,7 @@ class ScannedPiece:
         self._columns = {}
         self._text = b""
         self._spans = np.empty((0, 2), np.int64)
+        self._seen = np.empty(0, np.uint64)
         self._index = None
         self._size = 0
 
@@ -190,10 +232,10 @@ def scan(layout: Layout, text: Any) -> ScannedPiece | None:
     found = scanner_c.scan(text, layout.spec)
     if found is None:
         return None
-    _, buffers, strings, raws, spans = found
+    _, buffers, strings, raws, spans, seen = found
     columns = {
         name: np.frombuffer(buffer, _DTYPES[layout.kinds[name]])
         for name, buffer in zip(layout.names, buffers, strict=True)
     }
     pairs = np.frombuffer(spans, np.int64).reshape(-1, 2)
-    return ScannedPiece(layout, text, columns, strings, raws, pairs)
+    return ScannedPiece(layout, text, columns, strings, raws, pairs, np.frombuffer(seen, np.uint64))

@@ -21,8 +21,14 @@ import msgspec
 import numpy as np
 import pytest
 
-from profiler.analysis import decode, scanned
-from profiler.analysis.columns import int_id
+from profiler.analysis import columns, decode, scanned
+from profiler.analysis.columns import (
+    GPU_RARE_DEFAULTS,
+    GPU_RARE_FIELDS,
+    HOST_RARE_DEFAULTS,
+    HOST_RARE_FIELDS,
+    int_id,
+)
 from profiler.analysis.event_args import EventArgs
 from profiler.analysis.table import load_trace
 from profiler.store.chrome_trace import TraceFormatError
@@ -361,3 +367,26 @@ def test_number_looks_each_value_up_once_in_order_of_first_appearance() -> None:
     with pytest.raises(IndexError):
         scanned.scanner_c.number(np.array([5], np.int32), ["a"], Index(), np.full(1, -1, np.int32),
                                  np.empty(1, np.int32))  # fmt: skip
+
+
+@pytest.mark.usefixtures("scanner")
+def test_which_events_have_a_rare_arg_is_what_the_structs_say() -> None:
+    events = [_piece()[0], _piece(args__stream="stream 3")[0]]  # complete events only
+    rare = [{}, {"stream": -1}, {"stream": 7}, {"Collective name": ""}, {"In msg nelems": 4},
+            {"Input dims": [[1]]}, {"external id": -1}, {"external id": 3, "dtype": "Float"},
+            {"Sequence number": 2}, {"Fwd thread id": -1}]  # fmt: skip
+    for n, extra in enumerate(rare):
+        events.append({"ph": "X", "name": f"op{n}", "ts": n, "args": {"External id": n, **extra}})
+    text = json.dumps(events).encode()
+    piece = _scan(text)
+    assert piece is not None
+    structs = [_ARGS_DECODER.decode(event.args) for event in decode.EVENTS_DECODER.decode(text)]
+    for fields, defaults in ((HOST_RARE_FIELDS, HOST_RARE_DEFAULTS),
+                             (GPU_RARE_FIELDS, GPU_RARE_DEFAULTS)):  # fmt: skip
+        scanned_rows = columns.differs(piece, fields, defaults)
+        assert scanned_rows.tolist() == columns.differs(structs, fields, defaults).tolist()
+        assert 0 < scanned_rows.sum() < len(events)
+        half = np.arange(len(events)) % 2 == 1  # and on a selection of the piece
+        assert columns.differs(piece.select(half), fields, defaults).tolist() == (
+            scanned_rows[half].tolist()
+        )
