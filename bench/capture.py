@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import orjson
 import torch
@@ -150,7 +150,12 @@ def open_profiler(
     if side == "trainprof":
         schedule = profiler.schedule(wait=1, warmup=1, active=active)
         return profiler.profile(
-            model, out_dir=out, run_name=name, schedule=schedule, system_metrics=False, **options
+            model,
+            out_dir=out,
+            run_name=name,
+            schedule=schedule,
+            system_metrics=False,
+            **cast(dict[str, Any], options),  # (Kineto's switches, all keyword arguments)
         )
 
     def export(prof: tp.profile) -> None:
@@ -186,7 +191,7 @@ def run_trainprof(
         writes.append(CLOCKS[clock]() - start)
         return path
 
-    capture_session.write_window = timed_write  # type: ignore[assignment]
+    capture_session.write_window = timed_write
     steps: list[float] = []
     stages: dict[str, float] = {}
     try:
@@ -201,7 +206,7 @@ def run_trainprof(
                     steps.append(CLOCKS[clock]() - start)
                 prof.step()
     finally:
-        capture_session.write_window = original  # type: ignore[assignment]
+        capture_session.write_window = original
     (path,) = prof.trace_files
     return {"steps": steps, "write_s": writes[0], "path": path, "stages": stages}
 
