@@ -11,7 +11,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
+import re
+import shutil
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 from types import ModuleType
@@ -390,3 +395,43 @@ def test_which_events_have_a_rare_arg_is_what_the_structs_say() -> None:
         assert columns.differs(piece.select(half), fields, defaults).tolist() == (
             scanned_rows[half].tolist()
         )
+
+
+_UNDER_MEMCHECK = """
+import json, random
+from profiler.analysis import decode, scanned
+rng = random.Random(23)
+event = {"ph": "X", "cat": "kernel", "name": "gemm", "pid": 0, "tid": "stream 7", "ts": 2**70,
+         "dur": 1661203462598738.5, "args": {"External id": 7, "grid": [1, [2, {"a": "\\u00e9"}]],
+         "Call stack": "a\\\\nb", "dtype": "Float", "est. achieved occupancy %": 5e-3}}
+base = json.dumps([event, {"ph": "C", "name": "m", "args": {"x": 1}}] * 2).encode()
+taken = 0
+for _ in range(150):
+    text = bytearray(base)
+    for _ in range(rng.randint(1, 3)):
+        at = rng.randrange(len(text))
+        text[at:at + rng.randint(0, 1)] = bytes([rng.choice(MUTATIONS)])[: rng.randint(0, 1)]
+    taken += scanned.scan(decode.LAYOUT, bytes(text)) is not None
+for end in range(1, len(base) + 1, 7):  # every way of being cut short
+    scanned.scan(decode.LAYOUT, base[:end])
+print("taken", taken)
+""".replace("MUTATIONS", repr(_MUTATIONS))
+
+
+@pytest.mark.usefixtures("scanner")
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
+def test_the_scanner_reads_and_writes_only_memory_it_owns(tmp_path: Path) -> None:
+    """Mutated and truncated pieces under valgrind's memcheck: no error whose stack passes
+    through the scanner (CPython's own, without suppressions, are left aside)."""
+    log = tmp_path / "memcheck.log"
+    done = subprocess.run(
+        ["valgrind", "--tool=memcheck", "--num-callers=40", f"--log-file={log}",
+         sys.executable, "-c", _UNDER_MEMCHECK],
+        env={**os.environ, "PYTHONMALLOC": "malloc"}, capture_output=True, text=True,
+        timeout=900, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert re.search(r"taken [1-9]", done.stdout)  # it took some of them
+    blocks = re.split(r"\n==\d+== \n", log.read_text())
+    ours = [block for block in blocks if "_scanner" in block and "== " in block]
+    assert not ours, ours[0][:3000]
