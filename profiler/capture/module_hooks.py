@@ -196,18 +196,33 @@ class BackwardRange(NamedTuple):
 class WindowRecord:
     """What the tracer saw in one window, handed to the trace writer.
 
-    ``memory`` holds raw readings (see :meth:`MemoryProbe.reader`); :meth:`memory_values`
-    decodes them. ``outputs`` holds (first, end, the module's key) for each forward that made
-    autograd nodes, in the order the forwards returned: the nodes' sequence numbers run from
-    first to end (excluded); ``backward_ends`` our clock at the end of each backward pass and of
-    each step.
+    ``samples`` holds memory samples, flat: our clock, then the raw reading (see
+    :meth:`MemoryProbe.reader`), for each; :attr:`memory` pairs them and :meth:`memory_values`
+    decodes them. ``forwards`` holds, flat, first, end and the module's key for each forward
+    that made autograd nodes, in the order the forwards returned: the nodes' sequence numbers
+    run from first to end (excluded); :attr:`outputs` groups them. ``backward_ends`` is our clock
+    at the end of each backward pass and of each step. (Flat: dozens of samples a step kept as
+    tuples set off a garbage collection every ~10 steps of a small model; ints and readings
+    are no objects the collector tracks.)
     """
 
     modules: Mapping[int, _ModuleInfo] = field(default_factory=dict)
-    memory: list[tuple[int, Reading]] = field(default_factory=list)
-    outputs: list[tuple[int, int, int]] = field(default_factory=list)
+    samples: list[Any] = field(default_factory=list)
+    forwards: list[int] = field(default_factory=list)
     backward_ends: list[int] = field(default_factory=list)
     forward_as_ops: bool = False  # forward ranges were recorded as cpu_op (see module docstring)
+
+    @property
+    def memory(self) -> list[tuple[int, Reading]]:
+        """Each memory sample as (our clock, its raw reading)."""
+        samples = self.samples
+        return list(zip(samples[0::2], samples[1::2], strict=True))
+
+    @property
+    def outputs(self) -> list[tuple[int, int, int]]:
+        """(first, end, the module's key) for each forward that made autograd nodes."""
+        numbers = self.forwards
+        return list(zip(numbers[0::3], numbers[1::3], numbers[2::3], strict=True))
 
     def memory_values(self) -> list[tuple[int, dict[str, float]]]:
         """Each memory reading as ``(clock ns, counter values)``."""
@@ -473,11 +488,11 @@ class ModuleTracer:
                 )
             )
             if sampled:
-                memory, now = self.record.memory, now_ns()
-                if memory and (from_loop or now - self._read_ns < reuse_ns):
-                    memory += ((now, memory[-1][1]),)
+                samples, now = self.record.samples, now_ns()
+                if samples and (from_loop or now - self._read_ns < reuse_ns):
+                    samples += (now, samples[-1])
                 else:
-                    memory += ((now, read()),)
+                    samples += (now, read())
                     self._read_ns = now
             self._quiet = key if sequential else None
             first = sequence_nr()
@@ -494,17 +509,17 @@ class ModuleTracer:
                 else:
                     exit_(handle, None, None, None)
             if sampled:
-                memory, now = self.record.memory, now_ns()
+                samples, now = self.record.samples, now_ns()
                 quiet = sequential and self._quiet == key
-                if memory and (quiet or now - self._read_ns < reuse_ns):
-                    memory += ((now, memory[-1][1]),)
+                if samples and (quiet or now - self._read_ns < reuse_ns):
+                    samples += (now, samples[-1])
                 else:
-                    memory += ((now, read()),)
+                    samples += (now, read())
                     self._read_ns = now
             self._quiet = parent if from_loop else None
             end = sequence_nr()
             if end != first:  # the forward made autograd nodes: the backward will run them
-                self.record.outputs += ((first, end, key),)
+                self.record.forwards += (first, end, key)
                 # A pre-hook on a root's output node marks each backward pass's start.
                 if (
                     root
@@ -522,14 +537,14 @@ class ModuleTracer:
 
     def _backward_start(self, grad_outputs: Any) -> None:
         self._read_ns = now = self._now_ns()
-        self.record.memory.append((now, self._read()))
+        self.record.samples += (now, self._read())
         if not self._end_queued:
             torch.autograd.Variable._execution_engine.queue_callback(self._backward_end)
             self._end_queued = True
 
     def _backward_end(self) -> None:
         self._read_ns = now = self._now_ns()
-        self.record.memory.append((now, self._read()))
+        self.record.samples += (now, self._read())
         self._end_backward(now)
 
     def _end_backward(self, now: int) -> None:

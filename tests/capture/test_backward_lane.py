@@ -28,19 +28,26 @@ def _lane(record: WindowRecord, starts: dict[int, float]) -> list[tuple[str, flo
     return sorted((r.name.split(": ")[1], r.start_us, r.end_us, r.depth) for r in ranges)
 
 
+def _forwards(record: WindowRecord, *outputs: tuple[int, int, int]) -> None:
+    """Note forwards as the tracer does: (first, end, the module's key) each."""
+    for output in outputs:
+        record.forwards += output
+
+
 def test_ranges_nest_close_at_outer_starts_and_end_with_the_pass() -> None:
     tracer, key = _tracer()
     record = tracer.take()
     # Forwards return innermost first, each with the sequence numbers of the nodes it made:
     # "0.0" (Linear) node 1, "0.1" (ReLU) node 2, their parent "0" both, "1" node 3, the root all.
     # The engine runs 3, 2, 1: "0" starts with its node 2, the root with its node 3.
-    record.outputs += [
+    _forwards(
+        record,
         (1, 2, key["0.0"]),
         (2, 3, key["0.1"]),
         (1, 3, key["0"]),
         (3, 4, key["1"]),
         (1, 4, key[""]),
-    ]
+    )
     record.backward_ends.append(100)
     lane = _lane(record, {3: 10.0, 2: 40.0, 1: 60.0})
     assert lane == [
@@ -56,7 +63,7 @@ def test_each_backward_pass_closes_its_ranges() -> None:
     tracer, key = _tracer()
     record = tracer.take()
     for first in (1, 11):  # two micro-batches in one step: two forwards, two backward passes
-        record.outputs += [(first, first + 1, key["0.0"]), (first, first + 2, key[""])]
+        _forwards(record, (first, first + 1, key["0.0"]), (first, first + 2, key[""]))
     record.backward_ends += [50, 200]
     lane = _lane(record, {2: 10.0, 1: 20.0, 12: 110.0, 11: 120.0})
     assert lane == [
@@ -70,7 +77,7 @@ def test_each_backward_pass_closes_its_ranges() -> None:
 def test_nodes_the_engine_never_ran_get_no_range() -> None:
     tracer, key = _tracer()
     record = tracer.take()
-    record.outputs += [(1, 2, key["0.0"]), (1, 3, key[""])]
+    _forwards(record, (1, 2, key["0.0"]), (1, 3, key[""]))
     record.backward_ends.append(30)
     assert _lane(record, {2: 10.0}) == [("model (Sequential).backward", 10.0, 30.0, 0)]
     assert _lane(record, {}) == []
@@ -80,7 +87,7 @@ def test_a_backward_starts_at_the_first_of_its_nodes_the_engine_ran() -> None:
     tracer, key = _tracer()
     record = tracer.take()
     # "0.0" made nodes 1 and 2 and returned node 1's tensor; the engine ran node 2 first.
-    record.outputs += [(1, 3, key["0.0"]), (1, 3, key["0"]), (1, 4, key[""])]
+    _forwards(record, (1, 3, key["0.0"]), (1, 3, key["0"]), (1, 4, key[""]))
     record.backward_ends.append(100)
     lane = _lane(record, {3: 10.0, 2: 30.0, 1: 50.0})
     assert lane == [
@@ -92,7 +99,8 @@ def test_a_backward_starts_at_the_first_of_its_nodes_the_engine_ran() -> None:
 
 def test_the_wanted_numbers_are_every_forwards_nodes_once() -> None:
     # Children return first; a parent's numbers hold theirs; two steps.
-    record = WindowRecord(outputs=[(3, 5, 1), (5, 6, 2), (3, 6, 0), (10, 12, 1), (10, 14, 0)])
+    record = WindowRecord()
+    _forwards(record, (3, 5, 1), (5, 6, 2), (3, 6, 0), (10, 12, 1), (10, 14, 0))
     assert record.output_sequences() == {3, 4, 5, 10, 11, 12, 13}
     assert WindowRecord().output_sequences() == set()
 
@@ -175,7 +183,7 @@ def test_window_events_are_the_json_of_each_event() -> None:
     from profiler.capture.module_hooks import BackwardRange
     from profiler.events import COUNTER_MEMORY, COUNTER_SYSTEM, PHASE_COUNTER
 
-    record = WindowRecord(memory=[(1_000, 4096), (3_500, 8192), (7_001, 4096)])
+    record = WindowRecord(samples=[1_000, 4096, 3_500, 8192, 7_001, 4096])
     name = 'nn.Module: "odd" \u00e9 (Linear).backward'
     spans = [BackwardRange(name, 10.5, 12.25, 0), BackwardRange("b", 11.0, 11.0, 3)]
     encoded = window_events(
