@@ -200,8 +200,8 @@ table_rehash(Table *t)
 }
 
 /* The code of the value whose bytes are p[0:n] (for a str table, valid UTF-8 without escapes;
- * text up to limit may be read), numbering it next when new: -1 with an exception set on failure (BAIL where a str is not
- * UTF-8: then -2). */
+ * text up to limit may be read), numbering it next when new: -1 with an exception set on
+ * failure, -2 where a str is not UTF-8 (the caller's BAIL). */
 static Py_ssize_t
 table_code(Table *t, const char *p, Py_ssize_t n, const char *limit)
 {
@@ -560,6 +560,22 @@ after_member(const char **p, const char *end, char close)
     return BAIL;
 }
 
+/* An object's key at *p and the colon after it: *p is left at the value. BAIL where it is not
+ * a key; *escaped says whether it holds an escape. */
+static inline int
+read_key(const char **p, const char *end, const char **key, Py_ssize_t *key_len, int *escaped)
+{
+    const char *s = *p;
+    if (s >= end || *s != '"') return BAIL;
+    *key = ++s;
+    if (scan_string(&s, end, escaped) != OK) return BAIL;
+    *key_len = s - 1 - *key;
+    s = skip_ws(s, end);
+    if (s >= end || *s != ':') return BAIL;
+    *p = skip_ws(s + 1, end);
+    return OK;
+}
+
 static int skip_value(const char **p, const char *end, int depth);
 
 /* An array or object from just after its opening bracket. */
@@ -576,13 +592,10 @@ skip_container(const char **p, const char *end, int depth, char close)
     }
     for (;;) {
         if (close == '}') {
+            const char *key;
+            Py_ssize_t key_len;
             int escaped;
-            if (s >= end || *s != '"') return BAIL;
-            s++;
-            if (scan_string(&s, end, &escaped) != OK) return BAIL;
-            s = skip_ws(s, end);
-            if (s >= end || *s != ':') return BAIL;
-            s = skip_ws(s + 1, end);
+            if (read_key(&s, end, &key, &key_len, &escaped) != OK) return BAIL;
         }
         int status = skip_value(&s, end, depth + 1);
         if (status != OK) return status;
@@ -649,27 +662,8 @@ label_id(const char *p, Py_ssize_t n)
     return parse_int(tail, end, &value) == OK ? value : -1;
 }
 
-static void put_defaults(Scan *scan, Py_ssize_t from, Py_ssize_t to);
-
-static int
-grow(Scan *scan)
-{
-    Py_ssize_t capacity = scan->capacity * 2;
-    for (int c = 0; c < scan->column_count; c++) {
-        if (PyByteArray_Resize(scan->buffers[c], capacity * scan->width[c]) < 0) return ERROR;
-        scan->data[c] = PyByteArray_AS_STRING(scan->buffers[c]);
-    }
-    if (PyByteArray_Resize(scan->spans, capacity * 2 * sizeof(int64_t)) < 0) return ERROR;
-    if (PyByteArray_Resize(scan->args_seen, capacity * sizeof(uint64_t)) < 0) return ERROR;
-    memset(PyByteArray_AS_STRING(scan->args_seen) + scan->capacity * sizeof(uint64_t), 0,
-           (size_t)(capacity - scan->capacity) * sizeof(uint64_t));
-    put_defaults(scan, scan->capacity, capacity);
-    scan->capacity = capacity;
-    return OK;
-}
-
-/* Rows [from, to) of every column hold their field's default: an event then writes only the
- * fields it has. */
+/* Rows [from, to) of every column hold their field's default, and of args_seen no key: an
+ * event then writes only the fields it has. */
 static void
 put_defaults(Scan *scan, Py_ssize_t from, Py_ssize_t to)
 {
@@ -690,6 +684,23 @@ put_defaults(Scan *scan, Py_ssize_t from, Py_ssize_t to)
             break;
         }
     }
+    memset(PyByteArray_AS_STRING(scan->args_seen) + from * sizeof(uint64_t), 0,
+           (size_t)(to - from) * sizeof(uint64_t));
+}
+
+static int
+grow(Scan *scan)
+{
+    Py_ssize_t capacity = scan->capacity * 2;
+    for (int c = 0; c < scan->column_count; c++) {
+        if (PyByteArray_Resize(scan->buffers[c], capacity * scan->width[c]) < 0) return ERROR;
+        scan->data[c] = PyByteArray_AS_STRING(scan->buffers[c]);
+    }
+    if (PyByteArray_Resize(scan->spans, capacity * 2 * sizeof(int64_t)) < 0) return ERROR;
+    if (PyByteArray_Resize(scan->args_seen, capacity * sizeof(uint64_t)) < 0) return ERROR;
+    put_defaults(scan, scan->capacity, capacity);
+    scan->capacity = capacity;
+    return OK;
 }
 
 /* One field's value at *p into its column (row `row`). A value of another type than the field's
@@ -781,15 +792,10 @@ scan_object(Scan *scan, const Group *group, int first, const char **p, Py_ssize_
         return OK;
     }
     for (;;) {
+        const char *key;
+        Py_ssize_t key_len;
         int escaped;
-        if (s >= end || *s != '"') return BAIL;
-        const char *key = s + 1;
-        s = key;
-        if (scan_string(&s, end, &escaped) != OK || escaped) return BAIL;
-        Py_ssize_t key_len = s - 1 - key;
-        s = skip_ws(s, end);
-        if (s >= end || *s != ':') return BAIL;
-        s = skip_ws(s + 1, end);
+        if (read_key(&s, end, &key, &key_len, &escaped) != OK || escaped) return BAIL;
         int found = -1;
         if (key_len < MAX_KEY) {
             for (int f = group->first_of_len[key_len]; f >= 0; f = scan->fields[f].next_same_len) {
@@ -903,6 +909,30 @@ index_keys(Scan *scan, int first, int count)
     return OK;
 }
 
+/* One field from its spec, (key, kind, default, subfields), of a kind up to last_kind; its
+ * subfields (an ARGS field's) go to *subfields where it is given. */
+static int
+read_field(Field *field, PyObject *item, int last_kind, PyObject **subfields)
+{
+    PyObject *key, *fallback, *nested;
+    if (!PyArg_ParseTuple(item, "SiOO", &key, &field->kind, &fallback, &nested)) {
+        return ERROR;
+    }
+    field->key = PyBytes_AS_STRING(key);
+    field->key_len = PyBytes_GET_SIZE(key);
+    if (field->key_len == 0 || field->kind < F64 || field->kind > last_kind) {
+        PyErr_SetString(PyExc_ValueError, "a field needs a key and a kind it may have");
+        return ERROR;
+    }
+    if (subfields != NULL) *subfields = nested;
+    if (field->kind == ARGS) field->column = -1;
+    else if (field->kind == F64) field->default_float = PyFloat_AsDouble(fallback);
+    else if (field->kind != STR && field->kind != RAW) {
+        field->default_int = PyLong_AsLongLong(fallback);
+    }
+    return PyErr_Occurred() ? ERROR : OK;
+}
+
 /* The fields' table from Python's spec; a field of kind ARGS has its subfields right after the
  * top-level ones. */
 static int
@@ -918,60 +948,30 @@ read_fields(Scan *scan, PyObject *spec)
     scan->field_count = (int)top;
     scan->ph_field = scan->name_field = -1;
     for (Py_ssize_t i = 0; i < top; i++) {
-        PyObject *item = PyTuple_GET_ITEM(spec, i), *subfields;
         Field *field = &scan->fields[i];
-        PyObject *key, *fallback;
-        if (!PyArg_ParseTuple(item, "SiOO", &key, &field->kind, &fallback, &subfields)) {
-            return ERROR;
-        }
-        field->key = PyBytes_AS_STRING(key);
-        field->key_len = PyBytes_GET_SIZE(key);
-        if (field->key_len == 0 || field->kind < F64 || field->kind > ARGS) {
-            PyErr_SetString(PyExc_ValueError, "a field needs a key and a known kind");
-            return ERROR;
-        }
+        PyObject *subfields;
+        if (read_field(field, PyTuple_GET_ITEM(spec, i), ARGS, &subfields) != OK) return ERROR;
         if (field->key_len == 2 && memcmp(field->key, "ph", 2) == 0) scan->ph_field = (int)i;
         if (field->key_len == 4 && memcmp(field->key, "name", 4) == 0) scan->name_field = (int)i;
-        if (field->kind == ARGS) {
-            if (scan->field_count > scan->top_count) {
-                PyErr_SetString(PyExc_ValueError, "one ARGS field at most");
+        if (field->kind != ARGS) continue;
+        if (scan->field_count > scan->top_count) {
+            PyErr_SetString(PyExc_ValueError, "one ARGS field at most");
+            return ERROR;
+        }
+        if (!PyTuple_Check(subfields)) {
+            PyErr_SetString(PyExc_TypeError, "an ARGS field needs its subfields");
+            return ERROR;
+        }
+        Py_ssize_t count = PyTuple_GET_SIZE(subfields);
+        if (scan->field_count + count > MAX_FIELDS) goto too_many;
+        field->first_sub = scan->field_count;
+        field->sub_count = (int)count;
+        for (Py_ssize_t j = 0; j < count; j++) {
+            Field *sub = &scan->fields[scan->field_count++];
+            if (read_field(sub, PyTuple_GET_ITEM(subfields, j), ARGS - 1, NULL) != OK) {
                 return ERROR;
             }
-            if (!PyTuple_Check(subfields)) {
-                PyErr_SetString(PyExc_TypeError, "an ARGS field needs its subfields");
-                return ERROR;
-            }
-            Py_ssize_t count = PyTuple_GET_SIZE(subfields);
-            if (scan->field_count + count > MAX_FIELDS) goto too_many;
-            field->first_sub = scan->field_count;
-            field->sub_count = (int)count;
-            field->column = -1;
-            for (Py_ssize_t j = 0; j < count; j++) {
-                Field *sub = &scan->fields[scan->field_count++];
-                PyObject *sub_key, *sub_default, *none;
-                if (!PyArg_ParseTuple(PyTuple_GET_ITEM(subfields, j), "SiOO", &sub_key,
-                                      &sub->kind, &sub_default, &none)) {
-                    return ERROR;
-                }
-                sub->key = PyBytes_AS_STRING(sub_key);
-                sub->key_len = PyBytes_GET_SIZE(sub_key);
-                if (sub->key_len == 0 || sub->kind < F64 || sub->kind >= ARGS) {
-                    PyErr_SetString(PyExc_ValueError, "a subfield needs a key and a plain kind");
-                    return ERROR;
-                }
-                if (sub->kind == F64) sub->default_float = PyFloat_AsDouble(sub_default);
-                else if (sub->kind != STR && sub->kind != RAW)
-                    sub->default_int = PyLong_AsLongLong(sub_default);
-                if (PyErr_Occurred()) return ERROR;
-            }
         }
-        else if (field->kind == F64) {
-            field->default_float = PyFloat_AsDouble(fallback);
-        }
-        else if (field->kind != STR && field->kind != RAW) {
-            field->default_int = PyLong_AsLongLong(fallback);
-        }
-        if (PyErr_Occurred()) return ERROR;
     }
     if (scan->ph_field < 0 || scan->fields[scan->ph_field].kind != STR || scan->name_field < 0 ||
         scan->fields[scan->name_field].kind != STR) {
@@ -1031,16 +1031,12 @@ scan(PyObject *module, PyObject *args)
     if (status == OK) {
         state->spans = PyByteArray_FromStringAndSize(NULL, state->capacity * 2 * sizeof(int64_t));
         state->args_seen = PyByteArray_FromStringAndSize(NULL, state->capacity * sizeof(uint64_t));
-        if (state->spans == NULL || state->args_seen == NULL) {
-            status = ERROR;
-        }
-        else {
-            memset(PyByteArray_AS_STRING(state->args_seen), 0, state->capacity * sizeof(uint64_t));
-            put_defaults(state, 0, state->capacity);
-        }
+        if (state->spans == NULL || state->args_seen == NULL) status = ERROR;
+        else put_defaults(state, 0, state->capacity);
     }
     if (status == OK) {
-        /* "" and b"" are code 0 (the defaults); "X" is looked up for the mismatch check */
+        /* "" and b"" are code 0 (the defaults); the phases and the name the mismatch check
+         * compares with are looked up once */
         if (table_code(&state->strings, "", 0, NULL) != 0 || table_code(&state->raws, "", 0, NULL) != 0)
             status = ERROR;
         Py_ssize_t complete = table_code(&state->strings, "X", 1, NULL);
