@@ -109,9 +109,8 @@ _Document = msgspec.defstruct(
     gc=False,
 )
 _DOCUMENT_DECODER = msgspec.json.Decoder(_Document)
-_EVENTS_DECODER = msgspec.json.Decoder(list[Event])
+EVENTS_DECODER = msgspec.json.Decoder(list[Event])  # the reference: raw args
 _TYPED_DECODER = msgspec.json.Decoder(list[TypedEvent])
-EVENTS_DECODER = _EVENTS_DECODER
 ANY_DECODER = msgspec.json.Decoder()
 # What the C scanner reads of an event: the typed pass's fields (profiler.analysis.scanned).
 LAYOUT = scanned.Layout(TypedEvent)
@@ -354,8 +353,8 @@ class EventStream:
         """
         taken, left = self._scans
         if left < 4 or left * 8 < taken:
-            if self._scan_all:
-                self._check_depth(text)
+            # (No depth guard first: the scanner refuses JSON nested past 64 levels, far
+            # inside MAX_EVENT_DEPTH; what it refuses, _decode guards.)
             piece = scanned.scan(LAYOUT, text)
             if piece is not None:
                 self._scans[0] += 1
@@ -366,13 +365,13 @@ class EventStream:
                 return self._decode(_TYPED_DECODER, text)
             except msgspec.ValidationError:
                 self._typed = False
-        events = self._decode(_EVENTS_DECODER, text)
+        events = self._decode(EVENTS_DECODER, text)
         self._typed = _RAW_ARGS_PHASES.isdisjoint(map(attrgetter("ph"), events))
         return events
 
     def _last(self, text: bytearray) -> list[Event]:
         if self._bare:
-            return self._decode(_EVENTS_DECODER, text)
+            return self._decode(EVENTS_DECODER, text)
         # The array's end and the keys after it (Kineto writes traceName and others there).
         self._prefix = len(_DOCUMENT_OPENING)
         document: Any = self._decode(_DOCUMENT_DECODER, _DOCUMENT_OPENING + text)
@@ -392,7 +391,7 @@ class EventStream:
             if len(head) > MAX_HEAD_BYTES:
                 raise TraceFormatError(self.path, _unstreamable())
         if head[:1] == b"[":
-            return self._decode(_EVENTS_DECODER, head)
+            return self._decode(EVENTS_DECODER, head)
         document: Any = self._decode(_DOCUMENT_DECODER, head)
         if document.traceEvents is None:
             raise TraceFormatError(self.path, "no traceEvents array: not a Chrome/Kineto trace")

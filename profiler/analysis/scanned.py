@@ -75,20 +75,18 @@ class Layout:
 
     def __init__(self, event_type: type[msgspec.Struct]) -> None:
         self.kinds: dict[str, int] = {}
-        self.defaults: dict[str, Any] = {}
         self.names: list[str] = []
         self.bits: dict[str, int] = {}  # an args field's bit in the scanner's args_seen
         spec: list[tuple[bytes, int, Any, Any]] = []
         nested: list[str] = []
         for field in msgspec.structs.fields(event_type):
-            kind = _kind(field.type)
-            if kind == ARGS:
+            if _kind(field.type) == ARGS:
                 before = len(self.names)
                 subfields = tuple(self._add(sub) for sub in msgspec.structs.fields(field.type))
-                self.bits = {name: 1 << n for n, name in enumerate(self.names[before:])}
                 spec.append((field.encode_name.encode(), ARGS, 0, subfields))
                 nested = self.names[before:]
                 del self.names[before:]
+                self.bits = {name: 1 << n for n, name in enumerate(nested)}
             else:
                 spec.append(self._add(field))
         self.names += nested  # the columns: the envelope's, then the args'
@@ -101,7 +99,6 @@ class Layout:
         if field.name in self.kinds:
             raise TypeError(f"two fields named {field.name}")
         self.kinds[field.name] = kind
-        self.defaults[field.name] = field.default
         self.names.append(field.name)
         return (field.encode_name.encode(), kind, _default(kind, field.default), None)
 
@@ -149,7 +146,10 @@ class ScannedPiece:
 
     def column(self, name: str) -> np.ndarray:
         """A field's values (codes for strings and raw values), one per event."""
-        values = self._columns[name]
+        return self._mine(self._columns[name])
+
+    def _mine(self, values: np.ndarray) -> np.ndarray:
+        """The rows of a per-event array of the piece that are these events'."""
         return values if self._index is None else values[self._index]
 
     def select(self, mask: np.ndarray) -> ScannedPiece:
@@ -183,7 +183,7 @@ class ScannedPiece:
         """Which events have any of the args fields ``names`` other than its default: looked
         at only on the events that have one of them at all (most have none)."""
         out = np.zeros(self._size, bool)
-        seen = self._seen if self._index is None else self._seen[self._index]
+        seen = self._mine(self._seen)
         bits = sum(self.layout.bits[name] for name in names)
         some = np.flatnonzero(seen & np.uint64(bits))
         if not len(some):
@@ -205,14 +205,9 @@ class ScannedPiece:
             return ~np.isnan(values)
         return values != _default(kind, default)
 
-    def positions(self) -> np.ndarray:
-        """Where these events are in the piece."""
-        return np.arange(self._size) if self._index is None else self._index
-
     def text_of_events(self) -> bytes:
         """These events' JSON text, as an array (to be decoded the reference way)."""
-        spans = self._spans if self._index is None else self._spans[self._index]
-        text = self._text
+        spans, text = self._mine(self._spans), self._text
         return b"[" + b",".join(bytes(text[start:stop]) for start, stop in spans.tolist()) + b"]"
 
     def clear(self) -> None:

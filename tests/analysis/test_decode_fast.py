@@ -213,6 +213,11 @@ def _odd_events() -> list[dict[str, object]]:
     return events
 
 
+def made_trace(kind: str, directory: Path) -> Path:
+    """A made-up trace in ``directory``: "made" (:func:`_events`) or "odd" (:func:`_odd_events`)."""
+    return _write(directory / f"{kind}.json.gz", _events(600) if kind == "made" else _odd_events())
+
+
 @pytest.fixture
 def fields_c() -> ModuleType:
     """The C field reader (profiler/analysis/_fields.c)."""
@@ -225,9 +230,7 @@ def test_the_c_field_reader_gives_the_tables_of_the_python_way(
     source: Path | str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     if isinstance(source, str):
-        source = _write(
-            tmp_path / f"{source}.json.gz", _events(600) if source == "made" else _odd_events()
-        )
+        source = made_trace(source, tmp_path)
         _pieces_of_4k(monkeypatch)
     fast = load_trace(source, cache=False)
     monkeypatch.setattr(columns, "fields_c", None)

@@ -35,15 +35,16 @@ from profiler.analysis.columns import (
     int_id,
 )
 from profiler.analysis.event_args import EventArgs
+from profiler.analysis.guards import MAX_EVENT_DEPTH, nesting_depth
 from profiler.analysis.table import load_trace
 from profiler.store.chrome_trace import TraceFormatError
 from tests.analysis.test_decode_fast import (
     REFERENCE,
     _assert_same,
     _events,
-    _odd_events,
     _pieces_of_4k,
     _write,
+    made_trace,
 )
 from tests.extensions import require_built
 
@@ -149,8 +150,7 @@ def test_a_load_gives_the_same_tables_with_the_scanner_as_without(
     source: Path | str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     if isinstance(source, str):
-        events = _events(600) if source == "made" else _odd_events()
-        source = _write(tmp_path / f"{source}.json.gz", events)
+        source = made_trace(source, tmp_path)
     _pieces_of_4k(monkeypatch)  # every trace in many pieces, each a scan
     taken = _count_scans(monkeypatch)
     fast = load_trace(source, cache=False)
@@ -244,6 +244,14 @@ def test_plain_pieces_are_read_as_msgspec_reads_them(text: bytes) -> None:
 )
 def test_what_the_scanner_cannot_decide_is_left_to_msgspec(text: bytes) -> None:
     assert _scan(text) is None
+
+
+@pytest.mark.usefixtures("scanner")
+def test_nesting_the_scanner_refuses_is_within_the_guard_msgspec_s_pieces_get() -> None:
+    # A piece is scanned without the depth guard first: what nests deeper than the scanner
+    # goes to msgspec's path, which guards it.
+    deep = b'[{"ph":"X","args":{"k":' + b"[" * 70 + b"]" * 70 + b"}}]"
+    assert _scan(deep) is None and nesting_depth(deep) < MAX_EVENT_DEPTH
 
 
 @pytest.mark.usefixtures("scanner")
